@@ -1,0 +1,1 @@
+//! fjord-bench: the load generator comes with the benchmark issue.

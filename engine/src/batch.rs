@@ -1,0 +1,328 @@
+//! RecordBatch v2: a read-only view of the 61-byte header, validation on produce, and the in-place
+//! patches the broker makes (base offset and leader epoch, which the CRC does not cover; and
+//! LogAppendTime, which it does, so the CRC is recomputed).
+//!
+//! ```text
+//!  0        8         12             16     17    21          23               27
+//!  | base   | batch   | partition    |magic | crc | attributes| last offset     |
+//!  | offset | length  | leader epoch | (=2) |     |           | delta           |
+//!  27             35            43            51             53             57         61
+//!  | base         | max         | producer    | producer     | base         | records  |
+//!  | timestamp    | timestamp   | id          | epoch        | sequence     | count    |
+//! ```
+//! The CRC32C covers bytes 21..end (attributes through the last record).
+
+use crate::limits::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
+
+const OFFSET_BASE_OFFSET: usize = 0;
+const OFFSET_LENGTH: usize = 8;
+const OFFSET_LEADER_EPOCH: usize = 12;
+const OFFSET_MAGIC: usize = 16;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_LAST_OFFSET_DELTA: usize = 23;
+const OFFSET_BASE_TIMESTAMP: usize = 27;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
+const OFFSET_RECORDS_COUNT: usize = 57;
+
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+const ATTRIBUTE_TIMESTAMP_TYPE: i16 = 0x08;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+
+/// Why a batch was refused. Maps onto Kafka's CORRUPT_MESSAGE / INVALID_RECORD / MESSAGE_TOO_LARGE.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: {available} bytes, header needs {needed}")]
+    Truncated { available: usize, needed: usize },
+    #[error("unsupported record batch magic {0} (only v2 is accepted)")]
+    Magic(i8),
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("batch length {0} is invalid")]
+    Length(i32),
+    #[error("invalid batch: {0}")]
+    Invalid(&'static str),
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+impl BatchError {
+    /// The Kafka error code a producer gets for this batch.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            BatchError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
+            BatchError::Invalid(_) => 87,      // INVALID_RECORD
+            _ => 2,                            // CORRUPT_MESSAGE
+        }
+    }
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+fn read_i32(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+fn read_i16(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
+}
+
+/// A checked view of one batch header. Construct with [`BatchHeader::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Whole batch size in bytes, including the 12 bytes in front of `batchLength`.
+    pub size_bytes: usize,
+    pub leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `bytes`. Checks only what the header alone can tell.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated { available: bytes.len(), needed: BATCH_HEADER_BYTES });
+        }
+        let length = read_i32(bytes, OFFSET_LENGTH);
+        if length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
+            return Err(BatchError::Length(length));
+        }
+        let magic = bytes[OFFSET_MAGIC] as i8;
+        if magic != 2 {
+            return Err(BatchError::Magic(magic));
+        }
+        Ok(BatchHeader {
+            base_offset: read_i64(bytes, OFFSET_BASE_OFFSET),
+            size_bytes: length as usize + BATCH_LOG_OVERHEAD_BYTES,
+            leader_epoch: read_i32(bytes, OFFSET_LEADER_EPOCH),
+            magic,
+            crc: read_i32(bytes, OFFSET_CRC) as u32,
+            attributes: read_i16(bytes, OFFSET_ATTRIBUTES),
+            last_offset_delta: read_i32(bytes, OFFSET_LAST_OFFSET_DELTA),
+            base_timestamp: read_i64(bytes, OFFSET_BASE_TIMESTAMP),
+            max_timestamp: read_i64(bytes, OFFSET_MAX_TIMESTAMP),
+            producer_id: read_i64(bytes, OFFSET_PRODUCER_ID),
+            producer_epoch: read_i16(bytes, OFFSET_PRODUCER_EPOCH),
+            base_sequence: read_i32(bytes, OFFSET_BASE_SEQUENCE),
+            records_count: read_i32(bytes, OFFSET_RECORDS_COUNT),
+        })
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTRIBUTE_COMPRESSION_MASK
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTRIBUTE_TIMESTAMP_TYPE != 0
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+}
+
+/// CRC32C of a whole batch as stored in its header (bytes 21..end).
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..])
+}
+
+/// Checks one complete batch: header, length, CRC. `batch` must be exactly one batch.
+pub fn validate_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.size_bytes != batch.len() {
+        return Err(BatchError::Length(header.size_bytes as i32));
+    }
+    let computed = compute_crc(batch);
+    if computed != header.crc {
+        return Err(BatchError::Crc { stored: header.crc, computed });
+    }
+    Ok(header)
+}
+
+/// Splits produced record bytes into batches and validates each as Kafka's broker does before
+/// anything is stored: magic, length, CRC, record count, compression codec, size limit.
+pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Invalid("produce request with no record batch"));
+    }
+    let mut headers = Vec::new();
+    let mut position = 0usize;
+    while position < records.len() {
+        let rest = &records[position..];
+        let header = BatchHeader::parse(rest)?;
+        if header.size_bytes > rest.len() {
+            return Err(BatchError::Truncated { available: rest.len(), needed: header.size_bytes });
+        }
+        if header.size_bytes > max_message_bytes {
+            return Err(BatchError::TooLarge { size: header.size_bytes, max: max_message_bytes });
+        }
+        let header = validate_stored(&rest[..header.size_bytes])?;
+        if header.records_count <= 0 {
+            return Err(BatchError::Invalid("record batch has no records"));
+        }
+        if header.last_offset_delta != header.records_count - 1 {
+            return Err(BatchError::Invalid("lastOffsetDelta does not match the record count"));
+        }
+        if header.compression() > 4 {
+            return Err(BatchError::Invalid("unknown compression codec"));
+        }
+        if header.is_control() {
+            return Err(BatchError::Invalid("clients may not produce control batches"));
+        }
+        headers.push(header);
+        position += header.size_bytes;
+    }
+    Ok(headers)
+}
+
+/// Writes the broker-assigned base offset and leader epoch into a batch (not covered by the CRC).
+pub fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Marks a batch LogAppendTime with the broker's clock and recomputes its CRC (Kafka does the same:
+/// the record timestamps stay, readers use maxTimestamp for every record of such a batch).
+pub fn patch_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = read_i16(batch, OFFSET_ATTRIBUTES) | ATTRIBUTE_TIMESTAMP_TYPE;
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Scans bytes that should hold back-to-back batches; returns the length of the valid prefix and
+/// the headers in it. Stops at the first torn, zeroed or corrupt batch. Used by recovery.
+pub fn scan_valid_prefix(bytes: &[u8], mut visit: impl FnMut(usize, &BatchHeader)) -> usize {
+    let mut position = 0usize;
+    while position + BATCH_HEADER_BYTES <= bytes.len() {
+        let rest = &bytes[position..];
+        let header = match BatchHeader::parse(rest) {
+            Ok(header) => header,
+            Err(_) => break,
+        };
+        if header.size_bytes > rest.len() || validate_stored(&rest[..header.size_bytes]).is_err() {
+            break;
+        }
+        visit(position, &header);
+        position += header.size_bytes;
+    }
+    position
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds an uncompressed batch of `count` tiny records by hand, as a producer would.
+    pub(crate) fn make_batch(base_offset: i64, count: i32, value_bytes: usize) -> Vec<u8> {
+        let mut records = Vec::new();
+        for index in 0..count {
+            let mut body = vec![0u8]; // attributes
+            put_varint(&mut body, 0); // timestamp delta
+            put_varint(&mut body, index as i64); // offset delta
+            put_varint(&mut body, -1); // key: null
+            put_varint(&mut body, value_bytes as i64);
+            body.extend(std::iter::repeat_n(b'v', value_bytes));
+            put_varint(&mut body, 0); // headers
+            put_varint(&mut records, body.len() as i64);
+            records.extend(body);
+        }
+        let mut batch = Vec::new();
+        batch.extend(base_offset.to_be_bytes());
+        batch.extend(((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+        batch.extend(0i32.to_be_bytes());
+        batch.push(2);
+        batch.extend(0u32.to_be_bytes());
+        batch.extend(0i16.to_be_bytes());
+        batch.extend((count - 1).to_be_bytes());
+        batch.extend(1_700_000_000_000i64.to_be_bytes());
+        batch.extend(1_700_000_000_000i64.to_be_bytes());
+        batch.extend((-1i64).to_be_bytes());
+        batch.extend((-1i16).to_be_bytes());
+        batch.extend((-1i32).to_be_bytes());
+        batch.extend(count.to_be_bytes());
+        batch.extend(records);
+        let crc = compute_crc(&batch);
+        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    fn put_varint(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        loop {
+            if zigzag < 0x80 {
+                out.push(zigzag as u8);
+                return;
+            }
+            out.push((zigzag as u8 & 0x7f) | 0x80);
+            zigzag >>= 7;
+        }
+    }
+
+    #[test]
+    fn produced_batch_validates_and_patching_keeps_crc_valid() {
+        let mut batch = make_batch(0, 3, 10);
+        let headers = validate_produced(&batch, 1 << 20).expect("valid");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].records_count, 3);
+        patch_offset_and_epoch(&mut batch, 1234, 7);
+        let header = validate_stored(&batch).expect("crc does not cover offset and epoch");
+        assert_eq!(header.base_offset, 1234);
+        assert_eq!(header.last_offset(), 1236);
+        assert_eq!(header.leader_epoch, 7);
+        patch_log_append_time(&mut batch, 42);
+        let header = validate_stored(&batch).expect("crc recomputed");
+        assert!(header.is_log_append_time());
+        assert_eq!(header.max_timestamp, 42);
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt_message() {
+        let mut batch = make_batch(0, 2, 10);
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff;
+        let error = validate_produced(&batch, 1 << 20).unwrap_err();
+        assert!(matches!(error, BatchError::Crc { .. }));
+        assert_eq!(error.kafka_error_code(), 2);
+    }
+
+    #[test]
+    fn oversized_batch_is_message_too_large() {
+        let batch = make_batch(0, 1, 2000);
+        let error = validate_produced(&batch, 1000).unwrap_err();
+        assert_eq!(error.kafka_error_code(), 10);
+    }
+
+    #[test]
+    fn scan_stops_at_torn_tail() {
+        let mut log = make_batch(0, 2, 5);
+        let second = make_batch(2, 2, 5);
+        let first_len = log.len();
+        log.extend(&second[..second.len() - 3]);
+        let mut seen = 0;
+        assert_eq!(scan_valid_prefix(&log, |_, _| seen += 1), first_len);
+        assert_eq!(seen, 1);
+    }
+}

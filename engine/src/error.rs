@@ -1,0 +1,41 @@
+//! The engine's error type and its mapping onto Kafka error codes.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::batch::BatchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("partition {0} no longer accepts writes after a failed write or fsync")]
+    Poisoned(String),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("partition {0} is not hosted on this shard")]
+    NotHere(String),
+    #[error("partition {0} is being deleted")]
+    Deleted(String),
+}
+
+impl LogError {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        LogError::Io { path: path.into(), source }
+    }
+
+    /// The Kafka error code a client gets for this failure.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            LogError::Io { .. } | LogError::Poisoned(_) => 56, // KAFKA_STORAGE_ERROR
+            LogError::Batch(error) => error.kafka_error_code(),
+            LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
+            LogError::NotHere(_) => 6,              // NOT_LEADER_OR_FOLLOWER
+            LogError::Deleted(_) => 3,              // UNKNOWN_TOPIC_OR_PARTITION
+        }
+    }
+}
+
+pub type LogResult<T> = Result<T, LogError>;

@@ -1,0 +1,21 @@
+//! Fjord's storage engine.
+//!
+//! Everything a shard owns outright lives here: the runtime boundary (`rt`, the only module that
+//! names glommio), RecordBatch v2 validation (`batch`), segments with their sparse indexes
+//! (`segment`, `index`), the segment set with roll, recovery and truncation (`log`), the batch cache
+//! for tail reads (`cache`), partitions with group commit (`partition`), topic configuration
+//! (`topic_config`) and the limits every queue and buffer is held to (`limits`).
+//!
+//! Dependencies point one way: engine ← replication ← net ← fjord.
+
+pub mod topic_config;
+pub mod batch;
+pub mod cache;
+pub mod error;
+pub mod index;
+pub mod limits;
+pub mod log;
+pub mod partition;
+pub mod rt;
+pub mod segment;
+pub mod shard;

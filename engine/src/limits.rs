@@ -1,0 +1,49 @@
+//! Every queue, buffer and loop in the engine has a limit; the limits live here, together, with
+//! compile-time checks of how they relate.
+
+/// Alignment of every O_DIRECT write: a whole logical block, whatever the device's sector size.
+pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
+
+/// Largest single DMA write the appender issues; bigger appends are split. DESIGN.md: DMA appends
+/// reach the disk's limit with 1 MiB buffers.
+pub const DMA_WRITE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Registered io_uring memory per shard. RLIMIT_MEMLOCK on our hosts is 8 MiB and glommio refuses to
+/// start below 512 KiB; buffers beyond this come from the heap (still aligned).
+pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1024 * 1024;
+
+/// Size of a RecordBatch v2 header (baseOffset .. recordsCount).
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Bytes in front of every batch that its `batchLength` field does not count.
+pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+
+/// A batch may never be larger than this, whatever max.message.bytes says.
+pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// One offset-index entry every this many bytes of log (Kafka's index.interval.bytes default).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Offset-index entries per segment before the segment is rolled regardless of its size.
+pub const INDEX_ENTRIES_MAX: usize = 1024 * 1024;
+
+/// Segments per partition before the log refuses to roll further (retention must delete first).
+pub const SEGMENTS_PER_PARTITION_MAX: usize = 100_000;
+
+/// Pending (not yet written) bytes per partition before producers wait for the flusher.
+pub const PENDING_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Capacity of each shard-to-shard channel, in messages (each message carries a whole request part).
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// Largest number of shards a broker runs.
+pub const SHARDS_MAX: usize = 256;
+
+/// Largest segment file; positions are stored as u32 in the offset index.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+const _: () = assert!(DMA_WRITE_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
+const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);
+const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= 512 * 1024);
+const _: () = assert!(PENDING_BYTES_MAX >= BATCH_BYTES_MAX / 2);

@@ -1,0 +1,481 @@
+//! A partition on its owner shard: the log, the batch cache, offsets, and group commit.
+//!
+//! ```text
+//!  produce ──▶ append(): validate, assign offsets (patch header), cache, queue ──┐
+//!                                                                              ▼
+//!  flusher task: take queued batches ─▶ one O_DIRECT write ─▶ fdatasync if any acks=all
+//!                (group commit: everything queued meanwhile goes in the same write/sync)
+//!                 └▶ high watermark = written end; wake fetchers; complete acks
+//! ```
+//! An I/O error poisons the partition: queued and later appends fail with KAFKA_STORAGE_ERROR;
+//! nothing is retried blindly (a failed fsync may have dropped dirty pages).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+
+use crate::batch;
+use crate::cache::{BatchCache, CacheBudget, CachedBatch};
+use crate::error::{LogError, LogResult};
+use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
+use crate::log::Log;
+use crate::rt::{self, Notify};
+use crate::segment::FileSlice;
+use crate::topic_config::{TimestampType, TopicConfig};
+
+/// How long a produce waits for durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0 or 1: acknowledged once written to the log.
+    Written,
+    /// acks=all: acknowledged after fdatasync.
+    Synced,
+}
+
+/// Part of a fetch response: memory from the cache, or a file range sent with sendfile(2).
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Memory(Bytes),
+    File(FileSlice),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Memory(bytes) => bytes.len(),
+            Chunk::File(slice) => slice.length,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a read returns besides the data.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub chunks: Vec<Chunk>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl ReadResult {
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(Chunk::len).sum()
+    }
+}
+
+/// The outcome of an append once the flusher is done with it.
+pub type AppendOutcome = Result<(), i16>;
+
+/// An appended batch set waiting for its write (and sync).
+pub struct AppendTicket {
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    done: oneshot::Receiver<AppendOutcome>,
+}
+
+impl AppendTicket {
+    /// Completes when the append is written (acks=1) or synced (acks=all). Error: Kafka code.
+    pub async fn wait(self) -> AppendOutcome {
+        self.done.await.unwrap_or(Err(56))
+    }
+}
+
+struct PendingAppend {
+    batches: Vec<Bytes>,
+    bytes: usize,
+    base_offset: i64,
+    acks: Acks,
+    done: oneshot::Sender<AppendOutcome>,
+}
+
+/// Broker-wide settings a partition needs besides its topic config.
+#[derive(Debug, Clone)]
+pub struct PartitionSettings {
+    /// Periodic fdatasync of acks=1 data (log.flush.interval.ms).
+    pub flush_interval_ms: u64,
+}
+
+/// One partition of a topic. Lives on exactly one shard, its owner (see `shard_table`).
+pub struct Partition {
+    pub topic: Rc<str>,
+    pub partition: i32,
+    pub topic_id: [u8; 16],
+    name: String,
+    log: RefCell<Option<Rc<Log>>>,
+    config: RefCell<TopicConfig>,
+    settings: PartitionSettings,
+    cache: RefCell<BatchCache>,
+    next_offset: Cell<i64>,
+    high_watermark: Cell<i64>,
+    leader_epoch: Cell<i32>,
+    pending: RefCell<VecDeque<PendingAppend>>,
+    pending_bytes: Cell<usize>,
+    flusher_wake: Rc<Notify>,
+    /// Fired whenever the high watermark moves or the partition closes.
+    pub data_arrived: Rc<Notify>,
+    flushed: Rc<Notify>,
+    unsynced: Cell<bool>,
+    poisoned: Cell<bool>,
+    closing: Cell<bool>,
+    flusher_done: RefCell<Option<rt::Task<()>>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition in `dir` and starts its flusher.
+    pub async fn open(
+        dir: PathBuf,
+        topic: Rc<str>,
+        partition: i32,
+        topic_id: [u8; 16],
+        leader_epoch: i32,
+        config: TopicConfig,
+        settings: PartitionSettings,
+        budget: Rc<CacheBudget>,
+    ) -> LogResult<Rc<Partition>> {
+        let name = format!("{topic}-{partition}");
+        check_topic_id(&dir, &topic_id)?;
+        let (log, report) = Log::open(&dir, now_ms()).await?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(partition = %name, truncated_bytes = report.truncated_bytes, "recovered partition after an unclean stop");
+        }
+        let end = log.end_offset();
+        let partition = Rc::new(Partition {
+            topic,
+            partition,
+            topic_id,
+            name,
+            cache: RefCell::new(BatchCache::new(budget)),
+            next_offset: Cell::new(end),
+            high_watermark: Cell::new(end),
+            leader_epoch: Cell::new(leader_epoch),
+            log: RefCell::new(Some(Rc::new(log))),
+            config: RefCell::new(config),
+            settings,
+            pending: RefCell::new(VecDeque::new()),
+            pending_bytes: Cell::new(0),
+            flusher_wake: Rc::new(Notify::default()),
+            data_arrived: Rc::new(Notify::default()),
+            flushed: Rc::new(Notify::default()),
+            unsynced: Cell::new(false),
+            poisoned: Cell::new(false),
+            closing: Cell::new(false),
+            flusher_done: RefCell::new(None),
+        });
+        let flusher = rt::spawn(Partition::run_flusher(partition.clone()));
+        *partition.flusher_done.borrow_mut() = Some(flusher);
+        Ok(partition)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset.get()
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.with_log(|log| log.log_start_offset()).unwrap_or(0)
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.with_log(|log| log.size_bytes()).unwrap_or(0)
+    }
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.get()
+    }
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.borrow_mut() = config;
+    }
+    pub fn config(&self) -> TopicConfig {
+        self.config.borrow().clone()
+    }
+
+    fn with_log<R>(&self, f: impl FnOnce(&Log) -> R) -> Option<R> {
+        self.log.borrow().as_deref().map(f)
+    }
+
+    /// Validates produced record batches, assigns their offsets and queues them for the flusher.
+    /// Everything before the first await of the returned ticket happens in call order, so two
+    /// appends from one connection land in the order they were made.
+    pub async fn append(&self, records: Bytes, acks: Acks) -> LogResult<AppendTicket> {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+            self.flushed.notified().await;
+        }
+        if self.poisoned.get() || self.closing.get() {
+            return Err(LogError::Poisoned(self.name.clone()));
+        }
+        let config = self.config.borrow().clone();
+        let headers = batch::validate_produced(&records, config.max_message_bytes as usize)?;
+        let base_offset = self.next_offset.get();
+        let append_time_ms = now_ms();
+        let mut copy = BytesMut::from(&records[..]);
+        let mut next = base_offset;
+        let mut position = 0usize;
+        let mut batches = Vec::with_capacity(headers.len());
+        for header in &headers {
+            let slice = &mut copy[position..position + header.size_bytes];
+            batch::patch_offset_and_epoch(slice, next, self.leader_epoch.get());
+            if config.message_timestamp_type == TimestampType::LogAppendTime {
+                batch::patch_log_append_time(slice, append_time_ms);
+            }
+            position += header.size_bytes;
+            next += header.last_offset_delta as i64 + 1;
+        }
+        let frozen = copy.freeze();
+        let mut position = 0usize;
+        let mut offset = base_offset;
+        let written_end = self.high_watermark.get();
+        for header in &headers {
+            let bytes = frozen.slice(position..position + header.size_bytes);
+            let last_offset = offset + header.last_offset_delta as i64;
+            self.cache.borrow_mut().push(CachedBatch { base_offset: offset, last_offset, bytes: bytes.clone() }, written_end);
+            batches.push(bytes);
+            position += header.size_bytes;
+            offset = last_offset + 1;
+        }
+        self.next_offset.set(next);
+        let (done, receiver) = oneshot::channel();
+        self.pending_bytes.set(self.pending_bytes.get() + frozen.len());
+        self.pending.borrow_mut().push_back(PendingAppend { batches, bytes: frozen.len(), base_offset, acks, done });
+        self.flusher_wake.notify_all();
+        let log_append_time_ms = if config.message_timestamp_type == TimestampType::LogAppendTime { append_time_ms } else { -1 };
+        Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
+    }
+
+    async fn run_flusher(partition: Rc<Partition>) {
+        loop {
+            if partition.pending.borrow().is_empty() {
+                if partition.closing.get() {
+                    break;
+                }
+                let wake = partition.flusher_wake.notified();
+                let interval = Duration::from_millis(partition.settings.flush_interval_ms.max(1));
+                if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.poisoned.get() {
+                    let active = partition.with_log(|log| log.active());
+                    if let Some(active) = active {
+                        match active.sync().await {
+                            Ok(()) => partition.unsynced.set(false),
+                            Err(error) => partition.poison(&error),
+                        }
+                    }
+                }
+                continue;
+            }
+            partition.flush_once().await;
+        }
+    }
+
+    /// Writes one group of queued appends (and syncs if any needs it).
+    async fn flush_once(&self) {
+        let group = self.take_group();
+        if self.poisoned.get() {
+            for pending in group {
+                let _ = pending.done.send(Err(56));
+            }
+            return;
+        }
+        let result = self.write_group(&group).await;
+        let bytes: usize = group.iter().map(|pending| pending.bytes).sum();
+        self.pending_bytes.set(self.pending_bytes.get() - bytes);
+        match result {
+            Ok(()) => {
+                let end = self.with_log(|log| log.end_offset()).unwrap_or(self.high_watermark.get());
+                self.high_watermark.set(end);
+                self.cache.borrow_mut().evict(end);
+                for pending in group {
+                    let _ = pending.done.send(Ok(()));
+                }
+                self.data_arrived.notify_all();
+            }
+            Err(error) => {
+                self.poison(&error);
+                for pending in group {
+                    let _ = pending.done.send(Err(error.kafka_error_code()));
+                }
+            }
+        }
+        self.flushed.notify_all();
+    }
+
+    fn take_group(&self) -> Vec<PendingAppend> {
+        let mut pending = self.pending.borrow_mut();
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = pending.front() {
+            if !group.is_empty() && bytes + next.bytes > DMA_WRITE_BYTES_MAX {
+                break;
+            }
+            bytes += next.bytes;
+            group.push(pending.pop_front().expect("front exists"));
+        }
+        group
+    }
+
+    async fn write_group(&self, group: &[PendingAppend]) -> LogResult<()> {
+        let Some(log) = self.log.borrow().clone() else {
+            return Err(LogError::Deleted(self.name.clone()));
+        };
+        self.write_group_to(&log, group).await
+    }
+
+    async fn write_group_to(&self, log: &Log, group: &[PendingAppend]) -> LogResult<()> {
+        let config = self.config.borrow().clone();
+        let mut sync = false;
+        let mut run: Vec<Bytes> = Vec::new();
+        let mut run_bytes = 0u64;
+        for pending in group {
+            let active = log.active();
+            let now = now_ms();
+            let too_big = active.size_bytes() + run_bytes + pending.bytes as u64 > config.segment_bytes.min(SEGMENT_BYTES_MAX);
+            let too_old = config.segment_ms > 0 && now - active.created_at_ms > config.segment_ms;
+            let index_full = active.index_entries() >= INDEX_ENTRIES_MAX;
+            if active.size_bytes() + run_bytes > 0 && (too_big || too_old || index_full) {
+                active.append(&run).await?;
+                run.clear();
+                run_bytes = 0;
+                log.roll(pending.base_offset, now).await?;
+                self.unsynced.set(false);
+            }
+            run.extend(pending.batches.iter().cloned());
+            run_bytes += pending.bytes as u64;
+            sync |= pending.acks == Acks::Synced;
+        }
+        log.active().append(&run).await?;
+        self.unsynced.set(true);
+        if sync {
+            log.active().sync().await?;
+            self.unsynced.set(false);
+        }
+        Ok(())
+    }
+
+    fn poison(&self, error: &LogError) {
+        if !self.poisoned.replace(true) {
+            tracing::error!(partition = %self.name, %error, "write or fsync failed: partition poisoned, no further writes accepted");
+        }
+        self.flushed.notify_all();
+    }
+
+    /// Reads from `offset`: the cache for the tail, the segment files (sendfile) below it.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> LogResult<ReadResult> {
+        let high_watermark = self.high_watermark.get();
+        let log_start_offset = self.log_start_offset();
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: high_watermark });
+        }
+        let mut result = ReadResult { chunks: Vec::new(), high_watermark, log_start_offset };
+        if offset == high_watermark {
+            return Ok(result);
+        }
+        if let Some(batches) = self.cache.borrow().read(offset, max_bytes, high_watermark) {
+            result.chunks = batches.into_iter().map(Chunk::Memory).collect();
+            return Ok(result);
+        }
+        let slice = self.with_log(|log| log.read(offset, max_bytes)).unwrap_or(Ok(None))?;
+        if let Some(slice) = slice {
+            result.chunks.push(Chunk::File(slice));
+        }
+        Ok(result)
+    }
+
+    /// ListOffsets by timestamp: first offset whose batch max timestamp is >= `timestamp_ms`.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> LogResult<Option<(i64, i64)>> {
+        self.with_log(|log| log.offset_for_timestamp(timestamp_ms)).unwrap_or(Ok(None))
+    }
+
+    /// ListOffsets max timestamp (KIP-734): the offset holding the largest timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.with_log(|log| log.max_timestamp()).flatten()
+    }
+
+    /// Truncates the log to `offset` (replication, KIP-101). Waits for queued writes first.
+    pub async fn truncate_to(&self, offset: i64) -> LogResult<()> {
+        while !self.pending.borrow().is_empty() {
+            self.flushed.notified().await;
+        }
+        let Some(log) = self.log.borrow().clone() else {
+            return Err(LogError::Deleted(self.name.clone()));
+        };
+        log.truncate_to(offset, now_ms()).await?;
+        let end = log.end_offset();
+        self.cache.borrow_mut().truncate_to(offset);
+        self.next_offset.set(end);
+        self.high_watermark.set(self.high_watermark.get().min(end));
+        Ok(())
+    }
+
+    /// Stops the flusher after it has written and synced everything queued, and checkpoints.
+    pub async fn close(&self) -> LogResult<()> {
+        self.closing.set(true);
+        self.flusher_wake.notify_all();
+        let flusher = self.flusher_done.borrow_mut().take();
+        if let Some(flusher) = flusher {
+            flusher.await;
+        }
+        self.data_arrived.notify_all();
+        let log = self.log.borrow_mut().take();
+        self.cache.borrow_mut().clear();
+        if let Some(log) = log.and_then(|log| Rc::try_unwrap(log).ok()) {
+            if !self.poisoned.get() {
+                log.checkpoint().await?;
+            }
+            log.close().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes and removes the partition's directory (topic deletion).
+    pub async fn delete(&self) -> LogResult<()> {
+        self.closing.set(true);
+        self.flusher_wake.notify_all();
+        let flusher = self.flusher_done.borrow_mut().take();
+        if let Some(flusher) = flusher {
+            flusher.await;
+        }
+        self.data_arrived.notify_all();
+        self.cache.borrow_mut().clear();
+        let log = self.log.borrow_mut().take();
+        match log.map(Rc::try_unwrap) {
+            Some(Ok(log)) => log.delete().await,
+            Some(Err(log)) => {
+                let dir = log.dir().to_path_buf();
+                std::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name.
+fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(*topic_id));
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => return Ok(()),
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to a deleted topic of the same name; removing it");
+            std::fs::remove_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
+    std::fs::write(&path, expected).map_err(|error| LogError::io(&path, error))?;
+    Ok(())
+}

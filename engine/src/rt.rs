@@ -1,0 +1,331 @@
+//! The runtime boundary: the only module that names glommio.
+//!
+//! glommio 0.9 is barely maintained (DESIGN.md), so everything the rest of Fjord needs from a
+//! thread-per-core io_uring runtime goes through here: starting pinned shards, spawning tasks,
+//! timers, DMA files, TCP, the shard-to-shard channel mesh, and sendfile(2) on a blocking thread.
+//! Moving to another runtime should mean rewriting this file, not the engine.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::limits::{DMA_ALIGNMENT_BYTES, MESH_CHANNEL_CAPACITY};
+
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::Task;
+
+/// Spawns a task on the current shard.
+pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
+    glommio::spawn_local(future)
+}
+
+/// Spawns a task on the current shard and lets it run to completion on its own.
+pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}
+
+/// Runs blocking work (sendfile, buffered reads, metadata fsync) on the shard's blocking pool.
+pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await
+}
+
+/// Yields to other tasks if this one has run for its share; long loops call it.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+/// Races `future` against a timer. `None` when the timer fired first.
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    use futures::future::{select, Either};
+    let timer = std::pin::pin!(sleep(duration));
+    let future = std::pin::pin!(future);
+    match select(future, timer).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
+
+/// How each shard's executor is built.
+#[derive(Debug, Clone)]
+pub struct ShardRuntimeConfig {
+    pub io_memory_bytes: usize,
+    pub spin_before_park: Option<Duration>,
+    pub pin_to_cores: bool,
+}
+
+/// Starts `count` shards, each a pinned single-threaded executor running `body(shard_id, mesh)`,
+/// and blocks until every shard's body returns.
+pub fn run_shards<M, F, Fut>(count: usize, config: ShardRuntimeConfig, body: F) -> io::Result<()>
+where
+    M: Send + 'static,
+    F: Fn(usize, Mesh<M>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut wiring = MeshWiring::<M>::new(count);
+    let mut handles = Vec::with_capacity(count);
+    for shard_id in 0..count {
+        let (senders, receivers) = wiring.take(shard_id);
+        let body = body.clone();
+        let placement = if config.pin_to_cores {
+            glommio::Placement::Fixed(shard_id % cores)
+        } else {
+            glommio::Placement::Unbound
+        };
+        let mut builder = glommio::LocalExecutorBuilder::new(placement)
+            .name(&format!("fjord-shard-{shard_id}"))
+            .io_memory(config.io_memory_bytes);
+        if let Some(spin) = config.spin_before_park {
+            builder = builder.spin_before_park(spin);
+        }
+        let handle = builder
+            .spawn(move || async move {
+                let mesh = Mesh::connect(shard_id, senders, receivers).await;
+                body(shard_id, mesh).await;
+            })
+            .map_err(|error| io::Error::other(format!("cannot start shard {shard_id}: {error}")))?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        handle.join().map_err(|error| io::Error::other(format!("shard failed: {error}")))?;
+    }
+    Ok(())
+}
+
+type Sender<M> = glommio::channels::shared_channel::SharedSender<M>;
+type Receiver<M> = glommio::channels::shared_channel::SharedReceiver<M>;
+
+/// The channels of a full mesh before the shards connect to them.
+struct MeshWiring<M: Send> {
+    senders: Vec<Vec<Option<Sender<M>>>>,
+    receivers: Vec<Vec<Option<Receiver<M>>>>,
+}
+
+impl<M: Send + 'static> MeshWiring<M> {
+    fn new(count: usize) -> Self {
+        let mut senders: Vec<Vec<Option<Sender<M>>>> = (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<Receiver<M>>>> = (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
+        for from in 0..count {
+            for to in 0..count {
+                if from != to {
+                    let (sender, receiver) = glommio::channels::shared_channel::new_bounded(MESH_CHANNEL_CAPACITY);
+                    senders[from][to] = Some(sender);
+                    receivers[to][from] = Some(receiver);
+                }
+            }
+        }
+        MeshWiring { senders, receivers }
+    }
+
+    fn take(&mut self, shard_id: usize) -> (Vec<Option<Sender<M>>>, Vec<Option<Receiver<M>>>) {
+        (std::mem::take(&mut self.senders[shard_id]), std::mem::take(&mut self.receivers[shard_id]))
+    }
+}
+
+/// This shard's end of the shard-to-shard channel mesh: one bounded lock-free channel to every
+/// other shard. Messages carry whole request parts, never single records. Lives on one shard.
+pub struct Mesh<M: Send + 'static> {
+    shard_id: usize,
+    senders: Vec<Option<glommio::channels::shared_channel::ConnectedSender<M>>>,
+    receivers: RefCell<Vec<glommio::channels::shared_channel::ConnectedReceiver<M>>>,
+}
+
+impl<M: Send + 'static> Mesh<M> {
+    async fn connect(shard_id: usize, senders: Vec<Option<Sender<M>>>, receivers: Vec<Option<Receiver<M>>>) -> Self {
+        let mut connected_senders = Vec::with_capacity(senders.len());
+        for sender in senders {
+            connected_senders.push(match sender {
+                Some(sender) => Some(sender.connect().await),
+                None => None,
+            });
+        }
+        let mut connected_receivers = Vec::new();
+        for receiver in receivers.into_iter().flatten() {
+            connected_receivers.push(receiver.connect().await);
+        }
+        Mesh { shard_id, senders: connected_senders, receivers: RefCell::new(connected_receivers) }
+    }
+
+    pub fn shard_id(&self) -> usize {
+        self.shard_id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Sends to another shard, waiting while its channel is full (backpressure). Fails only if
+    /// that shard has stopped; the message is then dropped (its reply channels report canceled).
+    pub async fn send(&self, to: usize, message: M) -> Result<(), MeshClosed> {
+        assert_ne!(to, self.shard_id, "a shard handles its own work directly");
+        match self.senders.get(to).and_then(Option::as_ref) {
+            Some(sender) => sender.send(message).await.map_err(|_| MeshClosed),
+            None => Err(MeshClosed),
+        }
+    }
+
+    /// Spawns one task per inbound channel that hands each message, in order, to `handler`.
+    /// The handler's future is awaited before the next message of that channel is taken, so
+    /// whatever it does before its first await happens in send order.
+    pub fn serve<H, Fut>(&self, handler: H)
+    where
+        H: Fn(M) -> Fut + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        for receiver in self.receivers.borrow_mut().drain(..) {
+            let handler = handler.clone();
+            spawn_detached(async move {
+                while let Some(message) = receiver.recv().await {
+                    handler(message).await;
+                }
+            });
+        }
+    }
+}
+
+/// The receiving shard has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshClosed;
+
+/// A single-shard wake-up signal: many waiters, `notify_all` wakes them. Not Send; lives on the
+/// shard that owns the state it signals about.
+#[derive(Default)]
+pub struct Notify {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Completes at the next `notify_all` after this call.
+    pub fn notified(self: &Rc<Self>) -> Notified {
+        Notified { notify: self.clone(), generation: self.generation.get() }
+    }
+}
+
+pub struct Notified {
+    notify: Rc<Notify>,
+    generation: u64,
+}
+
+impl Future for Notified {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notify.generation.get() != self.generation {
+            return Poll::Ready(());
+        }
+        self.notify.wakers.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// An O_DIRECT file for appends. Every write is aligned to [`DMA_ALIGNMENT_BYTES`].
+pub struct DmaFile {
+    file: glommio::io::DmaFile,
+}
+
+/// An aligned buffer for [`DmaFile::write_at`].
+pub struct DmaBuffer(glommio::io::DmaBuffer);
+
+impl DmaBuffer {
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        self.0.as_bytes_mut()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+}
+
+impl DmaFile {
+    /// Opens (creating if needed) for reading and writing with O_DIRECT.
+    pub async fn open_rw(path: &Path) -> io::Result<DmaFile> {
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        Ok(DmaFile { file })
+    }
+
+    pub fn alloc_buffer(&self, size_bytes: usize) -> DmaBuffer {
+        debug_assert_eq!(size_bytes as u64 % DMA_ALIGNMENT_BYTES, 0);
+        DmaBuffer(self.file.alloc_dma_buffer(size_bytes))
+    }
+
+    pub async fn write_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<usize> {
+        debug_assert_eq!(position % DMA_ALIGNMENT_BYTES, 0);
+        self.file.write_at(buffer.0, position).await.map_err(io::Error::from)
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
+        self.file.truncate(size_bytes).await.map_err(io::Error::from)
+    }
+
+    pub async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(io::Error::from)
+    }
+}
+
+/// sendfile(2) of `length` bytes at `offset` of `file_fd` to `socket_fd`, on the calling (blocking)
+/// thread. Copes with a non-blocking socket by polling for writability. Record bytes never enter
+/// user space.
+pub fn sendfile_all(socket_fd: RawFd, file_fd: RawFd, mut offset: u64, mut length: usize) -> io::Result<()> {
+    while length > 0 {
+        let mut file_offset = offset as libc::off_t;
+        // SAFETY: both descriptors are open for the duration of the call (the caller holds them).
+        let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut file_offset, length) };
+        if sent < 0 {
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::WouldBlock => {
+                    wait_writable(socket_fd)?;
+                    continue;
+                }
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(error),
+            }
+        }
+        if sent == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than the slice sent"));
+        }
+        offset += sent as u64;
+        length -= sent as usize;
+    }
+    Ok(())
+}
+
+fn wait_writable(socket_fd: RawFd) -> io::Result<()> {
+    let mut poll_fd = libc::pollfd { fd: socket_fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd; a 30 s bound so a dead peer cannot hold the thread forever.
+    let ready = unsafe { libc::poll(&mut poll_fd, 1, 30_000) };
+    match ready {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::Error::new(io::ErrorKind::TimedOut, "socket not writable for 30 s")),
+        _ => Ok(()),
+    }
+}

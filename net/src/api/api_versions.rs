@@ -1,0 +1,54 @@
+//! ApiVersions (key 18), v0–4. Answered before anything else, even for versions we do not know:
+//! an unsupported version gets UNSUPPORTED_VERSION with our ranges in a v0 response (KIP-511), so
+//! the client can retry with a version we speak. The response carries no tagged fields: Debian's
+//! librdkafka 2.0.2 (kcat) breaks on them.
+
+use bytes::Bytes;
+use fjord_engine::partition::Chunk;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+
+use super::{codes, RequestError, Versions, SUPPORTED};
+use crate::response::{self, OutFrame};
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
+
+pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
+    let supported = (VERSIONS.min..=VERSIONS.max).contains(&version);
+    // Header v2 for flexible versions (3+); an unknown version is read as v1 to find the
+    // correlation id, which comes before anything version-specific.
+    let header_version = if supported { ApiKey::ApiVersions.request_header_version(version) } else { 1 };
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, header_version)
+        .map_err(|error| RequestError::Decode { api: ApiKey::ApiVersions, version, reason: error.to_string() })?;
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = api_table();
+    if !supported {
+        response.error_code = codes::UNSUPPORTED_VERSION;
+        let bytes = response::encode_with_header_version(0, 0, header.correlation_id, &response)?;
+        return Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] });
+    }
+    if version >= 3 {
+        // Validate the client software fields as Kafka does; a bad body is INVALID_REQUEST.
+        if ApiVersionsRequest::decode(&mut body, version).is_err() {
+            response.error_code = codes::INVALID_REQUEST;
+        }
+    }
+    // ApiVersions responses always use header v0.
+    let bytes = response::encode_with_header_version(0, version, header.correlation_id, &response)?;
+    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+}
+
+fn api_table() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|(key, versions)| {
+            let mut entry = ApiVersion::default();
+            entry.api_key = *key as i16;
+            entry.min_version = versions.min;
+            entry.max_version = versions.max;
+            entry
+        })
+        .collect()
+}

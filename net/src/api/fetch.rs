@@ -1,0 +1,338 @@
+//! Fetch (key 1), v4–17: long poll (answer once min_bytes is reached or max_wait_ms passes),
+//! max_bytes and partition_max_bytes (the first batch always goes out whole), OFFSET_OUT_OF_RANGE,
+//! incremental fetch sessions (KIP-227), and zero-copy records: cached batches as shared `Bytes`,
+//! older data as sendfile(2) ranges spliced into the encoded response.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{select, select_all};
+use indexmap::IndexMap;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::{codes, Versions};
+use crate::context::ShardContext;
+use crate::fetch_session::{SessionKey, SessionPartition};
+use crate::response::{self, OutFrame};
+use crate::router::{self, FetchPart, FetchResult, ShardRequest};
+use fjord_engine::partition::Chunk;
+use fjord_engine::rt;
+
+pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
+
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+/// Upper bound on a long poll, whatever the client asks.
+const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+/// One partition the response covers.
+struct Wanted {
+    topic: String,
+    topic_id: [u8; 16],
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+}
+
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: FetchRequest) -> Option<OutFrame> {
+    let version = header.request_api_version;
+    let (wanted, session) = match select_partitions(&ctx, version, &request) {
+        Ok(selected) => selected,
+        Err(code) => return encode_error(&header, code),
+    };
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let mut results = fetch_round(&ctx, &wanted).await;
+    loop {
+        let total: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
+        let any_error = results.iter().any(|result| result.error_code != 0);
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || any_error || now >= deadline || ctx.shutting_down.get() {
+            break;
+        }
+        wait_for_data(&ctx, &wanted, deadline - now).await;
+        results = fetch_round(&ctx, &wanted).await;
+    }
+    apply_max_bytes(&mut results, request.max_bytes.max(0) as usize);
+    let isolation_committed = request.isolation_level == 1;
+    build_response(&ctx, &header, wanted, results, session, isolation_committed)
+}
+
+/// What the response must say about the session.
+struct SessionReply {
+    id: i32,
+    incremental: bool,
+}
+
+fn select_partitions(ctx: &ShardContext, version: i16, request: &FetchRequest) -> Result<(Vec<Wanted>, SessionReply), i16> {
+    let mut requested = Vec::new();
+    for topic in &request.topics {
+        let (name, id) = if version >= 13 {
+            match ctx.topic_by_id(topic.topic_id.as_bytes()) {
+                Some(info) => (info.name.clone(), info.id),
+                None => (String::new(), *topic.topic_id.as_bytes()),
+            }
+        } else {
+            let name = topic.topic.0.to_string();
+            let id = ctx.topic(&name).map(|info| info.id).unwrap_or_default();
+            (name, id)
+        };
+        for partition in &topic.partitions {
+            requested.push(Wanted {
+                topic: name.clone(),
+                topic_id: id,
+                partition: partition.partition,
+                fetch_offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes,
+                current_leader_epoch: partition.current_leader_epoch,
+            });
+        }
+    }
+    let session_id = request.session_id;
+    let epoch = request.session_epoch;
+    let mut sessions = ctx.fetch_sessions.borrow_mut();
+    match (session_id, epoch) {
+        (0, 0) => {
+            let partitions = requested.iter().map(|wanted| (key(wanted), session_partition(wanted))).collect();
+            let id = sessions.create(ctx.shard_id, partitions).unwrap_or(0);
+            Ok((requested, SessionReply { id, incremental: false }))
+        }
+        (0, _) => Ok((requested, SessionReply { id: 0, incremental: false })),
+        (id, -1) => {
+            sessions.remove(id);
+            Ok((requested, SessionReply { id: 0, incremental: false }))
+        }
+        (id, epoch) => {
+            let session = sessions.get_mut(id, epoch)?;
+            for wanted in &requested {
+                let entry = session.partitions.entry(key(wanted)).or_insert_with(|| session_partition(wanted));
+                entry.fetch_offset = wanted.fetch_offset;
+                entry.max_bytes = wanted.max_bytes;
+            }
+            for forgotten in &request.forgotten_topics_data {
+                let name = if version >= 13 {
+                    ctx.topic_by_id(forgotten.topic_id.as_bytes()).map(|info| info.name.clone()).unwrap_or_default()
+                } else {
+                    forgotten.topic.0.to_string()
+                };
+                for partition in &forgotten.partitions {
+                    session.partitions.shift_remove(&(name.clone(), *partition));
+                }
+            }
+            session.next_epoch = session.next_epoch.wrapping_add(1).max(1);
+            let all = session
+                .partitions
+                .iter()
+                .map(|((topic, partition), cached)| Wanted {
+                    topic: topic.clone(),
+                    topic_id: cached.topic_id,
+                    partition: *partition,
+                    fetch_offset: cached.fetch_offset,
+                    max_bytes: cached.max_bytes,
+                    current_leader_epoch: -1,
+                })
+                .collect();
+            Ok((all, SessionReply { id, incremental: true }))
+        }
+    }
+}
+
+fn key(wanted: &Wanted) -> SessionKey {
+    (wanted.topic.clone(), wanted.partition)
+}
+
+fn session_partition(wanted: &Wanted) -> SessionPartition {
+    SessionPartition {
+        topic_id: wanted.topic_id,
+        fetch_offset: wanted.fetch_offset,
+        max_bytes: wanted.max_bytes,
+        last_high_watermark: -1,
+        last_log_start_offset: -1,
+        last_error: -1,
+    }
+}
+
+/// One pass over every wanted partition: errors decided here, reads on the owner shards.
+async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted]) -> Vec<FetchResult> {
+    let mut results: Vec<FetchResult> = Vec::with_capacity(wanted.len());
+    let mut routed = Vec::new();
+    for (position, item) in wanted.iter().enumerate() {
+        let mut result = FetchResult { error_code: 0, high_watermark: -1, log_start_offset: -1, chunks: Vec::new() };
+        match ctx.topic(&item.topic) {
+            Some(topic) if topic.id == item.topic_id && item.partition >= 0 && item.partition < topic.partition_count => {
+                let epoch = topic.leader_epochs.get(item.partition as usize).copied().unwrap_or(0);
+                if item.current_leader_epoch >= 0 && item.current_leader_epoch < epoch {
+                    result.error_code = FENCED_LEADER_EPOCH;
+                } else if item.current_leader_epoch > epoch {
+                    result.error_code = UNKNOWN_LEADER_EPOCH;
+                } else {
+                    routed.push((
+                        position,
+                        FetchPart {
+                            topic: item.topic.clone(),
+                            partition: item.partition,
+                            spec: topic.spec(item.partition),
+                            fetch_offset: item.fetch_offset,
+                            max_bytes: item.max_bytes.max(0) as usize,
+                        },
+                    ));
+                }
+            }
+            Some(topic) if topic.id != item.topic_id && item.topic_id != [0; 16] => result.error_code = codes::UNKNOWN_TOPIC_ID,
+            Some(_) => result.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
+            None if item.topic.is_empty() => result.error_code = codes::UNKNOWN_TOPIC_ID,
+            None => result.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
+        }
+        results.push(result);
+    }
+    let groups = router::group_by_shard(ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
+    let mut orders = Vec::new();
+    let mut by_shard = Vec::new();
+    for (shard, items) in groups {
+        let (order, parts): (Vec<usize>, Vec<FetchPart>) = items.into_iter().unzip();
+        orders.push(order);
+        by_shard.push((shard, parts));
+    }
+    let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Fetch { parts, reply }).await;
+    for (receiver, order) in receivers.into_iter().zip(orders) {
+        match receiver.await {
+            Ok(replies) => {
+                for (position, reply) in order.into_iter().zip(replies) {
+                    results[position] = reply;
+                }
+            }
+            Err(_) => {
+                for position in order {
+                    results[position].error_code = codes::KAFKA_STORAGE_ERROR;
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Waits until an owner reports new data for one of the partitions, or `wait` passes.
+async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration) {
+    let items: Vec<(usize, (String, i32, i64))> = wanted
+        .iter()
+        .enumerate()
+        .map(|(position, item)| (position, (item.topic.clone(), item.partition, item.fetch_offset)))
+        .collect();
+    let groups = router::group_by_shard(ctx, items, |(topic, partition, _)| ctx.table.owner(topic, *partition));
+    let by_shard: Vec<(usize, Vec<(String, i32, i64)>)> =
+        groups.into_iter().map(|(shard, items)| (shard, items.into_iter().map(|(_, item)| item).collect())).collect();
+    if by_shard.is_empty() {
+        rt::sleep(wait).await;
+        return;
+    }
+    let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Watch { parts, reply }).await;
+    let arrivals = select_all(receivers);
+    let shutdown = ctx.shutdown.notified();
+    let _ = rt::timeout(wait, select(arrivals, shutdown)).await;
+}
+
+/// Keeps the response within max_bytes, in partition order; the first non-empty partition is
+/// always kept whole so a consumer can make progress (KIP-74).
+fn apply_max_bytes(results: &mut [FetchResult], max_bytes: usize) {
+    let mut total = 0usize;
+    let mut first = true;
+    for result in results.iter_mut() {
+        let size: usize = result.chunks.iter().map(Chunk::len).sum();
+        if size == 0 {
+            continue;
+        }
+        if !first && total + size > max_bytes {
+            result.chunks.clear();
+            continue;
+        }
+        first = false;
+        total += size;
+    }
+}
+
+fn build_response(
+    ctx: &ShardContext,
+    header: &RequestHeader,
+    wanted: Vec<Wanted>,
+    results: Vec<FetchResult>,
+    session: SessionReply,
+    isolation_committed: bool,
+) -> Option<OutFrame> {
+    let version = header.request_api_version;
+    let mut response = FetchResponse::default();
+    response.session_id = session.id;
+    let mut records: Vec<Vec<Chunk>> = Vec::new();
+    let mut sessions = ctx.fetch_sessions.borrow_mut();
+    let mut session_partitions: Option<&mut IndexMap<SessionKey, SessionPartition>> = None;
+    if session.id != 0 {
+        if let Ok(found) = sessions.get_mut_unchecked(session.id) {
+            session_partitions = Some(&mut found.partitions);
+        }
+    }
+    for (item, result) in wanted.into_iter().zip(results) {
+        if let Some(partitions) = session_partitions.as_deref_mut() {
+            if let Some(cached) = partitions.get_mut(&(item.topic.clone(), item.partition)) {
+                let changed = !result.chunks.is_empty()
+                    || cached.last_high_watermark != result.high_watermark
+                    || cached.last_log_start_offset != result.log_start_offset
+                    || cached.last_error != result.error_code;
+                cached.last_high_watermark = result.high_watermark;
+                cached.last_log_start_offset = result.log_start_offset;
+                cached.last_error = result.error_code;
+                if session.incremental && !changed {
+                    continue;
+                }
+            }
+        }
+        let mut partition = PartitionData::default();
+        partition.partition_index = item.partition;
+        partition.error_code = result.error_code;
+        partition.high_watermark = result.high_watermark;
+        partition.last_stable_offset = result.high_watermark;
+        partition.log_start_offset = result.log_start_offset;
+        partition.aborted_transactions = if isolation_committed { Some(Vec::new()) } else { None };
+        partition.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
+        if result.chunks.is_empty() {
+            partition.records = Some(Bytes::new());
+        } else {
+            partition.records = Some(response::placeholder(records.len() as u64));
+            records.push(result.chunks);
+        }
+        let same_topic = response.responses.last().is_some_and(|last: &FetchableTopicResponse| {
+            if version >= 13 {
+                last.topic_id.as_bytes() == &item.topic_id
+            } else {
+                last.topic.0.as_str() == item.topic
+            }
+        });
+        if !same_topic {
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic = TopicName(StrBytes::from_string(item.topic.clone()));
+            topic.topic_id = Uuid::from_bytes(item.topic_id);
+            response.responses.push(topic);
+        }
+        response.responses.last_mut().expect("pushed above").partitions.push(partition);
+    }
+    drop(sessions);
+    let encoded = match response::encode(ApiKey::Fetch, version, header.correlation_id, &response) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode fetch response");
+            return None;
+        }
+    };
+    Some(response::splice_records(encoded, records, version >= 12))
+}
+
+fn encode_error(header: &RequestHeader, code: i16) -> Option<OutFrame> {
+    let mut response = FetchResponse::default();
+    response.error_code = code;
+    response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)
+        .ok()
+        .map(|bytes| OutFrame { parts: vec![Chunk::Memory(bytes)] })
+}

@@ -1,0 +1,77 @@
+//! ListOffsets (key 2), v1–9: earliest (-2), latest (-1, the high watermark; the last stable offset
+//! under read_committed), max timestamp (-3, KIP-734), earliest local (-4), and the first offset
+//! whose timestamp is at or after a given time (-1 and no timestamp when past the end).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+
+use super::{codes, respond, Versions};
+use crate::context::ShardContext;
+use crate::response::OutFrame;
+use crate::router::{self, ListOffsetsPart, ListOffsetsResult, ShardRequest};
+
+pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
+
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListOffsetsRequest) -> Option<OutFrame> {
+    let mut shape = Vec::new();
+    let mut routed = Vec::new();
+    let mut errors = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let info = ctx.topic(&name);
+        for partition in &topic.partitions {
+            let position = shape.len();
+            shape.push((topic.name.clone(), partition.partition_index));
+            match &info {
+                Some(info) if partition.partition_index >= 0 && partition.partition_index < info.partition_count => {
+                    routed.push((
+                        position,
+                        ListOffsetsPart { topic: name.clone(), partition: partition.partition_index, spec: info.spec(partition.partition_index), timestamp: partition.timestamp },
+                    ));
+                }
+                _ => errors.push(position),
+            }
+        }
+    }
+    let mut results = vec![ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 }; shape.len()];
+    let groups = router::group_by_shard(&ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
+    let mut orders = Vec::new();
+    let mut by_shard = Vec::new();
+    for (shard, items) in groups {
+        let (order, parts): (Vec<usize>, Vec<ListOffsetsPart>) = items.into_iter().unzip();
+        orders.push(order);
+        by_shard.push((shard, parts));
+    }
+    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::ListOffsets { parts, reply }).await;
+    for (receiver, order) in receivers.into_iter().zip(orders) {
+        if let Ok(replies) = receiver.await {
+            for (position, reply) in order.into_iter().zip(replies) {
+                results[position] = reply;
+            }
+        }
+    }
+    let mut response = ListOffsetsResponse::default();
+    for ((name, partition_index), result) in shape.into_iter().zip(results) {
+        if response.topics.last().is_none_or(|last: &ListOffsetsTopicResponse| last.name != name) {
+            let mut topic = ListOffsetsTopicResponse::default();
+            topic.name = name;
+            response.topics.push(topic);
+        }
+        let mut partition = ListOffsetsPartitionResponse::default();
+        partition.partition_index = partition_index;
+        partition.error_code = result.error_code;
+        partition.offset = result.offset;
+        partition.timestamp = result.timestamp;
+        partition.leader_epoch = result.leader_epoch;
+        response.topics.last_mut().expect("pushed").partitions.push(partition);
+    }
+    match respond(&header, &response) {
+        Ok(frame) => Some(frame),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode list offsets response");
+            None
+        }
+    }
+}

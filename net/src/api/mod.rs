@@ -1,0 +1,147 @@
+//! One module per Kafka API, each declaring the version range it serves, and the dispatcher.
+//!
+//! A handler runs in two halves: the part that must happen in request order (routing produce
+//! parts to their owners, which assigns offsets) is awaited by the connection before it reads the
+//! next request; the rest (waiting for durability or data) runs as its own task, and responses
+//! are written in request order.
+
+pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::context::ShardContext;
+use crate::response::{self, OutFrame};
+use fjord_engine::partition::Chunk;
+
+/// A version range an API module serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Versions {
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Every API Fjord serves, with the versions it advertises (Kafka 4.0's ranges).
+pub const SUPPORTED: &[(ApiKey, Versions)] = &[
+    (ApiKey::Produce, produce::VERSIONS),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::DescribeConfigs, configs::DESCRIBE_VERSIONS),
+    (ApiKey::AlterConfigs, configs::ALTER_VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (ApiKey::IncrementalAlterConfigs, configs::INCREMENTAL_ALTER_VERSIONS),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+];
+
+pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
+    SUPPORTED.iter().find(|(key, _)| *key == api_key).map(|(_, versions)| *versions)
+}
+
+/// The response half still to come.
+pub type Deferred = Pin<Box<dyn Future<Output = Option<OutFrame>>>>;
+
+pub enum Dispatched {
+    /// Response ready (or none, for acks=0).
+    Ready(Option<OutFrame>),
+    /// Response computed by a future that may wait (durability, long poll).
+    Deferred(Deferred),
+}
+
+/// Why a request ends its connection instead of getting a response.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} version {version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version} request: {reason}")]
+    Decode { api: ApiKey, version: i16, reason: String },
+    #[error(transparent)]
+    Encode(#[from] response::EncodeError),
+}
+
+/// Decodes and handles one request frame.
+pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched, RequestError> {
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApiKey(api_key_raw))?;
+    if api == ApiKey::ApiVersions {
+        return api_versions::handle(frame, version).map(|frame| Dispatched::Ready(Some(frame)));
+    }
+    let Some(versions) = supported_versions(api) else {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    };
+    if version < versions.min || version > versions.max {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(|error| RequestError::Decode { api, version, reason: error.to_string() })?;
+    let ctx = ctx.clone();
+    match api {
+        ApiKey::Produce => produce::handle(ctx, header, decode(api, version, body)?).await,
+        ApiKey::Fetch => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, decode(api, version, body)?)))),
+        ApiKey::ListOffsets => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, decode(api, version, body)?)))),
+        ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
+        ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::CreatePartitions => ready(create_partitions::handle(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::DescribeConfigs => ready(configs::describe(&ctx, &header, decode(api, version, body)?)),
+        ApiKey::AlterConfigs => ready(configs::alter(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::IncrementalAlterConfigs => ready(configs::incremental_alter(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::DescribeCluster => ready(describe_cluster::handle(&ctx, &header, decode(api, version, body)?)),
+        _ => Err(RequestError::UnsupportedVersion { api, version }),
+    }
+}
+
+fn ready(frame: Result<OutFrame, RequestError>) -> Result<Dispatched, RequestError> {
+    frame.map(|frame| Dispatched::Ready(Some(frame)))
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, RequestError> {
+    T::decode(&mut body, version).map_err(|error| RequestError::Decode { api, version, reason: error.to_string() })
+}
+
+/// Encodes a plain response for `header`'s API and version.
+pub fn respond<R: Encodable>(header: &RequestHeader, body: &R) -> Result<OutFrame, RequestError> {
+    let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApiKey(header.request_api_key))?;
+    let bytes = response::encode(api, header.request_api_version, header.correlation_id, body)?;
+    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+}
+
+/// Kafka error codes used across handlers.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+}

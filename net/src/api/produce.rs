@@ -1,0 +1,154 @@
+//! Produce (key 0), v3–12. Parts are routed to their owner shards in request order; the owner
+//! validates each batch (CRC32C, header, max.message.bytes), assigns offsets and queues it for
+//! group commit. acks=1 is answered once written, acks=all once fdatasync'ed, acks=0 never.
+
+use std::rc::Rc;
+
+use fjord_engine::partition::Acks;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{codes, respond, Dispatched, RequestError, Versions};
+use crate::admin;
+use crate::context::{ShardContext, TopicInfo};
+use crate::router::{self, ProducePart, ProduceResult, ShardRequest};
+
+pub const VERSIONS: Versions = Versions { min: 3, max: 12 };
+
+/// Where each partition of the request stands before routing.
+enum Slot {
+    Routed,
+    Failed(i16, Option<String>),
+}
+
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ProduceRequest) -> Result<Dispatched, RequestError> {
+    let acks = match request.acks {
+        0 | 1 => Acks::Written,
+        -1 => Acks::Synced,
+        _ => return reply_all(&header, &request, codes::INVALID_REQUIRED_ACKS),
+    };
+    let mut shape: Vec<(String, Vec<(i32, Slot)>)> = Vec::with_capacity(request.topic_data.len());
+    let mut routed: Vec<(usize, ProducePart)> = Vec::new();
+    let mut position = 0usize;
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = resolve_topic(&ctx, &name).await;
+        let mut slots = Vec::with_capacity(topic_data.partition_data.len());
+        for partition_data in topic_data.partition_data {
+            let index = partition_data.index;
+            let slot = match (&topic, partition_data.records) {
+                (Err(code), _) => Slot::Failed(*code, None),
+                (Ok(topic), _) if index < 0 || index >= topic.partition_count => Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None),
+                (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
+                (Ok(topic), Some(records)) => {
+                    routed.push((position, ProducePart { topic: name.clone(), partition: index, spec: topic.spec(index), records }));
+                    position += 1;
+                    Slot::Routed
+                }
+            };
+            slots.push((index, slot));
+        }
+        shape.push((name, slots));
+    }
+    let groups = router::group_by_shard(&ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
+    let mut positions = Vec::with_capacity(groups.len());
+    let mut by_shard = Vec::with_capacity(groups.len());
+    for (shard, items) in groups {
+        let (order, parts): (Vec<usize>, Vec<ProducePart>) = items.into_iter().unzip();
+        positions.push(order);
+        by_shard.push((shard, parts));
+    }
+    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::Produce { parts, acks, reply }).await;
+    let total = position;
+    let no_response = request.acks == 0;
+    Ok(Dispatched::Deferred(Box::pin(async move {
+        let mut results = vec![ProduceResult { error_code: codes::KAFKA_STORAGE_ERROR, ..Default::default() }; total];
+        for (receiver, order) in receivers.into_iter().zip(positions) {
+            if let Ok(replies) = receiver.await {
+                for (position, result) in order.into_iter().zip(replies) {
+                    results[position] = result;
+                }
+            }
+        }
+        if no_response {
+            return None;
+        }
+        let response = build_response(shape, results);
+        match respond(&header, &response) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode produce response");
+                None
+            }
+        }
+    })))
+}
+
+async fn resolve_topic(ctx: &ShardContext, name: &str) -> Result<Rc<TopicInfo>, i16> {
+    if let Some(topic) = ctx.topic(name) {
+        return Ok(topic);
+    }
+    if !ctx.settings.auto_create_topics_enable {
+        return Err(codes::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    admin::auto_create(ctx, name).await.map_err(|error| {
+        if error.code == codes::INVALID_TOPIC_EXCEPTION {
+            error.code
+        } else {
+            codes::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    })
+}
+
+fn build_response(shape: Vec<(String, Vec<(i32, Slot)>)>, results: Vec<ProduceResult>) -> ProduceResponse {
+    let mut results = results.into_iter();
+    let mut response = ProduceResponse::default();
+    for (name, slots) in shape {
+        let mut topic = TopicProduceResponse::default();
+        topic.name = kafka_protocol::messages::TopicName(StrBytes::from_string(name));
+        for (index, slot) in slots {
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = index;
+            partition.log_append_time_ms = -1;
+            match slot {
+                Slot::Routed => {
+                    let result = results.next().unwrap_or_default();
+                    partition.error_code = result.error_code;
+                    partition.base_offset = result.base_offset;
+                    partition.log_append_time_ms = result.log_append_time_ms;
+                    partition.log_start_offset = result.log_start_offset;
+                    partition.error_message = result.error_message.map(StrBytes::from_string);
+                }
+                Slot::Failed(code, message) => {
+                    partition.error_code = code;
+                    partition.base_offset = -1;
+                    partition.log_start_offset = -1;
+                    partition.error_message = message.map(StrBytes::from_string);
+                }
+            }
+            topic.partition_responses.push(partition);
+        }
+        response.responses.push(topic);
+    }
+    response
+}
+
+fn reply_all(header: &RequestHeader, request: &ProduceRequest, code: i16) -> Result<Dispatched, RequestError> {
+    let mut response = ProduceResponse::default();
+    for topic_data in &request.topic_data {
+        let mut topic = TopicProduceResponse::default();
+        topic.name = topic_data.name.clone();
+        for partition_data in &topic_data.partition_data {
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = partition_data.index;
+            partition.error_code = code;
+            partition.base_offset = -1;
+            partition.log_append_time_ms = -1;
+            partition.log_start_offset = -1;
+            topic.partition_responses.push(partition);
+        }
+        response.responses.push(topic);
+    }
+    respond(header, &response).map(|frame| Dispatched::Ready(Some(frame)))
+}

@@ -1,0 +1,123 @@
+//! What every request handler on a shard can reach.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use ahash::AHashMap;
+use fjord_engine::rt::{Mesh, Notify};
+use fjord_engine::shard::{PartitionSpec, ShardStore, ShardTable};
+use fjord_engine::topic_config::{resolve_topic_config, BrokerConfigs, TopicConfig};
+use fjord_replication::metadata::{Controller, MetadataImage, MetadataTable, TopicImage};
+
+use crate::fetch_session::FetchSessionCache;
+use crate::router::ShardRequest;
+use crate::settings::BrokerSettings;
+
+/// A topic as the hot path needs it, resolved once per metadata version. Lives on one shard.
+#[derive(Debug)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partition_count: i32,
+    pub leader_epochs: Vec<i32>,
+    pub config: TopicConfig,
+}
+
+impl TopicInfo {
+    pub fn spec(&self, partition: i32) -> PartitionSpec {
+        PartitionSpec {
+            topic_id: self.id,
+            leader_epoch: self.leader_epochs.get(partition as usize).copied().unwrap_or(0),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Everything a handler on shard `shard_id` uses. Lives on that shard; the `Arc`s are the only
+/// state shared between shards (the metadata read view and the controller's frontend).
+pub struct ShardContext {
+    pub shard_id: usize,
+    pub table: ShardTable,
+    pub store: ShardStore,
+    pub mesh: Mesh<ShardRequest>,
+    pub metadata: Arc<MetadataTable>,
+    pub controller: Arc<Mutex<Controller>>,
+    pub settings: Arc<BrokerSettings>,
+    pub fetch_sessions: RefCell<FetchSessionCache>,
+    pub shutting_down: Cell<bool>,
+    pub shutdown: Rc<Notify>,
+    topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
+}
+
+impl ShardContext {
+    pub fn new(
+        store: ShardStore,
+        mesh: Mesh<ShardRequest>,
+        metadata: Arc<MetadataTable>,
+        controller: Arc<Mutex<Controller>>,
+        settings: Arc<BrokerSettings>,
+    ) -> ShardContext {
+        ShardContext {
+            shard_id: store.shard_id,
+            table: store.table,
+            store,
+            mesh,
+            metadata,
+            controller,
+            settings,
+            fetch_sessions: RefCell::new(FetchSessionCache::default()),
+            shutting_down: Cell::new(false),
+            shutdown: Rc::new(Notify::default()),
+            topics: RefCell::new((i64::MIN, AHashMap::new())),
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.current()
+    }
+
+    pub fn broker_configs(&self, image: &MetadataImage) -> BrokerConfigs {
+        BrokerConfigs { static_: self.settings.static_configs.clone(), dynamic: image.broker_config.clone() }
+    }
+
+    /// The topic, resolved against the current metadata image (cached per image version).
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicInfo>> {
+        let image = self.image();
+        let mut cache = self.topics.borrow_mut();
+        if cache.0 != image.offset {
+            cache.0 = image.offset;
+            cache.1.clear();
+        }
+        if let Some(found) = cache.1.get(name) {
+            return Some(found.clone());
+        }
+        let topic = image.topics.get(name)?;
+        let info = Rc::new(self.topic_info(&image, topic));
+        cache.1.insert(name.to_string(), info.clone());
+        Some(info)
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<Rc<TopicInfo>> {
+        let image = self.image();
+        let name = image.topic_ids.get(id)?.clone();
+        self.topic(&name)
+    }
+
+    fn topic_info(&self, image: &MetadataImage, topic: &TopicImage) -> TopicInfo {
+        let broker = self.broker_configs(image);
+        TopicInfo {
+            name: topic.name.clone(),
+            id: topic.id,
+            partition_count: topic.partitions.len() as i32,
+            leader_epochs: topic.partitions.iter().map(|partition| partition.leader_epoch).collect(),
+            config: resolve_topic_config(&broker, &topic.configs),
+        }
+    }
+
+    /// Topic overrides of the image, for describe.
+    pub fn topic_overrides(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.image().topics.get(name).map(|topic| topic.configs.clone())
+    }
+}

@@ -1,0 +1,13 @@
+//! Fjord's Kafka wire protocol: framing, API version negotiation, one module per API handler,
+//! connections with in-order responses, and the router that splits requests by owner shard.
+
+pub mod admin;
+pub mod api;
+pub mod connection;
+pub mod context;
+pub mod fetch_session;
+pub mod frame;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod settings;

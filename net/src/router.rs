@@ -1,0 +1,307 @@
+//! The router: splits a request by partition owner, sends each owner shard one message with its
+//! part (over the channel mesh, or directly when the owner is this shard), and gathers replies.
+//!
+//! ```text
+//!  connection shard k                               owner shard j
+//!  ─────────────────                                ─────────────
+//!  decode ─▶ group parts by owner ──ShardRequest──▶ serve(): ordered part (append, offsets)
+//!                                                    └─ spawned: await durability, reply
+//!  await replies (oneshot) ◀─────────────────────── reply
+//! ```
+//! One message per request part per shard, never per record. Everything an owner does before its
+//! first await happens in the order the messages were sent, which keeps a connection's appends to
+//! one partition in order.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_engine::error::LogError;
+use fjord_engine::partition::{Acks, Chunk};
+use fjord_engine::rt;
+use fjord_engine::shard::PartitionSpec;
+use fjord_engine::topic_config::TopicConfig;
+use futures::channel::oneshot;
+use futures::future::{select, select_all, Either};
+
+use crate::context::ShardContext;
+
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProduceResult {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchResult {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<Chunk>,
+}
+
+/// ListOffsets targets: -2 earliest, -1 latest, -3 max timestamp, else a timestamp.
+pub struct ListOffsetsPart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOffsetsResult {
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub leader_epoch: i32,
+}
+
+/// A message to the shard that owns the partitions named in it.
+pub enum ShardRequest {
+    Produce { parts: Vec<ProducePart>, acks: Acks, reply: oneshot::Sender<Vec<ProduceResult>> },
+    Fetch { parts: Vec<FetchPart>, reply: oneshot::Sender<Vec<FetchResult>> },
+    /// Reply once any partition's high watermark passes its offset (long-poll fetch).
+    Watch { parts: Vec<(String, i32, i64)>, reply: oneshot::Sender<()> },
+    ListOffsets { parts: Vec<ListOffsetsPart>, reply: oneshot::Sender<Vec<ListOffsetsResult>> },
+    /// A topic was deleted: drop its partitions' data on this shard.
+    DropTopic { topic: String, partitions: i32, reply: oneshot::Sender<()> },
+    /// A topic's config changed: apply to open partitions.
+    UpdateConfig { topic: String, config: TopicConfig },
+}
+
+/// Handles a message from another shard. Awaited in arrival order per sending shard.
+pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
+    match request {
+        ShardRequest::Produce { parts, acks, reply } => {
+            let pending = produce_local(&ctx, parts, acks).await;
+            rt::spawn_detached(async move {
+                let _ = reply.send(finish_produce(pending).await);
+            });
+        }
+        ShardRequest::Fetch { parts, reply } => {
+            let _ = reply.send(fetch_local(&ctx, parts).await);
+        }
+        ShardRequest::Watch { parts, reply } => {
+            let ctx = ctx.clone();
+            rt::spawn_detached(async move { watch_local(&ctx, parts, reply).await });
+        }
+        ShardRequest::ListOffsets { parts, reply } => {
+            let _ = reply.send(list_offsets_local(&ctx, parts).await);
+        }
+        ShardRequest::DropTopic { topic, partitions, reply } => {
+            drop_topic_local(&ctx, &topic, partitions).await;
+            let _ = reply.send(());
+        }
+        ShardRequest::UpdateConfig { topic, config } => update_config_local(&ctx, &topic, config),
+    }
+}
+
+/// Appends already made, waiting for durability: one entry per part, in order.
+pub enum PendingProduce {
+    Ticket(fjord_engine::partition::AppendTicket, i64),
+    Failed(ProduceResult),
+}
+
+/// The ordered half of a produce on the owner: validate, assign offsets, queue.
+pub async fn produce_local(ctx: &ShardContext, parts: Vec<ProducePart>, acks: Acks) -> Vec<PendingProduce> {
+    let mut pending = Vec::with_capacity(parts.len());
+    for part in parts {
+        let opened = ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await;
+        let outcome = match opened {
+            Ok(partition) => {
+                if partition.config() != part.spec.config {
+                    partition.set_config(part.spec.config.clone());
+                }
+                let log_start = partition.log_start_offset();
+                partition.append(part.records, acks).await.map(|ticket| (ticket, log_start))
+            }
+            Err(error) => Err(error),
+        };
+        pending.push(match outcome {
+            Ok((ticket, log_start)) => PendingProduce::Ticket(ticket, log_start),
+            Err(error) => PendingProduce::Failed(produce_error(&part.topic, part.partition, &error)),
+        });
+    }
+    pending
+}
+
+fn produce_error(topic: &str, partition: i32, error: &LogError) -> ProduceResult {
+    if !matches!(error, LogError::Batch(_)) {
+        tracing::warn!(topic, partition, %error, "produce failed");
+    }
+    ProduceResult { error_code: error.kafka_error_code(), error_message: Some(error.to_string()), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+}
+
+/// The second half: wait until each append is written (or synced).
+pub async fn finish_produce(pending: Vec<PendingProduce>) -> Vec<ProduceResult> {
+    let mut results = Vec::with_capacity(pending.len());
+    for item in pending {
+        results.push(match item {
+            PendingProduce::Failed(result) => result,
+            PendingProduce::Ticket(ticket, log_start_offset) => {
+                let base_offset = ticket.base_offset;
+                let log_append_time_ms = ticket.log_append_time_ms;
+                match ticket.wait().await {
+                    Ok(()) => ProduceResult { error_code: 0, error_message: None, base_offset, log_append_time_ms, log_start_offset },
+                    Err(code) => ProduceResult {
+                        error_code: code,
+                        error_message: Some("the write to the log failed; the partition no longer accepts writes".into()),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                    },
+                }
+            }
+        });
+    }
+    results
+}
+
+pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<FetchResult> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes) {
+                Ok(read) => FetchResult { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, chunks: read.chunks },
+                Err(error) => FetchResult {
+                    error_code: error.kafka_error_code(),
+                    high_watermark: partition.high_watermark(),
+                    log_start_offset: partition.log_start_offset(),
+                    chunks: Vec::new(),
+                },
+            },
+            Err(error) => FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() },
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Waits on this shard until one of `parts` has data past its offset, the requester gives up
+/// (drops its receiver) or a bound passes.
+pub async fn watch_local(ctx: &ShardContext, parts: Vec<(String, i32, i64)>, mut reply: oneshot::Sender<()>) {
+    const WATCH_BOUND: Duration = Duration::from_secs(60);
+    let partitions: Vec<_> = parts
+        .iter()
+        .filter_map(|(topic, partition, offset)| ctx.store.get(topic, *partition).map(|found| (found, *offset)))
+        .collect();
+    if partitions.is_empty() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + WATCH_BOUND;
+    loop {
+        if partitions.iter().any(|(partition, offset)| partition.high_watermark() > *offset || partition.is_poisoned()) {
+            let _ = reply.send(());
+            return;
+        }
+        if std::time::Instant::now() >= deadline || ctx.shutting_down.get() {
+            return;
+        }
+        let arrivals = select_all(partitions.iter().map(|(partition, _)| Box::pin(partition.data_arrived.notified())));
+        let shutdown = ctx.shutdown.notified();
+        let canceled = reply.cancellation();
+        let waiting = select(arrivals, select(Box::pin(canceled), Box::pin(shutdown)));
+        match rt::timeout(Duration::from_secs(1), waiting).await {
+            Some(Either::Right((Either::Left(_), _))) => return, // requester gone
+            _ => continue,
+        }
+    }
+}
+
+pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>) -> Vec<ListOffsetsResult> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let partition = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => partition,
+            Err(error) => {
+                results.push(ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 });
+                continue;
+            }
+        };
+        let epoch = partition.leader_epoch();
+        let found = match part.timestamp {
+            -2 | -4 | -5 => Ok(Some((partition.log_start_offset(), -1))),
+            -1 => Ok(Some((partition.high_watermark(), -1))),
+            -3 => Ok(Some(partition.max_timestamp().unwrap_or((-1, -1)))),
+            timestamp => partition.offset_for_timestamp(timestamp).map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
+        };
+        results.push(match found {
+            Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
+            Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: epoch },
+            Err(error) => ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 },
+        });
+    }
+    results
+}
+
+async fn drop_topic_local(ctx: &ShardContext, topic: &str, partitions: i32) {
+    for partition in 0..partitions {
+        if ctx.table.owner(topic, partition) != ctx.shard_id {
+            continue;
+        }
+        if let Err(error) = ctx.store.remove(topic, partition).await {
+            tracing::error!(topic, partition, %error, "could not remove partition data");
+        }
+    }
+}
+
+fn update_config_local(ctx: &ShardContext, topic: &str, config: TopicConfig) {
+    for partition in ctx.store.partitions() {
+        if &*partition.topic == topic {
+            partition.set_config(config.clone());
+        }
+    }
+}
+
+/// Sends `make(parts)` to each owner shard (directly for this shard) and returns, per shard, the
+/// receiver of its reply. Remote sends happen in order before this returns.
+pub async fn fan_out<P, R>(
+    ctx: &Rc<ShardContext>,
+    by_shard: Vec<(usize, Vec<P>)>,
+    make: impl Fn(Vec<P>, oneshot::Sender<R>) -> ShardRequest,
+) -> Vec<oneshot::Receiver<R>> {
+    let mut receivers = Vec::with_capacity(by_shard.len());
+    for (shard, parts) in by_shard {
+        let (sender, receiver) = oneshot::channel();
+        let request = make(parts, sender);
+        if shard == ctx.shard_id {
+            serve(ctx.clone(), request).await;
+        } else if ctx.mesh.send(shard, request).await.is_err() {
+            tracing::debug!(shard, "owner shard stopped; its part of the request fails");
+        }
+        receivers.push(receiver);
+    }
+    receivers
+}
+
+/// Groups items by owner shard, remembering each item's position in the request.
+pub fn group_by_shard<P>(ctx: &ShardContext, items: Vec<(usize, P)>, owner: impl Fn(&P) -> usize) -> Vec<(usize, Vec<(usize, P)>)> {
+    let mut groups: Vec<(usize, Vec<(usize, P)>)> = Vec::new();
+    for (position, item) in items {
+        let shard = owner(&item);
+        debug_assert!(shard < ctx.table.shard_count());
+        match groups.iter_mut().find(|(candidate, _)| *candidate == shard) {
+            Some((_, group)) => group.push((position, item)),
+            None => groups.push((shard, vec![(position, item)])),
+        }
+    }
+    groups
+}

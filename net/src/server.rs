@@ -1,0 +1,150 @@
+//! A shard's life: open its partitions (recovering them), serve the mesh and its listener
+//! (SO_REUSEPORT: the kernel spreads connections over shards), and on shutdown stop accepting,
+//! finish in-flight requests, then flush, sync and close every partition.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_engine::partition::PartitionSettings;
+use fjord_engine::rt::{self, Mesh, TcpListener};
+use fjord_engine::shard::{ShardStore, ShardTable};
+use fjord_replication::metadata::{Controller, MetadataTable};
+use futures::future::{select, Either};
+
+use crate::context::ShardContext;
+use crate::router::{self, ShardRequest};
+use crate::settings::BrokerSettings;
+
+/// State every shard starts from. Shared, read-only except for the atomics and the controller.
+pub struct Shared {
+    pub settings: Arc<BrokerSettings>,
+    pub metadata: Arc<MetadataTable>,
+    pub controller: Arc<Mutex<Controller>>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub cache_bytes_per_shard: usize,
+    pub partition_settings: PartitionSettings,
+    pub shard_count: usize,
+    /// Set by the signal handler thread.
+    pub shutdown: AtomicBool,
+    /// Shards that have finished serving clients (second phase of shutdown starts at all).
+    pub drained: AtomicUsize,
+    /// Shards listening (the broker is up when this reaches the shard count).
+    pub listening: AtomicUsize,
+    /// First fatal startup error of any shard.
+    pub startup_error: Mutex<Option<String>>,
+}
+
+/// How long shutdown waits for in-flight requests (a long poll ends early on shutdown).
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Shared>) {
+    let table = ShardTable::new(shared.shard_count);
+    let store = ShardStore::new(shard_id, table, shared.data_dir.clone(), shared.partition_settings.clone(), shared.cache_bytes_per_shard);
+    let ctx = Rc::new(ShardContext::new(store, mesh, shared.metadata.clone(), shared.controller.clone(), shared.settings.clone()));
+    let serving_ctx = ctx.clone();
+    ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
+    open_owned_partitions(&ctx).await;
+    if shard_id == 0 {
+        remove_orphan_partition_dirs(&ctx, &shared.data_dir);
+    }
+    let listener = match TcpListener::bind(shared.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let mut slot = shared.startup_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slot.get_or_insert_with(|| format!("cannot listen on {}: {error}", shared.listen));
+            shared.shutdown.store(true, Ordering::SeqCst);
+            finish(&ctx, &shared).await;
+            return;
+        }
+    };
+    shared.listening.fetch_add(1, Ordering::SeqCst);
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    let watcher_ctx = ctx.clone();
+    let watcher_shared = shared.clone();
+    rt::spawn_detached(async move {
+        while !watcher_shared.shutdown.load(Ordering::SeqCst) {
+            rt::sleep(SHUTDOWN_POLL).await;
+        }
+        watcher_ctx.shutting_down.set(true);
+        watcher_ctx.shutdown.notify_all();
+    });
+    loop {
+        let shutdown = ctx.shutdown.notified();
+        if ctx.shutting_down.get() {
+            break;
+        }
+        match select(Box::pin(listener.accept()), Box::pin(shutdown)).await {
+            Either::Left((Ok(stream), _)) => {
+                let ctx = ctx.clone();
+                let connections = connections.clone();
+                connections.set(connections.get() + 1);
+                rt::spawn_detached(async move {
+                    crate::connection::serve(ctx, stream).await;
+                    connections.set(connections.get() - 1);
+                });
+            }
+            Either::Left((Err(error), _)) => {
+                tracing::warn!(%error, "accept failed");
+                rt::sleep(Duration::from_millis(10)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+    drop(listener);
+    let waited = std::time::Instant::now();
+    while connections.get() > 0 && waited.elapsed() < DRAIN_WAIT_MAX {
+        rt::sleep(Duration::from_millis(10)).await;
+    }
+    finish(&ctx, &shared).await;
+}
+
+/// Second phase: once every shard has stopped serving clients, close this shard's partitions.
+async fn finish(ctx: &Rc<ShardContext>, shared: &Shared) {
+    shared.drained.fetch_add(1, Ordering::SeqCst);
+    while shared.drained.load(Ordering::SeqCst) < shared.shard_count {
+        rt::sleep(Duration::from_millis(5)).await;
+    }
+    ctx.store.close_all().await;
+    tracing::debug!(shard = ctx.shard_id, "shard stopped");
+}
+
+/// Opens (and so recovers) every partition this shard owns, so a torn tail is cut at start.
+async fn open_owned_partitions(ctx: &Rc<ShardContext>) {
+    let image = ctx.image();
+    for topic in image.topics.values() {
+        let Some(info) = ctx.topic(&topic.name) else { continue };
+        for partition in 0..info.partition_count {
+            if ctx.table.owner(&topic.name, partition) != ctx.shard_id {
+                continue;
+            }
+            if let Err(error) = ctx.store.get_or_open(&topic.name, partition, &info.spec(partition)).await {
+                tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
+            }
+        }
+    }
+}
+
+/// Partition directories of topics no longer in the metadata (deleted while the broker was down).
+fn remove_orphan_partition_dirs(ctx: &ShardContext, data_dir: &std::path::Path) {
+    let image = ctx.image();
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("__cluster_metadata") || !entry.path().is_dir() {
+            continue;
+        }
+        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
+        let Ok(partition) = partition.parse::<i32>() else { continue };
+        let known = image.topics.get(topic).is_some_and(|found| (partition as usize) < found.partitions.len());
+        if !known {
+            tracing::info!(dir = %entry.path().display(), "removing data of a deleted topic");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Broker-wide settings the protocol layer needs, fixed at start.
+
+use std::collections::BTreeMap;
+
+/// Settings shared (read-only) by every shard.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub node_id: i32,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    /// socket.request.max.bytes: frames larger than this close the connection.
+    pub socket_request_max_bytes: usize,
+    /// Broker-level config values from the config file and flags (Kafka broker key names).
+    pub static_configs: BTreeMap<String, String>,
+}

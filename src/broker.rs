@@ -1,0 +1,186 @@
+//! `fjord start`: checks the data directory and the port, opens the metadata log, starts one
+//! shard per core and waits for SIGTERM/SIGINT, then shuts down cleanly (exit 0).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_engine::limits::IO_MEMORY_BYTES_PER_SHARD;
+use fjord_engine::partition::PartitionSettings;
+use fjord_engine::rt::{self, ShardRuntimeConfig};
+use fjord_net::server::{self, Shared};
+use fjord_net::settings::BrokerSettings;
+use fjord_replication::metadata::Controller;
+
+use crate::config::{StartArgs, StartConfig};
+
+pub fn start(args: StartArgs) -> i32 {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("fjord: {error}");
+            return 2;
+        }
+    };
+    init_logging(&config.log);
+    match run(&config) {
+        Ok(()) => 0,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("fjord: {message}");
+            1
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(config: &StartConfig) -> Result<(), String> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    probe_port(config)?;
+    block_shutdown_signals();
+    let (controller, metadata) = Controller::open(&config.data_dir, config.node_id, &config.advertised_host, config.advertised_port)
+        .map_err(|error| format!("cannot open the metadata log in {}: {error}", config.data_dir.display()))?;
+    let settings = BrokerSettings {
+        node_id: config.node_id,
+        advertised_host: config.advertised_host.clone(),
+        advertised_port: config.advertised_port,
+        auto_create_topics_enable: config.auto_create_topics_enable,
+        num_partitions: config.num_partitions,
+        default_replication_factor: 1,
+        socket_request_max_bytes: config.socket_request_max_bytes,
+        static_configs: config.static_broker_configs(),
+    };
+    let shared = Arc::new(Shared {
+        settings: Arc::new(settings),
+        metadata,
+        controller: Arc::new(Mutex::new(controller)),
+        data_dir: config.data_dir.clone(),
+        listen: config.listen,
+        cache_bytes_per_shard: config.batch_cache_bytes / config.shards,
+        partition_settings: PartitionSettings { flush_interval_ms: config.log_flush_interval_ms },
+        shard_count: config.shards,
+        shutdown: AtomicBool::new(false),
+        drained: AtomicUsize::new(0),
+        listening: AtomicUsize::new(0),
+        startup_error: Mutex::new(None),
+    });
+    spawn_signal_thread(shared.clone());
+    spawn_ready_reporter(shared.clone(), config.clone());
+    let runtime = ShardRuntimeConfig { io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD, spin_before_park: None, pin_to_cores: true };
+    let body_shared = shared.clone();
+    rt::run_shards(config.shards, runtime, move |shard_id, mesh| server::run_shard(shard_id, mesh, body_shared.clone()))
+        .map_err(|error| format!("shards failed: {error}"))?;
+    if let Some(error) = shared.startup_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+        return Err(error);
+    }
+    tracing::info!("stopped cleanly: every partition flushed and synced");
+    Ok(())
+}
+
+/// Holds an exclusive flock on `<data_dir>/.lock` for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot create data directory {}: {error}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(format!(
+            "data directory {} is locked by another Fjord broker{}; stop it or use another --data-dir",
+            dir.display(),
+            if holder.trim().is_empty() { String::new() } else { format!(" (pid {})", holder.trim()) }
+        ));
+    }
+    file.set_len(0).map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
+    std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(file)
+}
+
+/// The shards bind with SO_REUSEPORT, which would happily share a port with another broker; a
+/// plain bind first tells a port in use apart.
+fn probe_port(config: &StartConfig) -> Result<(), String> {
+    match std::net::TcpListener::bind(config.listen) {
+        Ok(listener) => {
+            drop(listener);
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Err(format!("address {} is already in use", config.listen)),
+        Err(error) => Err(format!("cannot listen on {}: {error}", config.listen)),
+    }
+}
+
+fn shutdown_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM/SIGINT in this thread before any other starts, so every thread inherits the
+/// mask and only the signal thread receives them (via sigwait).
+fn block_shutdown_signals() {
+    let set = shutdown_signal_set();
+    // SAFETY: setting this thread's signal mask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_thread(shared: Arc<Shared>) {
+    std::thread::Builder::new()
+        .name("fjord-signals".into())
+        .spawn(move || {
+            let set = shutdown_signal_set();
+            let mut signal: libc::c_int = 0;
+            // SAFETY: waits for one of the blocked signals.
+            unsafe { libc::sigwait(&set, &mut signal) };
+            tracing::info!(signal, "shutting down: no new connections; finishing in-flight requests");
+            shared.shutdown.store(true, Ordering::SeqCst);
+        })
+        .expect("spawn signal thread");
+}
+
+fn spawn_ready_reporter(shared: Arc<Shared>, config: StartConfig) {
+    std::thread::Builder::new()
+        .name("fjord-ready".into())
+        .spawn(move || {
+            for _ in 0..6000 {
+                if shared.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                if shared.listening.load(Ordering::SeqCst) == shared.shard_count {
+                    tracing::info!(
+                        listen = %config.listen,
+                        advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+                        shards = config.shards,
+                        data_dir = %config.data_dir.display(),
+                        "Fjord broker ready"
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .expect("spawn ready reporter");
+}

@@ -1,0 +1,24 @@
+//! Writing results to standard output.
+//!
+//! A closed pipe (`fjord topic list | head -1`) ends output quietly instead of failing.
+
+use std::io::Write;
+
+use super::error::CliError;
+
+/// Writes `text` to stdout and flushes it.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    quiet_broken_pipe(result)
+}
+
+/// Maps a stdout write result, treating a closed pipe as success.
+pub fn quiet_broken_pipe(result: std::io::Result<()>) -> Result<(), CliError> {
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Stdout(e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,235 @@
+//! Per-partition batching of produced records and their encoding as one RecordBatch v2.
+//!
+//! ```text
+//!  add(partition, record) ──▶ open batch of that partition ──full?──▶ sealed (ready to send)
+//!  drain() at linger/EOF ────▶ every open batch sealed
+//! ```
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+};
+
+use super::super::error::CliError;
+use super::super::limits::{BATCH_RECORD_COUNT_MAX, BATCH_SIZE_BYTES_MAX};
+
+/// Framing bytes a record adds on top of key and value (length, attributes, deltas, counts).
+const RECORD_OVERHEAD_BYTES: usize = 16;
+
+/// One record waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub timestamp_ms: i64,
+}
+
+impl PendingRecord {
+    fn size_bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.len() + RECORD_OVERHEAD_BYTES
+    }
+}
+
+/// Records of one partition that travel together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionBatch {
+    pub partition: i32,
+    pub records: Vec<PendingRecord>,
+    pub size_bytes: usize,
+}
+
+/// Open batches, one per partition.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    open: BTreeMap<i32, PartitionBatch>,
+}
+
+impl Accumulator {
+    /// Adds a record; returns its partition's batch when that batch is now full.
+    pub fn add(&mut self, partition: i32, record: PendingRecord) -> Option<PartitionBatch> {
+        let batch = self
+            .open
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                partition,
+                ..Default::default()
+            });
+        batch.size_bytes += record.size_bytes();
+        batch.records.push(record);
+        let full = batch.records.len() >= BATCH_RECORD_COUNT_MAX
+            || batch.size_bytes >= BATCH_SIZE_BYTES_MAX;
+        if full {
+            self.open.remove(&partition)
+        } else {
+            None
+        }
+    }
+
+    /// Seals every open batch.
+    pub fn drain(&mut self) -> Vec<PartitionBatch> {
+        std::mem::take(&mut self.open).into_values().collect()
+    }
+
+    /// Whether no record is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// Encodes the records as exactly one RecordBatch v2 (a Produce request carries one batch per
+/// partition), with the same `headers` on every record.
+pub fn encode(
+    records: &[PendingRecord],
+    headers: &[(String, Bytes)],
+    compression: Compression,
+) -> Result<Bytes, CliError> {
+    let header_map: IndexMap<StrBytes, Option<Bytes>> = headers
+        .iter()
+        .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+        .collect();
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(index, r)| to_record(index as i64, r, &header_map))
+        .collect();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| {
+        CliError::RecordEncode {
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(buf.freeze())
+}
+
+/// A record at offset delta `index`, without producer id (not idempotent).
+///
+/// The encoder keeps records in one batch only while `offset - sequence` stays constant and
+/// derives the batch's base sequence from the first record, so `sequence = offset - 1` yields a
+/// single batch whose base sequence is -1 (NO_SEQUENCE), as a non-idempotent producer sends.
+fn to_record(
+    index: i64,
+    record: &PendingRecord,
+    headers: &IndexMap<StrBytes, Option<Bytes>>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        timestamp_type: TimestampType::Creation,
+        offset: index,
+        sequence: (index - 1) as i32,
+        timestamp: record.timestamp_ms,
+        key: record.key.clone(),
+        value: Some(record.value.clone()),
+        headers: headers.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    fn record(key: Option<&'static [u8]>, value: &'static [u8]) -> PendingRecord {
+        PendingRecord {
+            key: key.map(Bytes::from_static),
+            value: Bytes::from_static(value),
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// Base sequence sits after base offset, length, epoch, magic, crc, attributes, last offset
+    /// delta, two timestamps, producer id and epoch: byte 53.
+    fn base_sequence(batch: &[u8]) -> i32 {
+        i32::from_be_bytes([batch[53], batch[54], batch[55], batch[56]])
+    }
+
+    #[test]
+    fn batch_round_trips_through_encoder_and_decoder_with_every_codec() {
+        let records = vec![
+            record(Some(b"k1"), b"v1"),
+            record(None, b"v2"),
+            record(Some(b""), b""),
+        ];
+        let headers = vec![("trace".to_string(), Bytes::from_static(b"abc"))];
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut encoded = encode(&records, &headers, compression).unwrap();
+            assert_eq!(base_sequence(&encoded), -1, "{compression:?}");
+            let sets = RecordBatchDecoder::decode_all(&mut encoded).unwrap();
+            assert_eq!(sets.len(), 1, "{compression:?}: exactly one batch");
+            assert_eq!(sets[0].compression, compression);
+            let decoded = &sets[0].records;
+            assert_eq!(decoded.len(), 3);
+            for (index, (got, sent)) in decoded.iter().zip(&records).enumerate() {
+                assert_eq!(got.offset, index as i64);
+                assert_eq!(got.key, sent.key);
+                assert_eq!(got.value.as_ref(), Some(&sent.value));
+                assert_eq!(got.timestamp, sent.timestamp_ms);
+                assert_eq!(got.producer_id, NO_PRODUCER_ID);
+                assert_eq!(
+                    got.headers.get(&StrBytes::from_static_str("trace")),
+                    Some(&Some(Bytes::from_static(b"abc")))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_batch_is_one_record_batch() {
+        let records: Vec<PendingRecord> = (0..BATCH_RECORD_COUNT_MAX)
+            .map(|_| record(None, b"x"))
+            .collect();
+        let mut encoded = encode(&records, &[], Compression::None).unwrap();
+        let sets = RecordBatchDecoder::decode_all(&mut encoded).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].records.len(), BATCH_RECORD_COUNT_MAX);
+    }
+
+    #[test]
+    fn accumulator_seals_a_batch_at_the_record_count_limit() {
+        let mut accumulator = Accumulator::default();
+        // Empty values keep the batch under the size limit, so the count limit seals it.
+        for _ in 0..BATCH_RECORD_COUNT_MAX - 1 {
+            assert!(accumulator.add(0, record(None, b"")).is_none());
+        }
+        let sealed = accumulator.add(0, record(None, b"")).unwrap();
+        assert_eq!(sealed.records.len(), BATCH_RECORD_COUNT_MAX);
+        assert!(accumulator.is_empty());
+    }
+
+    #[test]
+    fn accumulator_seals_a_batch_at_the_size_limit_and_keeps_partitions_apart() {
+        let mut accumulator = Accumulator::default();
+        let big = PendingRecord {
+            key: None,
+            value: Bytes::from(vec![0u8; BATCH_SIZE_BYTES_MAX / 2]),
+            timestamp_ms: 0,
+        };
+        assert!(accumulator.add(1, big.clone()).is_none());
+        assert!(accumulator.add(2, big.clone()).is_none());
+        let sealed = accumulator.add(1, big).unwrap();
+        assert_eq!((sealed.partition, sealed.records.len()), (1, 2));
+        let rest = accumulator.drain();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].partition, 2);
+        assert!(accumulator.is_empty());
+    }
+}

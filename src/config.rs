@@ -1,0 +1,207 @@
+//! `fjord start` settings: flag > `FJORD_*` environment variable > `--config` TOML file > default.
+//! TOML keys are the flag names (`data-dir = "/var/lib/fjord"`).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Every setting of `fjord start`. Unset values fall back to the config file, then the default.
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StartArgs {
+    /// TOML file with any of these settings (keys are the flag names).
+    #[arg(long, env = "FJORD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory (partition logs and the metadata log) [default: ./fjord-data]
+    #[arg(long, env = "FJORD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 0.0.0.0:9092]
+    #[arg(long, env = "FJORD_LISTEN")]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to [default: localhost:<listen port>]
+    #[arg(long, env = "FJORD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Shards (one pinned thread and io_uring each) [default: one per core]
+    #[arg(long, env = "FJORD_SHARDS")]
+    pub shards: Option<usize>,
+    /// This broker's node id [default: 1]
+    #[arg(long, env = "FJORD_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create unknown topics on Metadata and Produce (auto.create.topics.enable) [default: true]
+    #[arg(long, env = "FJORD_AUTO_CREATE_TOPICS_ENABLE")]
+    pub auto_create_topics_enable: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics without a count (num.partitions) [default: 1]
+    #[arg(long, env = "FJORD_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Largest record batch a topic accepts unless it overrides max.message.bytes (message.max.bytes) [default: 1048588]
+    #[arg(long, env = "FJORD_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<u32>,
+    /// Largest request frame; larger ones close the connection (socket.request.max.bytes) [default: 104857600]
+    #[arg(long, env = "FJORD_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Segment size before a roll (log.segment.bytes) [default: 1073741824]
+    #[arg(long, env = "FJORD_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Segment age before a roll (log.roll.ms) [default: 604800000]
+    #[arg(long, env = "FJORD_LOG_ROLL_MS")]
+    pub log_roll_ms: Option<i64>,
+    /// Retention by time (log.retention.ms), stored and reported [default: 604800000]
+    #[arg(long, env = "FJORD_LOG_RETENTION_MS")]
+    pub log_retention_ms: Option<i64>,
+    /// Retention by size per partition (log.retention.bytes), stored and reported [default: -1]
+    #[arg(long, env = "FJORD_LOG_RETENTION_BYTES")]
+    pub log_retention_bytes: Option<i64>,
+    /// fdatasync interval for data acknowledged with acks=0/1 (log.flush.interval.ms) [default: 1000]
+    #[arg(long, env = "FJORD_LOG_FLUSH_INTERVAL_MS")]
+    pub log_flush_interval_ms: Option<u64>,
+    /// Memory for the batch cache of recent batches, all shards together [default: 134217728]
+    #[arg(long, env = "FJORD_BATCH_CACHE_BYTES")]
+    pub batch_cache_bytes: Option<usize>,
+    /// Log filter (tracing EnvFilter syntax) [default: info]
+    #[arg(long, env = "FJORD_LOG")]
+    pub log: Option<String>,
+}
+
+/// Settings after precedence and defaults.
+#[derive(Debug, Clone)]
+pub struct StartConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub shards: usize,
+    pub node_id: i32,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub message_max_bytes: u32,
+    pub socket_request_max_bytes: usize,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_flush_interval_ms: u64,
+    pub batch_cache_bytes: usize,
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+macro_rules! pick {
+    ($flags:expr, $file:expr, $field:ident, $default:expr) => {
+        $flags.$field.clone().or_else(|| $file.$field.clone()).unwrap_or_else(|| $default)
+    };
+}
+
+impl StartArgs {
+    pub fn resolve(&self) -> Result<StartConfig, ConfigFileError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.clone(), source })?;
+                toml::from_str::<StartArgs>(&text).map_err(|error| ConfigFileError::Parse { path: path.clone(), message: error.to_string() })?
+            }
+            None => StartArgs::default(),
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let listen_text = pick!(self, file, listen, "0.0.0.0:9092".to_string());
+        let listen = listen_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| ConfigFileError::Invalid(format!("--listen {listen_text} is not HOST:PORT")))?;
+        let advertise = pick!(self, file, advertise, format!("localhost:{}", listen.port()));
+        let (advertised_host, advertised_port) = advertise
+            .rsplit_once(':')
+            .and_then(|(host, port)| port.parse::<u16>().ok().map(|port| (host.trim_matches(['[', ']']).to_string(), port)))
+            .ok_or_else(|| ConfigFileError::Invalid(format!("--advertise {advertise} is not HOST:PORT")))?;
+        let shards = pick!(self, file, shards, cores);
+        if shards == 0 || shards > 256 {
+            return Err(ConfigFileError::Invalid(format!("--shards {shards} must be between 1 and 256")));
+        }
+        let num_partitions = pick!(self, file, num_partitions, 1);
+        if num_partitions < 1 {
+            return Err(ConfigFileError::Invalid("--num-partitions must be at least 1".into()));
+        }
+        let socket_request_max_bytes = pick!(self, file, socket_request_max_bytes, 104_857_600);
+        if socket_request_max_bytes < 1024 {
+            return Err(ConfigFileError::Invalid("--socket-request-max-bytes must be at least 1024".into()));
+        }
+        Ok(StartConfig {
+            data_dir: pick!(self, file, data_dir, PathBuf::from("./fjord-data")),
+            listen,
+            advertised_host,
+            advertised_port,
+            shards,
+            node_id: pick!(self, file, node_id, 1),
+            auto_create_topics_enable: pick!(self, file, auto_create_topics_enable, true),
+            num_partitions,
+            message_max_bytes: pick!(self, file, message_max_bytes, 1_048_588),
+            socket_request_max_bytes,
+            log_segment_bytes: pick!(self, file, log_segment_bytes, 1_073_741_824),
+            log_roll_ms: pick!(self, file, log_roll_ms, 604_800_000),
+            log_retention_ms: pick!(self, file, log_retention_ms, 604_800_000),
+            log_retention_bytes: pick!(self, file, log_retention_bytes, -1),
+            log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
+            batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
+            log: pick!(self, file, log, "info".to_string()),
+        })
+    }
+}
+
+impl StartConfig {
+    /// The broker-level values in Kafka's key names, as DescribeConfigs reports them
+    /// (source STATIC_BROKER_CONFIG).
+    pub fn static_broker_configs(&self) -> BTreeMap<String, String> {
+        let mut configs = BTreeMap::new();
+        let mut put = |key: &str, value: String| {
+            configs.insert(key.to_string(), value);
+        };
+        put("node.id", self.node_id.to_string());
+        put("broker.id", self.node_id.to_string());
+        put("log.dirs", self.data_dir.display().to_string());
+        put("listeners", format!("PLAINTEXT://{}", self.listen));
+        put("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port));
+        put("auto.create.topics.enable", self.auto_create_topics_enable.to_string());
+        put("num.partitions", self.num_partitions.to_string());
+        put("message.max.bytes", self.message_max_bytes.to_string());
+        put("socket.request.max.bytes", self.socket_request_max_bytes.to_string());
+        put("log.segment.bytes", self.log_segment_bytes.to_string());
+        put("log.roll.ms", self.log_roll_ms.to_string());
+        put("log.retention.ms", self.log_retention_ms.to_string());
+        put("log.retention.bytes", self.log_retention_bytes.to_string());
+        put("log.flush.interval.ms", self.log_flush_interval_ms.to_string());
+        configs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("fjord-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fjord.toml");
+        std::fs::write(&path, "num-partitions = 6\nlisten = \"127.0.0.1:19092\"\n").unwrap();
+        let args = StartArgs { config: Some(path.clone()), listen: Some("127.0.0.1:29092".into()), ..Default::default() };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.listen.port(), 29092, "flag wins");
+        assert_eq!(config.num_partitions, 6, "file wins over default");
+        assert_eq!(config.advertised_port, 29092);
+        assert_eq!(config.data_dir, PathBuf::from("./fjord-data"));
+        std::fs::write(&path, "no-such-key = 1\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigFileError::Parse { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
