@@ -45,8 +45,9 @@ fn run(config: &StartConfig) -> Result<(), String> {
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_port(config)?;
     block_shutdown_signals();
-    let (controller, metadata) = Controller::open(&config.data_dir, config.node_id, &config.advertised_host, config.advertised_port)
+    let (mut controller, metadata) = Controller::open(&config.data_dir, config.node_id, &config.advertised_host, config.advertised_port)
         .map_err(|error| format!("cannot open the metadata log in {}: {error}", config.data_dir.display()))?;
+    controller.set_static_broker_configs(config.static_broker_configs());
     let settings = BrokerSettings {
         node_id: config.node_id,
         advertised_host: config.advertised_host.clone(),
@@ -113,16 +114,18 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// The shards bind with SO_REUSEPORT, which would happily share a port with another broker; a
-/// plain bind first tells a port in use apart.
+/// The shards bind with SO_REUSEPORT, which would happily share a port with another broker, so a
+/// listener already answering on the address means the port is in use. (A plain bind would also
+/// fail on our own TIME_WAIT sockets of a previous run.) A non-reuseport holder makes the shards'
+/// bind fail, reported the same way.
 fn probe_port(config: &StartConfig) -> Result<(), String> {
-    match std::net::TcpListener::bind(config.listen) {
-        Ok(listener) => {
-            drop(listener);
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Err(format!("address {} is already in use", config.listen)),
-        Err(error) => Err(format!("cannot listen on {}: {error}", config.listen)),
+    let mut target = config.listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(if target.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+        Ok(_) => Err(format!("address {} is already in use (something is listening on it)", config.listen)),
+        Err(_) => Ok(()),
     }
 }
 

@@ -20,6 +20,11 @@ use crate::limits::{DMA_ALIGNMENT_BYTES, MESH_CHANNEL_CAPACITY};
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::Task;
 
+/// Binds a listener with SO_REUSEPORT (one per shard; the kernel spreads connections).
+pub fn bind_listener(address: std::net::SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(address).map_err(io::Error::from)
+}
+
 /// Spawns a task on the current shard.
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
     glommio::spawn_local(future)
@@ -142,17 +147,16 @@ pub struct Mesh<M: Send + 'static> {
 
 impl<M: Send + 'static> Mesh<M> {
     async fn connect(shard_id: usize, senders: Vec<Option<Sender<M>>>, receivers: Vec<Option<Receiver<M>>>) -> Self {
-        let mut connected_senders = Vec::with_capacity(senders.len());
-        for sender in senders {
-            connected_senders.push(match sender {
+        // Both ends of a channel wait for each other: connect everything at once, or two shards
+        // connecting their senders first would wait on each other forever.
+        let senders = futures::future::join_all(senders.into_iter().map(|sender| async move {
+            match sender {
                 Some(sender) => Some(sender.connect().await),
                 None => None,
-            });
-        }
-        let mut connected_receivers = Vec::new();
-        for receiver in receivers.into_iter().flatten() {
-            connected_receivers.push(receiver.connect().await);
-        }
+            }
+        }));
+        let receivers = futures::future::join_all(receivers.into_iter().flatten().map(|receiver| receiver.connect()));
+        let (connected_senders, connected_receivers) = futures::future::join(senders, receivers).await;
         Mesh { shard_id, senders: connected_senders, receivers: RefCell::new(connected_receivers) }
     }
 

@@ -126,14 +126,18 @@ impl Segment {
         let verify_from = if is_last { verify_from_position } else { file_bytes };
         let report = segment.rebuild(file_bytes, verify_from)?;
         if report.truncated_bytes > 0 {
-            tracing::warn!(
-                segment = %path.display(),
-                valid_bytes = report.valid_bytes,
-                truncated_bytes = report.truncated_bytes,
-                "recovery cut a torn or corrupt tail"
-            );
-            segment.reader.set_len(report.valid_bytes).map_err(|error| LogError::io(&path, error))?;
-            segment.reader.sync_all().map_err(|error| LogError::io(&path, error))?;
+            if segment.is_zero_padding(report.valid_bytes, file_bytes) {
+                tracing::debug!(segment = %path.display(), bytes = report.truncated_bytes, "cut the zero padding of an unclean stop");
+            } else {
+                tracing::warn!(
+                    segment = %path.display(),
+                    valid_bytes = report.valid_bytes,
+                    truncated_bytes = report.truncated_bytes,
+                    "recovery cut a torn or corrupt tail"
+                );
+            }
+            segment.dma.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
+            segment.dma.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
         }
         segment.load_tail()?;
         Ok((segment, report))
@@ -186,6 +190,15 @@ impl Segment {
         }
         self.size_bytes.set(position);
         Ok(RecoveryReport { valid_bytes: position, truncated_bytes: file_bytes - position, batches })
+    }
+
+    /// Whether `[from, to)` holds only zeros (the padding of the last aligned write).
+    fn is_zero_padding(&self, from: u64, to: u64) -> bool {
+        if to - from > crate::limits::DMA_WRITE_BYTES_MAX as u64 {
+            return false;
+        }
+        let mut bytes = vec![0u8; (to - from) as usize];
+        self.reader.read_exact_at(&mut bytes, from).is_ok() && bytes.iter().all(|byte| *byte == 0)
     }
 
     fn load_tail(&self) -> LogResult<()> {
@@ -379,7 +392,12 @@ impl Segment {
         Ok(())
     }
 
+    /// Closes the segment, cutting the padding past its logical end so a clean restart finds an
+    /// exact file.
     pub async fn close(self) -> LogResult<()> {
+        let size = self.size_bytes.get();
+        self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
+        self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.close().await.map_err(|error| LogError::io(&self.path, error))
     }
 }

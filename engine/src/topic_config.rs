@@ -251,7 +251,11 @@ pub struct BrokerSynonym {
 }
 
 const fn same_unit(name: &'static str, config_type: ConfigType) -> BrokerSynonym {
-    BrokerSynonym { name, ms_per_unit: 1, config_type }
+    BrokerSynonym {
+        name,
+        ms_per_unit: 1,
+        config_type,
+    }
 }
 
 /// One topic config, as Kafka defines it.
@@ -288,7 +292,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         config_type: ConfigType::List,
         default: "delete",
         validator: Validator::ListOf(CLEANUP_POLICIES),
-        documentation: "Retention policy for old segments: delete, compact, or both (comma-separated).",
+        documentation:
+            "Retention policy for old segments: delete, compact, or both (comma-separated).",
     },
     ConfigDef {
         name: "compression.gzip.level",
@@ -324,7 +329,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "delete.retention.ms",
-        broker_synonyms: &[same_unit("log.cleaner.delete.retention.ms", ConfigType::Long)],
+        broker_synonyms: &[same_unit(
+            "log.cleaner.delete.retention.ms",
+            ConfigType::Long,
+        )],
         config_type: ConfigType::Long,
         default: "86400000",
         validator: Validator::AtLeast(0),
@@ -367,7 +375,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "max.compaction.lag.ms",
-        broker_synonyms: &[same_unit("log.cleaner.max.compaction.lag.ms", ConfigType::Long)],
+        broker_synonyms: &[same_unit(
+            "log.cleaner.max.compaction.lag.ms",
+            ConfigType::Long,
+        )],
         config_type: ConfigType::Long,
         default: "9223372036854775807",
         validator: Validator::AtLeast(1),
@@ -383,7 +394,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.after.max.ms",
-        broker_synonyms: &[same_unit("log.message.timestamp.after.max.ms", ConfigType::Long)],
+        broker_synonyms: &[same_unit(
+            "log.message.timestamp.after.max.ms",
+            ConfigType::Long,
+        )],
         config_type: ConfigType::Long,
         default: "3600000",
         validator: Validator::AtLeast(0),
@@ -391,7 +405,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.before.max.ms",
-        broker_synonyms: &[same_unit("log.message.timestamp.before.max.ms", ConfigType::Long)],
+        broker_synonyms: &[same_unit(
+            "log.message.timestamp.before.max.ms",
+            ConfigType::Long,
+        )],
         config_type: ConfigType::Long,
         default: "9223372036854775807",
         validator: Validator::AtLeast(0),
@@ -407,7 +424,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.cleanable.dirty.ratio",
-        broker_synonyms: &[same_unit("log.cleaner.min.cleanable.ratio", ConfigType::Double)],
+        broker_synonyms: &[same_unit(
+            "log.cleaner.min.cleanable.ratio",
+            ConfigType::Double,
+        )],
         config_type: ConfigType::Double,
         default: "0.5",
         validator: Validator::DoubleBetween(0.0, 1.0),
@@ -415,7 +435,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.compaction.lag.ms",
-        broker_synonyms: &[same_unit("log.cleaner.min.compaction.lag.ms", ConfigType::Long)],
+        broker_synonyms: &[same_unit(
+            "log.cleaner.min.compaction.lag.ms",
+            ConfigType::Long,
+        )],
         config_type: ConfigType::Long,
         default: "0",
         validator: Validator::AtLeast(0),
@@ -443,7 +466,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         config_type: ConfigType::Long,
         default: "-1",
         validator: Validator::Any,
-        documentation: "Largest size a partition grows to before old segments are deleted; -1 for none.",
+        documentation:
+            "Largest size a partition grows to before old segments are deleted; -1 for none.",
     },
     ConfigDef {
         name: "retention.ms",
@@ -513,7 +537,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
-        broker_synonyms: &[same_unit("unclean.leader.election.enable", ConfigType::Boolean)],
+        broker_synonyms: &[same_unit(
+            "unclean.leader.election.enable",
+            ConfigType::Boolean,
+        )],
         config_type: ConfigType::Boolean,
         default: "false",
         validator: Validator::Any,
@@ -657,7 +684,9 @@ pub fn topic_config_def(key: &str) -> Option<&'static ConfigDef> {
 
 /// The topic config whose dynamic broker key (first synonym) is `broker_key`.
 pub fn topic_config_for_broker_key(broker_key: &str) -> Option<&'static ConfigDef> {
-    TOPIC_CONFIGS.iter().find(|def| def.broker_key() == broker_key)
+    TOPIC_CONFIGS
+        .iter()
+        .find(|def| def.broker_key() == broker_key)
 }
 
 /// The definition of a broker-only config, by key.
@@ -697,7 +726,9 @@ impl fmt::Display for InvalidReason {
             InvalidReason::AtLeast(min) => write!(f, "Value must be at least {min}"),
             InvalidReason::NoMoreThan(max) => write!(f, "Value must be no more than {max}"),
             InvalidReason::GzipLevel => f.write_str("Value must be between 1 and 9 or equal to -1"),
-            InvalidReason::OneOf(allowed) => write!(f, "String must be one of: {}", allowed.join(", ")),
+            InvalidReason::OneOf(allowed) => {
+                write!(f, "String must be one of: {}", allowed.join(", "))
+            }
             InvalidReason::EmptyList => f.write_str("List must not be empty"),
         }
     }
@@ -711,7 +742,11 @@ pub enum ConfigError {
     #[error("Unknown broker config name: {0}")]
     UnknownBroker(String),
     #[error("Invalid value {value} for configuration {key}: {reason}")]
-    Invalid { key: String, value: String, reason: InvalidReason },
+    Invalid {
+        key: String,
+        value: String,
+        reason: InvalidReason,
+    },
     /// A broker config that only a restart can change.
     #[error("Cannot update these configs dynamically: Set({0})")]
     ReadOnly(String),
@@ -742,7 +777,10 @@ pub fn split_list(value: &str) -> Vec<String> {
     if trimmed.is_empty() {
         return Vec::new();
     }
-    trimmed.split(',').map(|item| item.trim().to_string()).collect()
+    trimmed
+        .split(',')
+        .map(|item| item.trim().to_string())
+        .collect()
 }
 
 /// Joins a LIST value back into Kafka's comma-separated form.
@@ -751,7 +789,11 @@ pub fn join_list(items: &[String]) -> String {
 }
 
 fn invalid(key: &str, value: &str, reason: InvalidReason) -> ConfigError {
-    ConfigError::Invalid { key: key.to_string(), value: value.to_string(), reason }
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    }
 }
 
 fn parse_typed(key: &str, config_type: ConfigType, raw: &str) -> Result<Parsed, ConfigError> {
@@ -767,10 +809,14 @@ fn parse_typed(key: &str, config_type: ConfigType, raw: &str) -> Result<Parsed, 
                 Err(invalid(key, raw, InvalidReason::NotABoolean))
             }
         }
-        ConfigType::Int | ConfigType::Short => {
-            trimmed.parse::<i32>().map(Parsed::Int).map_err(|_| not_a_number())
-        }
-        ConfigType::Long => trimmed.parse::<i64>().map(Parsed::Long).map_err(|_| not_a_number()),
+        ConfigType::Int | ConfigType::Short => trimmed
+            .parse::<i32>()
+            .map(Parsed::Int)
+            .map_err(|_| not_a_number()),
+        ConfigType::Long => trimmed
+            .parse::<i64>()
+            .map(Parsed::Long)
+            .map_err(|_| not_a_number()),
         ConfigType::Double => match trimmed.parse::<f64>() {
             // Java's parseDouble would take NaN, and its range checks would then pass it; a NaN
             // ratio means nothing, so refuse it as not a number.
@@ -778,10 +824,9 @@ fn parse_typed(key: &str, config_type: ConfigType, raw: &str) -> Result<Parsed, 
             _ => Err(not_a_number()),
         },
         ConfigType::List => Ok(Parsed::List(split_list(raw))),
-        ConfigType::String
-        | ConfigType::Class
-        | ConfigType::Password
-        | ConfigType::Unknown => Ok(Parsed::Text(trimmed.to_string())),
+        ConfigType::String | ConfigType::Class | ConfigType::Password | ConfigType::Unknown => {
+            Ok(Parsed::Text(trimmed.to_string()))
+        }
     }
 }
 
@@ -799,16 +844,22 @@ fn check(key: &str, raw: &str, parsed: &Parsed, validator: Validator) -> Result<
         },
         Validator::IntBetween(min, max) => match whole {
             Some(n) if n < min => Err(invalid(key, raw, InvalidReason::AtLeast(min.to_string()))),
-            Some(n) if n > max => Err(invalid(key, raw, InvalidReason::NoMoreThan(max.to_string()))),
+            Some(n) if n > max => Err(invalid(
+                key,
+                raw,
+                InvalidReason::NoMoreThan(max.to_string()),
+            )),
             _ => Ok(()),
         },
         Validator::DoubleBetween(min, max) => match parsed {
             Parsed::Double(x) if *x < min => {
                 Err(invalid(key, raw, InvalidReason::AtLeast(min.to_string())))
             }
-            Parsed::Double(x) if *x > max => {
-                Err(invalid(key, raw, InvalidReason::NoMoreThan(max.to_string())))
-            }
+            Parsed::Double(x) if *x > max => Err(invalid(
+                key,
+                raw,
+                InvalidReason::NoMoreThan(max.to_string()),
+            )),
             _ => Ok(()),
         },
         Validator::GzipLevel => match whole {
@@ -828,10 +879,12 @@ fn check(key: &str, raw: &str, parsed: &Parsed, validator: Validator) -> Result<
             Parsed::List(items) if items.is_empty() => {
                 Err(invalid(key, raw, InvalidReason::EmptyList))
             }
-            Parsed::List(items) => match items.iter().find(|item| !allowed.contains(&item.as_str())) {
-                Some(bad) => Err(invalid(key, bad, InvalidReason::OneOf(allowed))),
-                None => Ok(()),
-            },
+            Parsed::List(items) => {
+                match items.iter().find(|item| !allowed.contains(&item.as_str())) {
+                    Some(bad) => Err(invalid(key, bad, InvalidReason::OneOf(allowed))),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         },
     }
@@ -861,7 +914,10 @@ pub fn validate_topic_overrides(overrides: &BTreeMap<String, String>) -> Result<
         validate_topic_config(key, value)?;
     }
     let long_or = |key: &str, default: i64| {
-        overrides.get(key).and_then(|value| value.trim().parse::<i64>().ok()).unwrap_or(default)
+        overrides
+            .get(key)
+            .and_then(|value| value.trim().parse::<i64>().ok())
+            .unwrap_or(default)
     };
     let min_ms = long_or("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS_DEFAULT);
     let max_ms = long_or("max.compaction.lag.ms", MAX_COMPACTION_LAG_MS_DEFAULT);
@@ -994,7 +1050,10 @@ fn from_broker_synonym(def: &ConfigDef, synonym: &BrokerSynonym, raw: &str) -> O
         (ConfigType::Int, Parsed::Long(n)) => match i32::try_from(n) {
             Ok(n) => Parsed::Int(n),
             Err(_) => {
-                tracing::warn!("ignoring broker config {}: {raw} does not fit an INT", synonym.name);
+                tracing::warn!(
+                    "ignoring broker config {}: {raw} does not fit an INT",
+                    synonym.name
+                );
                 return None;
             }
         },
@@ -1026,12 +1085,22 @@ fn display_parsed(parsed: &Parsed) -> String {
 fn resolve_broker_level(broker: &BrokerConfigs, def: &ConfigDef) -> Resolved {
     for synonym in def.broker_synonyms {
         let sources = [
-            (broker.dynamic.get(synonym.name), ConfigSource::DynamicBrokerConfig),
-            (broker.static_.get(synonym.name), ConfigSource::StaticBrokerConfig),
+            (
+                broker.dynamic.get(synonym.name),
+                ConfigSource::DynamicBrokerConfig,
+            ),
+            (
+                broker.static_.get(synonym.name),
+                ConfigSource::StaticBrokerConfig,
+            ),
         ];
         for (raw, source) in sources {
             if let Some(parsed) = raw.and_then(|raw| from_broker_synonym(def, synonym, raw)) {
-                return Resolved { value: display_parsed(&parsed), parsed, source };
+                return Resolved {
+                    value: display_parsed(&parsed),
+                    parsed,
+                    source,
+                };
             }
         }
     }
@@ -1044,7 +1113,11 @@ fn default_of(def: &ConfigDef) -> Resolved {
         // The table is checked by `every_default_passes_its_own_validator`.
         Err(_) => unreachable!("default of {} does not parse", def.name),
     };
-    Resolved { value: def.default.to_string(), parsed, source: ConfigSource::DefaultConfig }
+    Resolved {
+        value: def.default.to_string(),
+        parsed,
+        source: ConfigSource::DefaultConfig,
+    }
 }
 
 fn resolve_one(
@@ -1125,12 +1198,11 @@ fn apply_resolved(config: &mut TopicConfig, name: &str, parsed: &Parsed) {
         "max.compaction.lag.ms" => set(&mut config.max_compaction_lag_ms, long),
         "max.message.bytes" => set(&mut config.max_message_bytes, as_u32(parsed)),
         "message.timestamp.after.max.ms" => set(&mut config.message_timestamp_after_max_ms, long),
-        "message.timestamp.before.max.ms" => {
-            set(&mut config.message_timestamp_before_max_ms, long)
-        }
-        "message.timestamp.type" => {
-            set(&mut config.message_timestamp_type, timestamp_type_of(parsed))
-        }
+        "message.timestamp.before.max.ms" => set(&mut config.message_timestamp_before_max_ms, long),
+        "message.timestamp.type" => set(
+            &mut config.message_timestamp_type,
+            timestamp_type_of(parsed),
+        ),
         "min.cleanable.dirty.ratio" => {
             if let Parsed::Double(ratio) = parsed {
                 config.min_cleanable_dirty_ratio = *ratio;
@@ -1141,7 +1213,10 @@ fn apply_resolved(config: &mut TopicConfig, name: &str, parsed: &Parsed) {
         "preallocate" => set(&mut config.preallocate, boolean),
         "retention.bytes" => set(&mut config.retention_bytes, long),
         "retention.ms" => set(&mut config.retention_ms, long),
-        "segment.bytes" => set(&mut config.segment_bytes, long.and_then(|n| u64::try_from(n).ok())),
+        "segment.bytes" => set(
+            &mut config.segment_bytes,
+            long.and_then(|n| u64::try_from(n).ok()),
+        ),
         "segment.index.bytes" => set(&mut config.segment_index_bytes, as_u32(parsed)),
         "segment.jitter.ms" => set(&mut config.segment_jitter_ms, long),
         "segment.ms" => set(&mut config.segment_ms, long),
@@ -1153,7 +1228,9 @@ fn apply_resolved(config: &mut TopicConfig, name: &str, parsed: &Parsed) {
 }
 
 fn cleanup_policy_of(parsed: &Parsed) -> Option<CleanupPolicy> {
-    let Parsed::List(items) = parsed else { return None };
+    let Parsed::List(items) = parsed else {
+        return None;
+    };
     let compact = items.iter().any(|item| item == "compact");
     let delete = items.iter().any(|item| item == "delete");
     match (compact, delete) {
@@ -1165,7 +1242,9 @@ fn cleanup_policy_of(parsed: &Parsed) -> Option<CleanupPolicy> {
 }
 
 fn compression_type_of(parsed: &Parsed) -> Option<CompressionType> {
-    let Parsed::Text(text) = parsed else { return None };
+    let Parsed::Text(text) = parsed else {
+        return None;
+    };
     match text.as_str() {
         "uncompressed" => Some(CompressionType::Uncompressed),
         "zstd" => Some(CompressionType::Zstd),
@@ -1178,7 +1257,9 @@ fn compression_type_of(parsed: &Parsed) -> Option<CompressionType> {
 }
 
 fn timestamp_type_of(parsed: &Parsed) -> Option<TimestampType> {
-    let Parsed::Text(text) = parsed else { return None };
+    let Parsed::Text(text) = parsed else {
+        return None;
+    };
     match text.as_str() {
         "CreateTime" => Some(TimestampType::CreateTime),
         "LogAppendTime" => Some(TimestampType::LogAppendTime),
@@ -1200,7 +1281,10 @@ pub struct BrokerDefaults {
 pub fn resolve_broker_defaults(broker: &BrokerConfigs) -> BrokerDefaults {
     let int = |key: &str| -> Option<i64> {
         let def = broker_only_config_def(key)?;
-        let raw = broker.dynamic.get(key).or_else(|| broker.static_.get(key))?;
+        let raw = broker
+            .dynamic
+            .get(key)
+            .or_else(|| broker.static_.get(key))?;
         match parse_and_check(key, def.config_type, def.validator, raw) {
             Ok(parsed) => as_i64(&parsed),
             Err(error) => {
@@ -1210,7 +1294,10 @@ pub fn resolve_broker_defaults(broker: &BrokerConfigs) -> BrokerDefaults {
         }
     };
     let boolean = |key: &str| -> Option<bool> {
-        let raw = broker.dynamic.get(key).or_else(|| broker.static_.get(key))?;
+        let raw = broker
+            .dynamic
+            .get(key)
+            .or_else(|| broker.static_.get(key))?;
         match parse_typed(key, ConfigType::Boolean, raw) {
             Ok(Parsed::Boolean(b)) => Some(b),
             _ => {
@@ -1266,13 +1353,25 @@ fn broker_level_synonyms(
     let mut synonyms = Vec::new();
     for synonym in def.broker_synonyms {
         if let Some(raw) = broker.dynamic.get(synonym.name) {
-            synonyms.push((synonym.name.to_string(), raw.clone(), ConfigSource::DynamicBrokerConfig));
+            synonyms.push((
+                synonym.name.to_string(),
+                raw.clone(),
+                ConfigSource::DynamicBrokerConfig,
+            ));
         }
         if let Some(raw) = broker.static_.get(synonym.name) {
-            synonyms.push((synonym.name.to_string(), raw.clone(), ConfigSource::StaticBrokerConfig));
+            synonyms.push((
+                synonym.name.to_string(),
+                raw.clone(),
+                ConfigSource::StaticBrokerConfig,
+            ));
         }
     }
-    synonyms.push((def.broker_key().to_string(), def.default.to_string(), ConfigSource::DefaultConfig));
+    synonyms.push((
+        def.broker_key().to_string(),
+        def.default.to_string(),
+        ConfigSource::DefaultConfig,
+    ));
     synonyms
 }
 
@@ -1290,7 +1389,11 @@ pub fn describe_topic_configs(
             let resolved = resolve_one(broker, overrides, def);
             let mut synonyms = Vec::new();
             if let Some(raw) = overrides.get(def.name) {
-                synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::DynamicTopicConfig));
+                synonyms.push((
+                    def.name.to_string(),
+                    raw.clone(),
+                    ConfigSource::DynamicTopicConfig,
+                ));
             }
             synonyms.extend(broker_level_synonyms(broker, def));
             ConfigEntry {
@@ -1309,7 +1412,10 @@ pub fn describe_topic_configs(
 
 /// DescribeConfigs for the broker: the broker key of every topic config, the other broker keys
 /// Fjord knows, sorted by name (or only `keys`, skipping unknown ones).
-pub fn describe_broker_configs(broker: &BrokerConfigs, keys: Option<&[String]>) -> Vec<ConfigEntry> {
+pub fn describe_broker_configs(
+    broker: &BrokerConfigs,
+    keys: Option<&[String]>,
+) -> Vec<ConfigEntry> {
     let mut entries: Vec<ConfigEntry> = TOPIC_CONFIGS
         .iter()
         .filter(|def| wanted(keys, def.broker_key()))
@@ -1340,13 +1446,25 @@ pub fn describe_broker_configs(broker: &BrokerConfigs, keys: Option<&[String]>) 
 fn describe_broker_only(broker: &BrokerConfigs, def: &BrokerConfigDef) -> ConfigEntry {
     let mut synonyms = Vec::new();
     if let Some(raw) = broker.dynamic.get(def.name) {
-        synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::DynamicBrokerConfig));
+        synonyms.push((
+            def.name.to_string(),
+            raw.clone(),
+            ConfigSource::DynamicBrokerConfig,
+        ));
     }
     if let Some(raw) = broker.static_.get(def.name) {
-        synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::StaticBrokerConfig));
+        synonyms.push((
+            def.name.to_string(),
+            raw.clone(),
+            ConfigSource::StaticBrokerConfig,
+        ));
     }
     if let Some(default) = def.default {
-        synonyms.push((def.name.to_string(), default.to_string(), ConfigSource::DefaultConfig));
+        synonyms.push((
+            def.name.to_string(),
+            default.to_string(),
+            ConfigSource::DefaultConfig,
+        ));
     }
     let (value, source) = match synonyms.first() {
         Some((_, value, source)) => (Some(value.clone()), *source),
@@ -1369,15 +1487,27 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn every_default_passes_its_own_validator() {
         for def in TOPIC_CONFIGS {
-            assert_eq!(validate_topic_config(def.name, def.default), Ok(()), "{}", def.name);
+            assert_eq!(
+                validate_topic_config(def.name, def.default),
+                Ok(()),
+                "{}",
+                def.name
+            );
             let synonym = def.broker_synonyms[0];
-            assert_eq!(synonym.ms_per_unit, 1, "{}: first synonym is in the topic's units", def.name);
+            assert_eq!(
+                synonym.ms_per_unit, 1,
+                "{}: first synonym is in the topic's units",
+                def.name
+            );
         }
         for def in BROKER_ONLY_CONFIGS {
             if let Some(default) = def.default {
@@ -1389,9 +1519,15 @@ mod tests {
     #[test]
     fn tables_are_sorted_and_keys_unique() {
         assert!(TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
-        assert!(BROKER_ONLY_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
+        assert!(BROKER_ONLY_CONFIGS
+            .windows(2)
+            .all(|w| w[0].name < w[1].name));
         for def in BROKER_ONLY_CONFIGS {
-            assert!(topic_config_for_broker_key(def.name).is_none(), "{} listed twice", def.name);
+            assert!(
+                topic_config_for_broker_key(def.name).is_none(),
+                "{} listed twice",
+                def.name
+            );
         }
     }
 
@@ -1438,28 +1574,50 @@ mod tests {
         assert_eq!(key("segment.bytes"), Some("log.segment.bytes"));
         assert_eq!(key("segment.index.bytes"), Some("log.index.size.max.bytes"));
         assert_eq!(key("max.message.bytes"), Some("message.max.bytes"));
-        assert_eq!(key("message.timestamp.type"), Some("log.message.timestamp.type"));
+        assert_eq!(
+            key("message.timestamp.type"),
+            Some("log.message.timestamp.type")
+        );
         assert_eq!(key("cleanup.policy"), Some("log.cleanup.policy"));
         assert_eq!(key("min.insync.replicas"), Some("min.insync.replicas"));
-        assert_eq!(key("delete.retention.ms"), Some("log.cleaner.delete.retention.ms"));
-        assert_eq!(key("min.compaction.lag.ms"), Some("log.cleaner.min.compaction.lag.ms"));
-        assert_eq!(key("min.cleanable.dirty.ratio"), Some("log.cleaner.min.cleanable.ratio"));
+        assert_eq!(
+            key("delete.retention.ms"),
+            Some("log.cleaner.delete.retention.ms")
+        );
+        assert_eq!(
+            key("min.compaction.lag.ms"),
+            Some("log.cleaner.min.compaction.lag.ms")
+        );
+        assert_eq!(
+            key("min.cleanable.dirty.ratio"),
+            Some("log.cleaner.min.cleanable.ratio")
+        );
         assert_eq!(key("flush.ms"), Some("log.flush.interval.ms"));
         assert_eq!(key("flush.messages"), Some("log.flush.interval.messages"));
         assert_eq!(key("compression.type"), Some("compression.type"));
-        assert_eq!(key("file.delete.delay.ms"), Some("log.segment.delete.delay.ms"));
+        assert_eq!(
+            key("file.delete.delay.ms"),
+            Some("log.segment.delete.delay.ms")
+        );
     }
 
     #[test]
     fn override_beats_dynamic_beats_static_beats_default() {
         let mut broker = BrokerConfigs::default();
         let none = BTreeMap::new();
-        assert_eq!(resolve_topic_config(&broker, &none).retention_ms, RETENTION_MS_DEFAULT);
+        assert_eq!(
+            resolve_topic_config(&broker, &none).retention_ms,
+            RETENTION_MS_DEFAULT
+        );
 
-        broker.static_.insert("log.retention.ms".into(), "3000".into());
+        broker
+            .static_
+            .insert("log.retention.ms".into(), "3000".into());
         assert_eq!(resolve_topic_config(&broker, &none).retention_ms, 3000);
 
-        broker.dynamic.insert("log.retention.ms".into(), "2000".into());
+        broker
+            .dynamic
+            .insert("log.retention.ms".into(), "2000".into());
         assert_eq!(resolve_topic_config(&broker, &none).retention_ms, 2000);
 
         let overrides = map(&[("retention.ms", "1000")]);
@@ -1480,7 +1638,10 @@ mod tests {
             static_: map(&[("log.retention.hours", "1"), ("log.retention.ms", "5")]),
             dynamic: BTreeMap::new(),
         };
-        assert_eq!(resolve_topic_config(&broker, &BTreeMap::new()).retention_ms, 5);
+        assert_eq!(
+            resolve_topic_config(&broker, &BTreeMap::new()).retention_ms,
+            5
+        );
     }
 
     #[test]
@@ -1520,7 +1681,8 @@ mod tests {
 
     #[test]
     fn validators_refuse_bad_values_with_kafkas_messages() {
-        let message = |key: &str, value: &str| validate_topic_config(key, value).unwrap_err().to_string();
+        let message =
+            |key: &str, value: &str| validate_topic_config(key, value).unwrap_err().to_string();
         assert_eq!(
             message("retention.ms", "abc"),
             "Invalid value abc for configuration retention.ms: Not a number of type LONG"
@@ -1570,10 +1732,16 @@ mod tests {
 
     #[test]
     fn compaction_lags_must_not_cross() {
-        let overrides = map(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]);
+        let overrides = map(&[
+            ("min.compaction.lag.ms", "10"),
+            ("max.compaction.lag.ms", "5"),
+        ]);
         assert_eq!(
             validate_topic_overrides(&overrides),
-            Err(ConfigError::CompactionLagConflict { min_ms: 10, max_ms: 5 })
+            Err(ConfigError::CompactionLagConflict {
+                min_ms: 10,
+                max_ms: 5
+            })
         );
         assert!(validate_topic_overrides(&map(&[("min.compaction.lag.ms", "10")])).is_ok());
     }
@@ -1581,9 +1749,18 @@ mod tests {
     #[test]
     fn broker_dynamic_keys_are_topic_defaults_only() {
         assert_eq!(validate_broker_dynamic("log.retention.ms", "1000"), Ok(()));
-        assert_eq!(validate_broker_dynamic("message.max.bytes", "2000000"), Ok(()));
-        assert_eq!(validate_broker_dynamic("log.flush.interval.ms", "1000"), Ok(()));
-        assert_eq!(validate_broker_dynamic("log.cleanup.policy", "compact"), Ok(()));
+        assert_eq!(
+            validate_broker_dynamic("message.max.bytes", "2000000"),
+            Ok(())
+        );
+        assert_eq!(
+            validate_broker_dynamic("log.flush.interval.ms", "1000"),
+            Ok(())
+        );
+        assert_eq!(
+            validate_broker_dynamic("log.cleanup.policy", "compact"),
+            Ok(())
+        );
         assert!(matches!(
             validate_broker_dynamic("log.segment.bytes", "10"),
             Err(ConfigError::Invalid { .. })
@@ -1616,8 +1793,14 @@ mod tests {
         assert_eq!(max.source, ConfigSource::DynamicTopicConfig);
         assert_eq!(max.source.code(), 1);
         assert_eq!(max.config_type.code(), 3);
-        assert_eq!(max.synonyms[0], ("max.message.bytes".into(), "5000".into(), max.source));
-        assert_eq!(max.synonyms.last().map(|s| s.2), Some(ConfigSource::DefaultConfig));
+        assert_eq!(
+            max.synonyms[0],
+            ("max.message.bytes".into(), "5000".into(), max.source)
+        );
+        assert_eq!(
+            max.synonyms.last().map(|s| s.2),
+            Some(ConfigSource::DefaultConfig)
+        );
 
         let retention = entry("retention.ms");
         assert_eq!(retention.value.as_deref(), Some("2000"));
@@ -1638,7 +1821,8 @@ mod tests {
     #[test]
     fn describe_topic_keeps_only_requested_known_keys() {
         let keys = vec!["retention.ms".to_string(), "nope".to_string()];
-        let entries = describe_topic_configs(&BrokerConfigs::default(), &BTreeMap::new(), Some(&keys));
+        let entries =
+            describe_topic_configs(&BrokerConfigs::default(), &BTreeMap::new(), Some(&keys));
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].name, "retention.ms");
     }
@@ -1654,11 +1838,17 @@ mod tests {
         let entry = |name: &str| entries.iter().find(|e| e.name == name).cloned().unwrap();
 
         let max = entry("message.max.bytes");
-        assert_eq!((max.value.as_deref(), max.source), (Some("2000000"), ConfigSource::DynamicBrokerConfig));
+        assert_eq!(
+            (max.value.as_deref(), max.source),
+            (Some("2000000"), ConfigSource::DynamicBrokerConfig)
+        );
         assert!(!max.read_only);
 
         let node = entry("node.id");
-        assert_eq!((node.value.as_deref(), node.source), (Some("1"), ConfigSource::StaticBrokerConfig));
+        assert_eq!(
+            (node.value.as_deref(), node.source),
+            (Some("1"), ConfigSource::StaticBrokerConfig)
+        );
         assert!(node.read_only);
 
         let partitions = entry("num.partitions");
@@ -1668,23 +1858,38 @@ mod tests {
         let advertised = entry("advertised.listeners");
         assert_eq!(advertised.value, None);
 
-        assert_eq!(entry("socket.request.max.bytes").value.as_deref(), Some("104857600"));
-        assert_eq!(entry("auto.create.topics.enable").value.as_deref(), Some("true"));
-        assert_eq!(entry("default.replication.factor").value.as_deref(), Some("1"));
+        assert_eq!(
+            entry("socket.request.max.bytes").value.as_deref(),
+            Some("104857600")
+        );
+        assert_eq!(
+            entry("auto.create.topics.enable").value.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            entry("default.replication.factor").value.as_deref(),
+            Some("1")
+        );
         assert!(entries.iter().any(|e| e.name == "log.flush.interval.ms"));
     }
 
     #[test]
     fn broker_defaults_resolve_from_static_values() {
         let broker = BrokerConfigs {
-            static_: map(&[("num.partitions", "6"), ("auto.create.topics.enable", "false")]),
+            static_: map(&[
+                ("num.partitions", "6"),
+                ("auto.create.topics.enable", "false"),
+            ]),
             dynamic: BTreeMap::new(),
         };
         let defaults = resolve_broker_defaults(&broker);
         assert_eq!(defaults.num_partitions, 6);
         assert!(!defaults.auto_create_topics_enable);
         assert_eq!(defaults.default_replication_factor, 1);
-        assert_eq!(defaults.socket_request_max_bytes, SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+        assert_eq!(
+            defaults.socket_request_max_bytes,
+            SOCKET_REQUEST_MAX_BYTES_DEFAULT
+        );
     }
 
     #[test]

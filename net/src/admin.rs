@@ -87,7 +87,12 @@ pub async fn auto_create(ctx: &ShardContext, name: &str) -> Result<Rc<TopicInfo>
 
 /// Deletes a topic and waits until every shard has dropped its partitions.
 pub async fn delete_topic(ctx: &Rc<ShardContext>, name: String) -> Result<TopicImage, AdminError> {
-    let deleted = with_controller(ctx, move |controller| controller.delete_topic_by_name(&name).map(|image| (*image).clone())).await?;
+    let deleted = with_controller(ctx, move |controller| {
+        let topic = controller.image().topics.get(&name).cloned();
+        controller.delete_topic_by_name(&name)?;
+        topic.map(|topic| (*topic).clone()).ok_or(ControllerError::UnknownTopicOrPartition)
+    })
+    .await?;
     let partitions = deleted.partitions.len() as i32;
     let shards: Vec<(usize, Vec<()>)> = (0..ctx.table.shard_count()).map(|shard| (shard, vec![()])).collect();
     let topic = deleted.name.clone();
@@ -103,7 +108,7 @@ pub async fn alter_topic_configs(ctx: &ShardContext, name: String, ops: Vec<(Str
 }
 
 pub async fn replace_topic_configs(ctx: &ShardContext, name: String, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), AdminError> {
-    with_controller(ctx, move |controller| controller.replace_topic_configs(&name, configs, validate_only).map(|_| ())).await
+    with_controller(ctx, move |controller| controller.replace_topic_configs(&name, &configs, validate_only).map(|_| ())).await
 }
 
 pub async fn alter_broker_configs(ctx: &ShardContext, ops: Vec<(String, AlterOp)>, validate_only: bool) -> Result<(), AdminError> {

@@ -27,7 +27,7 @@ const COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 enum Pending {
     Ready(Option<OutFrame>),
-    Task(rt::Task<Option<OutFrame>>),
+    Task(rt::Task<Result<Option<OutFrame>, api::RequestError>>),
 }
 
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
@@ -75,7 +75,15 @@ async fn write_responses<W: AsyncWrite + Unpin>(mut writer: W, fd: RawFd, mut re
     while let Some(pending) = responses.next().await {
         let frame = match pending {
             Pending::Ready(frame) => frame,
-            Pending::Task(task) => task.await,
+            Pending::Task(task) => match task.await {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::error!(%peer, %error, "closing connection");
+                    responses.close();
+                    while responses.next().await.is_some() {}
+                    return;
+                }
+            },
         };
         let Some(frame) = frame else { continue };
         if let Err(error) = write_frame(&mut writer, fd, frame).await {

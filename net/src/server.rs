@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fjord_engine::partition::PartitionSettings;
-use fjord_engine::rt::{self, Mesh, TcpListener};
+use fjord_engine::rt::{self, Mesh};
 use fjord_engine::shard::{ShardStore, ShardTable};
 use fjord_replication::metadata::{Controller, MetadataTable};
 use futures::future::{select, Either};
@@ -53,11 +53,14 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     if shard_id == 0 {
         remove_orphan_partition_dirs(&ctx, &shared.data_dir);
     }
-    let listener = match TcpListener::bind(shared.listen) {
+    let listener = match rt::bind_listener(shared.listen) {
         Ok(listener) => listener,
         Err(error) => {
             let mut slot = shared.startup_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slot.get_or_insert_with(|| format!("cannot listen on {}: {error}", shared.listen));
+            slot.get_or_insert_with(|| match error.kind() {
+                std::io::ErrorKind::AddrInUse => format!("address {} is already in use", shared.listen),
+                _ => format!("cannot listen on {}: {error}", shared.listen),
+            });
             shared.shutdown.store(true, Ordering::SeqCst);
             finish(&ctx, &shared).await;
             return;

@@ -177,4 +177,13 @@ mod tests {
             .lines()
             .any(|l| l.trim_start().starts_with("Unknown(9999)") && l.ends_with('-')));
     }
+
+    #[test]
+    fn describe_cluster_request_encodes_at_every_client_version() {
+        let request = DescribeClusterRequest::default();
+        super::super::versions::assert_encodes_at_every_client_version(
+            ApiKey::DescribeCluster,
+            &request,
+        );
+    }
 }

@@ -291,4 +291,20 @@ mod tests {
         };
         assert_eq!(b.address(), "kafka-0:9093");
     }
+
+    #[test]
+    fn metadata_requests_encode_at_every_client_version() {
+        use super::super::versions::client_range;
+        let range = client_range(ApiKey::Metadata);
+        for version in range.min..=range.max {
+            let names = ["a".to_string()];
+            for request in [
+                metadata_request(None, false, version),
+                metadata_request(Some(&names), true, version),
+            ] {
+                let mut buf = bytes::BytesMut::new();
+                kafka_protocol::protocol::Encodable::encode(&request, &mut buf, version).unwrap();
+            }
+        }
+    }
 }

@@ -34,7 +34,8 @@ pub use consume::ConsumeArgs;
 pub use produce::ProduceArgs;
 pub use topic::TopicCommand;
 
-/// The client commands, flattened into the `fjord` binary's subcommands.
+// The client commands, flattened into the `fjord` binary's subcommands. (A `///` doc comment
+// here would become the about text of the binary that flattens this enum.)
 #[derive(clap::Subcommand, Debug)]
 pub enum ClientCommand {
     /// Create, list, describe, reconfigure and delete topics.

@@ -98,6 +98,21 @@ pub fn api_name(api_key: i16) -> String {
     }
 }
 
+/// Test helper: asserts `request` encodes at every version the client may choose for `api`.
+#[cfg(test)]
+pub fn assert_encodes_at_every_client_version<R: kafka_protocol::protocol::Encodable>(
+    api: ApiKey,
+    request: &R,
+) {
+    let range = client_range(api);
+    for version in range.min..=range.max {
+        let mut buf = bytes::BytesMut::new();
+        if let Err(e) = request.encode(&mut buf, version) {
+            panic!("{api:?} v{version} does not encode: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

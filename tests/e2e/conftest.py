@@ -46,8 +46,8 @@ def broker(module_broker_factory) -> fjordtest.Broker:
 
 @pytest.fixture(autouse=True)
 def _attach_module_broker(request):
-    # Lets the failure report show the module broker's log too.
-    if "broker" in request.fixturenames:
+    # Lets the failure report show the module brokers' logs too.
+    if "module_broker_factory" in request.fixturenames:
         _remember(request, request.getfixturevalue("module_broker_factory"))
     yield
 

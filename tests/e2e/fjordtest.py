@@ -265,7 +265,8 @@ def admin(bootstrap: str):
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
     from confluent_kafka.admin import NewTopic
 
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # keep the handle alive until the future resolves
+    futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         request_timeout=30,
     )

@@ -405,6 +405,83 @@ def parse_batches(data: bytes, *, decode_records: bool = True) -> list[Batch]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Request bodies (also used to seed the request_decode fuzz target)
+
+
+def metadata_request_body(version: int, topics: list[str] | None, allow_auto_topic_creation: bool = False) -> bytes:
+    w = Writer(version >= FLEXIBLE_FROM[METADATA])
+    if topics is None:
+        w.array_len(None)
+    else:
+        w.array_len(len(topics))
+        for name in topics:
+            if version >= 10:
+                w.uuid()
+            w.string(name)
+            w.tagged_fields()
+    if version >= 4:
+        w.boolean(allow_auto_topic_creation)
+    if 8 <= version <= 10:
+        w.boolean(False)  # include cluster authorized operations
+    if version >= 8:
+        w.boolean(False)  # include topic authorized operations
+    w.tagged_fields()
+    return w.getvalue()
+
+
+def produce_request_body(version: int, topic: str, partition: int, records: bytes, acks: int = -1,
+                         timeout_ms: int = 10_000) -> bytes:
+    """A one-partition Produce request body."""
+    w = Writer(version >= FLEXIBLE_FROM[PRODUCE])
+    w.string(None)  # transactional id
+    w.int16(acks).int32(timeout_ms)
+    w.array_len(1).string(topic)
+    w.array_len(1).int32(partition).bytes_(records).tagged_fields()
+    w.tagged_fields()
+    w.tagged_fields()
+    return w.getvalue()
+
+
+def fetch_request_body(version: int, topic: str, partition: int, offset: int, max_bytes: int = 1 << 20,
+                       max_wait_ms: int = 100) -> bytes:
+    """A one-partition, sessionless consumer Fetch request body."""
+    w = Writer(version >= FLEXIBLE_FROM[FETCH])
+    w.int32(-1)  # replica id: a consumer
+    w.int32(max_wait_ms).int32(1).int32(max_bytes)
+    w.int8(0)  # isolation level: read uncommitted
+    if version >= 7:
+        w.int32(0).int32(-1)  # no fetch session (KIP-227): session id 0, epoch -1
+    w.array_len(1).string(topic)
+    w.array_len(1).int32(partition)
+    if version >= 9:
+        w.int32(-1)  # current leader epoch: unknown
+    w.int64(offset)
+    if version >= 12:
+        w.int32(-1)  # last fetched epoch
+    if version >= 5:
+        w.int64(-1)  # log start offset (followers only)
+    w.int32(max_bytes)
+    w.tagged_fields()
+    w.tagged_fields()
+    if version >= 7:
+        w.array_len(0)  # forgotten topics
+    if version >= 11:
+        w.string("")  # rack id
+    w.tagged_fields()
+    return w.getvalue()
+
+
+def request_header(api_key: int, api_version: int, correlation_id: int, client_id: str | None,
+                   flexible: bool) -> bytes:
+    """Request header v1 (v2 when `flexible`: adds empty tagged fields; client id stays non-compact)."""
+    w = Writer()
+    w.int16(api_key).int16(api_version).int32(correlation_id).string(client_id)
+    if flexible:
+        w.raw(uvarint(0))
+    return w.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
 # Connection
 
 
@@ -484,11 +561,8 @@ class KafkaConnection:
     def request_bytes(self, api_key: int, api_version: int, body: bytes, header_flexible: bool) -> tuple[int, bytes]:
         """Frames header + body (no size prefix); returns (correlation id, bytes)."""
         self.correlation_id += 1
-        header = Writer()
-        header.int16(api_key).int16(api_version).int32(self.correlation_id).string(self.client_id)
-        if header_flexible:
-            header.raw(uvarint(0))  # header v2 tagged fields
-        return self.correlation_id, header.getvalue() + body
+        header = request_header(api_key, api_version, self.correlation_id, self.client_id, header_flexible)
+        return self.correlation_id, header + body
 
     def roundtrip(self, api_key: int, api_version: int, body: bytes, flexible: bool) -> Reader:
         """Sends a request and returns a reader over the response body (after the header)."""
@@ -548,24 +622,8 @@ class KafkaConnection:
     def metadata(self, topics: list[str] | None = None, allow_auto_topic_creation: bool = False) -> Metadata:
         version = self.pick_version(METADATA)
         flexible = version >= FLEXIBLE_FROM[METADATA]
-        w = Writer(flexible)
-        if topics is None:
-            w.array_len(None)
-        else:
-            w.array_len(len(topics))
-            for name in topics:
-                if version >= 10:
-                    w.uuid()
-                w.string(name)
-                w.tagged_fields()
-        if version >= 4:
-            w.boolean(allow_auto_topic_creation)
-        if 8 <= version <= 10:
-            w.boolean(False)  # include cluster authorized operations
-        if version >= 8:
-            w.boolean(False)  # include topic authorized operations
-        w.tagged_fields()
-        r = self.roundtrip(METADATA, version, w.getvalue(), flexible)
+        body = metadata_request_body(version, topics, allow_auto_topic_creation)
+        r = self.roundtrip(METADATA, version, body, flexible)
         if version >= 3:
             r.int32()  # throttle
         brokers = []
@@ -608,14 +666,7 @@ class KafkaConnection:
         """(version, flexible, body) of a one-partition Produce request."""
         version = self.pick_version(PRODUCE)
         flexible = version >= FLEXIBLE_FROM[PRODUCE]
-        w = Writer(flexible)
-        w.string(None)  # transactional id
-        w.int16(acks).int32(timeout_ms)
-        w.array_len(1).string(topic)
-        w.array_len(1).int32(partition).bytes_(records).tagged_fields()
-        w.tagged_fields()
-        w.tagged_fields()
-        return version, flexible, w.getvalue()
+        return version, flexible, produce_request_body(version, topic, partition, records, acks, timeout_ms)
 
     def produce(
         self, topic: str, partition: int, records: bytes, acks: int = -1, timeout_ms: int = 10_000
@@ -650,30 +701,8 @@ class KafkaConnection:
     ) -> FetchResult:
         version = self.pick_version(FETCH)
         flexible = version >= FLEXIBLE_FROM[FETCH]
-        w = Writer(flexible)
-        w.int32(-1)  # replica id: a consumer
-        w.int32(max_wait_ms).int32(1).int32(max_bytes)
-        w.int8(0)  # isolation level: read uncommitted
-        if version >= 7:
-            w.int32(0).int32(-1)  # no fetch session (KIP-227): session id 0, epoch -1
-        w.array_len(1).string(topic)
-        w.array_len(1).int32(partition)
-        if version >= 9:
-            w.int32(-1)  # current leader epoch: unknown
-        w.int64(offset)
-        if version >= 12:
-            w.int32(-1)  # last fetched epoch
-        if version >= 5:
-            w.int64(-1)  # log start offset (followers only)
-        w.int32(max_bytes)
-        w.tagged_fields()
-        w.tagged_fields()
-        if version >= 7:
-            w.array_len(0)  # forgotten topics
-        if version >= 11:
-            w.string("")  # rack id
-        w.tagged_fields()
-        r = self.roundtrip(FETCH, version, w.getvalue(), flexible)
+        body = fetch_request_body(version, topic, partition, offset, max_bytes, max_wait_ms)
+        r = self.roundtrip(FETCH, version, body, flexible)
         r.int32()  # throttle
         if version >= 7:
             top_error = r.int16()

@@ -54,7 +54,7 @@ pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Describ
             Ok(entries) => {
                 result.configs = entries
                     .into_iter()
-                    .map(|entry| describe_entry(entry, request.include_synonyms, request.include_documentation))
+                    .map(|entry| describe_entry(entry, request.include_synonyms, request.include_documentation, header.request_api_version))
                     .collect()
             }
             Err((code, message)) => {
@@ -67,15 +67,17 @@ pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Describ
     respond(header, &response)
 }
 
-fn describe_entry(entry: ConfigEntry, include_synonyms: bool, include_documentation: bool) -> DescribeConfigsResourceResult {
+fn describe_entry(entry: ConfigEntry, include_synonyms: bool, include_documentation: bool, version: i16) -> DescribeConfigsResourceResult {
     let mut result = DescribeConfigsResourceResult::default();
     result.name = StrBytes::from_string(entry.name);
     result.value = entry.value.map(StrBytes::from_string);
     result.read_only = entry.read_only;
     result.config_source = entry.source.code();
     result.is_sensitive = entry.sensitive;
-    result.config_type = entry.config_type.code();
-    if include_documentation {
+    if version >= 3 {
+        result.config_type = entry.config_type.code();
+    }
+    if include_documentation && version >= 3 {
         result.documentation = Some(StrBytes::from_static_str(entry.documentation));
     }
     if include_synonyms {

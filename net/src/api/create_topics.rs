@@ -88,6 +88,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Cre
                 result.error_message = Some(StrBytes::from_string(error.message));
             }
         }
+        if header.request_api_version < 5 {
+            result.num_partitions = -1;
+            result.replication_factor = -1;
+            result.configs = Some(Vec::new());
+        }
+        if header.request_api_version < 7 {
+            result.topic_id = Uuid::nil();
+        }
         response.topics.push(result);
     }
     respond(header, &response)

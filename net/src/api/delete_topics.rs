@@ -41,6 +41,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Del
                 }
             },
         }
+        if header.request_api_version < 6 {
+            result.topic_id = Uuid::nil();
+        }
+        if header.request_api_version < 5 {
+            result.error_message = None;
+        }
         response.responses.push(result);
     }
     respond(header, &response)

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeade
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{codes, Versions};
+use super::{codes, RequestError, Versions};
 use crate::context::ShardContext;
 use crate::fetch_session::{SessionKey, SessionPartition};
 use crate::response::{self, OutFrame};
@@ -39,11 +39,11 @@ struct Wanted {
     current_leader_epoch: i32,
 }
 
-pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: FetchRequest) -> Option<OutFrame> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: FetchRequest) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     let (wanted, session) = match select_partitions(&ctx, version, &request) {
         Ok(selected) => selected,
-        Err(code) => return encode_error(&header, code),
+        Err(code) => return encode_error(&header, code).map(Some),
     };
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -262,7 +262,7 @@ fn build_response(
     results: Vec<FetchResult>,
     session: SessionReply,
     isolation_committed: bool,
-) -> Option<OutFrame> {
+) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     let mut response = FetchResponse::default();
     response.session_id = session.id;
@@ -294,7 +294,7 @@ fn build_response(
         partition.error_code = result.error_code;
         partition.high_watermark = result.high_watermark;
         partition.last_stable_offset = result.high_watermark;
-        partition.log_start_offset = result.log_start_offset;
+        partition.log_start_offset = if version >= 5 { result.log_start_offset } else { -1 };
         partition.aborted_transactions = if isolation_committed { Some(Vec::new()) } else { None };
         partition.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
         if result.chunks.is_empty() {
@@ -319,20 +319,13 @@ fn build_response(
         response.responses.last_mut().expect("pushed above").partitions.push(partition);
     }
     drop(sessions);
-    let encoded = match response::encode(ApiKey::Fetch, version, header.correlation_id, &response) {
-        Ok(encoded) => encoded,
-        Err(error) => {
-            tracing::error!(%error, "cannot encode fetch response");
-            return None;
-        }
-    };
-    Some(response::splice_records(encoded, records, version >= 12))
+    let encoded = response::encode(ApiKey::Fetch, version, header.correlation_id, &response)?;
+    Ok(Some(response::splice_records(encoded, records, version >= 12)))
 }
 
-fn encode_error(header: &RequestHeader, code: i16) -> Option<OutFrame> {
+fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestError> {
     let mut response = FetchResponse::default();
     response.error_code = code;
-    response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)
-        .ok()
-        .map(|bytes| OutFrame { parts: vec![Chunk::Memory(bytes)] })
+    let bytes = response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)?;
+    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
 }

@@ -7,14 +7,14 @@ use std::rc::Rc;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
-use super::{codes, respond, Versions};
+use super::{codes, respond, RequestError, Versions};
 use crate::context::ShardContext;
 use crate::response::OutFrame;
 use crate::router::{self, ListOffsetsPart, ListOffsetsResult, ShardRequest};
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
-pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListOffsetsRequest) -> Option<OutFrame> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListOffsetsRequest) -> Result<Option<OutFrame>, RequestError> {
     let mut shape = Vec::new();
     let mut routed = Vec::new();
     let mut errors = Vec::new();
@@ -64,14 +64,8 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListO
         partition.error_code = result.error_code;
         partition.offset = result.offset;
         partition.timestamp = result.timestamp;
-        partition.leader_epoch = result.leader_epoch;
+        partition.leader_epoch = if header.request_api_version >= 4 { result.leader_epoch } else { -1 };
         response.topics.last_mut().expect("pushed").partitions.push(partition);
     }
-    match respond(&header, &response) {
-        Ok(frame) => Some(frame),
-        Err(error) => {
-            tracing::error!(%error, "cannot encode list offsets response");
-            None
-        }
-    }
+    respond(&header, &response).map(Some)
 }

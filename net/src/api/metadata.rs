@@ -50,8 +50,23 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Met
             entry
         })
         .collect();
-    response.cluster_id = Some(StrBytes::from_string(image.cluster_id.clone()));
+    if version >= 2 {
+        response.cluster_id = Some(StrBytes::from_string(image.cluster_id.clone()));
+    }
     response.controller_id = BrokerId(ctx.settings.node_id);
+    for topic in &mut topics {
+        if version < 10 {
+            topic.topic_id = Uuid::nil();
+        }
+        if version < 1 {
+            topic.is_internal = false;
+        }
+        for partition in &mut topic.partitions {
+            if version < 7 {
+                partition.leader_epoch = -1;
+            }
+        }
+    }
     response.topics = topics;
     response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     respond(header, &response).map(Some)

@@ -56,7 +56,7 @@ pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
 }
 
 /// The response half still to come.
-pub type Deferred = Pin<Box<dyn Future<Output = Option<OutFrame>>>>;
+pub type Deferred = Pin<Box<dyn Future<Output = Result<Option<OutFrame>, RequestError>>>>;
 
 pub enum Dispatched {
     /// Response ready (or none, for acks=0).

@@ -72,16 +72,10 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
             }
         }
         if no_response {
-            return None;
+            return Ok(None);
         }
-        let response = build_response(shape, results);
-        match respond(&header, &response) {
-            Ok(frame) => Some(frame),
-            Err(error) => {
-                tracing::error!(%error, "cannot encode produce response");
-                None
-            }
-        }
+        let response = build_response(shape, results, header.request_api_version);
+        respond(&header, &response).map(Some)
     })))
 }
 
@@ -101,7 +95,7 @@ async fn resolve_topic(ctx: &ShardContext, name: &str) -> Result<Rc<TopicInfo>, 
     })
 }
 
-fn build_response(shape: Vec<(String, Vec<(i32, Slot)>)>, results: Vec<ProduceResult>) -> ProduceResponse {
+fn build_response(shape: Vec<(String, Vec<(i32, Slot)>)>, results: Vec<ProduceResult>, version: i16) -> ProduceResponse {
     let mut results = results.into_iter();
     let mut response = ProduceResponse::default();
     for (name, slots) in shape {
@@ -127,6 +121,12 @@ fn build_response(shape: Vec<(String, Vec<(i32, Slot)>)>, results: Vec<ProduceRe
                     partition.error_message = message.map(StrBytes::from_string);
                 }
             }
+            if version < 5 {
+                partition.log_start_offset = -1;
+            }
+            if version < 8 {
+                partition.error_message = None;
+            }
             topic.partition_responses.push(partition);
         }
         response.responses.push(topic);
@@ -145,7 +145,6 @@ fn reply_all(header: &RequestHeader, request: &ProduceRequest, code: i16) -> Res
             partition.error_code = code;
             partition.base_offset = -1;
             partition.log_append_time_ms = -1;
-            partition.log_start_offset = -1;
             topic.partition_responses.push(partition);
         }
         response.responses.push(topic);

@@ -21,7 +21,7 @@
 //! state of the file after a failed fsync is unknown (fsyncgate; fjall and Postgres do the same).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rkyv::rancor;
@@ -93,11 +93,17 @@ pub struct MetadataLog {
 }
 
 fn segment_name(base_offset: i64) -> String {
-    format!("{base_offset:0width$}{SEGMENT_SUFFIX}", width = OFFSET_DIGITS)
+    format!(
+        "{base_offset:0width$}{SEGMENT_SUFFIX}",
+        width = OFFSET_DIGITS
+    )
 }
 
 fn snapshot_name(offset: i64) -> String {
-    format!("{SNAPSHOT_PREFIX}{offset:0width$}{SNAPSHOT_SUFFIX}", width = OFFSET_DIGITS)
+    format!(
+        "{SNAPSHOT_PREFIX}{offset:0width$}{SNAPSHOT_SUFFIX}",
+        width = OFFSET_DIGITS
+    )
 }
 
 fn parse_offset(digits: &str) -> Option<i64> {
@@ -148,8 +154,16 @@ fn encode_snapshot(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
         epoch: image.epoch,
         cluster_id: image.cluster_id.clone(),
         brokers: image.brokers.values().cloned().collect(),
-        topics: image.topics.values().map(|topic| TopicImage::clone(topic)).collect(),
-        broker_config: image.broker_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        topics: image
+            .topics
+            .values()
+            .map(|topic| TopicImage::clone(topic))
+            .collect(),
+        broker_config: image
+            .broker_config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     let bytes = rkyv::to_bytes::<rancor::Error>(&payload).map_err(MetadataError::Encode)?;
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + bytes.len());
@@ -176,7 +190,8 @@ fn load_snapshot(path: &Path, offset: i64) -> Result<MetadataImage, SnapshotProb
     if size > METADATA_SNAPSHOT_BYTES_MAX {
         return Err(invalid(format!("{size} bytes is over the limit")));
     }
-    let bytes = fs::read(path).map_err(|e| SnapshotProblem::Failed(MetadataError::io("read", path, e)))?;
+    let bytes =
+        fs::read(path).map_err(|e| SnapshotProblem::Failed(MetadataError::io("read", path, e)))?;
     if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC {
         return Err(invalid("no snapshot header".to_string()));
     }
@@ -194,40 +209,58 @@ fn load_snapshot(path: &Path, offset: i64) -> Result<MetadataImage, SnapshotProb
     let length = u64::from_le_bytes(length);
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
     if payload.len() as u64 != length {
-        return Err(invalid(format!("payload is {} bytes, header says {length}", payload.len())));
+        return Err(invalid(format!(
+            "payload is {} bytes, header says {length}",
+            payload.len()
+        )));
     }
     if crc32c::crc32c(payload) != crc {
         return Err(invalid("CRC mismatch".to_string()));
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let snapshot = rkyv::from_bytes::<SnapshotPayload, rancor::Error>(&aligned).map_err(|source| {
-        SnapshotProblem::Failed(MetadataError::Decode {
-            path: path.to_path_buf(),
-            position: SNAPSHOT_HEADER_BYTES as u64,
-            source,
-        })
-    })?;
+    let snapshot =
+        rkyv::from_bytes::<SnapshotPayload, rancor::Error>(&aligned).map_err(|source| {
+            SnapshotProblem::Failed(MetadataError::Decode {
+                path: path.to_path_buf(),
+                position: SNAPSHOT_HEADER_BYTES as u64,
+                source,
+            })
+        })?;
     if snapshot.offset != offset {
-        return Err(invalid(format!("holds offset {}, not {offset}", snapshot.offset)));
+        return Err(invalid(format!(
+            "holds offset {}, not {offset}",
+            snapshot.offset
+        )));
     }
     let mut image = MetadataImage::empty(&snapshot.cluster_id);
     image.offset = snapshot.offset;
     image.epoch = snapshot.epoch;
-    image.brokers = snapshot.brokers.into_iter().map(|broker| (broker.node_id, broker)).collect();
+    image.brokers = snapshot
+        .brokers
+        .into_iter()
+        .map(|broker| (broker.node_id, broker))
+        .collect();
     image.broker_config = snapshot.broker_config.into_iter().collect();
     for topic in snapshot.topics {
         image.topic_ids.insert(topic.id, topic.name.clone());
-        image.topics.insert(topic.name.clone(), std::sync::Arc::new(topic));
+        image
+            .topics
+            .insert(topic.name.clone(), std::sync::Arc::new(topic));
     }
     Ok(image)
 }
 
 /// Cuts `path` to `length` bytes and syncs it.
 fn truncate(path: &Path, length: u64) -> Result<(), MetadataError> {
-    let file = OpenOptions::new().write(true).open(path).map_err(|e| MetadataError::io("open", path, e))?;
-    file.set_len(length).map_err(|e| MetadataError::io("truncate", path, e))?;
-    file.sync_all().map_err(|e| MetadataError::io("fsync", path, e))
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| MetadataError::io("open", path, e))?;
+    file.set_len(length)
+        .map_err(|e| MetadataError::io("truncate", path, e))?;
+    file.sync_all()
+        .map_err(|e| MetadataError::io("fsync", path, e))
 }
 
 /// What replaying one segment found.
@@ -272,7 +305,9 @@ impl MetadataLog {
         let mut index = 0;
         while index < segments.len() {
             let base = segments[index];
-            let covered = segments.get(index + 1).is_some_and(|&next| next <= snapshot_offset + 1);
+            let covered = segments
+                .get(index + 1)
+                .is_some_and(|&next| next <= snapshot_offset + 1);
             if covered {
                 index += 1;
                 continue;
@@ -289,7 +324,9 @@ impl MetadataLog {
             last_epoch = last_epoch.max(scan.last_epoch);
             end_offset = end_offset.max(scan.end_offset);
             last_scan_end = Some(scan.end_offset);
-            let gap = segments.get(index + 1).is_some_and(|&next| next != scan.end_offset);
+            let gap = segments
+                .get(index + 1)
+                .is_some_and(|&next| next != scan.end_offset);
             if gap && !scan.truncated {
                 tracing::warn!(
                     path = %path.display(),
@@ -389,7 +426,10 @@ impl MetadataLog {
         snapshot_offset: i64,
     ) -> Result<SegmentScan, MetadataError> {
         let file = File::open(path).map_err(|e| MetadataError::io("open", path, e))?;
-        let file_bytes = file.metadata().map_err(|e| MetadataError::io("stat", path, e))?.len();
+        let file_bytes = file
+            .metadata()
+            .map_err(|e| MetadataError::io("stat", path, e))?
+            .len();
         let mut reader = BufReader::new(file);
         let mut position = 0u64;
         let mut expected_offset = base;
@@ -408,7 +448,10 @@ impl MetadataLog {
                 ));
             }
             if batch.epoch < last_epoch {
-                break Some(format!("frame epoch {} is older than {last_epoch}", batch.epoch));
+                break Some(format!(
+                    "frame epoch {} is older than {last_epoch}",
+                    batch.epoch
+                ));
             }
             let last_offset = batch.last_offset();
             if last_offset > snapshot_offset {
@@ -421,7 +464,11 @@ impl MetadataLog {
                 }
                 for (offset, record) in (batch.base_offset..).zip(&batch.records) {
                     image.apply(offset, batch.epoch, record).map_err(|source| {
-                        MetadataError::Inconsistent { path: path.to_path_buf(), offset, source }
+                        MetadataError::Inconsistent {
+                            path: path.to_path_buf(),
+                            offset,
+                            source,
+                        }
                     })?;
                 }
             }
@@ -440,7 +487,11 @@ impl MetadataLog {
             );
             truncate(path, position)?;
         }
-        Ok(SegmentScan { end_offset: expected_offset, last_epoch, truncated })
+        Ok(SegmentScan {
+            end_offset: expected_offset,
+            last_epoch,
+            truncated,
+        })
     }
 
     /// Offset the next appended record gets.
@@ -474,7 +525,10 @@ impl MetadataLog {
             return Err(MetadataError::Poisoned);
         }
         if epoch < self.last_epoch {
-            return Err(MetadataError::EpochWentBack { epoch, last: self.last_epoch });
+            return Err(MetadataError::EpochWentBack {
+                epoch,
+                last: self.last_epoch,
+            });
         }
         let base_offset = self.next_offset;
         let frame = encode_batch(base_offset, epoch, records)?;
@@ -505,7 +559,11 @@ impl MetadataLog {
         if self.poisoned {
             return Err(MetadataError::Poisoned);
         }
-        assert_eq!(image.offset, self.next_offset - 1, "snapshot of an image that is not the log's head");
+        assert_eq!(
+            image.offset,
+            self.next_offset - 1,
+            "snapshot of an image that is not the log's head"
+        );
         if self.snapshots.last() == Some(&image.offset) {
             return Ok(());
         }
@@ -514,8 +572,10 @@ impl MetadataLog {
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
         let mut file = File::create(&temp).map_err(|e| MetadataError::io("create", &temp, e))?;
-        file.write_all(&bytes).map_err(|e| MetadataError::io("write", &temp, e))?;
-        file.sync_all().map_err(|e| MetadataError::io("fsync", &temp, e))?;
+        file.write_all(&bytes)
+            .map_err(|e| MetadataError::io("write", &temp, e))?;
+        file.sync_all()
+            .map_err(|e| MetadataError::io("fsync", &temp, e))?;
         fs::rename(&temp, &path).map_err(|e| MetadataError::io("rename", &path, e))?;
         sync_dir(&self.dir)?;
         self.snapshots.push(image.offset);
@@ -570,7 +630,9 @@ impl MetadataLog {
     /// Bytes in the active segment (for tests and metrics).
     pub fn active_segment_bytes(&mut self) -> Result<u64, MetadataError> {
         let path = self.active_path();
-        self.active.seek(SeekFrom::End(0)).map_err(|e| MetadataError::io("seek", path, e))
+        self.active
+            .seek(SeekFrom::End(0))
+            .map_err(|e| MetadataError::io("seek", path, e))
     }
 }
 
@@ -584,8 +646,6 @@ pub(crate) fn read_all_batches(path: &Path) -> Vec<super::record::Batch> {
         position += batch.frame_bytes;
         batches.push(batch);
     }
-    let mut rest = Vec::new();
-    reader.read_to_end(&mut rest).unwrap();
     batches
 }
 
@@ -594,18 +654,29 @@ mod tests {
     use super::*;
 
     fn broker(node_id: i32) -> MetadataRecord {
-        MetadataRecord::RegisterBroker { node_id, host: "h".into(), port: 9092, rack: None }
+        MetadataRecord::RegisterBroker {
+            node_id,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+        }
     }
 
     fn config(value: &str) -> MetadataRecord {
-        MetadataRecord::AlterBrokerConfig { set: vec![("log.retention.ms".into(), Some(value.into()))] }
+        MetadataRecord::AlterBrokerConfig {
+            set: vec![("log.retention.ms".into(), Some(value.into()))],
+        }
     }
 
     fn open(dir: &Path, options: LogOptions) -> (MetadataLog, MetadataImage) {
         MetadataLog::open(dir, "cluster", options).unwrap()
     }
 
-    fn append_applied(log: &mut MetadataLog, image: &mut MetadataImage, records: &[MetadataRecord]) {
+    fn append_applied(
+        log: &mut MetadataLog,
+        image: &mut MetadataImage,
+        records: &[MetadataRecord],
+    ) {
         let base = log.append(1, records).unwrap();
         for (offset, record) in (base..).zip(records) {
             image.apply(offset, 1, record).unwrap();
@@ -613,7 +684,10 @@ mod tests {
     }
 
     fn no_snapshots() -> LogOptions {
-        LogOptions { snapshot_interval_records: 0, delete_covered_segments: true }
+        LogOptions {
+            snapshot_interval_records: 0,
+            delete_covered_segments: true,
+        }
     }
 
     #[test]
@@ -639,7 +713,11 @@ mod tests {
         let (mut log, mut image) = open(dir.path(), no_snapshots());
         append_applied(&mut log, &mut image, &[broker(1)]);
         let good_bytes = log.active_segment_bytes().unwrap();
-        append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("torn"), config("torn2")]);
+        append_applied(
+            &mut log,
+            &mut MetadataImage::empty("x"),
+            &[config("torn"), config("torn2")],
+        );
         drop(log);
         // Cut the second batch mid-frame, as a crash during write would.
         let path = dir.path().join(segment_name(0));
@@ -681,7 +759,11 @@ mod tests {
         append_applied(&mut log, &mut image, &[broker(1)]);
         let good_bytes = log.active_segment_bytes().unwrap();
         append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("bad")]);
-        append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("after bad")]);
+        append_applied(
+            &mut log,
+            &mut MetadataImage::empty("x"),
+            &[config("after bad")],
+        );
         drop(log);
         let path = dir.path().join(segment_name(0));
         let mut bytes = fs::read(&path).unwrap();
@@ -699,7 +781,10 @@ mod tests {
     #[test]
     fn snapshot_rolls_segment_and_reopen_uses_it() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { snapshot_interval_records: 3, delete_covered_segments: true };
+        let options = LogOptions {
+            snapshot_interval_records: 3,
+            delete_covered_segments: true,
+        };
         let (mut log, mut image) = open(dir.path(), options.clone());
         for round in 0..10 {
             append_applied(&mut log, &mut image, &[config(&round.to_string())]);
@@ -720,7 +805,10 @@ mod tests {
     #[test]
     fn invalid_newest_snapshot_falls_back_to_the_older_one() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { snapshot_interval_records: 2, delete_covered_segments: true };
+        let options = LogOptions {
+            snapshot_interval_records: 2,
+            delete_covered_segments: true,
+        };
         let (mut log, mut image) = open(dir.path(), options.clone());
         for round in 0..5 {
             append_applied(&mut log, &mut image, &[config(&round.to_string())]);
@@ -742,13 +830,73 @@ mod tests {
     #[test]
     fn another_clusters_snapshot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { snapshot_interval_records: 1, delete_covered_segments: true };
+        let options = LogOptions {
+            snapshot_interval_records: 1,
+            delete_covered_segments: true,
+        };
         let (mut log, mut image) = open(dir.path(), options.clone());
         append_applied(&mut log, &mut image, &[broker(1)]);
         log.snapshot(&image).unwrap();
         drop(log);
         let result = MetadataLog::open(dir.path(), "other", options);
-        assert!(matches!(result, Err(MetadataError::ClusterIdMismatch { .. })));
+        assert!(matches!(
+            result,
+            Err(MetadataError::ClusterIdMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_middle_segment_drops_the_segments_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            snapshot_interval_records: 2,
+            delete_covered_segments: false,
+        };
+        let (mut log, mut image) = open(dir.path(), options.clone());
+        let mut after_first_segment = None;
+        for round in 0..7 {
+            append_applied(&mut log, &mut image, &[config(&round.to_string())]);
+            if log.snapshot_due() {
+                log.snapshot(&image).unwrap();
+                after_first_segment.get_or_insert_with(|| image.clone());
+            }
+        }
+        assert_eq!(log.segments, vec![0, 2, 4, 6]);
+        drop(log);
+        // Without snapshots, recovery must replay from segment 0 and meet the damage in 2.
+        for offset in [1, 3, 5] {
+            let _ = fs::remove_file(dir.path().join(snapshot_name(offset)));
+        }
+        let middle = dir.path().join(segment_name(2));
+        let mut bytes = fs::read(&middle).unwrap();
+        bytes[10] ^= 0x10;
+        fs::write(&middle, bytes).unwrap();
+
+        let (log, reopened) = open(dir.path(), options);
+        assert_eq!(Some(reopened), after_first_segment);
+        assert_eq!(log.segments, vec![0, 2]);
+        assert_eq!(log.next_offset(), 2);
+        assert_eq!(fs::metadata(&middle).unwrap().len(), 0);
+        assert!(!dir.path().join(segment_name(4)).exists());
+        assert!(!dir.path().join(segment_name(6)).exists());
+    }
+
+    #[test]
+    fn write_failure_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), no_snapshots());
+        // A handle that cannot write stands in for a failing disk.
+        log.active = File::open(dir.path().join(segment_name(0))).unwrap();
+        assert!(matches!(
+            log.append(1, &[broker(1)]),
+            Err(MetadataError::Io { .. })
+        ));
+        assert!(log.is_poisoned());
+        assert!(matches!(
+            log.append(1, &[broker(1)]),
+            Err(MetadataError::Poisoned)
+        ));
+        assert_eq!(log.next_offset(), 0);
     }
 
     #[test]
@@ -756,7 +904,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = open(dir.path(), no_snapshots());
         log.append(5, &[broker(1)]).unwrap();
-        assert!(matches!(log.append(4, &[broker(1)]), Err(MetadataError::EpochWentBack { .. })));
+        assert!(matches!(
+            log.append(4, &[broker(1)]),
+            Err(MetadataError::EpochWentBack { .. })
+        ));
         assert_eq!(log.last_epoch(), 5);
     }
 }

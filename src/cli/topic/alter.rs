@@ -68,7 +68,9 @@ fn alter_request(args: &AlterConfigArgs) -> IncrementalAlterConfigsRequest {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::versions::assert_encodes_at_every_client_version;
     use super::*;
+    use kafka_protocol::messages::ApiKey;
 
     #[test]
     fn alter_request_sets_then_deletes_on_the_topic_resource() {
@@ -95,6 +97,22 @@ mod tests {
                 ("retention.ms", OPERATION_SET, Some("5")),
                 ("cleanup.policy", OPERATION_DELETE, None)
             ]
+        );
+    }
+
+    #[test]
+    fn alter_request_encodes_at_every_client_version() {
+        let args = AlterConfigArgs {
+            connect: ConnectArgs {
+                bootstrap_server: "h:1".into(),
+            },
+            name: "t".into(),
+            set: vec![("a".into(), "1".into())],
+            delete: vec!["b".into()],
+        };
+        assert_encodes_at_every_client_version(
+            ApiKey::IncrementalAlterConfigs,
+            &alter_request(&args),
         );
     }
 }

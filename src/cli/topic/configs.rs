@@ -21,16 +21,7 @@ pub type TopicConfigs = BTreeMap<String, Result<Vec<(String, String)>, KafkaErro
 
 /// Describes the configs of `topics` and keeps only those set on the topic itself.
 pub fn describe(connection: &mut Connection, topics: &[String]) -> Result<TopicConfigs, CliError> {
-    let resources = topics
-        .iter()
-        .map(|t| {
-            DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TYPE_TOPIC)
-                .with_resource_name(StrBytes::from_string(t.clone()))
-                .with_configuration_keys(None)
-        })
-        .collect();
-    let response = connection.call(&DescribeConfigsRequest::default().with_resources(resources))?;
+    let response = connection.call(&describe_request(topics))?;
     let mut out = TopicConfigs::new();
     for result in response.results {
         let name = result.resource_name.to_string();
@@ -41,6 +32,20 @@ pub fn describe(connection: &mut Connection, topics: &[String]) -> Result<TopicC
         out.insert(name, checked);
     }
     Ok(out)
+}
+
+/// DescribeConfigs for every config of each topic, without synonyms or documentation.
+fn describe_request(topics: &[String]) -> DescribeConfigsRequest {
+    let resources = topics
+        .iter()
+        .map(|t| {
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TYPE_TOPIC)
+                .with_resource_name(StrBytes::from_string(t.clone()))
+                .with_configuration_keys(None)
+        })
+        .collect();
+    DescribeConfigsRequest::default().with_resources(resources)
 }
 
 /// The configs whose source is the topic itself; sensitive values are masked.
@@ -63,7 +68,9 @@ fn topic_overrides(configs: &[DescribeConfigsResourceResult]) -> Vec<(String, St
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::versions::assert_encodes_at_every_client_version;
     use super::*;
+    use kafka_protocol::messages::ApiKey;
 
     fn entry(
         name: &str,
@@ -100,5 +107,12 @@ mod tests {
                 ("sasl.secret".to_string(), "(sensitive)".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn describe_request_encodes_at_every_client_version() {
+        let request = describe_request(&["a".to_string(), "b".to_string()]);
+        assert_eq!(request.resources.len(), 2);
+        assert_encodes_at_every_client_version(ApiKey::DescribeConfigs, &request);
     }
 }

@@ -91,7 +91,9 @@ fn create_request(args: &CreateArgs) -> CreateTopicsRequest {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::versions::assert_encodes_at_every_client_version;
     use super::*;
+    use kafka_protocol::messages::ApiKey;
 
     #[test]
     fn create_request_carries_counts_configs_and_validate_flag() {
@@ -113,5 +115,21 @@ mod tests {
         assert_eq!(topic.configs[0].name.as_str(), "retention.ms");
         assert_eq!(topic.configs[0].value.as_deref(), Some("100"));
         assert!(request.validate_only);
+    }
+
+    #[test]
+    fn create_request_encodes_at_every_client_version() {
+        let args = CreateArgs {
+            connect: ConnectArgs {
+                bootstrap_server: "h:1".into(),
+            },
+            name: "t".into(),
+            partitions: 3,
+            replication_factor: 1,
+            configs: vec![("a".into(), "b".into())],
+            if_not_exists: false,
+            validate_only: false,
+        };
+        assert_encodes_at_every_client_version(ApiKey::CreateTopics, &create_request(&args));
     }
 }

@@ -25,14 +25,7 @@ pub struct AddPartitionsArgs {
 pub fn run(args: AddPartitionsArgs) -> Result<(), CliError> {
     let mut pool = super::connect(&args.connect)?;
     let connection = super::admin_connection(&mut pool)?;
-    let topic = CreatePartitionsTopic::default()
-        .with_name(topic_name(&args.name))
-        .with_count(args.total)
-        .with_assignments(None);
-    let request = CreatePartitionsRequest::default()
-        .with_topics(vec![topic])
-        .with_timeout_ms(REQUEST_TIMEOUT_MS);
-    let response = connection.call(&request)?;
+    let response = connection.call(&partitions_request(&args.name, args.total))?;
     for result in &response.results {
         KafkaError::check(result.error_code, result.error_message.as_deref(), || {
             format!("cannot add partitions to topic '{}'", args.name)
@@ -42,4 +35,29 @@ pub fn run(args: AddPartitionsArgs) -> Result<(), CliError> {
         "Topic {} now has {} partitions.\n",
         args.name, args.total
     ))
+}
+
+fn partitions_request(name: &str, total: i32) -> CreatePartitionsRequest {
+    let topic = CreatePartitionsTopic::default()
+        .with_name(topic_name(name))
+        .with_count(total)
+        .with_assignments(None);
+    CreatePartitionsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(REQUEST_TIMEOUT_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::versions::assert_encodes_at_every_client_version;
+    use super::*;
+    use kafka_protocol::messages::ApiKey;
+
+    #[test]
+    fn partitions_request_asks_for_the_total_and_lets_the_broker_place_replicas() {
+        let request = partitions_request("t", 6);
+        assert_eq!(request.topics[0].count, 6);
+        assert!(request.topics[0].assignments.is_none());
+        assert_encodes_at_every_client_version(ApiKey::CreatePartitions, &request);
+    }
 }

@@ -1,0 +1,441 @@
+//! Recovery (DESIGN.md, "Recovery is bounded"): on open the last segment's tail is scanned,
+//! CRC-checked and cut at the first torn or corrupt batch; sealed segments trust a stored index
+//! only if it covers them exactly, otherwise it is rebuilt. Nothing acknowledged is lost, nothing
+//! torn is served.
+//!
+//! Each test writes a log through a real partition, closes it (or copies its directory while it
+//! is open, which is what a crash leaves behind), damages the files the way a crash or a bad disk
+//! would, reopens, and checks the partition against the model of what must survive: reads at
+//! every batch's base, middle and last offset, the whole log, the file cut back, and an append
+//! at the cut point that survives another reopen.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use bytes::Bytes;
+use common::*;
+use fjord_engine::cache::CacheBudget;
+use fjord_engine::partition::Acks;
+
+const ONE_SEGMENT_BYTES: u64 = 1 << 30;
+const DMA_BLOCK_BYTES: u64 = 4096;
+const SECTOR_BYTES: u64 = 512;
+
+/// Produces `shapes` (record count, value bytes) one batch per produce, acks=all, then closes.
+async fn write_log(dir: &Path, segment_bytes: u64, shapes: &[(usize, usize)], first_seed: u64) -> Model {
+    let partition = open_partition(dir, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+    let mut model = Model::default();
+    for (index, &(record_count, value_bytes)) in shapes.iter().enumerate() {
+        let seed = first_seed + index as u64;
+        let produced = BatchSpec::simple(record_count, value_bytes, seed, 1_700_000_000_000 + seed as i64 * 1000).encode();
+        let expected = model.append(&produced);
+        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, expected);
+    }
+    must(check_whole_log(&partition, &model));
+    partition.close().await.expect("clean close");
+    model
+}
+
+/// Twelve batches of about 600 bytes in one segment: 7 KiB, so the last batch ends inside a
+/// partly filled 4 KiB block (the case where the recovery point still CRC-checks it).
+fn twelve_batches() -> Vec<(usize, usize)> {
+    (0..12).map(|index| (3 + index % 4, 150)).collect()
+}
+
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    segment_files(dir).last().expect("a segment file").1.clone()
+}
+
+fn bytes_of_first(model: &Model, count: usize) -> u64 {
+    model.batches[..count].iter().map(|batch| batch.bytes.len() as u64).sum()
+}
+
+/// Opens the damaged log and checks that it holds exactly `expected`, that the last segment file
+/// was cut to `expected_last_segment_bytes`, and that the log takes appends at the cut point
+/// that survive another reopen.
+async fn reopen_and_check(dir: &Path, segment_bytes: u64, mut expected: Model, expected_last_segment_bytes: Option<u64>) {
+    let partition = open_partition(dir, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+    must(check_whole_log(&partition, &expected));
+    must(check_reads_at_every_batch(&partition, &expected));
+    if let Some(bytes) = expected_last_segment_bytes {
+        assert_eq!(file_len(&last_segment(dir)), bytes, "recovery cuts the last segment file back to its valid batches");
+    }
+    let produced = BatchSpec::simple(4, 90, 9_999, 1_800_000_000_000).encode();
+    let base_offset = expected.append(&produced);
+    assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset, "appends continue at the cut point");
+    must(check_whole_log(&partition, &expected));
+    partition.close().await.expect("clean close");
+    let partition = open_partition(dir, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+    must(check_whole_log(&partition, &expected));
+    must(check_reads_at_every_batch(&partition, &expected));
+    partition.close().await.expect("clean close");
+}
+
+fn write_at(path: &Path, position: u64, bytes: &[u8]) {
+    OpenOptions::new().write(true).open(path).expect("segment file").write_all_at(bytes, position).expect("damage written");
+}
+
+fn set_len(path: &Path, length: u64) {
+    OpenOptions::new().write(true).open(path).expect("segment file").set_len(length).expect("file cut");
+}
+
+fn read_byte(path: &Path, position: u64) -> u8 {
+    let mut byte = [0u8];
+    std::fs::File::open(path).expect("segment file").read_exact_at(&mut byte, position).expect("byte read");
+    byte[0]
+}
+
+#[test]
+fn clean_close_then_reopen_keeps_every_batch_and_cuts_the_block_padding() {
+    run(|| async {
+        let dir = temp_dir();
+        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let logical_bytes = model.total_bytes() as u64;
+        assert_ne!(logical_bytes % DMA_BLOCK_BYTES, 0, "test precondition: the log ends inside a block");
+        assert!(file_len(&last_segment(dir.path())) >= logical_bytes);
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(logical_bytes)).await;
+    });
+}
+
+#[test]
+fn garbage_appended_after_the_last_batch_is_cut_on_reopen() {
+    run(|| async {
+        let dir = temp_dir();
+        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let segment = last_segment(dir.path());
+        let end = file_len(&segment);
+        write_at(&segment, end, &pattern(77, 3000));
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    });
+}
+
+#[test]
+fn garbage_written_right_at_the_logical_end_is_cut_on_reopen() {
+    run(|| async {
+        let dir = temp_dir();
+        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let segment = last_segment(dir.path());
+        let mut garbage = pattern(78, 5000);
+        garbage[16] = 2; // magic byte of a would-be header: only the length and CRC can refuse it
+        write_at(&segment, model.total_bytes() as u64, &garbage);
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    });
+}
+
+#[test]
+fn stale_valid_batch_with_a_lower_offset_after_the_end_is_cut_on_reopen() {
+    // A batch left over from an earlier life of the file: its CRC is fine, but offsets must grow.
+    run(|| async {
+        let dir = temp_dir();
+        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        write_at(&last_segment(dir.path()), model.total_bytes() as u64, &model.batches[3].bytes);
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    });
+}
+
+#[test]
+fn flipped_byte_inside_the_last_batch_drops_only_that_batch() {
+    run(|| async {
+        let dir = temp_dir();
+        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let segment = last_segment(dir.path());
+        let last_start = bytes_of_first(&model, model.batches.len() - 1);
+        let flip_at = last_start + model.batches.last().unwrap().bytes.len() as u64 - 20; // inside a record value
+        write_at(&segment, flip_at, &[read_byte(&segment, flip_at) ^ 0x40]);
+        model.batches.pop();
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+    });
+}
+
+#[test]
+fn after_a_crash_a_flipped_byte_in_a_middle_batch_drops_it_and_everything_after() {
+    // Without a recovery point (a crash: open removes it, only a clean close writes it) the
+    // whole last segment is CRC-checked.
+    run(|| async {
+        let dir = temp_dir();
+        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        std::fs::remove_file(dir.path().join("recovery-point")).expect("clean close wrote a recovery point");
+        let segment = last_segment(dir.path());
+        let kept = 5;
+        let flip_at = bytes_of_first(&model, kept) + 70; // in the first record of batch 5
+        write_at(&segment, flip_at, &[read_byte(&segment, flip_at) ^ 0x01]);
+        model.batches.truncate(kept);
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    });
+}
+
+#[test]
+fn file_cut_inside_the_last_batch_drops_only_that_batch() {
+    run(|| async {
+        let dir = temp_dir();
+        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let last_start = bytes_of_first(&model, model.batches.len() - 1);
+        set_len(&last_segment(dir.path()), last_start + model.batches.last().unwrap().bytes.len() as u64 / 2);
+        model.batches.pop();
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+    });
+}
+
+#[test]
+fn file_cut_inside_the_last_batch_header_drops_only_that_batch() {
+    run(|| async {
+        let dir = temp_dir();
+        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let last_start = bytes_of_first(&model, model.batches.len() - 1);
+        set_len(&last_segment(dir.path()), last_start + 30);
+        model.batches.pop();
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+    });
+}
+
+/// A torn O_DIRECT write of the last block: the sectors from `zero_from` to the end of the file
+/// never reached the disk and read back as zeros. Keeps the batches that end at or before it.
+async fn zeroed_tail_case(zero_from: impl Fn(&Model) -> u64, expected_kept: impl Fn(&Model, u64) -> usize) {
+    let dir = temp_dir();
+    let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+    let segment = last_segment(dir.path());
+    let from = zero_from(&model);
+    let end = file_len(&segment).max(from);
+    write_at(&segment, from, &vec![0u8; (end - from) as usize]);
+    let kept = expected_kept(&model, from);
+    model.batches.truncate(kept);
+    reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+}
+
+/// Positions the offset index of a segment starting at byte 0 of `model` and `segment_bytes`
+/// long records: the first batch, then the first batch start at least 4 KiB past the last entry.
+fn offset_index_positions(model: &Model, segment_bytes: u64) -> Vec<u64> {
+    let mut entries = vec![0u64];
+    let mut position = 0u64;
+    for batch in &model.batches {
+        if position >= segment_bytes {
+            break;
+        }
+        if position >= entries.last().unwrap() + DMA_BLOCK_BYTES {
+            entries.push(position);
+        }
+        position += batch.bytes.len() as u64;
+    }
+    entries
+}
+
+fn batches_ending_by(model: &Model, position: u64) -> usize {
+    (0..=model.batches.len()).take_while(|&count| bytes_of_first(model, count) <= position).last().unwrap()
+}
+
+#[test]
+fn zeroed_padding_after_the_last_batch_keeps_every_batch() {
+    run(|| async {
+        zeroed_tail_case(|model| model.total_bytes() as u64, |model, _| model.batches.len()).await;
+    });
+}
+
+#[test]
+fn zeroed_sectors_inside_the_last_batch_drop_only_that_batch() {
+    run(|| async {
+        zeroed_tail_case(
+            |model| {
+                let last_start = bytes_of_first(model, model.batches.len() - 1);
+                (last_start / SECTOR_BYTES + 1) * SECTOR_BYTES // the first sector boundary inside it
+            },
+            |model, from| {
+                assert!(from < model.total_bytes() as u64, "test precondition: the last batch spans a sector boundary");
+                model.batches.len() - 1
+            },
+        )
+        .await;
+    });
+}
+
+#[test]
+fn zeroed_last_block_drops_every_batch_it_touched() {
+    run(|| async {
+        zeroed_tail_case(
+            |model| (model.total_bytes() as u64 - 1) / DMA_BLOCK_BYTES * DMA_BLOCK_BYTES,
+            |model, from| {
+                let kept = batches_ending_by(model, from);
+                assert!(kept < model.batches.len() - 1, "test precondition: the block holds parts of several batches");
+                kept
+            },
+        )
+        .await;
+    });
+}
+
+#[test]
+fn synced_appends_survive_a_crash_of_the_open_partition() {
+    // Copying the directory of an open partition gives what a process crash leaves: the active
+    // segment with its block padding, no recovery point, sealed segments with their indexes.
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 5000;
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let mut model = Model::default();
+        for seed in 0..25u64 {
+            let produced = BatchSpec::simple(2 + seed as usize % 5, 120, seed, 1_700_000_000_000 + seed as i64).encode();
+            let base_offset = model.append(&produced);
+            let acks = if seed % 3 == 0 { Acks::Written } else { Acks::Synced };
+            assert_eq!(append_and_wait(&partition, produced, acks).await, base_offset);
+        }
+        assert!(segment_files(dir.path()).len() >= 3, "test precondition: segments rolled");
+        let crashed = temp_dir();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
+        }
+        partition.close().await.expect("clean close");
+        assert!(!crashed.path().join("recovery-point").exists(), "an open partition has no recovery point");
+        reopen_and_check(crashed.path(), segment_bytes, model, None).await;
+    });
+}
+
+/// A log of several sealed segments, each with more than one offset-index entry (4 KiB apart).
+async fn write_multi_segment_log(dir: &Path, segment_bytes: u64) -> Model {
+    let shapes: Vec<(usize, usize)> = (0..80).map(|index| (2 + index % 6, 110)).collect();
+    let model = write_log(dir, segment_bytes, &shapes, 100).await;
+    let segments = segment_files(dir);
+    assert!(segments.len() >= 4, "test precondition: several segments, got {}", segments.len());
+    for (_, path) in &segments[..segments.len() - 1] {
+        assert!(index_path(path).exists(), "sealed segment {} has a stored index", path.display());
+        assert!(file_len(path) > 2 * DMA_BLOCK_BYTES, "test precondition: several index entries per segment");
+    }
+    model
+}
+
+fn check_timestamp_lookups(partition: &fjord_engine::partition::Partition, model: &Model) {
+    for batch in &model.batches {
+        for target in [batch.max_timestamp_ms - 1, batch.max_timestamp_ms] {
+            let expected = model
+                .batches
+                .iter()
+                .find(|candidate| candidate.max_timestamp_ms >= target)
+                .map(|found| (found.base_offset, found.max_timestamp_ms));
+            assert_eq!(partition.offset_for_timestamp(target).expect("lookup"), expected, "first batch with max timestamp >= {target}");
+        }
+    }
+    // The last record of every test batch carries its max timestamp.
+    let largest = model.batches.iter().map(|batch| batch.max_timestamp_ms).max().unwrap();
+    let holder = model.batches.iter().find(|batch| batch.max_timestamp_ms == largest).unwrap();
+    assert_eq!(partition.max_timestamp(), Some((holder.last_offset(), largest)), "offset holding the largest timestamp");
+}
+
+#[test]
+fn deleted_indexes_of_sealed_segments_are_rebuilt_and_lookups_still_work() {
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 12_000;
+        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        for (_, path) in segment_files(dir.path()) {
+            let _ = std::fs::remove_file(index_path(&path));
+        }
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_timestamp_lookups(&partition, &model);
+        partition.close().await.expect("clean close");
+        reopen_and_check(dir.path(), segment_bytes, model, None).await;
+    });
+}
+
+#[test]
+fn stale_index_of_a_differently_shaped_older_segment_is_not_trusted() {
+    // The index of an older segment 0 whose batches had other sizes: its entries point into the
+    // middle of the current segment's batches. It covers fewer bytes, so it must be rebuilt.
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 12_000;
+        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let older = temp_dir();
+        let older_shapes: Vec<(usize, usize)> = (0..20).map(|_| (1, 977)).collect();
+        let older_model = write_log(older.path(), 9_000, &older_shapes, 500).await;
+        let older_segment = &segment_files(older.path())[0].1;
+        let boundaries: Vec<u64> = (1..model.batches.len()).map(|count| bytes_of_first(&model, count)).collect();
+        let older_entries = offset_index_positions(&older_model, file_len(older_segment));
+        assert!(
+            older_entries.iter().any(|position| !boundaries.contains(position)),
+            "test precondition: the older index has an entry ({older_entries:?}) that is not a batch boundary now"
+        );
+        let target = index_path(&segment_files(dir.path())[0].1);
+        std::fs::copy(index_path(older_segment), &target).expect("older index copied over");
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_timestamp_lookups(&partition, &model);
+        partition.close().await.expect("clean close");
+        reopen_and_check(dir.path(), segment_bytes, model, None).await;
+    });
+}
+
+#[test]
+fn stale_index_of_a_shorter_prefix_of_the_same_segment_is_not_trusted() {
+    // The index stored when segment 0 held only its first batches (same bytes, so every entry
+    // still points at a batch start) misses the later ones, whose timestamp is the log's largest.
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 20_000;
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let mut produced = Vec::new();
+        for seed in 0..40u64 {
+            // Batch 20, in segment 0 but past the shorter prefix, has the largest timestamp.
+            let timestamp = if seed == 20 { 1_900_000_000_000 } else { 1_700_000_000_000 + seed as i64 * 1000 };
+            produced.push(BatchSpec::simple(3, 200, seed, timestamp).encode());
+        }
+        let mut model = Model::default();
+        for batch in &produced {
+            let base_offset = model.append(batch);
+            assert_eq!(append_and_wait(&partition, batch.clone(), Acks::Synced).await, base_offset);
+        }
+        partition.close().await.expect("clean close");
+        let segments = segment_files(dir.path());
+        assert!(segments.len() >= 2 && segments[1].0 > model.batches[20].base_offset, "test precondition: batch 20 is in segment 0");
+
+        let older = temp_dir();
+        let partition = open_partition(older.path(), topic_config(8_000), CacheBudget::new(1 << 20)).await;
+        for batch in &produced[..16] {
+            append_and_wait(&partition, batch.clone(), Acks::Synced).await;
+        }
+        partition.close().await.expect("clean close");
+        let older_segments = segment_files(older.path());
+        assert!(older_segments.len() >= 2 && older_segments[1].0 <= model.batches[20].base_offset, "test precondition: the older segment 0 is a shorter prefix");
+        std::fs::copy(index_path(&older_segments[0].1), index_path(&segments[0].1)).expect("older index copied over");
+
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_timestamp_lookups(&partition, &model);
+        must(check_reads_at_every_batch(&partition, &model));
+        partition.close().await.expect("clean close");
+    });
+}
+
+#[test]
+fn corrupt_batch_written_by_a_client_is_never_stored_even_across_reopen() {
+    // The other half of "check the CRC before it is written and after it is read back": what
+    // append refused is not on disk after a reopen either.
+    run(|| async {
+        let dir = temp_dir();
+        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(1 << 20)).await;
+        let mut corrupt = BatchSpec::simple(2, 50, 4242, 1_700_000_000_000).encode();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(partition.append(Bytes::from(corrupt), Acks::Synced).await.is_err());
+        let produced = BatchSpec::simple(2, 50, 4343, 1_700_000_000_000).encode();
+        let base_offset = model.append(&produced);
+        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        partition.close().await.expect("clean close");
+        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    });
+}
+
+#[test]
+fn torn_first_batch_of_the_last_segment_leaves_it_empty_and_appends_continue_at_its_base() {
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 12_000;
+        let mut model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let (last_base, last_path) = segment_files(dir.path()).last().unwrap().clone();
+        std::fs::remove_file(dir.path().join("recovery-point")).expect("clean close wrote a recovery point");
+        set_len(&last_path, 40); // not even a whole header survived
+        model.truncate_to(last_base);
+        assert_eq!(model.end_offset(), last_base);
+        reopen_and_check(dir.path(), segment_bytes, model, Some(0)).await;
+    });
+}

@@ -1,0 +1,85 @@
+"""Writes seed inputs for a fuzz target into its corpus directory (idempotent).
+
+    python fuzz/make_seeds.py request_decode fuzz/corpus/request_decode
+    python fuzz/make_seeds.py segment_recovery fuzz/corpus/segment_recovery
+
+Seeds are well-formed inputs built with the e2e suite's hand-written Kafka codec
+(tests/e2e/kafka_wire.py), so a short run starts from deep in the decoders instead of at the
+4-byte header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+
+import kafka_wire  # noqa: E402
+from kafka_wire import API_VERSIONS, CODEC_VERSIONS, FETCH, FLEXIBLE_FROM, METADATA, PRODUCE  # noqa: E402
+
+
+def _batch(count: int, base_offset: int = 0) -> bytes:
+    batch = bytearray(kafka_wire.build_record_batch(
+        [f"value-{i}".encode() for i in range(count)],
+        keys=[f"k{i}".encode() for i in range(count)],
+        base_timestamp=1_700_000_000_000,
+        headers=[[("h", b"v")] for _ in range(count)],
+    ))
+    batch[0:8] = base_offset.to_bytes(8, "big")  # not covered by the CRC
+    return bytes(batch)
+
+
+def request_seeds() -> list[bytes]:
+    """Request frames without the 4-byte size prefix: header + body, every codec version."""
+    seeds = []
+
+    def frame(api_key: int, version: int, body: bytes) -> bytes:
+        flexible = version >= FLEXIBLE_FROM[api_key]
+        return kafka_wire.request_header(api_key, version, 7, "seed", flexible) + body
+
+    seeds.append(frame(API_VERSIONS, 0, b""))
+    seeds.append(frame(API_VERSIONS, 3, kafka_wire.Writer(True).string("seed").string("1").tagged_fields().getvalue()))
+    low, high = CODEC_VERSIONS[METADATA]
+    for version in range(low, high + 1):
+        seeds.append(frame(METADATA, version, kafka_wire.metadata_request_body(version, None)))
+        seeds.append(frame(METADATA, version, kafka_wire.metadata_request_body(version, ["t1", "t2"], True)))
+    low, high = CODEC_VERSIONS[PRODUCE]
+    for version in range(low, high + 1):
+        seeds.append(frame(PRODUCE, version, kafka_wire.produce_request_body(version, "t", 0, _batch(3))))
+    low, high = CODEC_VERSIONS[FETCH]
+    for version in range(low, high + 1):
+        seeds.append(frame(FETCH, version, kafka_wire.fetch_request_body(version, "t", 0, 42)))
+    return seeds
+
+
+def segment_seeds() -> list[bytes]:
+    """Segment file contents: whole batches, then torn and corrupt tails."""
+    good = _batch(3, 0) + _batch(2, 3) + _batch(1, 5)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0xFF
+    return [
+        b"",
+        good,
+        good + b"\0" * 512,  # O_DIRECT zero padding
+        good + _batch(4, 6)[:40],  # torn last batch
+        bytes(flipped),  # CRC mismatch in the last batch
+        good + b"\xde\xad\xbe\xef" * 16,  # garbage after the last batch
+    ]
+
+
+def main() -> int:
+    if len(sys.argv) != 3 or sys.argv[1] not in ("request_decode", "segment_recovery"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    target, corpus = sys.argv[1], Path(sys.argv[2])
+    corpus.mkdir(parents=True, exist_ok=True)
+    seeds = request_seeds() if target == "request_decode" else segment_seeds()
+    for seed in seeds:
+        (corpus / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Auto topic creation (auto.create.topics.enable, num.partitions), as Kafka does it: a Metadata
+request that names an unknown topic creates it; Produce never does."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import KafkaError, Producer
+
+import fjordtest
+import kafka_wire
+
+
+def _partition_count(bootstrap: str, topic: str) -> int:
+    metadata = fjordtest.admin(bootstrap).list_topics(topic, timeout=10).topics[topic]
+    assert metadata.error is None, metadata.error
+    return len(metadata.partitions)
+
+
+def test_producing_to_unknown_topic_creates_it_with_default_one_partition(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.produce(broker.bootstrap, topic, [{"value": b"created-on-demand"}])
+    assert _partition_count(broker.bootstrap, topic) == 1
+    records = fjordtest.consume(broker.bootstrap, topic, expected=1)
+    assert [r.value for r in records] == [b"created-on-demand"]
+
+
+def test_auto_created_topic_gets_num_partitions(broker_factory, topic):
+    broker = broker_factory.start(["--num-partitions", "3"])
+    fjordtest.produce(broker.bootstrap, topic, [{"value": f"v{i}".encode()} for i in range(30)])
+    assert _partition_count(broker.bootstrap, topic) == 3
+
+
+def test_auto_create_disabled_answers_unknown_topic_or_partition(broker_factory, topic):
+    broker = broker_factory.start(["--auto-create-topics-enable", "false"])
+    with broker.connect() as conn:
+        metadata = conn.metadata([topic], allow_auto_topic_creation=True)
+        assert metadata.topics[topic].error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION
+        produced = conn.produce(topic, 0, kafka_wire.build_record_batch([b"nope"]))
+        assert produced.error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION
+    time.sleep(0.5)
+    assert topic not in fjordtest.admin(broker.bootstrap).list_topics(timeout=10).topics
+
+    errors = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 5_000,
+                         "topic.metadata.propagation.max.ms": 1_000})
+    producer.produce(topic, b"nope", on_delivery=lambda err, msg: errors.append(err))
+    assert producer.flush(20) == 0
+    assert len(errors) == 1 and errors[0] is not None, errors
+    assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), errors[0]
+
+
+def test_produce_request_does_not_create_topics(broker_factory, topic):
+    # Kafka creates topics from Metadata only; a raw Produce to an unknown topic is refused.
+    broker = broker_factory.start()
+    with broker.connect() as conn:
+        produced = conn.produce(topic, 0, kafka_wire.build_record_batch([b"nope"]))
+    assert produced.error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION

@@ -1,0 +1,222 @@
+"""Durability: clean restarts, SIGKILL under acks=all load, and recovery from a torn or corrupt tail.
+
+Storage layout relied on (the broker's contract): `<data-dir>/<topic>-<partition>/<20-digit base
+offset>.log` segment files holding RecordBatch v2 entries back to back (an O_DIRECT tail may be
+zero-padded). On start the broker truncates the last segment at the first torn or corrupt batch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+import fjordtest
+import kafka_wire
+
+KILL_AFTER_ACKED = 3_000
+PRODUCE_MAX = 200_000
+PRODUCE_TIME_MAX_S = 90.0
+
+
+def test_sigterm_restart_keeps_every_record(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=3)
+    messages = [{"key": f"k{i}".encode(), "value": f"value-{i}".encode()} for i in range(5_000)]
+    fjordtest.produce(broker.bootstrap, topic, messages)
+    broker.restart()
+    records = fjordtest.consume(broker.bootstrap, topic, expected=len(messages))
+    assert sorted((r.key, r.value) for r in records) == sorted((m["key"], m["value"]) for m in messages)
+    # The partitions' offsets survived as well: dense from 0.
+    for partition in range(3):
+        offsets = sorted(r.offset for r in records if r.partition == partition)
+        assert offsets == list(range(len(offsets)))
+    # And the log continues where it stopped.
+    delivered = fjordtest.produce(broker.bootstrap, topic, [{"value": b"after-restart", "partition": 0}])
+    assert delivered[0].offset() == len([r for r in records if r.partition == 0])
+
+
+def test_sigkill_during_acks_all_produce_loses_no_acknowledged_record(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
+    acked: set[bytes] = set()
+    failed = 0
+
+    def on_delivery(err, msg):
+        nonlocal failed
+        if err is None:
+            acked.add(msg.key())
+        else:
+            failed += 1
+
+    producer = Producer({
+        "bootstrap.servers": broker.bootstrap,
+        "acks": "all",
+        "enable.idempotence": False,
+        "linger.ms": 2,
+        "message.timeout.ms": 10_000,
+        "queue.buffering.max.messages": 20_000,
+    })
+    sent = 0
+    deadline = time.monotonic() + PRODUCE_TIME_MAX_S
+    while sent < PRODUCE_MAX and time.monotonic() < deadline:
+        key = f"key-{sent:07d}".encode()
+        try:
+            producer.produce(topic, key=key, value=b"value-" + key, on_delivery=on_delivery)
+            sent += 1
+        except BufferError:
+            producer.poll(0.05)
+            continue
+        producer.poll(0)
+        if len(acked) >= KILL_AFTER_ACKED:
+            broker.kill()  # SIGKILL by PID, mid-stream: requests are in flight
+            break
+    assert broker.proc is not None and broker.proc.returncode is not None, (
+        f"broker acknowledged only {len(acked)} of {sent} records in {PRODUCE_TIME_MAX_S}s (failed: {failed})"
+    )
+    # Drain callbacks for acks that arrived before the kill, then drop whatever is still queued.
+    producer.poll(1.0)
+    producer.purge(in_queue=True, in_flight=True, blocking=False)
+    producer.flush(5)
+    killed_at_acked = len(acked)
+    del producer
+
+    broker.start()
+    records = fjordtest.consume(broker.bootstrap, topic, expected=killed_at_acked)
+    read = {}
+    for record in records:
+        assert record.value == b"value-" + record.key, f"record {record} has a foreign value"
+        read.setdefault(record.key, 0)
+        read[record.key] += 1
+    missing = acked - set(read)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    # Offsets stay dense per partition after recovery.
+    for partition in (0, 1):
+        offsets = sorted(r.offset for r in records if r.partition == partition)
+        assert offsets == list(range(len(offsets)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Corrupted tail
+
+
+BATCH_COUNT = 20
+RECORDS_PER_BATCH = 5
+
+
+def _produce_batches(broker, topic: str) -> list[list[bytes]]:
+    """BATCH_COUNT batches of RECORDS_PER_BATCH records, one Produce request each."""
+    batches = []
+    with broker.connect() as conn:
+        for b in range(BATCH_COUNT):
+            values = [f"batch-{b:02d}-record-{r}".encode() for r in range(RECORDS_PER_BATCH)]
+            result = conn.produce(topic, 0, kafka_wire.build_record_batch(values))
+            assert result.error_code == kafka_wire.NONE, result
+            assert result.base_offset == b * RECORDS_PER_BATCH
+            batches.append(values)
+    return batches
+
+
+def _last_segment(data_dir: Path, topic: str) -> tuple[Path, list[kafka_wire.Batch]]:
+    """The newest segment that holds at least one batch, and its parsed batches."""
+    partition_dir = data_dir / f"{topic}-0"
+    segments = sorted(partition_dir.glob("*.log"), reverse=True)
+    assert segments, f"no segment files in {partition_dir}: {list(partition_dir.iterdir()) if partition_dir.exists() else 'missing'}"
+    for segment in segments:
+        assert re.fullmatch(r"\d{20}\.log", segment.name), f"unexpected segment name {segment.name}"
+        batches = kafka_wire.parse_batches(segment.read_bytes(), decode_records=False)
+        if batches:
+            return segment, batches
+    raise AssertionError(f"no segment in {partition_dir} holds a whole batch")
+
+
+def _all_values(broker, topic: str, expected: int) -> list[tuple[int, bytes]]:
+    records = fjordtest.consume(broker.bootstrap, topic, partitions=[0], expected=expected, timeout_s=30)
+    return [(r.offset, r.value) for r in records]
+
+
+def _truncation_logged(broker, topic: str) -> bool:
+    lines = broker.stderr().splitlines()
+    return any("truncat" in line.lower() and topic in line for line in lines)
+
+
+def test_garbage_after_last_batch_is_truncated_and_every_batch_is_served(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
+    batches = _produce_batches(broker, topic)
+    broker.stop()
+
+    segment, parsed = _last_segment(broker.data_dir, topic)
+    assert parsed[-1].base_offset == (BATCH_COUNT - 1) * RECORDS_PER_BATCH
+    assert all(b.crc_ok for b in parsed)
+    # Garbage right after the last whole batch (over any zero padding), as a torn append leaves.
+    garbage = random.Random(7).randbytes(4096)
+    with open(segment, "r+b") as f:
+        f.seek(parsed[-1].end)
+        f.write(garbage)
+        f.flush()
+        os.fsync(f.fileno())
+
+    broker.start()
+    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(batches) for r, v in enumerate(values)]
+    assert _all_values(broker, topic, len(expected)) == expected
+    assert _truncation_logged(broker, topic), "broker log does not say what it truncated"
+    # The log goes on from the last good batch.
+    with broker.connect() as conn:
+        result = conn.produce(topic, 0, kafka_wire.build_record_batch([b"after-recovery"]))
+    assert (result.error_code, result.base_offset) == (kafka_wire.NONE, BATCH_COUNT * RECORDS_PER_BATCH)
+
+
+def test_flipped_byte_in_last_batch_truncates_it_and_serves_every_batch_before(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
+    batches = _produce_batches(broker, topic)
+    broker.stop()
+
+    segment, parsed = _last_segment(broker.data_dir, topic)
+    last = parsed[-1]
+    assert last.base_offset == (BATCH_COUNT - 1) * RECORDS_PER_BATCH
+    with open(segment, "r+b") as f:
+        f.seek(last.end - 1)  # the last byte of the last record: covered by the batch CRC
+        byte = f.read(1)
+        f.seek(last.end - 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+        f.flush()
+        os.fsync(f.fileno())
+
+    broker.start()
+    survivors = batches[:-1]
+    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(survivors) for r, v in enumerate(values)]
+    assert _all_values(broker, topic, len(expected)) == expected
+    assert _truncation_logged(broker, topic), "broker log does not say what it truncated"
+    with broker.connect() as conn:
+        result = conn.produce(topic, 0, kafka_wire.build_record_batch([b"after-recovery"]))
+        assert (result.error_code, result.base_offset) == (kafka_wire.NONE, len(expected))
+        # The corrupt batch is never served: a fetch at its old offsets sees only the new record.
+        fetched = conn.fetch(topic, 0, offset=len(expected))
+    served = kafka_wire.parse_batches(fetched.records)
+    assert [r.value for b in served for r in b.records] == [b"after-recovery"]
+
+
+def test_partial_batch_header_at_tail_is_truncated(broker_factory, topic):
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
+    batches = _produce_batches(broker, topic)
+    broker.stop()
+
+    segment, parsed = _last_segment(broker.data_dir, topic)
+    last = parsed[-1]
+    # Keep only the first 30 bytes of the last batch: a torn write that lost most of it.
+    with open(segment, "r+b") as f:
+        f.truncate(last.start + 30)
+        f.flush()
+        os.fsync(f.fileno())
+
+    broker.start()
+    survivors = batches[:-1]
+    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(survivors) for r, v in enumerate(values)]
+    assert _all_values(broker, topic, len(expected)) == expected
