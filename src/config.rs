@@ -68,6 +68,9 @@ pub struct StartArgs {
 /// Settings after precedence and defaults.
 #[derive(Debug, Clone)]
 pub struct StartConfig {
+    /// Kafka-named broker settings the operator set (flag, environment or file): reported by
+    /// DescribeConfigs as STATIC_BROKER_CONFIG; everything else reports DEFAULT_CONFIG.
+    pub explicit: BTreeMap<String, String>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub advertised_host: String,
@@ -136,7 +139,28 @@ impl StartArgs {
         if socket_request_max_bytes < 1024 {
             return Err(ConfigFileError::Invalid("--socket-request-max-bytes must be at least 1024".into()));
         }
+        let mut explicit = BTreeMap::new();
+        let mut note = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                explicit.insert(key.to_string(), value);
+            }
+        };
+        macro_rules! set {
+            ($field:ident) => {
+                self.$field.clone().or_else(|| file.$field.clone()).map(|value| value.to_string())
+            };
+        }
+        note("auto.create.topics.enable", set!(auto_create_topics_enable));
+        note("num.partitions", set!(num_partitions));
+        note("message.max.bytes", set!(message_max_bytes));
+        note("socket.request.max.bytes", set!(socket_request_max_bytes));
+        note("log.segment.bytes", set!(log_segment_bytes));
+        note("log.roll.ms", set!(log_roll_ms));
+        note("log.retention.ms", set!(log_retention_ms));
+        note("log.retention.bytes", set!(log_retention_bytes));
+        note("log.flush.interval.ms", set!(log_flush_interval_ms));
         Ok(StartConfig {
+            explicit,
             data_dir: pick!(self, file, data_dir, PathBuf::from("./fjord-data")),
             listen,
             advertised_host,
@@ -171,15 +195,12 @@ impl StartConfig {
         put("log.dirs", self.data_dir.display().to_string());
         put("listeners", format!("PLAINTEXT://{}", self.listen));
         put("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port));
-        put("auto.create.topics.enable", self.auto_create_topics_enable.to_string());
-        put("num.partitions", self.num_partitions.to_string());
-        put("message.max.bytes", self.message_max_bytes.to_string());
-        put("socket.request.max.bytes", self.socket_request_max_bytes.to_string());
-        put("log.segment.bytes", self.log_segment_bytes.to_string());
-        put("log.roll.ms", self.log_roll_ms.to_string());
-        put("log.retention.ms", self.log_retention_ms.to_string());
-        put("log.retention.bytes", self.log_retention_bytes.to_string());
+        // Fjord syncs acks=1 data every second by default (Kafka leaves it to the OS), so this
+        // one is always reported as the broker's own setting.
         put("log.flush.interval.ms", self.log_flush_interval_ms.to_string());
+        for (key, value) in &self.explicit {
+            put(key, value.clone());
+        }
         configs
     }
 }

@@ -136,16 +136,14 @@ impl Log {
         Ok(None)
     }
 
-    /// The offset holding the largest timestamp in the log, with that timestamp.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let segments = self.segments.borrow();
-        segments
-            .values()
-            .filter_map(|segment| segment.max_timestamp())
-            .fold(None, |best: Option<(i64, i64)>, candidate| match best {
-                Some(best) if best.1 >= candidate.1 => Some(best),
-                _ => Some(candidate),
-            })
+    /// The offset holding the largest timestamp in the log, with that timestamp (KIP-734).
+    pub fn max_timestamp(&self) -> LogResult<Option<(i64, i64)>> {
+        let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
+        let best = segments.iter().filter(|segment| segment.max_timestamp_ms() >= 0).max_by_key(|segment| (segment.max_timestamp_ms(), -segment.base_offset));
+        match best {
+            Some(segment) => segment.max_timestamp(),
+            None => Ok(None),
+        }
     }
 
     /// Removes every batch at or after `offset`; used by replication when a follower's log

@@ -375,11 +375,13 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize) -> LogResult<ReadResult> {
         let high_watermark = self.high_watermark.get();
         let log_start_offset = self.log_start_offset();
-        if offset < log_start_offset || offset > high_watermark {
-            return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: high_watermark });
+        let log_end_offset = self.next_offset.get();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: log_end_offset });
         }
         let mut result = ReadResult { chunks: Vec::new(), high_watermark, log_start_offset };
-        if offset == high_watermark {
+        if offset >= high_watermark {
+            // Between the high watermark and the log end: not readable yet, but not out of range.
             return Ok(result);
         }
         if let Some(batches) = self.cache.borrow().read(offset, max_bytes, high_watermark) {
@@ -399,8 +401,8 @@ impl Partition {
     }
 
     /// ListOffsets max timestamp (KIP-734): the offset holding the largest timestamp.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.with_log(|log| log.max_timestamp()).flatten()
+    pub fn max_timestamp(&self) -> LogResult<Option<(i64, i64)>> {
+        self.with_log(|log| log.max_timestamp()).unwrap_or(Ok(None))
     }
 
     /// Truncates the log to `offset` (replication, KIP-101). Waits for queued writes first.

@@ -343,7 +343,7 @@ impl Segment {
         Ok(None)
     }
 
-    /// Offset and timestamp of the first batch whose max timestamp is >= `timestamp_ms`.
+    /// Offset and timestamp of the first record whose timestamp is >= `timestamp_ms`.
     pub fn find_by_timestamp(&self, timestamp_ms: i64) -> LogResult<Option<(i64, i64)>> {
         if self.max_timestamp_ms.get() < timestamp_ms {
             return Ok(None);
@@ -354,17 +354,38 @@ impl Segment {
         while position < size {
             let Some(header) = self.read_header(position)? else { break };
             if header.max_timestamp >= timestamp_ms {
-                return Ok(Some((header.base_offset, header.max_timestamp)));
+                let records = self.record_timestamps_at(position, &header)?;
+                if let Some(found) = records.into_iter().find(|(_, timestamp)| *timestamp >= timestamp_ms) {
+                    return Ok(Some(found));
+                }
             }
             position += header.size_bytes as u64;
         }
         Ok(None)
     }
 
-    /// Offset of the batch holding the largest timestamp, with that timestamp.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let index = self.index.borrow();
-        index.times.last().map(|entry| (self.base_offset + entry.relative_offset as i64, entry.timestamp_ms))
+    /// The record holding the largest timestamp of the segment (the first such record).
+    pub fn max_timestamp(&self) -> LogResult<Option<(i64, i64)>> {
+        let Some(entry) = self.index.borrow().times.last().copied() else { return Ok(None) };
+        let target = self.base_offset + entry.relative_offset as i64;
+        let mut position = self.index.borrow().position_floor(entry.relative_offset) as u64;
+        let size = self.size_bytes.get();
+        while position < size {
+            let Some(header) = self.read_header(position)? else { break };
+            if header.last_offset() >= target {
+                let records = self.record_timestamps_at(position, &header)?;
+                let best = records.iter().map(|(_, timestamp)| *timestamp).max();
+                return Ok(best.and_then(|best| records.into_iter().find(|(_, timestamp)| *timestamp == best)));
+            }
+            position += header.size_bytes as u64;
+        }
+        Ok(None)
+    }
+
+    fn record_timestamps_at(&self, position: u64, header: &BatchHeader) -> LogResult<Vec<(i64, i64)>> {
+        let mut bytes = vec![0u8; header.size_bytes];
+        self.reader.read_exact_at(&mut bytes, position).map_err(|error| LogError::io(&self.path, error))?;
+        Ok(batch::record_timestamps(&bytes)?)
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -37,29 +37,23 @@ fn expected_segment_bases(model: &Model, segment_bytes: u64) -> Vec<i64> {
     bases
 }
 
-/// ListOffsets by timestamp: the first batch, in offset order, whose max timestamp is >= target.
-fn expected_offset_for_timestamp(model: &Model, target: i64) -> Option<(i64, i64)> {
-    model.batches.iter().find(|batch| batch.max_timestamp_ms >= target).map(|batch| (batch.base_offset, batch.max_timestamp_ms))
-}
-
+/// ListOffsets against the model, at and around every record's timestamp and past both ends.
 fn check_listoffsets(partition: &Partition, model: &Model) {
-    let mut targets = vec![i64::MIN + 1, BASE_TIMESTAMP_MS - 1];
+    let mut targets = vec![i64::MIN + 1, 0];
     for batch in &model.batches {
-        targets.extend([batch.max_timestamp_ms - 1, batch.max_timestamp_ms, batch.max_timestamp_ms + 1]);
+        for timestamp in &batch.record_timestamps_ms {
+            targets.extend([timestamp - 1, *timestamp, timestamp + 1]);
+        }
     }
-    let largest = model.batches.iter().map(|batch| batch.max_timestamp_ms).max().unwrap();
-    targets.push(largest + 1);
+    targets.push(model.max_timestamp().unwrap().1 + 1);
     for target in targets {
         assert_eq!(
             partition.offset_for_timestamp(target).expect("timestamp lookup"),
-            expected_offset_for_timestamp(model, target),
+            model.offset_for_timestamp(target),
             "offset_for_timestamp({target})"
         );
     }
-    // KIP-734: the offset of the record holding the largest timestamp; the last record of each
-    // test batch carries the batch's max timestamp, and the first such batch wins a tie.
-    let holder = model.batches.iter().find(|batch| batch.max_timestamp_ms == largest).unwrap();
-    assert_eq!(partition.max_timestamp(), Some((holder.last_offset(), largest)), "max_timestamp");
+    assert_eq!(partition.max_timestamp().expect("max timestamp lookup"), model.max_timestamp(), "max_timestamp");
 }
 
 #[test]
@@ -72,7 +66,8 @@ fn segments_roll_at_segment_bytes_and_timestamp_lookups_span_every_segment() {
         for index in 0..60u64 {
             // Timestamps out of order, as clients with skewed clocks send them.
             let timestamp = BASE_TIMESTAMP_MS + ((index * 37) % 60) as i64 * 1000;
-            let produced = BatchSpec::simple(2 + (index % 4) as usize, 100 + (index % 7) as usize * 30, index, timestamp).encode();
+            let produced =
+                BatchSpec::simple(2 + (index % 4) as usize, 100 + (index % 7) as usize * 30, index, timestamp).encode();
             let base_offset = model.append(&produced);
             assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
         }
@@ -91,6 +86,29 @@ fn segments_roll_at_segment_bytes_and_timestamp_lookups_span_every_segment() {
         check_listoffsets(&partition, &model);
         must(check_whole_log(&partition, &model));
         must(check_reads_at_every_batch(&partition, &model));
+        partition.close().await.expect("clean close");
+    });
+}
+
+#[test]
+fn max_timestamp_tie_across_segments_goes_to_the_earliest_batch() {
+    // KIP-734 MAX_TIMESTAMP: Kafka keeps the first offset that reached the maximum.
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 1_000;
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let mut model = Model::default();
+        for (seed, timestamp) in [(0u64, 5_000i64), (1, 9_000), (2, 3_000), (3, 9_000), (4, 1_000)] {
+            let produced = BatchSpec::simple(3, 200, seed, timestamp).encode();
+            let base_offset = model.append(&produced);
+            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+        }
+        assert!(segment_files(dir.path()).len() >= 4, "test precondition: the tied batches are in different segments");
+        check_listoffsets(&partition, &model);
+        assert_eq!(partition.max_timestamp().unwrap(), Some((5, 9_002)));
+        partition.close().await.expect("clean close");
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_listoffsets(&partition, &model);
         partition.close().await.expect("clean close");
     });
 }
@@ -141,7 +159,13 @@ async fn concurrent_produce_case(cache_bytes: usize) {
             for round in 0..5u64 {
                 let seed = producer * 100 + round;
                 // Up to 40 KB a batch: a round of 40 producers can exceed one 1 MiB group write.
-                let produced = BatchSpec::simple(1 + (seed % 9) as usize, 40 + (seed % 13) as usize * 350, seed, BASE_TIMESTAMP_MS + seed as i64).encode();
+                let produced = BatchSpec::simple(
+                    1 + (seed % 9) as usize,
+                    40 + (seed % 13) as usize * 350,
+                    seed,
+                    BASE_TIMESTAMP_MS + seed as i64,
+                )
+                .encode();
                 let ticket = partition.append(Bytes::from(produced.clone()), Acks::Synced).await.expect("append accepted");
                 produced_by_base.borrow_mut().insert(ticket.base_offset, produced.clone());
                 let base_offset = ticket.base_offset;
@@ -169,7 +193,8 @@ async fn concurrent_produce_case(cache_bytes: usize) {
                         let produced = produced_by_base.borrow().get(&batch.base_offset).cloned();
                         match produced {
                             Some(produced) if stored(&produced, batch.base_offset, LEADER_EPOCH) == batch.bytes => {}
-                            _ => violations.push(format!("read at {offset}: batch {} is not what was produced there", batch.base_offset)),
+                            _ => violations
+                                .push(format!("read at {offset}: batch {} is not what was produced there", batch.base_offset)),
                         }
                         if batch.last_offset >= result.high_watermark {
                             violations.push(format!(
@@ -184,7 +209,10 @@ async fn concurrent_produce_case(cache_bytes: usize) {
                     if partial_bytes >= 8 {
                         let partial_base = i64::from_be_bytes(bytes[bytes.len() - partial_bytes..][..8].try_into().unwrap());
                         if partial_base >= result.high_watermark {
-                            violations.push(format!("read at {offset} ends with part of batch {partial_base}, past its high watermark {}", result.high_watermark));
+                            violations.push(format!(
+                                "read at {offset} ends with part of batch {partial_base}, past its high watermark {}",
+                                result.high_watermark
+                            ));
                         }
                     }
                 }
@@ -263,8 +291,15 @@ fn tiny_cache_budget_serves_older_batches_from_the_files_correctly() {
         let data_dir = temp_dir();
         let budget = 2_500;
         let (store, partition, model) = fill_store(data_dir.path().to_path_buf(), budget).await;
-        assert!(store.cache_used_bytes() <= budget, "cache holds {} bytes over its {budget} budget once all is written", store.cache_used_bytes());
-        assert!(segment_files(&partition_dir(data_dir.path(), TOPIC, PARTITION)).len() >= 2, "test precondition: several segments");
+        assert!(
+            store.cache_used_bytes() <= budget,
+            "cache holds {} bytes over its {budget} budget once all is written",
+            store.cache_used_bytes()
+        );
+        assert!(
+            segment_files(&partition_dir(data_dir.path(), TOPIC, PARTITION)).len() >= 2,
+            "test precondition: several segments"
+        );
         for batch in &model.batches[..model.batches.len() - 4] {
             let result = partition.read(batch.base_offset, 1 << 20).expect("read");
             assert!(
@@ -313,7 +348,12 @@ fn recent_batches_are_served_from_the_cache_not_the_disk() {
         let (store, partition, model) = fill_store(data_dir.path().to_path_buf(), 8 << 20).await;
         for batch in &model.batches {
             let result = partition.read(batch.base_offset, 1 << 20).expect("read");
-            assert!(result.chunks.iter().all(|chunk| matches!(chunk, Chunk::Memory(_))), "read at {}: {:?}", batch.base_offset, chunk_kinds(&result));
+            assert!(
+                result.chunks.iter().all(|chunk| matches!(chunk, Chunk::Memory(_))),
+                "read at {}: {:?}",
+                batch.base_offset,
+                chunk_kinds(&result)
+            );
         }
         must(check_whole_log(&partition, &model));
         store.close_all().await;
@@ -404,7 +444,13 @@ fn append_refuses_a_batch_over_max_message_bytes_as_message_too_large_and_stores
         let header_and_overhead = BatchSpec::simple(1, 0, 62, BASE_TIMESTAMP_MS).encode().len();
         let mut exact = BatchSpec::simple(1, max_message_bytes as usize - header_and_overhead, 62, BASE_TIMESTAMP_MS).encode();
         while exact.len() > max_message_bytes as usize {
-            exact = BatchSpec::simple(1, max_message_bytes as usize - header_and_overhead - (exact.len() - max_message_bytes as usize), 62, BASE_TIMESTAMP_MS).encode();
+            exact = BatchSpec::simple(
+                1,
+                max_message_bytes as usize - header_and_overhead - (exact.len() - max_message_bytes as usize),
+                62,
+                BASE_TIMESTAMP_MS,
+            )
+            .encode();
         }
         assert_eq!(exact.len(), max_message_bytes as usize, "test precondition: batch of exactly the limit");
         let base_offset = model.append(&exact);
@@ -598,7 +644,10 @@ fn truncate_during_a_periodic_flush_deletes_the_truncated_segment() {
             partition.truncate_to(last_base).await.expect("truncate");
             model.truncate_to(last_base);
             let left: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
-            assert!(!left.contains(&last_base), "round {round}: truncate_to({last_base}) left its segment file on disk: {left:?}");
+            assert!(
+                !left.contains(&last_base),
+                "round {round}: truncate_to({last_base}) left its segment file on disk: {left:?}"
+            );
             must(check_whole_log(&partition, &model));
         }
         partition.close().await.expect("clean close");
@@ -623,7 +672,10 @@ fn log_append_time_topic_stamps_each_batch_with_the_broker_clock() {
             let before_ms = fjord_engine::partition::now_ms();
             let ticket = partition.append(Bytes::from(produced.clone()), Acks::Synced).await.expect("append accepted");
             let append_time_ms = ticket.log_append_time_ms;
-            assert!(append_time_ms >= before_ms && append_time_ms <= fjord_engine::partition::now_ms(), "append time is the broker clock");
+            assert!(
+                append_time_ms >= before_ms && append_time_ms <= fjord_engine::partition::now_ms(),
+                "append time is the broker clock"
+            );
             let base_offset = ticket.base_offset;
             assert_eq!(ticket.wait().await, Ok(()));
             let mut expected = stored(&produced, base_offset, LEADER_EPOCH);
@@ -632,11 +684,14 @@ fn log_append_time_topic_stamps_each_batch_with_the_broker_clock() {
             expected[35..43].copy_from_slice(&append_time_ms.to_be_bytes());
             let crc = crc32c::crc32c(&expected[21..]);
             expected[17..21].copy_from_slice(&crc.to_be_bytes());
-            model.batches.push(ModelBatch { base_offset, record_count: 3, bytes: expected, max_timestamp_ms: append_time_ms });
+            let batch = ModelBatch::new(base_offset, expected);
+            assert_eq!(batch.record_timestamps_ms, vec![append_time_ms; 3], "every record reads as appended then");
+            model.batches.push(batch);
         }
         must(check_whole_log(&partition, &model));
         let first = &model.batches[0];
         assert_eq!(partition.offset_for_timestamp(first.max_timestamp_ms).unwrap(), Some((0, first.max_timestamp_ms)));
+        check_listoffsets(&partition, &model);
         partition.close().await.expect("clean close");
         let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
         must(check_whole_log(&partition, &model));

@@ -21,7 +21,11 @@ fn partitions_of_a_topic_spread_round_robin_over_the_shards() {
             let first = table.owner(topic, 0);
             assert!(first < shard_count);
             for partition in 0..20 {
-                assert_eq!(table.owner(topic, partition), (first + partition as usize) % shard_count, "{topic}-{partition} on {shard_count} shards");
+                assert_eq!(
+                    table.owner(topic, partition),
+                    (first + partition as usize) % shard_count,
+                    "{topic}-{partition} on {shard_count} shards"
+                );
             }
         }
     }

@@ -9,9 +9,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // LEAD: adjust this call to the engine's real recovery entry point. Contract assumed here:
-    // `fjord_engine::log::recover_scan(bytes: &[u8]) -> usize`, the byte length of the valid
-    // prefix of a segment file's contents.
+    // LEAD: adjust this call if recovery's entry point moves. Contract assumed here (and what
+    // engine/src/log.rs provides today): `fjord_engine::log::recover_scan(bytes: &[u8]) -> usize`,
+    // the byte length of the valid prefix of a segment file's contents.
     let valid_prefix_size_bytes = fjord_engine::log::recover_scan(data);
     assert!(valid_prefix_size_bytes <= data.len());
     // The valid prefix is a fixed point: scanning it again keeps all of it.

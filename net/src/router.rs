@@ -240,7 +240,7 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
         let found = match part.timestamp {
             -2 | -4 | -5 => Ok(Some((partition.log_start_offset(), -1))),
             -1 => Ok(Some((partition.high_watermark(), -1))),
-            -3 => Ok(Some(partition.max_timestamp().unwrap_or((-1, -1)))),
+            -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
             timestamp => partition.offset_for_timestamp(timestamp).map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
         };
         results.push(match found {

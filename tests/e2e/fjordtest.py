@@ -53,6 +53,24 @@ def new_work_dir(prefix: str) -> Path:
     return path
 
 
+def _die_with_parent_prefix() -> list[str]:
+    """`setpriv --pdeathsig KILL` (util-linux) execs the broker in place (same PID) with a parent
+    death signal: if the test process dies, even by SIGKILL or a crash in a client library, the
+    kernel kills the broker, so none outlives its test. (preexec_fn would run Python in a forked
+    child of a process full of librdkafka threads: not safe.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def child_env() -> dict[str, str]:
+    """Environment for fjord processes. Hermetic: a developer's FJORD_* settings (every flag has
+    one) must not change the broker or CLI under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FJORD_")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    env.setdefault("NO_COLOR", "1")  # plain stderr logs: tests grep them
+    return env
+
+
 def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -101,15 +119,14 @@ class Broker:
     def start(self, wait: bool = True) -> "Broker":
         assert not self.is_running(), "broker already running"
         self.start_count += 1
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
+        env = child_env()
         if self.env:
             env.update(self.env)
         with open(self.stderr_path, "ab") as log:
             log.write(f"\n===== fjord start #{self.start_count}: {' '.join(self.command())}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                _die_with_parent_prefix() + self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal must not reach it twice
             )
         if wait:
@@ -190,7 +207,7 @@ class Broker:
 def run_cli(*args: str, input: str | None = None, check: bool = True,
             timeout_s: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
     cmd = [str(fjord_binary()), *args]
-    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout_s)
+    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout_s, env=child_env())
     if check:
         assert result.returncode == 0, (
             f"`{' '.join(cmd)}` exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -107,6 +107,7 @@ def test_describe_broker_configs_reports_values_and_sources(broker_factory):
     assert "message.max.bytes" in configs
 
 
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated:DeprecationWarning")
 def test_alter_configs_replaces_topic_config(broker, topic):
     fjordtest.create_topic(broker.bootstrap, topic, partitions=1, config={"retention.ms": "1000000"})
     client = fjordtest.admin(broker.bootstrap)

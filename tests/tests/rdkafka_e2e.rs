@@ -319,6 +319,8 @@ fn acks_all_produce_then_assign_from_beginning_reads_every_record_in_order() {
         );
     }
 
+    drop(consumer);
+    drop(producer);
     let status = broker.stop();
     assert!(
         status.success(),

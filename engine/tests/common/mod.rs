@@ -260,14 +260,58 @@ pub struct ModelBatch {
     /// Exactly the bytes the log must hold: the produced batch with offset and epoch assigned.
     pub bytes: Vec<u8>,
     pub max_timestamp_ms: i64,
+    /// The timestamp of each record, in offset order.
+    pub record_timestamps_ms: Vec<i64>,
 }
 
 impl ModelBatch {
+    pub fn new(base_offset: i64, bytes: Vec<u8>) -> ModelBatch {
+        let record_timestamps_ms = record_timestamps(&bytes);
+        ModelBatch {
+            base_offset,
+            record_count: record_count(&bytes),
+            max_timestamp_ms: i64::from_be_bytes(bytes[35..43].try_into().unwrap()),
+            record_timestamps_ms,
+            bytes,
+        }
+    }
     pub fn last_offset(&self) -> i64 {
         self.base_offset + self.record_count - 1
     }
     pub fn next_offset(&self) -> i64 {
         self.base_offset + self.record_count
+    }
+}
+
+/// Each record's timestamp, decoded independently of the engine: baseTimestamp plus the record's
+/// timestampDelta, or maxTimestamp for every record of a LogAppendTime batch.
+pub fn record_timestamps(batch: &[u8]) -> Vec<i64> {
+    let attributes = i16::from_be_bytes(batch[21..23].try_into().unwrap());
+    let base_timestamp_ms = i64::from_be_bytes(batch[27..35].try_into().unwrap());
+    let max_timestamp_ms = i64::from_be_bytes(batch[35..43].try_into().unwrap());
+    let mut timestamps = Vec::new();
+    let mut position = BATCH_HEADER_BYTES;
+    for _ in 0..record_count(batch) {
+        let length = get_varint(batch, &mut position) as usize;
+        let mut at = position + 1; // record attributes
+        let delta = get_varint(batch, &mut at);
+        timestamps.push(if attributes & 0x08 != 0 { max_timestamp_ms } else { base_timestamp_ms + delta });
+        position += length;
+    }
+    timestamps
+}
+
+fn get_varint(bytes: &[u8], position: &mut usize) -> i64 {
+    let mut zigzag = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*position];
+        *position += 1;
+        zigzag |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        }
+        shift += 7;
     }
 }
 
@@ -289,16 +333,9 @@ impl Model {
         let mut position = 0;
         while position < produced.len() {
             let size = i32::from_be_bytes(produced[position + 8..position + 12].try_into().unwrap()) as usize + 12;
-            let batch = &produced[position..position + size];
-            let max_timestamp_ms = i64::from_be_bytes(batch[35..43].try_into().unwrap());
-            let record_count = record_count(batch);
-            self.batches.push(ModelBatch {
-                base_offset: next,
-                record_count,
-                bytes: stored(batch, next, LEADER_EPOCH),
-                max_timestamp_ms,
-            });
-            next += record_count;
+            let batch = ModelBatch::new(next, stored(&produced[position..position + size], next, LEADER_EPOCH));
+            next = batch.next_offset();
+            self.batches.push(batch);
             position += size;
         }
         base_offset
@@ -315,41 +352,71 @@ impl Model {
         (index < self.batches.len() && self.batches[index].base_offset <= offset).then_some(index)
     }
 
+    /// ListOffsets by timestamp (Kafka's `LogSegment.findOffsetByTimestamp`): the first record,
+    /// in offset order, whose timestamp is at least `target`, as (offset, timestamp).
+    pub fn offset_for_timestamp(&self, target: i64) -> Option<(i64, i64)> {
+        self.batches.iter().find_map(|batch| {
+            let index = batch.record_timestamps_ms.iter().position(|timestamp| *timestamp >= target)?;
+            Some((batch.base_offset + index as i64, batch.record_timestamps_ms[index]))
+        })
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (KIP-734, KAFKA-16310): the first record holding the largest
+    /// timestamp, as (offset, timestamp).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for batch in &self.batches {
+            for (index, timestamp) in batch.record_timestamps_ms.iter().enumerate() {
+                if best.is_none_or(|(_, largest)| *timestamp > largest) {
+                    best = Some((batch.base_offset + index as i64, *timestamp));
+                }
+            }
+        }
+        best
+    }
+
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|batch| batch.bytes.len()).sum()
     }
 }
 
 /// Checks one `Partition::read` against the model:
-/// - below the log start or above the high watermark: OFFSET_OUT_OF_RANGE; at it: nothing;
+/// - below the log start or past the log end: OFFSET_OUT_OF_RANGE; from the high watermark to the
+///   log end: nothing (not yet readable, but in range, as Kafka answers consumers);
 /// - otherwise whole batches, the first containing `offset` and always whole (KIP-74), each equal
 ///   byte for byte to the model's, contiguous, none at or past the high watermark;
 /// - a partial batch at the end (max_bytes cut) is a prefix of the next batch;
 /// - no more than max(max_bytes, first batch) bytes.
 pub fn check_read(partition: &Partition, model: &Model, offset: i64, max_bytes: usize) -> Result<(), String> {
     let high_watermark = partition.high_watermark();
+    let log_end_offset = partition.log_end_offset();
     let outcome = partition.read(offset, max_bytes);
-    if offset < 0 || offset > high_watermark {
+    if offset < 0 || offset > log_end_offset {
         return match outcome {
             Err(error @ LogError::OffsetOutOfRange { .. }) if error.kafka_error_code() == 1 => Ok(()),
-            other => Err(format!("read at {offset} above high watermark {high_watermark}: expected OFFSET_OUT_OF_RANGE, got {other:?}")),
+            other => {
+                Err(format!("read at {offset} past the log end {log_end_offset}: expected OFFSET_OUT_OF_RANGE, got {other:?}"))
+            }
         };
     }
     let result = outcome.map_err(|error| format!("read at {offset} (hw {high_watermark}) failed: {error}"))?;
     if result.high_watermark != high_watermark {
         return Err(format!("read reports high watermark {} but the partition says {high_watermark}", result.high_watermark));
     }
-    if offset == high_watermark {
+    if offset >= high_watermark {
         return if result.chunks.iter().all(Chunk::is_empty) {
             Ok(())
         } else {
-            Err(format!("read at the high watermark {offset} returned {} bytes", result.bytes()))
+            Err(format!("read at {offset}, at or past the high watermark {high_watermark}, returned {} bytes", result.bytes()))
         };
     }
     let bytes = result_bytes(&result);
     let (found, partial_bytes) = whole_batches(&bytes);
     let Some(first) = found.first() else {
-        return Err(format!("read at {offset} (hw {high_watermark}, max_bytes {max_bytes}) returned no whole batch ({} bytes)", bytes.len()));
+        return Err(format!(
+            "read at {offset} (hw {high_watermark}, max_bytes {max_bytes}) returned no whole batch ({} bytes)",
+            bytes.len()
+        ));
     };
     let Some(first_index) = model.index_of_batch_containing(offset) else {
         return Err(format!("model has no batch containing {offset} below hw {high_watermark}"));
@@ -364,7 +431,11 @@ pub fn check_read(partition: &Partition, model: &Model, offset: i64, max_bytes: 
     }
     for (position, batch) in found.iter().enumerate() {
         let Some(expected) = model.batches.get(first_index + position) else {
-            return Err(format!("read at {offset} returned batch {}.. past the model's end {}", batch.base_offset, model.end_offset()));
+            return Err(format!(
+                "read at {offset} returned batch {}.. past the model's end {}",
+                batch.base_offset,
+                model.end_offset()
+            ));
         };
         if batch.base_offset != expected.base_offset || batch.bytes != expected.bytes {
             return Err(format!(
@@ -380,19 +451,28 @@ pub fn check_read(partition: &Partition, model: &Model, offset: i64, max_bytes: 
             ));
         }
         if batch.last_offset >= high_watermark {
-            return Err(format!("read at {offset} returned batch {}..={} at or past the high watermark {high_watermark}", batch.base_offset, batch.last_offset));
+            return Err(format!(
+                "read at {offset} returned batch {}..={} at or past the high watermark {high_watermark}",
+                batch.base_offset, batch.last_offset
+            ));
         }
     }
     if partial_bytes > 0 {
         let tail = &bytes[bytes.len() - partial_bytes..];
         match model.batches.get(first_index + found.len()) {
             Some(next) if next.bytes.starts_with(tail) => {}
-            _ => return Err(format!("read at {offset} ends with {partial_bytes} bytes that are not the start of the next batch")),
+            _ => {
+                return Err(format!("read at {offset} ends with {partial_bytes} bytes that are not the start of the next batch"))
+            }
         }
     }
     let limit = max_bytes.max(first.bytes.len());
     if bytes.len() > limit {
-        return Err(format!("read at {offset} returned {} bytes, more than max_bytes {max_bytes} (first batch {})", bytes.len(), first.bytes.len()));
+        return Err(format!(
+            "read at {offset} returned {} bytes, more than max_bytes {max_bytes} (first batch {})",
+            bytes.len(),
+            first.bytes.len()
+        ));
     }
     Ok(())
 }
@@ -403,7 +483,11 @@ pub fn check_whole_log(partition: &Partition, model: &Model) -> Result<(), Strin
         return Err(format!("log end offset {} but the model ends at {}", partition.log_end_offset(), model.end_offset()));
     }
     if partition.high_watermark() != model.end_offset() {
-        return Err(format!("high watermark {} but everything up to {} was acknowledged", partition.high_watermark(), model.end_offset()));
+        return Err(format!(
+            "high watermark {} but everything up to {} was acknowledged",
+            partition.high_watermark(),
+            model.end_offset()
+        ));
     }
     let mut offset = 0;
     let mut batches_seen = 0;
@@ -428,7 +512,10 @@ pub fn check_reads_at_every_batch(partition: &Partition, model: &Model) -> Resul
             check_read(partition, model, offset, 1)?;
             let (found, _) = whole_batches(&result_bytes(&partition.read(offset, 1).map_err(|e| e.to_string())?));
             if found.len() != 1 {
-                return Err(format!("read at {offset} with max_bytes 1 returned {} whole batches, expected exactly 1", found.len()));
+                return Err(format!(
+                    "read at {offset} with max_bytes 1 returned {} whole batches, expected exactly 1",
+                    found.len()
+                ));
             }
         }
     }

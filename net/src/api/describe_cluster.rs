@@ -27,7 +27,8 @@ pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeC
     }
     response.cluster_id = StrBytes::from_string(image.cluster_id.clone());
     response.controller_id = BrokerId(ctx.settings.node_id);
-    response.cluster_authorized_operations = i32::MIN;
+    response.cluster_authorized_operations =
+        if request.include_cluster_authorized_operations { super::metadata::CLUSTER_OPERATIONS_ALL } else { i32::MIN };
     response.brokers = image
         .brokers
         .values()

@@ -19,12 +19,27 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 12 };
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// Without an authorizer every operation is allowed; as Kafka, report the bit set of the
+/// operations that apply to the resource (AclOperation codes).
+pub const TOPIC_OPERATIONS_ALL: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+pub const CLUSTER_OPERATIONS_ALL: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+
+const fn bits(operations: &[i32]) -> i32 {
+    let mut value = 0;
+    let mut index = 0;
+    while index < operations.len() {
+        value |= 1 << operations[index];
+        index += 1;
+    }
+    value
+}
+
 pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: MetadataRequest) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     let allow_auto_create = (version < 4 || request.allow_auto_topic_creation) && ctx.settings.auto_create_topics_enable;
     let mut topics = Vec::new();
     let image = ctx.image();
-    match request.topics {
+    match request.topics.clone() {
         // v0: an empty list means all topics; v1+: null means all topics.
         None => topics.extend(image.topics.values().map(|topic| topic_entry(ctx, topic))),
         Some(ref requested) if requested.is_empty() && version == 0 => {
@@ -68,7 +83,15 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Met
         }
     }
     response.topics = topics;
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    response.cluster_authorized_operations =
+        if request.include_cluster_authorized_operations && (8..=10).contains(&version) { CLUSTER_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    if request.include_topic_authorized_operations && version >= 8 {
+        for topic in &mut response.topics {
+            if topic.error_code == 0 {
+                topic.topic_authorized_operations = TOPIC_OPERATIONS_ALL;
+            }
+        }
+    }
     respond(header, &response).map(Some)
 }
 
