@@ -105,7 +105,7 @@ impl Log {
     }
 
     /// Cold read: a slice of the segment holding `offset`.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> LogResult<Option<FileSlice>> {
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<Option<FileSlice>> {
         let segment = {
             let segments = self.segments.borrow();
             match segments.range(..=offset).next_back() {
@@ -113,14 +113,14 @@ impl Log {
                 None => return Ok(None),
             }
         };
-        let slice = segment.read_from(offset, max_bytes, segment.size_bytes())?;
+        let slice = segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?)?;
         if slice.is_some() {
             return Ok(slice);
         }
         // The offset may sit in a gap at the end of a segment: continue with the next one.
         let next = self.segments.borrow().range(offset + 1..).next().map(|(_, segment)| segment.clone());
         match next {
-            Some(segment) => segment.read_from(offset, max_bytes, segment.size_bytes()),
+            Some(segment) => segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?),
             None => Ok(None),
         }
     }
@@ -152,8 +152,12 @@ impl Log {
         let doomed: Vec<i64> = self.segments.borrow().range(offset..).map(|(base, _)| *base).collect();
         for base in doomed {
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
-            if let Ok(segment) = Rc::try_unwrap(segment) {
-                segment.delete().await?;
+            match Rc::try_unwrap(segment) {
+                Ok(segment) => segment.delete().await?,
+                Err(shared) => {
+                    let _ = std::fs::remove_file(shared.path());
+                    let _ = std::fs::remove_file(shared.path().with_extension("index"));
+                }
             }
         }
         if self.segments.borrow().is_empty() {

@@ -122,6 +122,8 @@ pub struct Partition {
     pub data_arrived: Rc<Notify>,
     flushed: Rc<Notify>,
     unsynced: Cell<bool>,
+    /// The flusher is writing or syncing (truncation waits for it to be idle).
+    flushing: Cell<bool>,
     poisoned: Cell<bool>,
     closing: Cell<bool>,
     flusher_done: RefCell<Option<rt::Task<()>>>,
@@ -168,6 +170,7 @@ impl Partition {
             data_arrived: Rc::new(Notify::default()),
             flushed: Rc::new(Notify::default()),
             unsynced: Cell::new(false),
+            flushing: Cell::new(false),
             poisoned: Cell::new(false),
             closing: Cell::new(false),
             flusher_done: RefCell::new(None),
@@ -268,10 +271,15 @@ impl Partition {
                 if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.poisoned.get() {
                     let active = partition.with_log(|log| log.active());
                     if let Some(active) = active {
-                        match active.sync().await {
+                        partition.flushing.set(true);
+                        let synced = active.sync().await;
+                        drop(active);
+                        partition.flushing.set(false);
+                        match synced {
                             Ok(()) => partition.unsynced.set(false),
                             Err(error) => partition.poison(&error),
                         }
+                        partition.flushed.notify_all();
                     }
                 }
                 continue;
@@ -282,6 +290,13 @@ impl Partition {
 
     /// Writes one group of queued appends (and syncs if any needs it).
     async fn flush_once(&self) {
+        self.flushing.set(true);
+        self.flush_group().await;
+        self.flushing.set(false);
+        self.flushed.notify_all();
+    }
+
+    async fn flush_group(&self) {
         let group = self.take_group();
         if self.poisoned.get() {
             for pending in group {
@@ -388,7 +403,7 @@ impl Partition {
             result.chunks = batches.into_iter().map(Chunk::Memory).collect();
             return Ok(result);
         }
-        let slice = self.with_log(|log| log.read(offset, max_bytes)).unwrap_or(Ok(None))?;
+        let slice = self.with_log(|log| log.read(offset, max_bytes, high_watermark)).unwrap_or(Ok(None))?;
         if let Some(slice) = slice {
             result.chunks.push(Chunk::File(slice));
         }
@@ -407,7 +422,7 @@ impl Partition {
 
     /// Truncates the log to `offset` (replication, KIP-101). Waits for queued writes first.
     pub async fn truncate_to(&self, offset: i64) -> LogResult<()> {
-        while !self.pending.borrow().is_empty() {
+        while !self.pending.borrow().is_empty() || self.flushing.get() {
             self.flushed.notified().await;
         }
         let Some(log) = self.log.borrow().clone() else {

@@ -119,6 +119,7 @@ impl Segment {
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
                 segment.adopt_stored_index(index, file_bytes)?;
+                segment.load_tail()?;
                 let report = RecoveryReport { valid_bytes: file_bytes, truncated_bytes: 0, batches: 0 };
                 return Ok((segment, report));
             }
@@ -296,6 +297,7 @@ impl Segment {
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.size_bytes.set(position);
         self.index.borrow_mut().truncate_to_position(position as u32, relative);
+        self.max_timestamp_ms.set(self.index.borrow().times.last().map_or(-1, |entry| entry.timestamp_ms));
         self.bytes_since_index.set(u64::MAX);
         // Recompute next offset by walking from the last index entry.
         let mut walk = self.index.borrow().offsets.last().map(|entry| entry.position as u64).unwrap_or(0);
@@ -311,14 +313,22 @@ impl Segment {
         Ok(next_offset)
     }
 
-    /// Byte position of the first batch whose base offset is >= `offset`, or the end.
+    /// Byte position where the batches below `offset` end: reads stop there (the high watermark).
+    pub fn end_position_before(&self, offset: i64) -> LogResult<u64> {
+        if self.next_offset.get() <= offset {
+            return Ok(self.size_bytes.get());
+        }
+        self.position_of_batch_starting_at_or_after(offset)
+    }
+
+    /// Byte position of the batch holding `offset` (or the first after it), or the end.
     fn position_of_batch_starting_at_or_after(&self, offset: i64) -> LogResult<u64> {
         let size = self.size_bytes.get();
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let mut position = self.index.borrow().position_floor(relative.saturating_sub(1)) as u64;
+        let mut position = self.index.borrow().position_floor(relative) as u64;
         while position < size {
             let Some(header) = self.read_header(position)? else { break };
-            if header.base_offset >= offset {
+            if header.last_offset() >= offset {
                 return Ok(position);
             }
             position += header.size_bytes as u64;

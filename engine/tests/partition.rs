@@ -114,6 +114,30 @@ fn max_timestamp_tie_across_segments_goes_to_the_earliest_batch() {
 }
 
 #[test]
+fn max_timestamp_forgets_a_largest_timestamp_that_was_truncated_away() {
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 1_000;
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let mut model = Model::default();
+        // Segment 0: timestamps around 5 000; segment 3: around 1 000, then the largest, 9 000.
+        for (seed, timestamp) in [(0u64, 5_000i64), (1, 1_000), (2, 9_000)] {
+            let produced = BatchSpec::simple(3, if seed == 2 { 10 } else { 200 }, seed, timestamp).encode();
+            let base_offset = model.append(&produced);
+            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+        }
+        let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
+        assert_eq!(bases, vec![0, 3], "test precondition: the last two batches share a segment");
+        assert_eq!(partition.max_timestamp().unwrap(), Some((8, 9_002)));
+        partition.truncate_to(6).await.expect("truncate");
+        model.truncate_to(6);
+        assert_eq!(partition.max_timestamp().unwrap(), model.max_timestamp(), "the largest timestamp left is in segment 0");
+        check_listoffsets(&partition, &model);
+        partition.close().await.expect("clean close");
+    });
+}
+
+#[test]
 fn produce_larger_than_segment_bytes_goes_whole_into_a_fresh_segment() {
     run(|| async {
         let dir = temp_dir();

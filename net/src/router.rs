@@ -181,12 +181,8 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
         let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
             Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes) {
                 Ok(read) => FetchResult { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, chunks: read.chunks },
-                Err(error) => FetchResult {
-                    error_code: error.kafka_error_code(),
-                    high_watermark: partition.high_watermark(),
-                    log_start_offset: partition.log_start_offset(),
-                    chunks: Vec::new(),
-                },
+                // As Kafka: an error partition carries no offsets.
+                Err(error) => FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() },
             },
             Err(error) => FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() },
         };
@@ -238,14 +234,16 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
         };
         let epoch = partition.leader_epoch();
         let found = match part.timestamp {
-            -2 | -4 | -5 => Ok(Some((partition.log_start_offset(), -1))),
+            -2 | -4 => Ok(Some((partition.log_start_offset(), -1))),
+            // Latest tiered offset (KIP-1005): nothing is tiered.
+            -5 => Ok(None),
             -1 => Ok(Some((partition.high_watermark(), -1))),
             -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
             timestamp => partition.offset_for_timestamp(timestamp).map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
         };
         results.push(match found {
             Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
-            Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: epoch },
+            Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: -1 },
             Err(error) => ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 },
         });
     }

@@ -624,8 +624,7 @@ fn api_versions_responses_match_golden_and_carry_no_tagged_fields() {
     assert_api_versions_has_no_tagged_fields(&reply.frame);
     assert_golden(
         "api_versions_v3_invalid_software_name",
-        "ApiVersions v3, client_software_name \"bad name!\".\n\
-         KNOWN DISCREPANCY: Kafka answers INVALID_REQUEST (42) with no api_keys; Fjord does not check the name.",
+        "ApiVersions v3, client_software_name \"bad name!\".",
         &reply.frame,
     );
 }
@@ -793,9 +792,7 @@ fn fetch_responses_match_golden_and_return_the_produced_batch() {
     assert_golden(
         "fetch_v17",
         "Fetch v17 sessionless: golden-fetch (by id) partition 0 from offset 1 (the whole batch, from base offset 0),\npartition 1 from offset 5 (OFFSET_OUT_OF_RANGE), and partition 0 of an unknown topic id (UNKNOWN_TOPIC_ID);\n\
-         masked: topic id of golden-fetch.\n\
-         KNOWN DISCREPANCY: with OFFSET_OUT_OF_RANGE Kafka sends high_watermark, last_stable_offset and\n\
-         log_start_offset -1; Fjord sends the partition's real values (0).",
+         masked: topic id of golden-fetch.",
         &v17.masked(|body| mask_fetch(&masks, body)),
     );
 }
@@ -836,8 +833,7 @@ fn list_offsets_responses_match_golden() {
     assert_golden(
         "list_offsets_v7",
         "ListOffsets v7, golden-offsets: partition 0 max timestamp (-3), partition 1 (empty) by timestamp,\n\
-         partition 3 max timestamp (-3) where the batch's timestamps are [t+5000, t+9000, t+7000].\n\
-         KNOWN DISCREPANCY: Kafka answers partition 1 (no record found) with leader_epoch -1; Fjord with 0.",
+         partition 3 max timestamp (-3) where the batch's timestamps are [t+5000, t+9000, t+7000].",
         &v7.frame,
     );
 
@@ -848,9 +844,7 @@ fn list_offsets_responses_match_golden() {
     assert_golden(
         "list_offsets_v9",
         "ListOffsets v9, golden-offsets: partition 0 by timestamp t+500 (between records 0 and 1),\n\
-         partition 1 earliest local (-4), partition 2 latest tiered (-5).\n\
-         KNOWN DISCREPANCY: without tiered storage Kafka answers latest tiered with offset -1 and leader_epoch -1\n\
-         (UnifiedLog.fetchOffsetByTimestamp); Fjord with offset 0.",
+         partition 1 earliest local (-4), partition 2 latest tiered (-5).",
         &v9.frame,
     );
 }
@@ -876,8 +870,7 @@ fn create_topics_responses_match_golden() {
     assert_golden(
         "create_topics_v2",
         "CreateTopics v2: golden-ct-a (3 partitions, created), golden-ct-zero (0 partitions), golden-ct-rf3\n\
-         (replication factor 3 on one broker), golden-ct-bad-config (retention.ms=soon).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null (ReplicationControlManager).",
+         (replication factor 3 on one broker), golden-ct-bad-config (retention.ms=soon).",
         &v2.frame,
     );
 
@@ -891,8 +884,7 @@ fn create_topics_responses_match_golden() {
     assert_golden(
         "create_topics_v5",
         "CreateTopics v5: golden-ct-b (default partitions and replication factor, retention.ms=3600000),\n\
-         golden-ct-a again (TOPIC_ALREADY_EXISTS).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+         golden-ct-a again (TOPIC_ALREADY_EXISTS).",
         &v5.frame,
     );
 
@@ -902,8 +894,7 @@ fn create_topics_responses_match_golden() {
     );
     assert_golden(
         "create_topics_v5_validate_only",
-        "CreateTopics v5 validate_only: golden-ct-dry (4 partitions), not created.\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+        "CreateTopics v5 validate_only: golden-ct-dry (4 partitions), not created.",
         &v5_validate.frame,
     );
 
@@ -915,8 +906,7 @@ fn create_topics_responses_match_golden() {
     assert_eq!(metadata.body.topics[0].topic_id, v7.body.topics[0].topic_id, "Metadata reports the id CreateTopics returned");
     assert_golden(
         "create_topics_v7",
-        "CreateTopics v7: golden-ct-c (2 partitions); masked: topic id.\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+        "CreateTopics v7: golden-ct-c (2 partitions); masked: topic id.",
         &v7.masked(|body: &mut CreateTopicsResponse| {
             for topic in &mut body.topics {
                 topic.topic_id = masks.topic_id(topic.topic_id);
@@ -990,8 +980,7 @@ fn describe_configs_responses_match_golden() {
     );
     assert_golden(
         "describe_configs_v1",
-        &format!("DescribeConfigs v1 without synonyms: topic golden-dc keys {topic_keys:?} (retention.ms and cleanup.policy overridden),\nbroker 1 keys {broker_keys:?}.\n\
-             KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null."),
+        &format!("DescribeConfigs v1 without synonyms: topic golden-dc keys {topic_keys:?} (retention.ms and cleanup.policy overridden),\nbroker 1 keys {broker_keys:?}."),
         &v1.frame,
     );
 
@@ -1007,8 +996,7 @@ fn describe_configs_responses_match_golden() {
     assert_golden(
         "describe_configs_v4",
         "DescribeConfigs v4 with synonyms and documentation: topic golden-dc [retention.ms, segment.bytes],\n\
-         broker 1 [num.partitions], topic golden-dc-none (UNKNOWN_TOPIC_OR_PARTITION), broker 7 (INVALID_REQUEST).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+         broker 1 [num.partitions], topic golden-dc-none (UNKNOWN_TOPIC_OR_PARTITION), broker 7 (INVALID_REQUEST).",
         &v4.frame,
     );
 }
@@ -1041,8 +1029,7 @@ fn alter_configs_responses_match_golden() {
     );
     assert_golden(
         "alter_configs_v0",
-        "AlterConfigs v0: golden-ac set, golden-ac-none (UNKNOWN_TOPIC_OR_PARTITION), golden-ac-b retention.ms=soon (INVALID_CONFIG).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+        "AlterConfigs v0: golden-ac set, golden-ac-none (UNKNOWN_TOPIC_OR_PARTITION), golden-ac-b retention.ms=soon (INVALID_CONFIG).",
         &v0.frame,
     );
 
@@ -1055,8 +1042,7 @@ fn alter_configs_responses_match_golden() {
     );
     assert_golden(
         "alter_configs_v2",
-        "AlterConfigs v2 (flexible) validate_only: golden-ac cleanup.policy=compact, broker 7 (INVALID_REQUEST).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+        "AlterConfigs v2 (flexible) validate_only: golden-ac cleanup.policy=compact, broker 7 (INVALID_REQUEST).",
         &v2.frame,
     );
 }
@@ -1097,8 +1083,7 @@ fn incremental_alter_configs_responses_match_golden() {
     );
     assert_golden(
         "incremental_alter_configs_v0",
-        "IncrementalAlterConfigs v0: golden-iac SET retention.ms and APPEND cleanup.policy, golden-iac-none (UNKNOWN_TOPIC_OR_PARTITION).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+        "IncrementalAlterConfigs v0: golden-iac SET retention.ms and APPEND cleanup.policy, golden-iac-none (UNKNOWN_TOPIC_OR_PARTITION).",
         &v0.frame,
     );
 
@@ -1113,8 +1098,7 @@ fn incremental_alter_configs_responses_match_golden() {
     assert_golden(
         "incremental_alter_configs_v1",
         "IncrementalAlterConfigs v1 (flexible): golden-iac DELETE segment.ms and SUBTRACT cleanup.policy,\n\
-         golden-iac-b operation 9 (INVALID_REQUEST), golden-iac-c SET with a null value (INVALID_REQUEST).\n\
-         KNOWN DISCREPANCY: error_message is \"\" on success; Kafka sends null.",
+         golden-iac-b operation 9 (INVALID_REQUEST), golden-iac-c SET with a null value (INVALID_REQUEST).",
         &v1.frame,
     );
 }
@@ -1180,9 +1164,7 @@ fn describe_cluster_responses_match_golden() {
     let controllers = client.call(1, &DescribeClusterRequest::default().with_endpoint_type(2));
     assert_golden(
         "describe_cluster_v1_controllers",
-        "DescribeCluster v1, endpoint_type=2 (controllers) sent to a broker.\n\
-         KNOWN DISCREPANCY: Kafka answers MISMATCHED_ENDPOINT_TYPE (114) with endpoint_type 1; Fjord sends 119\n\
-         (INVALID_REGISTRATION in Kafka's table) and echoes endpoint_type 2.",
+        "DescribeCluster v1, endpoint_type=2 (controllers) sent to a broker.",
         &controllers.masked(mask),
     );
 }

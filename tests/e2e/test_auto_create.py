@@ -50,9 +50,18 @@ def test_auto_create_disabled_answers_unknown_topic_or_partition(broker_factory,
     assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), errors[0]
 
 
-def test_produce_request_does_not_create_topics(broker_factory, topic):
-    # Kafka creates topics from Metadata only; a raw Produce to an unknown topic is refused.
+def test_produce_request_creates_an_unknown_topic_when_auto_create_is_on(broker_factory, topic):
+    # Fjord also creates on Produce (Kafka only on Metadata): a client that produces without a
+    # Metadata round trip still lands its batch, in partition 0 of a num.partitions topic.
     broker = broker_factory.start()
+    with broker.connect() as conn:
+        produced = conn.produce(topic, 0, kafka_wire.build_record_batch([b"first"]))
+    assert produced.error_code == 0
+    assert produced.base_offset == 0
+
+
+def test_produce_request_to_an_unknown_topic_fails_when_auto_create_is_off(broker_factory, topic):
+    broker = broker_factory.start(["--auto-create-topics-enable", "false"])
     with broker.connect() as conn:
         produced = conn.produce(topic, 0, kafka_wire.build_record_batch([b"nope"]))
     assert produced.error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION

@@ -31,8 +31,11 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     }
     if version >= 3 {
         // Validate the client software fields as Kafka does; a bad body is INVALID_REQUEST.
-        if ApiVersionsRequest::decode(&mut body, version).is_err() {
+        let valid = ApiVersionsRequest::decode(&mut body, version)
+            .is_ok_and(|request| valid_software_field(request.client_software_name.as_str()) && valid_software_field(request.client_software_version.as_str()));
+        if !valid {
             response.error_code = codes::INVALID_REQUEST;
+            response.api_keys.clear();
         }
     }
     // ApiVersions responses always use header v0.
@@ -51,4 +54,31 @@ fn api_table() -> Vec<ApiVersion> {
             entry
         })
         .collect()
+}
+
+/// KIP-511: client software name and version match `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
+fn valid_software_field(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let edge = |byte: &u8| byte.is_ascii_alphanumeric();
+    let inner = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'-' || *byte == b'.';
+    match bytes {
+        [] => false,
+        [only] => edge(only),
+        [first, middle @ .., last] => edge(first) && edge(last) && middle.iter().all(inner),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_software_field;
+
+    #[test]
+    fn client_software_fields_follow_kip_511() {
+        for good in ["librdkafka", "2.0.2", "apache-kafka-java", "a"] {
+            assert!(valid_software_field(good), "{good}");
+        }
+        for bad in ["", "bad name!", "-x", "x-", ".x"] {
+            assert!(!valid_software_field(bad), "{bad}");
+        }
+    }
 }

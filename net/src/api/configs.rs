@@ -37,6 +37,7 @@ pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Describ
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
+        result.error_message = None;
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let keys: Option<Vec<String>> = resource.configuration_keys.map(|keys| keys.iter().map(|key| key.to_string()).collect());
@@ -119,6 +120,7 @@ pub async fn alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Alte
         let mut result = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
+        result.error_message = None;
         if let Err(error) = outcome {
             result.error_code = error.code;
             result.error_message = Some(StrBytes::from_string(error.message));
@@ -163,6 +165,7 @@ pub async fn incremental_alter(ctx: &Rc<ShardContext>, header: &RequestHeader, r
         let mut result = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
+        result.error_message = None;
         if let Err(error) = outcome {
             result.error_code = error.code;
             result.error_message = Some(StrBytes::from_string(error.message));

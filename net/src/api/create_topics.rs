@@ -19,16 +19,21 @@ pub const VERSIONS: Versions = Versions { min: 2, max: 7 };
 
 pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: CreateTopicsRequest) -> Result<OutFrame, RequestError> {
     let mut response = CreateTopicsResponse::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut counts = std::collections::HashMap::new();
+    for topic in &request.topics {
+        *counts.entry(topic.name.0.to_string()).or_insert(0usize) += 1;
+    }
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default();
         result.name = topic.name.clone();
         result.num_partitions = -1;
         result.replication_factor = -1;
-        if !seen.insert(name.clone()) {
+        result.error_message = None;
+        if counts.get(&name).copied().unwrap_or(0) > 1 {
+            // As Kafka: a name given twice creates neither.
             result.error_code = codes::INVALID_REQUEST;
-            result.error_message = Some(StrBytes::from_static_str("Duplicate topic name in one CreateTopics request."));
+            result.error_message = Some(StrBytes::from_static_str("Duplicate topic name."));
             response.topics.push(result);
             continue;
         }

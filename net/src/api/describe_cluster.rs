@@ -12,19 +12,28 @@ use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 
-/// DescribeCluster v1 endpoint types: 1 = brokers, 2 = controllers.
+/// DescribeCluster v1 endpoint types (KIP-919): 1 = brokers, 2 = controllers.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
-const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
+const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
+const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 
 pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeClusterRequest) -> Result<OutFrame, RequestError> {
     let image = ctx.image();
     let mut response = DescribeClusterResponse::default();
-    response.endpoint_type = request.endpoint_type;
+    response.endpoint_type = ENDPOINT_TYPE_BROKERS;
     if header.request_api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
-        response.error_code = UNSUPPORTED_ENDPOINT_TYPE;
-        response.error_message = Some(StrBytes::from_static_str("Only broker endpoints are served."));
+        // As Kafka: a broker asked for controller endpoints answers MISMATCHED_ENDPOINT_TYPE.
+        let (code, message) = if request.endpoint_type == ENDPOINT_TYPE_CONTROLLERS {
+            (MISMATCHED_ENDPOINT_TYPE, "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")
+        } else {
+            (UNSUPPORTED_ENDPOINT_TYPE, "Unsupported endpoint type")
+        };
+        response.error_code = code;
+        response.error_message = Some(StrBytes::from_static_str(message));
         return respond(header, &response);
     }
+    response.error_message = None;
     response.cluster_id = StrBytes::from_string(image.cluster_id.clone());
     response.controller_id = BrokerId(ctx.settings.node_id);
     response.cluster_authorized_operations =

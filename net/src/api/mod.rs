@@ -117,7 +117,13 @@ fn ready(frame: Result<OutFrame, RequestError>) -> Result<Dispatched, RequestErr
 }
 
 fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, RequestError> {
-    T::decode(&mut body, version).map_err(|error| RequestError::Decode { api, version, reason: error.to_string() })
+    // The codec is not ours: a panic inside it on hostile input must cost only this connection.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::decode(&mut body, version)));
+    match decoded {
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(error)) => Err(RequestError::Decode { api, version, reason: error.to_string() }),
+        Err(_) => Err(RequestError::Decode { api, version, reason: "the decoder panicked".into() }),
+    }
 }
 
 /// Encodes a plain response for `header`'s API and version.
