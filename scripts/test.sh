@@ -2,6 +2,7 @@
 # Fjord's whole test suite, the one command the README names: `scripts/test.sh`.
 #
 #   1. scripts/setup.sh            Debian packages + .venv (idempotent)
+#   2. cargo fmt / cargo clippy    formatting and lints, warnings denied
 #   2. cargo build --release       the `fjord` binary every end-to-end test runs
 #   3. cargo test --release        unit tests + Rust end-to-end tests (rdkafka, tests/tests/)
 #   4. fuzz targets                built and run FJORD_FUZZ_SECONDS each (default 20)
@@ -88,6 +89,10 @@ run_fuzz_targets() {
 
 step "setup"
 bash scripts/setup.sh
+
+step "rustfmt and clippy (warnings denied)"
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --no-deps -- -D warnings
 
 step "cargo build --release --workspace --bins"
 cargo build --release --workspace --bins

@@ -45,8 +45,9 @@ fn run(config: &StartConfig) -> Result<(), String> {
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_port(config)?;
     block_shutdown_signals();
-    let (mut controller, metadata) = Controller::open(&config.data_dir, config.node_id, &config.advertised_host, config.advertised_port)
-        .map_err(|error| format!("cannot open the metadata log in {}: {error}", config.data_dir.display()))?;
+    let (mut controller, metadata) =
+        Controller::open(&config.data_dir, config.node_id, &config.advertised_host, config.advertised_port)
+            .map_err(|error| format!("cannot open the metadata log in {}: {error}", config.data_dir.display()))?;
     controller.set_static_broker_configs(config.static_broker_configs());
     let settings = BrokerSettings {
         node_id: config.node_id,
@@ -107,7 +108,8 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
         ));
     }
     file.set_len(0).map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
-    std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
+    std::fs::write(&path, format!("{}\n", std::process::id()))
+        .map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok").map_err(|error| format!("data directory {} is not writable: {error}", dir.display()))?;
     let _ = std::fs::remove_file(&probe);

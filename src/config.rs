@@ -79,12 +79,7 @@ pub struct StartConfig {
     pub node_id: i32,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
-    pub message_max_bytes: u32,
     pub socket_request_max_bytes: usize,
-    pub log_segment_bytes: u64,
-    pub log_roll_ms: i64,
-    pub log_retention_ms: i64,
-    pub log_retention_bytes: i64,
     pub log_flush_interval_ms: u64,
     pub batch_cache_bytes: usize,
     pub log: String,
@@ -110,8 +105,10 @@ impl StartArgs {
     pub fn resolve(&self) -> Result<StartConfig, ConfigFileError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.clone(), source })?;
-                toml::from_str::<StartArgs>(&text).map_err(|error| ConfigFileError::Parse { path: path.clone(), message: error.to_string() })?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.clone(), source })?;
+                toml::from_str::<StartArgs>(&text)
+                    .map_err(|error| ConfigFileError::Parse { path: path.clone(), message: error.to_string() })?
             }
             None => StartArgs::default(),
         };
@@ -169,12 +166,7 @@ impl StartArgs {
             node_id: pick!(self, file, node_id, 1),
             auto_create_topics_enable: pick!(self, file, auto_create_topics_enable, true),
             num_partitions,
-            message_max_bytes: pick!(self, file, message_max_bytes, 1_048_588),
             socket_request_max_bytes,
-            log_segment_bytes: pick!(self, file, log_segment_bytes, 1_073_741_824),
-            log_roll_ms: pick!(self, file, log_roll_ms, 604_800_000),
-            log_retention_ms: pick!(self, file, log_retention_ms, 604_800_000),
-            log_retention_bytes: pick!(self, file, log_retention_bytes, -1),
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             log: pick!(self, file, log, "info".to_string()),

@@ -231,6 +231,23 @@ pub fn scan_valid_prefix(bytes: &[u8], mut visit: impl FnMut(usize, &BatchHeader
     position
 }
 
+/// (offset, timestamp) of every record of one stored batch, decompressing if needed. Used only
+/// where the broker must look inside a batch (ListOffsets by time, KIP-734 max timestamp).
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
+    let header = validate_stored(batch)?;
+    let mut bytes = bytes::Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+        .map_err(|_| BatchError::Invalid("records inside the batch cannot be decoded"))?;
+    Ok(set
+        .records
+        .iter()
+        .map(|record| {
+            let timestamp = if header.is_log_append_time() { header.max_timestamp } else { record.timestamp };
+            (record.offset, timestamp)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -325,21 +342,4 @@ pub(crate) mod tests {
         assert_eq!(scan_valid_prefix(&log, |_, _| seen += 1), first_len);
         assert_eq!(seen, 1);
     }
-}
-
-/// (offset, timestamp) of every record of one stored batch, decompressing if needed. Used only
-/// where the broker must look inside a batch (ListOffsets by time, KIP-734 max timestamp).
-pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
-    let header = validate_stored(batch)?;
-    let mut bytes = bytes::Bytes::copy_from_slice(batch);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
-        .map_err(|_| BatchError::Invalid("records inside the batch cannot be decoded"))?;
-    Ok(set
-        .records
-        .iter()
-        .map(|record| {
-            let timestamp = if header.is_log_append_time() { header.max_timestamp } else { record.timestamp };
-            (record.offset, timestamp)
-        })
-        .collect())
 }

@@ -8,7 +8,6 @@
 //!
 //! Dependencies point one way: engine ← replication ← net ← fjord.
 
-pub mod topic_config;
 pub mod batch;
 pub mod cache;
 pub mod error;
@@ -19,3 +18,4 @@ pub mod partition;
 pub mod rt;
 pub mod segment;
 pub mod shard;
+pub mod topic_config;

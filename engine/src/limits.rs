@@ -42,7 +42,7 @@ pub const SHARDS_MAX: usize = 256;
 /// Largest segment file; positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 
-const _: () = assert!(DMA_WRITE_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!((DMA_WRITE_BYTES_MAX as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
 const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
 const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= 512 * 1024);

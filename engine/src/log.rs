@@ -7,8 +7,9 @@
 //!    00000000000000104398.log            active (appends; padding past the logical end)
 //!    recovery-point                      last verified (segment, position), written on seal/close
 //!    partition.metadata                  topic id, so a recreated topic never adopts old data
-//!    leader-epoch-checkpoint             (epoch, start offset) pairs, for replication (KIP-101)
 //! ```
+//! Every batch carries the leader epoch it was appended under (patched into its header), which
+//! is what KIP-101 truncation needs; the epoch→start-offset cache comes with replication.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -49,8 +50,7 @@ impl Log {
                 Some((base, verified)) if base == base_offset => verified - verified % crate::limits::DMA_ALIGNMENT_BYTES,
                 _ => 0,
             };
-            let (segment, RecoveryReport { truncated_bytes, .. }) =
-                Segment::open(dir, base_offset, is_last, verify_from).await?;
+            let (segment, RecoveryReport { truncated_bytes, .. }) = Segment::open(dir, base_offset, is_last, verify_from).await?;
             report.truncated_bytes += truncated_bytes;
             segments.insert(base_offset, Rc::new(segment));
         }
@@ -139,7 +139,10 @@ impl Log {
     /// The offset holding the largest timestamp in the log, with that timestamp (KIP-734).
     pub fn max_timestamp(&self) -> LogResult<Option<(i64, i64)>> {
         let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
-        let best = segments.iter().filter(|segment| segment.max_timestamp_ms() >= 0).max_by_key(|segment| (segment.max_timestamp_ms(), -segment.base_offset));
+        let best = segments
+            .iter()
+            .filter(|segment| segment.max_timestamp_ms() >= 0)
+            .max_by_key(|segment| (segment.max_timestamp_ms(), -segment.base_offset));
         match best {
             Some(segment) => segment.max_timestamp(),
             None => Ok(None),

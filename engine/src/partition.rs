@@ -135,6 +135,7 @@ pub fn now_ms() -> i64 {
 
 impl Partition {
     /// Opens (recovering) or creates the partition in `dir` and starts its flusher.
+    #[allow(clippy::too_many_arguments)] // each is a distinct piece of the partition's identity
     pub async fn open(
         dir: PathBuf,
         topic: Rc<str>,

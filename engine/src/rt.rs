@@ -82,11 +82,8 @@ where
     for shard_id in 0..count {
         let (senders, receivers) = wiring.take(shard_id);
         let body = body.clone();
-        let placement = if config.pin_to_cores {
-            glommio::Placement::Fixed(shard_id % cores)
-        } else {
-            glommio::Placement::Unbound
-        };
+        let placement =
+            if config.pin_to_cores { glommio::Placement::Fixed(shard_id % cores) } else { glommio::Placement::Unbound };
         let mut builder = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("fjord-shard-{shard_id}"))
             .io_memory(config.io_memory_bytes);
@@ -110,6 +107,9 @@ where
 type Sender<M> = glommio::channels::shared_channel::SharedSender<M>;
 type Receiver<M> = glommio::channels::shared_channel::SharedReceiver<M>;
 
+/// One shard's unconnected channel ends: senders to every shard, receivers from every shard.
+type ShardEnds<M> = (Vec<Option<Sender<M>>>, Vec<Option<Receiver<M>>>);
+
 /// The channels of a full mesh before the shards connect to them.
 struct MeshWiring<M: Send> {
     senders: Vec<Vec<Option<Sender<M>>>>,
@@ -132,7 +132,7 @@ impl<M: Send + 'static> MeshWiring<M> {
         MeshWiring { senders, receivers }
     }
 
-    fn take(&mut self, shard_id: usize) -> (Vec<Option<Sender<M>>>, Vec<Option<Receiver<M>>>) {
+    fn take(&mut self, shard_id: usize) -> ShardEnds<M> {
         (std::mem::take(&mut self.senders[shard_id]), std::mem::take(&mut self.receivers[shard_id]))
     }
 }
@@ -262,13 +262,8 @@ impl DmaBuffer {
 impl DmaFile {
     /// Opens (creating if needed) for reading and writing with O_DIRECT.
     pub async fn open_rw(path: &Path) -> io::Result<DmaFile> {
-        let file = glommio::io::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(path)
-            .await
-            .map_err(io::Error::from)?;
+        let file =
+            glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(io::Error::from)?;
         Ok(DmaFile { file })
     }
 

@@ -150,9 +150,9 @@ impl Segment {
         let mut position = index.offsets.last().map(|entry| entry.position as u64).unwrap_or(0);
         let mut next_offset = self.base_offset;
         while position < file_bytes {
-            let header = self.read_header(position)?.ok_or_else(|| {
-                LogError::io(&self.path, std::io::Error::other("stored index points past a valid batch"))
-            })?;
+            let header = self
+                .read_header(position)?
+                .ok_or_else(|| LogError::io(&self.path, std::io::Error::other("stored index points past a valid batch")))?;
             next_offset = header.next_offset();
             self.max_timestamp_ms.set(self.max_timestamp_ms.get().max(header.max_timestamp));
             position += header.size_bytes as u64;

@@ -28,7 +28,7 @@ pub struct ShardTable {
 
 impl ShardTable {
     pub fn new(shard_count: usize) -> ShardTable {
-        assert!(shard_count >= 1 && shard_count <= crate::limits::SHARDS_MAX);
+        assert!((1..=crate::limits::SHARDS_MAX).contains(&shard_count));
         ShardTable { shard_count }
     }
     pub fn shard_count(&self) -> usize {
@@ -67,7 +67,13 @@ pub struct ShardStore {
 }
 
 impl ShardStore {
-    pub fn new(shard_id: usize, table: ShardTable, data_dir: PathBuf, settings: PartitionSettings, cache_bytes: usize) -> ShardStore {
+    pub fn new(
+        shard_id: usize,
+        table: ShardTable,
+        data_dir: PathBuf,
+        settings: PartitionSettings,
+        cache_bytes: usize,
+    ) -> ShardStore {
         ShardStore {
             shard_id,
             table,
@@ -125,7 +131,12 @@ impl ShardStore {
             self.opening.borrow_mut().remove(&key);
             notify.notify_all();
             let opened = opened?;
-            tracing::debug!(partition = opened.name(), shard = self.shard_id, end_offset = opened.log_end_offset(), "opened partition");
+            tracing::debug!(
+                partition = opened.name(),
+                shard = self.shard_id,
+                end_offset = opened.log_end_offset(),
+                "opened partition"
+            );
             self.partitions.borrow_mut().insert(key, opened.clone());
             return Ok(opened);
         }

@@ -251,11 +251,7 @@ pub struct BrokerSynonym {
 }
 
 const fn same_unit(name: &'static str, config_type: ConfigType) -> BrokerSynonym {
-    BrokerSynonym {
-        name,
-        ms_per_unit: 1,
-        config_type,
-    }
+    BrokerSynonym { name, ms_per_unit: 1, config_type }
 }
 
 /// One topic config, as Kafka defines it.
@@ -292,8 +288,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         config_type: ConfigType::List,
         default: "delete",
         validator: Validator::ListOf(CLEANUP_POLICIES),
-        documentation:
-            "Retention policy for old segments: delete, compact, or both (comma-separated).",
+        documentation: "Retention policy for old segments: delete, compact, or both (comma-separated).",
     },
     ConfigDef {
         name: "compression.gzip.level",
@@ -329,10 +324,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "delete.retention.ms",
-        broker_synonyms: &[same_unit(
-            "log.cleaner.delete.retention.ms",
-            ConfigType::Long,
-        )],
+        broker_synonyms: &[same_unit("log.cleaner.delete.retention.ms", ConfigType::Long)],
         config_type: ConfigType::Long,
         default: "86400000",
         validator: Validator::AtLeast(0),
@@ -375,10 +367,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "max.compaction.lag.ms",
-        broker_synonyms: &[same_unit(
-            "log.cleaner.max.compaction.lag.ms",
-            ConfigType::Long,
-        )],
+        broker_synonyms: &[same_unit("log.cleaner.max.compaction.lag.ms", ConfigType::Long)],
         config_type: ConfigType::Long,
         default: "9223372036854775807",
         validator: Validator::AtLeast(1),
@@ -394,10 +383,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.after.max.ms",
-        broker_synonyms: &[same_unit(
-            "log.message.timestamp.after.max.ms",
-            ConfigType::Long,
-        )],
+        broker_synonyms: &[same_unit("log.message.timestamp.after.max.ms", ConfigType::Long)],
         config_type: ConfigType::Long,
         default: "3600000",
         validator: Validator::AtLeast(0),
@@ -405,10 +391,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.before.max.ms",
-        broker_synonyms: &[same_unit(
-            "log.message.timestamp.before.max.ms",
-            ConfigType::Long,
-        )],
+        broker_synonyms: &[same_unit("log.message.timestamp.before.max.ms", ConfigType::Long)],
         config_type: ConfigType::Long,
         default: "9223372036854775807",
         validator: Validator::AtLeast(0),
@@ -424,10 +407,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.cleanable.dirty.ratio",
-        broker_synonyms: &[same_unit(
-            "log.cleaner.min.cleanable.ratio",
-            ConfigType::Double,
-        )],
+        broker_synonyms: &[same_unit("log.cleaner.min.cleanable.ratio", ConfigType::Double)],
         config_type: ConfigType::Double,
         default: "0.5",
         validator: Validator::DoubleBetween(0.0, 1.0),
@@ -435,10 +415,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.compaction.lag.ms",
-        broker_synonyms: &[same_unit(
-            "log.cleaner.min.compaction.lag.ms",
-            ConfigType::Long,
-        )],
+        broker_synonyms: &[same_unit("log.cleaner.min.compaction.lag.ms", ConfigType::Long)],
         config_type: ConfigType::Long,
         default: "0",
         validator: Validator::AtLeast(0),
@@ -466,23 +443,14 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         config_type: ConfigType::Long,
         default: "-1",
         validator: Validator::Any,
-        documentation:
-            "Largest size a partition grows to before old segments are deleted; -1 for none.",
+        documentation: "Largest size a partition grows to before old segments are deleted; -1 for none.",
     },
     ConfigDef {
         name: "retention.ms",
         broker_synonyms: &[
             same_unit("log.retention.ms", ConfigType::Long),
-            BrokerSynonym {
-                name: "log.retention.minutes",
-                ms_per_unit: MS_PER_MINUTE,
-                config_type: ConfigType::Int,
-            },
-            BrokerSynonym {
-                name: "log.retention.hours",
-                ms_per_unit: MS_PER_HOUR,
-                config_type: ConfigType::Int,
-            },
+            BrokerSynonym { name: "log.retention.minutes", ms_per_unit: MS_PER_MINUTE, config_type: ConfigType::Int },
+            BrokerSynonym { name: "log.retention.hours", ms_per_unit: MS_PER_HOUR, config_type: ConfigType::Int },
         ],
         config_type: ConfigType::Long,
         default: "604800000",
@@ -509,11 +477,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "segment.jitter.ms",
         broker_synonyms: &[
             same_unit("log.roll.jitter.ms", ConfigType::Long),
-            BrokerSynonym {
-                name: "log.roll.jitter.hours",
-                ms_per_unit: MS_PER_HOUR,
-                config_type: ConfigType::Int,
-            },
+            BrokerSynonym { name: "log.roll.jitter.hours", ms_per_unit: MS_PER_HOUR, config_type: ConfigType::Int },
         ],
         config_type: ConfigType::Long,
         default: "0",
@@ -524,11 +488,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "segment.ms",
         broker_synonyms: &[
             same_unit("log.roll.ms", ConfigType::Long),
-            BrokerSynonym {
-                name: "log.roll.hours",
-                ms_per_unit: MS_PER_HOUR,
-                config_type: ConfigType::Int,
-            },
+            BrokerSynonym { name: "log.roll.hours", ms_per_unit: MS_PER_HOUR, config_type: ConfigType::Int },
         ],
         config_type: ConfigType::Long,
         default: "604800000",
@@ -537,10 +497,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
-        broker_synonyms: &[same_unit(
-            "unclean.leader.election.enable",
-            ConfigType::Boolean,
-        )],
+        broker_synonyms: &[same_unit("unclean.leader.election.enable", ConfigType::Boolean)],
         config_type: ConfigType::Boolean,
         default: "false",
         validator: Validator::Any,
@@ -684,9 +641,7 @@ pub fn topic_config_def(key: &str) -> Option<&'static ConfigDef> {
 
 /// The topic config whose dynamic broker key (first synonym) is `broker_key`.
 pub fn topic_config_for_broker_key(broker_key: &str) -> Option<&'static ConfigDef> {
-    TOPIC_CONFIGS
-        .iter()
-        .find(|def| def.broker_key() == broker_key)
+    TOPIC_CONFIGS.iter().find(|def| def.broker_key() == broker_key)
 }
 
 /// The definition of a broker-only config, by key.
@@ -742,17 +697,11 @@ pub enum ConfigError {
     #[error("Unknown broker config name: {0}")]
     UnknownBroker(String),
     #[error("Invalid value {value} for configuration {key}: {reason}")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: InvalidReason,
-    },
+    Invalid { key: String, value: String, reason: InvalidReason },
     /// A broker config that only a restart can change.
     #[error("Cannot update these configs dynamically: Set({0})")]
     ReadOnly(String),
-    #[error(
-        "conflict topic config setting min.compaction.lag.ms ({min_ms}) > max.compaction.lag.ms ({max_ms})"
-    )]
+    #[error("conflict topic config setting min.compaction.lag.ms ({min_ms}) > max.compaction.lag.ms ({max_ms})")]
     CompactionLagConflict { min_ms: i64, max_ms: i64 },
 }
 
@@ -777,10 +726,7 @@ pub fn split_list(value: &str) -> Vec<String> {
     if trimmed.is_empty() {
         return Vec::new();
     }
-    trimmed
-        .split(',')
-        .map(|item| item.trim().to_string())
-        .collect()
+    trimmed.split(',').map(|item| item.trim().to_string()).collect()
 }
 
 /// Joins a LIST value back into Kafka's comma-separated form.
@@ -789,11 +735,7 @@ pub fn join_list(items: &[String]) -> String {
 }
 
 fn invalid(key: &str, value: &str, reason: InvalidReason) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
-    }
+    ConfigError::Invalid { key: key.to_string(), value: value.to_string(), reason }
 }
 
 fn parse_typed(key: &str, config_type: ConfigType, raw: &str) -> Result<Parsed, ConfigError> {
@@ -809,14 +751,8 @@ fn parse_typed(key: &str, config_type: ConfigType, raw: &str) -> Result<Parsed, 
                 Err(invalid(key, raw, InvalidReason::NotABoolean))
             }
         }
-        ConfigType::Int | ConfigType::Short => trimmed
-            .parse::<i32>()
-            .map(Parsed::Int)
-            .map_err(|_| not_a_number()),
-        ConfigType::Long => trimmed
-            .parse::<i64>()
-            .map(Parsed::Long)
-            .map_err(|_| not_a_number()),
+        ConfigType::Int | ConfigType::Short => trimmed.parse::<i32>().map(Parsed::Int).map_err(|_| not_a_number()),
+        ConfigType::Long => trimmed.parse::<i64>().map(Parsed::Long).map_err(|_| not_a_number()),
         ConfigType::Double => match trimmed.parse::<f64>() {
             // Java's parseDouble would take NaN, and its range checks would then pass it; a NaN
             // ratio means nothing, so refuse it as not a number.
@@ -844,22 +780,12 @@ fn check(key: &str, raw: &str, parsed: &Parsed, validator: Validator) -> Result<
         },
         Validator::IntBetween(min, max) => match whole {
             Some(n) if n < min => Err(invalid(key, raw, InvalidReason::AtLeast(min.to_string()))),
-            Some(n) if n > max => Err(invalid(
-                key,
-                raw,
-                InvalidReason::NoMoreThan(max.to_string()),
-            )),
+            Some(n) if n > max => Err(invalid(key, raw, InvalidReason::NoMoreThan(max.to_string()))),
             _ => Ok(()),
         },
         Validator::DoubleBetween(min, max) => match parsed {
-            Parsed::Double(x) if *x < min => {
-                Err(invalid(key, raw, InvalidReason::AtLeast(min.to_string())))
-            }
-            Parsed::Double(x) if *x > max => Err(invalid(
-                key,
-                raw,
-                InvalidReason::NoMoreThan(max.to_string()),
-            )),
+            Parsed::Double(x) if *x < min => Err(invalid(key, raw, InvalidReason::AtLeast(min.to_string()))),
+            Parsed::Double(x) if *x > max => Err(invalid(key, raw, InvalidReason::NoMoreThan(max.to_string()))),
             _ => Ok(()),
         },
         Validator::GzipLevel => match whole {
@@ -868,34 +794,23 @@ fn check(key: &str, raw: &str, parsed: &Parsed, validator: Validator) -> Result<
             None => Ok(()),
         },
         Validator::OneOf(allowed) => match parsed {
-            Parsed::Text(text) if !allowed.contains(&text.as_str()) => {
-                Err(invalid(key, raw, InvalidReason::OneOf(allowed)))
-            }
+            Parsed::Text(text) if !allowed.contains(&text.as_str()) => Err(invalid(key, raw, InvalidReason::OneOf(allowed))),
             _ => Ok(()),
         },
         Validator::ListOf(allowed) => match parsed {
             // Kafka 4.0 still takes an empty cleanup.policy; Fjord has no "neither" policy, so
             // it refuses one rather than guess what the topic should do.
-            Parsed::List(items) if items.is_empty() => {
-                Err(invalid(key, raw, InvalidReason::EmptyList))
-            }
-            Parsed::List(items) => {
-                match items.iter().find(|item| !allowed.contains(&item.as_str())) {
-                    Some(bad) => Err(invalid(key, bad, InvalidReason::OneOf(allowed))),
-                    None => Ok(()),
-                }
-            }
+            Parsed::List(items) if items.is_empty() => Err(invalid(key, raw, InvalidReason::EmptyList)),
+            Parsed::List(items) => match items.iter().find(|item| !allowed.contains(&item.as_str())) {
+                Some(bad) => Err(invalid(key, bad, InvalidReason::OneOf(allowed))),
+                None => Ok(()),
+            },
             _ => Ok(()),
         },
     }
 }
 
-fn parse_and_check(
-    key: &str,
-    config_type: ConfigType,
-    validator: Validator,
-    raw: &str,
-) -> Result<Parsed, ConfigError> {
+fn parse_and_check(key: &str, config_type: ConfigType, validator: Validator, raw: &str) -> Result<Parsed, ConfigError> {
     let parsed = parse_typed(key, config_type, raw)?;
     check(key, raw, &parsed, validator)?;
     Ok(parsed)
@@ -913,12 +828,8 @@ pub fn validate_topic_overrides(overrides: &BTreeMap<String, String>) -> Result<
     for (key, value) in overrides {
         validate_topic_config(key, value)?;
     }
-    let long_or = |key: &str, default: i64| {
-        overrides
-            .get(key)
-            .and_then(|value| value.trim().parse::<i64>().ok())
-            .unwrap_or(default)
-    };
+    let long_or =
+        |key: &str, default: i64| overrides.get(key).and_then(|value| value.trim().parse::<i64>().ok()).unwrap_or(default);
     let min_ms = long_or("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS_DEFAULT);
     let max_ms = long_or("max.compaction.lag.ms", MAX_COMPACTION_LAG_MS_DEFAULT);
     if min_ms > max_ms {
@@ -1050,10 +961,7 @@ fn from_broker_synonym(def: &ConfigDef, synonym: &BrokerSynonym, raw: &str) -> O
         (ConfigType::Int, Parsed::Long(n)) => match i32::try_from(n) {
             Ok(n) => Parsed::Int(n),
             Err(_) => {
-                tracing::warn!(
-                    "ignoring broker config {}: {raw} does not fit an INT",
-                    synonym.name
-                );
+                tracing::warn!("ignoring broker config {}: {raw} does not fit an INT", synonym.name);
                 return None;
             }
         },
@@ -1085,22 +993,12 @@ fn display_parsed(parsed: &Parsed) -> String {
 fn resolve_broker_level(broker: &BrokerConfigs, def: &ConfigDef) -> Resolved {
     for synonym in def.broker_synonyms {
         let sources = [
-            (
-                broker.dynamic.get(synonym.name),
-                ConfigSource::DynamicBrokerConfig,
-            ),
-            (
-                broker.static_.get(synonym.name),
-                ConfigSource::StaticBrokerConfig,
-            ),
+            (broker.dynamic.get(synonym.name), ConfigSource::DynamicBrokerConfig),
+            (broker.static_.get(synonym.name), ConfigSource::StaticBrokerConfig),
         ];
         for (raw, source) in sources {
             if let Some(parsed) = raw.and_then(|raw| from_broker_synonym(def, synonym, raw)) {
-                return Resolved {
-                    value: display_parsed(&parsed),
-                    parsed,
-                    source,
-                };
+                return Resolved { value: display_parsed(&parsed), parsed, source };
             }
         }
     }
@@ -1113,26 +1011,14 @@ fn default_of(def: &ConfigDef) -> Resolved {
         // The table is checked by `every_default_passes_its_own_validator`.
         Err(_) => unreachable!("default of {} does not parse", def.name),
     };
-    Resolved {
-        value: def.default.to_string(),
-        parsed,
-        source: ConfigSource::DefaultConfig,
-    }
+    Resolved { value: def.default.to_string(), parsed, source: ConfigSource::DefaultConfig }
 }
 
-fn resolve_one(
-    broker: &BrokerConfigs,
-    overrides: &BTreeMap<String, String>,
-    def: &ConfigDef,
-) -> Resolved {
+fn resolve_one(broker: &BrokerConfigs, overrides: &BTreeMap<String, String>, def: &ConfigDef) -> Resolved {
     if let Some(raw) = overrides.get(def.name) {
         match parse_and_check(def.name, def.config_type, def.validator, raw) {
             Ok(parsed) => {
-                return Resolved {
-                    value: raw.clone(),
-                    parsed,
-                    source: ConfigSource::DynamicTopicConfig,
-                };
+                return Resolved { value: raw.clone(), parsed, source: ConfigSource::DynamicTopicConfig };
             }
             // Overrides are validated before they enter the metadata log; one that fails here
             // was written by an older, laxer version. Fall back rather than refuse the topic.
@@ -1144,10 +1030,7 @@ fn resolve_one(
 
 /// The effective config of a topic: override, then dynamic broker, then static broker, then
 /// Kafka's default, for each key.
-pub fn resolve_topic_config(
-    broker: &BrokerConfigs,
-    overrides: &BTreeMap<String, String>,
-) -> TopicConfig {
+pub fn resolve_topic_config(broker: &BrokerConfigs, overrides: &BTreeMap<String, String>) -> TopicConfig {
     let mut config = TopicConfig::default();
     for def in TOPIC_CONFIGS {
         let resolved = resolve_one(broker, overrides, def);
@@ -1199,10 +1082,7 @@ fn apply_resolved(config: &mut TopicConfig, name: &str, parsed: &Parsed) {
         "max.message.bytes" => set(&mut config.max_message_bytes, as_u32(parsed)),
         "message.timestamp.after.max.ms" => set(&mut config.message_timestamp_after_max_ms, long),
         "message.timestamp.before.max.ms" => set(&mut config.message_timestamp_before_max_ms, long),
-        "message.timestamp.type" => set(
-            &mut config.message_timestamp_type,
-            timestamp_type_of(parsed),
-        ),
+        "message.timestamp.type" => set(&mut config.message_timestamp_type, timestamp_type_of(parsed)),
         "min.cleanable.dirty.ratio" => {
             if let Parsed::Double(ratio) = parsed {
                 config.min_cleanable_dirty_ratio = *ratio;
@@ -1213,16 +1093,11 @@ fn apply_resolved(config: &mut TopicConfig, name: &str, parsed: &Parsed) {
         "preallocate" => set(&mut config.preallocate, boolean),
         "retention.bytes" => set(&mut config.retention_bytes, long),
         "retention.ms" => set(&mut config.retention_ms, long),
-        "segment.bytes" => set(
-            &mut config.segment_bytes,
-            long.and_then(|n| u64::try_from(n).ok()),
-        ),
+        "segment.bytes" => set(&mut config.segment_bytes, long.and_then(|n| u64::try_from(n).ok())),
         "segment.index.bytes" => set(&mut config.segment_index_bytes, as_u32(parsed)),
         "segment.jitter.ms" => set(&mut config.segment_jitter_ms, long),
         "segment.ms" => set(&mut config.segment_ms, long),
-        "unclean.leader.election.enable" => {
-            set(&mut config.unclean_leader_election_enable, boolean)
-        }
+        "unclean.leader.election.enable" => set(&mut config.unclean_leader_election_enable, boolean),
         _ => {}
     }
 }
@@ -1281,10 +1156,7 @@ pub struct BrokerDefaults {
 pub fn resolve_broker_defaults(broker: &BrokerConfigs) -> BrokerDefaults {
     let int = |key: &str| -> Option<i64> {
         let def = broker_only_config_def(key)?;
-        let raw = broker
-            .dynamic
-            .get(key)
-            .or_else(|| broker.static_.get(key))?;
+        let raw = broker.dynamic.get(key).or_else(|| broker.static_.get(key))?;
         match parse_and_check(key, def.config_type, def.validator, raw) {
             Ok(parsed) => as_i64(&parsed),
             Err(error) => {
@@ -1294,10 +1166,7 @@ pub fn resolve_broker_defaults(broker: &BrokerConfigs) -> BrokerDefaults {
         }
     };
     let boolean = |key: &str| -> Option<bool> {
-        let raw = broker
-            .dynamic
-            .get(key)
-            .or_else(|| broker.static_.get(key))?;
+        let raw = broker.dynamic.get(key).or_else(|| broker.static_.get(key))?;
         match parse_typed(key, ConfigType::Boolean, raw) {
             Ok(Parsed::Boolean(b)) => Some(b),
             _ => {
@@ -1307,14 +1176,11 @@ pub fn resolve_broker_defaults(broker: &BrokerConfigs) -> BrokerDefaults {
         }
     };
     BrokerDefaults {
-        num_partitions: int("num.partitions")
-            .and_then(|n| i32::try_from(n).ok())
-            .unwrap_or(NUM_PARTITIONS_DEFAULT),
+        num_partitions: int("num.partitions").and_then(|n| i32::try_from(n).ok()).unwrap_or(NUM_PARTITIONS_DEFAULT),
         default_replication_factor: int("default.replication.factor")
             .and_then(|n| i16::try_from(n).ok())
             .unwrap_or(DEFAULT_REPLICATION_FACTOR_DEFAULT),
-        auto_create_topics_enable: boolean("auto.create.topics.enable")
-            .unwrap_or(AUTO_CREATE_TOPICS_ENABLE_DEFAULT),
+        auto_create_topics_enable: boolean("auto.create.topics.enable").unwrap_or(AUTO_CREATE_TOPICS_ENABLE_DEFAULT),
         socket_request_max_bytes: int("socket.request.max.bytes")
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT),
@@ -1346,32 +1212,17 @@ fn wanted(keys: Option<&[String]>, name: &str) -> bool {
 }
 
 /// Broker-level synonyms of a topic config, highest precedence first, ending with the default.
-fn broker_level_synonyms(
-    broker: &BrokerConfigs,
-    def: &ConfigDef,
-) -> Vec<(String, String, ConfigSource)> {
+fn broker_level_synonyms(broker: &BrokerConfigs, def: &ConfigDef) -> Vec<(String, String, ConfigSource)> {
     let mut synonyms = Vec::new();
     for synonym in def.broker_synonyms {
         if let Some(raw) = broker.dynamic.get(synonym.name) {
-            synonyms.push((
-                synonym.name.to_string(),
-                raw.clone(),
-                ConfigSource::DynamicBrokerConfig,
-            ));
+            synonyms.push((synonym.name.to_string(), raw.clone(), ConfigSource::DynamicBrokerConfig));
         }
         if let Some(raw) = broker.static_.get(synonym.name) {
-            synonyms.push((
-                synonym.name.to_string(),
-                raw.clone(),
-                ConfigSource::StaticBrokerConfig,
-            ));
+            synonyms.push((synonym.name.to_string(), raw.clone(), ConfigSource::StaticBrokerConfig));
         }
     }
-    synonyms.push((
-        def.broker_key().to_string(),
-        def.default.to_string(),
-        ConfigSource::DefaultConfig,
-    ));
+    synonyms.push((def.broker_key().to_string(), def.default.to_string(), ConfigSource::DefaultConfig));
     synonyms
 }
 
@@ -1389,11 +1240,7 @@ pub fn describe_topic_configs(
             let resolved = resolve_one(broker, overrides, def);
             let mut synonyms = Vec::new();
             if let Some(raw) = overrides.get(def.name) {
-                synonyms.push((
-                    def.name.to_string(),
-                    raw.clone(),
-                    ConfigSource::DynamicTopicConfig,
-                ));
+                synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::DynamicTopicConfig));
             }
             synonyms.extend(broker_level_synonyms(broker, def));
             ConfigEntry {
@@ -1412,10 +1259,7 @@ pub fn describe_topic_configs(
 
 /// DescribeConfigs for the broker: the broker key of every topic config, the other broker keys
 /// Fjord knows, sorted by name (or only `keys`, skipping unknown ones).
-pub fn describe_broker_configs(
-    broker: &BrokerConfigs,
-    keys: Option<&[String]>,
-) -> Vec<ConfigEntry> {
+pub fn describe_broker_configs(broker: &BrokerConfigs, keys: Option<&[String]>) -> Vec<ConfigEntry> {
     let mut entries: Vec<ConfigEntry> = TOPIC_CONFIGS
         .iter()
         .filter(|def| wanted(keys, def.broker_key()))
@@ -1433,12 +1277,7 @@ pub fn describe_broker_configs(
             }
         })
         .collect();
-    entries.extend(
-        BROKER_ONLY_CONFIGS
-            .iter()
-            .filter(|def| wanted(keys, def.name))
-            .map(|def| describe_broker_only(broker, def)),
-    );
+    entries.extend(BROKER_ONLY_CONFIGS.iter().filter(|def| wanted(keys, def.name)).map(|def| describe_broker_only(broker, def)));
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     entries
 }
@@ -1446,25 +1285,13 @@ pub fn describe_broker_configs(
 fn describe_broker_only(broker: &BrokerConfigs, def: &BrokerConfigDef) -> ConfigEntry {
     let mut synonyms = Vec::new();
     if let Some(raw) = broker.dynamic.get(def.name) {
-        synonyms.push((
-            def.name.to_string(),
-            raw.clone(),
-            ConfigSource::DynamicBrokerConfig,
-        ));
+        synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::DynamicBrokerConfig));
     }
     if let Some(raw) = broker.static_.get(def.name) {
-        synonyms.push((
-            def.name.to_string(),
-            raw.clone(),
-            ConfigSource::StaticBrokerConfig,
-        ));
+        synonyms.push((def.name.to_string(), raw.clone(), ConfigSource::StaticBrokerConfig));
     }
     if let Some(default) = def.default {
-        synonyms.push((
-            def.name.to_string(),
-            default.to_string(),
-            ConfigSource::DefaultConfig,
-        ));
+        synonyms.push((def.name.to_string(), default.to_string(), ConfigSource::DefaultConfig));
     }
     let (value, source) = match synonyms.first() {
         Some((_, value, source)) => (Some(value.clone()), *source),
@@ -1487,27 +1314,15 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn every_default_passes_its_own_validator() {
         for def in TOPIC_CONFIGS {
-            assert_eq!(
-                validate_topic_config(def.name, def.default),
-                Ok(()),
-                "{}",
-                def.name
-            );
+            assert_eq!(validate_topic_config(def.name, def.default), Ok(()), "{}", def.name);
             let synonym = def.broker_synonyms[0];
-            assert_eq!(
-                synonym.ms_per_unit, 1,
-                "{}: first synonym is in the topic's units",
-                def.name
-            );
+            assert_eq!(synonym.ms_per_unit, 1, "{}: first synonym is in the topic's units", def.name);
         }
         for def in BROKER_ONLY_CONFIGS {
             if let Some(default) = def.default {
@@ -1519,15 +1334,9 @@ mod tests {
     #[test]
     fn tables_are_sorted_and_keys_unique() {
         assert!(TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
-        assert!(BROKER_ONLY_CONFIGS
-            .windows(2)
-            .all(|w| w[0].name < w[1].name));
+        assert!(BROKER_ONLY_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
         for def in BROKER_ONLY_CONFIGS {
-            assert!(
-                topic_config_for_broker_key(def.name).is_none(),
-                "{} listed twice",
-                def.name
-            );
+            assert!(topic_config_for_broker_key(def.name).is_none(), "{} listed twice", def.name);
         }
     }
 
@@ -1574,50 +1383,28 @@ mod tests {
         assert_eq!(key("segment.bytes"), Some("log.segment.bytes"));
         assert_eq!(key("segment.index.bytes"), Some("log.index.size.max.bytes"));
         assert_eq!(key("max.message.bytes"), Some("message.max.bytes"));
-        assert_eq!(
-            key("message.timestamp.type"),
-            Some("log.message.timestamp.type")
-        );
+        assert_eq!(key("message.timestamp.type"), Some("log.message.timestamp.type"));
         assert_eq!(key("cleanup.policy"), Some("log.cleanup.policy"));
         assert_eq!(key("min.insync.replicas"), Some("min.insync.replicas"));
-        assert_eq!(
-            key("delete.retention.ms"),
-            Some("log.cleaner.delete.retention.ms")
-        );
-        assert_eq!(
-            key("min.compaction.lag.ms"),
-            Some("log.cleaner.min.compaction.lag.ms")
-        );
-        assert_eq!(
-            key("min.cleanable.dirty.ratio"),
-            Some("log.cleaner.min.cleanable.ratio")
-        );
+        assert_eq!(key("delete.retention.ms"), Some("log.cleaner.delete.retention.ms"));
+        assert_eq!(key("min.compaction.lag.ms"), Some("log.cleaner.min.compaction.lag.ms"));
+        assert_eq!(key("min.cleanable.dirty.ratio"), Some("log.cleaner.min.cleanable.ratio"));
         assert_eq!(key("flush.ms"), Some("log.flush.interval.ms"));
         assert_eq!(key("flush.messages"), Some("log.flush.interval.messages"));
         assert_eq!(key("compression.type"), Some("compression.type"));
-        assert_eq!(
-            key("file.delete.delay.ms"),
-            Some("log.segment.delete.delay.ms")
-        );
+        assert_eq!(key("file.delete.delay.ms"), Some("log.segment.delete.delay.ms"));
     }
 
     #[test]
     fn override_beats_dynamic_beats_static_beats_default() {
         let mut broker = BrokerConfigs::default();
         let none = BTreeMap::new();
-        assert_eq!(
-            resolve_topic_config(&broker, &none).retention_ms,
-            RETENTION_MS_DEFAULT
-        );
+        assert_eq!(resolve_topic_config(&broker, &none).retention_ms, RETENTION_MS_DEFAULT);
 
-        broker
-            .static_
-            .insert("log.retention.ms".into(), "3000".into());
+        broker.static_.insert("log.retention.ms".into(), "3000".into());
         assert_eq!(resolve_topic_config(&broker, &none).retention_ms, 3000);
 
-        broker
-            .dynamic
-            .insert("log.retention.ms".into(), "2000".into());
+        broker.dynamic.insert("log.retention.ms".into(), "2000".into());
         assert_eq!(resolve_topic_config(&broker, &none).retention_ms, 2000);
 
         let overrides = map(&[("retention.ms", "1000")]);
@@ -1626,22 +1413,15 @@ mod tests {
 
     #[test]
     fn static_hours_synonym_converts_to_milliseconds() {
-        let broker = BrokerConfigs {
-            static_: map(&[("log.retention.hours", "1"), ("log.roll.hours", "2")]),
-            dynamic: BTreeMap::new(),
-        };
+        let broker =
+            BrokerConfigs { static_: map(&[("log.retention.hours", "1"), ("log.roll.hours", "2")]), dynamic: BTreeMap::new() };
         let config = resolve_topic_config(&broker, &BTreeMap::new());
         assert_eq!(config.retention_ms, 3_600_000);
         assert_eq!(config.segment_ms, 7_200_000);
         // The millisecond key outranks the hours key (Kafka's synonym order).
-        let broker = BrokerConfigs {
-            static_: map(&[("log.retention.hours", "1"), ("log.retention.ms", "5")]),
-            dynamic: BTreeMap::new(),
-        };
-        assert_eq!(
-            resolve_topic_config(&broker, &BTreeMap::new()).retention_ms,
-            5
-        );
+        let broker =
+            BrokerConfigs { static_: map(&[("log.retention.hours", "1"), ("log.retention.ms", "5")]), dynamic: BTreeMap::new() };
+        assert_eq!(resolve_topic_config(&broker, &BTreeMap::new()).retention_ms, 5);
     }
 
     #[test]
@@ -1681,16 +1461,9 @@ mod tests {
 
     #[test]
     fn validators_refuse_bad_values_with_kafkas_messages() {
-        let message =
-            |key: &str, value: &str| validate_topic_config(key, value).unwrap_err().to_string();
-        assert_eq!(
-            message("retention.ms", "abc"),
-            "Invalid value abc for configuration retention.ms: Not a number of type LONG"
-        );
-        assert_eq!(
-            message("retention.ms", "-2"),
-            "Invalid value -2 for configuration retention.ms: Value must be at least -1"
-        );
+        let message = |key: &str, value: &str| validate_topic_config(key, value).unwrap_err().to_string();
+        assert_eq!(message("retention.ms", "abc"), "Invalid value abc for configuration retention.ms: Not a number of type LONG");
+        assert_eq!(message("retention.ms", "-2"), "Invalid value -2 for configuration retention.ms: Value must be at least -1");
         assert_eq!(
             message("segment.bytes", "14"),
             "Invalid value 14 for configuration segment.bytes: Value must be at least 1048576"
@@ -1732,57 +1505,28 @@ mod tests {
 
     #[test]
     fn compaction_lags_must_not_cross() {
-        let overrides = map(&[
-            ("min.compaction.lag.ms", "10"),
-            ("max.compaction.lag.ms", "5"),
-        ]);
-        assert_eq!(
-            validate_topic_overrides(&overrides),
-            Err(ConfigError::CompactionLagConflict {
-                min_ms: 10,
-                max_ms: 5
-            })
-        );
+        let overrides = map(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]);
+        assert_eq!(validate_topic_overrides(&overrides), Err(ConfigError::CompactionLagConflict { min_ms: 10, max_ms: 5 }));
         assert!(validate_topic_overrides(&map(&[("min.compaction.lag.ms", "10")])).is_ok());
     }
 
     #[test]
     fn broker_dynamic_keys_are_topic_defaults_only() {
         assert_eq!(validate_broker_dynamic("log.retention.ms", "1000"), Ok(()));
-        assert_eq!(
-            validate_broker_dynamic("message.max.bytes", "2000000"),
-            Ok(())
-        );
-        assert_eq!(
-            validate_broker_dynamic("log.flush.interval.ms", "1000"),
-            Ok(())
-        );
-        assert_eq!(
-            validate_broker_dynamic("log.cleanup.policy", "compact"),
-            Ok(())
-        );
-        assert!(matches!(
-            validate_broker_dynamic("log.segment.bytes", "10"),
-            Err(ConfigError::Invalid { .. })
-        ));
+        assert_eq!(validate_broker_dynamic("message.max.bytes", "2000000"), Ok(()));
+        assert_eq!(validate_broker_dynamic("log.flush.interval.ms", "1000"), Ok(()));
+        assert_eq!(validate_broker_dynamic("log.cleanup.policy", "compact"), Ok(()));
+        assert!(matches!(validate_broker_dynamic("log.segment.bytes", "10"), Err(ConfigError::Invalid { .. })));
         for read_only in ["listeners", "log.dirs", "node.id", "log.retention.hours"] {
-            assert_eq!(
-                validate_broker_dynamic(read_only, "x"),
-                Err(ConfigError::ReadOnly(read_only.to_string()))
-            );
+            assert_eq!(validate_broker_dynamic(read_only, "x"), Err(ConfigError::ReadOnly(read_only.to_string())));
         }
-        assert_eq!(
-            validate_broker_dynamic("no.such.key", "1"),
-            Err(ConfigError::UnknownBroker("no.such.key".into()))
-        );
+        assert_eq!(validate_broker_dynamic("no.such.key", "1"), Err(ConfigError::UnknownBroker("no.such.key".into())));
     }
 
     #[test]
     fn describe_topic_reports_each_source() {
-        let broker = BrokerConfigs {
-            static_: map(&[("log.segment.bytes", "2097152")]),
-            dynamic: map(&[("log.retention.ms", "2000")]),
-        };
+        let broker =
+            BrokerConfigs { static_: map(&[("log.segment.bytes", "2097152")]), dynamic: map(&[("log.retention.ms", "2000")]) };
         let overrides = map(&[("max.message.bytes", "5000")]);
         let entries = describe_topic_configs(&broker, &overrides, None);
         assert_eq!(entries.len(), TOPIC_CONFIGS.len());
@@ -1793,14 +1537,8 @@ mod tests {
         assert_eq!(max.source, ConfigSource::DynamicTopicConfig);
         assert_eq!(max.source.code(), 1);
         assert_eq!(max.config_type.code(), 3);
-        assert_eq!(
-            max.synonyms[0],
-            ("max.message.bytes".into(), "5000".into(), max.source)
-        );
-        assert_eq!(
-            max.synonyms.last().map(|s| s.2),
-            Some(ConfigSource::DefaultConfig)
-        );
+        assert_eq!(max.synonyms[0], ("max.message.bytes".into(), "5000".into(), max.source));
+        assert_eq!(max.synonyms.last().map(|s| s.2), Some(ConfigSource::DefaultConfig));
 
         let retention = entry("retention.ms");
         assert_eq!(retention.value.as_deref(), Some("2000"));
@@ -1821,8 +1559,7 @@ mod tests {
     #[test]
     fn describe_topic_keeps_only_requested_known_keys() {
         let keys = vec!["retention.ms".to_string(), "nope".to_string()];
-        let entries =
-            describe_topic_configs(&BrokerConfigs::default(), &BTreeMap::new(), Some(&keys));
+        let entries = describe_topic_configs(&BrokerConfigs::default(), &BTreeMap::new(), Some(&keys));
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].name, "retention.ms");
     }
@@ -1838,17 +1575,11 @@ mod tests {
         let entry = |name: &str| entries.iter().find(|e| e.name == name).cloned().unwrap();
 
         let max = entry("message.max.bytes");
-        assert_eq!(
-            (max.value.as_deref(), max.source),
-            (Some("2000000"), ConfigSource::DynamicBrokerConfig)
-        );
+        assert_eq!((max.value.as_deref(), max.source), (Some("2000000"), ConfigSource::DynamicBrokerConfig));
         assert!(!max.read_only);
 
         let node = entry("node.id");
-        assert_eq!(
-            (node.value.as_deref(), node.source),
-            (Some("1"), ConfigSource::StaticBrokerConfig)
-        );
+        assert_eq!((node.value.as_deref(), node.source), (Some("1"), ConfigSource::StaticBrokerConfig));
         assert!(node.read_only);
 
         let partitions = entry("num.partitions");
@@ -1858,38 +1589,23 @@ mod tests {
         let advertised = entry("advertised.listeners");
         assert_eq!(advertised.value, None);
 
-        assert_eq!(
-            entry("socket.request.max.bytes").value.as_deref(),
-            Some("104857600")
-        );
-        assert_eq!(
-            entry("auto.create.topics.enable").value.as_deref(),
-            Some("true")
-        );
-        assert_eq!(
-            entry("default.replication.factor").value.as_deref(),
-            Some("1")
-        );
+        assert_eq!(entry("socket.request.max.bytes").value.as_deref(), Some("104857600"));
+        assert_eq!(entry("auto.create.topics.enable").value.as_deref(), Some("true"));
+        assert_eq!(entry("default.replication.factor").value.as_deref(), Some("1"));
         assert!(entries.iter().any(|e| e.name == "log.flush.interval.ms"));
     }
 
     #[test]
     fn broker_defaults_resolve_from_static_values() {
         let broker = BrokerConfigs {
-            static_: map(&[
-                ("num.partitions", "6"),
-                ("auto.create.topics.enable", "false"),
-            ]),
+            static_: map(&[("num.partitions", "6"), ("auto.create.topics.enable", "false")]),
             dynamic: BTreeMap::new(),
         };
         let defaults = resolve_broker_defaults(&broker);
         assert_eq!(defaults.num_partitions, 6);
         assert!(!defaults.auto_create_topics_enable);
         assert_eq!(defaults.default_replication_factor, 1);
-        assert_eq!(
-            defaults.socket_request_max_bytes,
-            SOCKET_REQUEST_MAX_BYTES_DEFAULT
-        );
+        assert_eq!(defaults.socket_request_max_bytes, SOCKET_REQUEST_MAX_BYTES_DEFAULT);
     }
 
     #[test]

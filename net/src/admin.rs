@@ -96,25 +96,47 @@ pub async fn delete_topic(ctx: &Rc<ShardContext>, name: String) -> Result<TopicI
     let partitions = deleted.partitions.len() as i32;
     let shards: Vec<(usize, Vec<()>)> = (0..ctx.table.shard_count()).map(|shard| (shard, vec![()])).collect();
     let topic = deleted.name.clone();
-    let receivers = crate::router::fan_out(ctx, shards, |_, reply| ShardRequest::DropTopic { topic: topic.clone(), partitions, reply }).await;
+    let receivers =
+        crate::router::fan_out(ctx, shards, |_, reply| ShardRequest::DropTopic { topic: topic.clone(), partitions, reply }).await;
     for receiver in receivers {
         let _ = receiver.await;
     }
     Ok(deleted)
 }
 
-pub async fn alter_topic_configs(ctx: &ShardContext, name: String, ops: Vec<(String, AlterOp)>, validate_only: bool) -> Result<(), AdminError> {
+pub async fn alter_topic_configs(
+    ctx: &ShardContext,
+    name: String,
+    ops: Vec<(String, AlterOp)>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     with_controller(ctx, move |controller| controller.alter_topic_configs(&name, &ops, validate_only).map(|_| ())).await
 }
 
-pub async fn replace_topic_configs(ctx: &ShardContext, name: String, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), AdminError> {
+pub async fn replace_topic_configs(
+    ctx: &ShardContext,
+    name: String,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     with_controller(ctx, move |controller| controller.replace_topic_configs(&name, &configs, validate_only).map(|_| ())).await
 }
 
-pub async fn alter_broker_configs(ctx: &ShardContext, ops: Vec<(String, AlterOp)>, validate_only: bool) -> Result<(), AdminError> {
+pub async fn alter_broker_configs(
+    ctx: &ShardContext,
+    ops: Vec<(String, AlterOp)>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     with_controller(ctx, move |controller| controller.alter_broker_configs(&ops, validate_only).map(|_| ())).await
 }
 
-pub async fn create_partitions(ctx: &ShardContext, name: String, total: i32, assignments: Option<Vec<Vec<i32>>>, validate_only: bool) -> Result<(), AdminError> {
-    with_controller(ctx, move |controller| controller.create_partitions(&name, total, assignments, validate_only).map(|_| ())).await
+pub async fn create_partitions(
+    ctx: &ShardContext,
+    name: String,
+    total: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    with_controller(ctx, move |controller| controller.create_partitions(&name, total, assignments, validate_only).map(|_| ()))
+        .await
 }

@@ -51,7 +51,8 @@ impl FetchSessionCache {
     /// Creates a session; `None` when the cache is full of sessions used within the last minute.
     pub fn create(&mut self, shard_id: usize, partitions: IndexMap<SessionKey, SessionPartition>) -> Option<i32> {
         if self.sessions.len() >= FETCH_SESSIONS_MAX {
-            let oldest = self.sessions.values().min_by_key(|session| session.last_used).map(|session| (session.id, session.last_used))?;
+            let oldest =
+                self.sessions.values().min_by_key(|session| session.last_used).map(|session| (session.id, session.last_used))?;
             if oldest.1.elapsed().as_secs() < 60 {
                 return None;
             }
@@ -82,6 +83,13 @@ impl FetchSessionCache {
     }
 }
 
+impl FetchSessionCache {
+    /// The session without an epoch check (used after the request was admitted).
+    pub fn get_mut_unchecked(&mut self, id: i32) -> Result<&mut FetchSession, i16> {
+        self.sessions.get_mut(&id).ok_or(FETCH_SESSION_ID_NOT_FOUND)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,12 +106,5 @@ mod tests {
         assert_eq!(cache.get_mut(id + 256, 1).unwrap_err(), FETCH_SESSION_ID_NOT_FOUND);
         cache.remove(id);
         assert_eq!(cache.get_mut(id, 2).unwrap_err(), FETCH_SESSION_ID_NOT_FOUND);
-    }
-}
-
-impl FetchSessionCache {
-    /// The session without an epoch check (used after the request was admitted).
-    pub fn get_mut_unchecked(&mut self, id: i32) -> Result<&mut FetchSession, i16> {
-        self.sessions.get_mut(&id).ok_or(FETCH_SESSION_ID_NOT_FOUND)
     }
 }

@@ -76,15 +76,35 @@ pub struct ListOffsetsResult {
 
 /// A message to the shard that owns the partitions named in it.
 pub enum ShardRequest {
-    Produce { parts: Vec<ProducePart>, acks: Acks, reply: oneshot::Sender<Vec<ProduceResult>> },
-    Fetch { parts: Vec<FetchPart>, reply: oneshot::Sender<Vec<FetchResult>> },
+    Produce {
+        parts: Vec<ProducePart>,
+        acks: Acks,
+        reply: oneshot::Sender<Vec<ProduceResult>>,
+    },
+    Fetch {
+        parts: Vec<FetchPart>,
+        reply: oneshot::Sender<Vec<FetchResult>>,
+    },
     /// Reply once any partition's high watermark passes its offset (long-poll fetch).
-    Watch { parts: Vec<(String, i32, i64)>, reply: oneshot::Sender<()> },
-    ListOffsets { parts: Vec<ListOffsetsPart>, reply: oneshot::Sender<Vec<ListOffsetsResult>> },
+    Watch {
+        parts: Vec<(String, i32, i64)>,
+        reply: oneshot::Sender<()>,
+    },
+    ListOffsets {
+        parts: Vec<ListOffsetsPart>,
+        reply: oneshot::Sender<Vec<ListOffsetsResult>>,
+    },
     /// A topic was deleted: drop its partitions' data on this shard.
-    DropTopic { topic: String, partitions: i32, reply: oneshot::Sender<()> },
+    DropTopic {
+        topic: String,
+        partitions: i32,
+        reply: oneshot::Sender<()>,
+    },
     /// A topic's config changed: apply to open partitions.
-    UpdateConfig { topic: String, config: TopicConfig },
+    UpdateConfig {
+        topic: String,
+        config: TopicConfig,
+    },
 }
 
 /// Handles a message from another shard. Awaited in arrival order per sending shard.
@@ -147,7 +167,13 @@ fn produce_error(topic: &str, partition: i32, error: &LogError) -> ProduceResult
     if !matches!(error, LogError::Batch(_)) {
         tracing::warn!(topic, partition, %error, "produce failed");
     }
-    ProduceResult { error_code: error.kafka_error_code(), error_message: Some(error.to_string()), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    ProduceResult {
+        error_code: error.kafka_error_code(),
+        error_message: Some(error.to_string()),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
 }
 
 /// The second half: wait until each append is written (or synced).
@@ -160,7 +186,9 @@ pub async fn finish_produce(pending: Vec<PendingProduce>) -> Vec<ProduceResult> 
                 let base_offset = ticket.base_offset;
                 let log_append_time_ms = ticket.log_append_time_ms;
                 match ticket.wait().await {
-                    Ok(()) => ProduceResult { error_code: 0, error_message: None, base_offset, log_append_time_ms, log_start_offset },
+                    Ok(()) => {
+                        ProduceResult { error_code: 0, error_message: None, base_offset, log_append_time_ms, log_start_offset }
+                    }
                     Err(code) => ProduceResult {
                         error_code: code,
                         error_message: Some("the write to the log failed; the partition no longer accepts writes".into()),
@@ -180,11 +208,23 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
     for part in parts {
         let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
             Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes) {
-                Ok(read) => FetchResult { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, chunks: read.chunks },
+                Ok(read) => FetchResult {
+                    error_code: 0,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start_offset,
+                    chunks: read.chunks,
+                },
                 // As Kafka: an error partition carries no offsets.
-                Err(error) => FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() },
+                Err(error) => FetchResult {
+                    error_code: error.kafka_error_code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    chunks: Vec::new(),
+                },
             },
-            Err(error) => FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() },
+            Err(error) => {
+                FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() }
+            }
         };
         results.push(result);
     }
@@ -228,7 +268,12 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
         let partition = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
             Ok(partition) => partition,
             Err(error) => {
-                results.push(ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 });
+                results.push(ListOffsetsResult {
+                    error_code: error.kafka_error_code(),
+                    offset: -1,
+                    timestamp: -1,
+                    leader_epoch: -1,
+                });
                 continue;
             }
         };
@@ -239,7 +284,9 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
             -5 => Ok(None),
             -1 => Ok(Some((partition.high_watermark(), -1))),
             -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
-            timestamp => partition.offset_for_timestamp(timestamp).map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
+            timestamp => partition
+                .offset_for_timestamp(timestamp)
+                .map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
         };
         results.push(match found {
             Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
@@ -291,7 +338,11 @@ pub async fn fan_out<P, R>(
 }
 
 /// Groups items by owner shard, remembering each item's position in the request.
-pub fn group_by_shard<P>(ctx: &ShardContext, items: Vec<(usize, P)>, owner: impl Fn(&P) -> usize) -> Vec<(usize, Vec<(usize, P)>)> {
+pub fn group_by_shard<P>(
+    ctx: &ShardContext,
+    items: Vec<(usize, P)>,
+    owner: impl Fn(&P) -> usize,
+) -> Vec<(usize, Vec<(usize, P)>)> {
     let mut groups: Vec<(usize, Vec<(usize, P)>)> = Vec::new();
     for (position, item) in items {
         let shard = owner(&item);

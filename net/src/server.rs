@@ -45,8 +45,15 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Shared>) {
     let table = ShardTable::new(shared.shard_count);
-    let store = ShardStore::new(shard_id, table, shared.data_dir.clone(), shared.partition_settings.clone(), shared.cache_bytes_per_shard);
-    let ctx = Rc::new(ShardContext::new(store, mesh, shared.metadata.clone(), shared.controller.clone(), shared.settings.clone()));
+    let store = ShardStore::new(
+        shard_id,
+        table,
+        shared.data_dir.clone(),
+        shared.partition_settings.clone(),
+        shared.cache_bytes_per_shard,
+    );
+    let ctx =
+        Rc::new(ShardContext::new(store, mesh, shared.metadata.clone(), shared.controller.clone(), shared.settings.clone()));
     let serving_ctx = ctx.clone();
     ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
     open_owned_partitions(&ctx).await;
@@ -56,11 +63,13 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     let listener = match rt::bind_listener(shared.listen) {
         Ok(listener) => listener,
         Err(error) => {
-            let mut slot = shared.startup_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slot.get_or_insert_with(|| match error.kind() {
-                std::io::ErrorKind::AddrInUse => format!("address {} is already in use", shared.listen),
-                _ => format!("cannot listen on {}: {error}", shared.listen),
-            });
+            {
+                let mut slot = shared.startup_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                slot.get_or_insert_with(|| match error.kind() {
+                    std::io::ErrorKind::AddrInUse => format!("address {} is already in use", shared.listen),
+                    _ => format!("cannot listen on {}: {error}", shared.listen),
+                });
+            }
             shared.shutdown.store(true, Ordering::SeqCst);
             finish(&ctx, &shared).await;
             return;

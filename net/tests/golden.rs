@@ -52,9 +52,10 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -169,7 +170,11 @@ impl Broker {
             panic!("fjord did not report ready; its log:\n{}", broker.log_text());
         }
         let properties = std::fs::read_to_string(broker._data_dir.path().join("meta.properties")).expect("meta.properties");
-        broker.cluster_id = properties.lines().find_map(|line| line.strip_prefix("cluster.id=")).expect("cluster.id in meta.properties").to_string();
+        broker.cluster_id = properties
+            .lines()
+            .find_map(|line| line.strip_prefix("cluster.id="))
+            .expect("cluster.id in meta.properties")
+            .to_string();
         broker
     }
 
@@ -220,7 +225,9 @@ impl Client {
         let api_key = ApiKey::try_from(R::KEY).expect("known API key");
         let correlation_id = correlation_id(R::KEY, version);
         let mut payload = BytesMut::new();
-        request_header(R::KEY, version, correlation_id).encode(&mut payload, R::header_version(version)).expect("encode request header");
+        request_header(R::KEY, version, correlation_id)
+            .encode(&mut payload, R::header_version(version))
+            .expect("encode request header");
         request.encode(&mut payload, version).expect("encode request body");
         let frame = self.exchange(&payload);
         let body = decode_frame::<R::Response>(&frame, R::Response::header_version(version), version, correlation_id);
@@ -314,7 +321,11 @@ impl Masks {
     }
 
     fn topic_id_of(&self, name: &str) -> Uuid {
-        self.topics.iter().find(|(_, known)| known == name).map(|(id, _)| *id).unwrap_or_else(|| panic!("no id learned for {name}"))
+        self.topics
+            .iter()
+            .find(|(_, known)| known == name)
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("no id learned for {name}"))
     }
 
     /// Nil and the fixed unknown id stay; a learned id becomes its topic name; anything else is
@@ -323,7 +334,11 @@ impl Masks {
         if id.is_nil() || id == UNKNOWN_TOPIC_ID {
             return id;
         }
-        let (_, name) = self.topics.iter().find(|(known, _)| *known == id).unwrap_or_else(|| panic!("topic id {id} was never returned by CreateTopics"));
+        let (_, name) = self
+            .topics
+            .iter()
+            .find(|(known, _)| *known == id)
+            .unwrap_or_else(|| panic!("topic id {id} was never returned by CreateTopics"));
         let mut bytes = [b'_'; 16];
         let name = name.as_bytes();
         let length = name.len().min(16);
@@ -398,8 +413,8 @@ fn assert_golden(case: &str, description: &str, frame: &[u8]) {
         std::fs::write(&path, text).expect("write golden file");
         return;
     }
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read golden file {} ({error}); create it with FJORD_BLESS=1", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read golden file {} ({error}); create it with FJORD_BLESS=1", path.display()));
     let expected = parse_golden(&text);
     if expected != frame {
         let first_difference = expected.iter().zip(frame).position(|(a, b)| a != b).unwrap_or(expected.len().min(frame.len()));
@@ -463,7 +478,8 @@ fn batch_with_timestamps(timestamps: &[i64]) -> Bytes {
         })
         .collect();
     let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buffer, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode a batch");
+    RecordBatchEncoder::encode(&mut buffer, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode a batch");
     let batch = buffer.freeze();
     assert_eq!(batch_field_i32(&batch, 57), timestamps.len() as i32, "one batch holds every record");
     assert_eq!(batch_field_i32(&batch, 53), -1, "base sequence");
@@ -494,12 +510,18 @@ fn creatable_topic(name: &str, partitions: i32, replication_factor: i16, configs
         .with_name(topic_name(name))
         .with_num_partitions(partitions)
         .with_replication_factor(replication_factor)
-        .with_configs(configs.iter().map(|(key, value)| CreatableTopicConfig::default().with_name(text(key)).with_value(Some(text(value)))).collect())
+        .with_configs(
+            configs
+                .iter()
+                .map(|(key, value)| CreatableTopicConfig::default().with_name(text(key)).with_value(Some(text(value))))
+                .collect(),
+        )
 }
 
 /// Setup, not under test: creates a topic with CreateTopics v7 and learns its id.
 fn create_topic(client: &mut Client, masks: &mut Masks, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Uuid {
-    let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![creatable_topic(name, partitions, 1, configs)]);
+    let request =
+        CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![creatable_topic(name, partitions, 1, configs)]);
     let reply = client.call(7, &request);
     let result = &reply.body.topics[0];
     assert_eq!(result.error_code, 0, "create {name}: {:?}", result.error_message);
@@ -513,7 +535,10 @@ fn produce_request(acks: i16, topics: &[(&str, &[i32])], batch: &Bytes) -> Produ
             .iter()
             .map(|(name, partitions)| {
                 TopicProduceData::default().with_name(topic_name(name)).with_partition_data(
-                    partitions.iter().map(|index| PartitionProduceData::default().with_index(*index).with_records(Some(batch.clone()))).collect(),
+                    partitions
+                        .iter()
+                        .map(|index| PartitionProduceData::default().with_index(*index).with_records(Some(batch.clone())))
+                        .collect(),
                 )
             })
             .collect(),
@@ -575,7 +600,9 @@ fn assert_api_versions_has_no_tagged_fields(frame: &[u8]) {
 fn api_versions_responses_match_golden_and_carry_no_tagged_fields() {
     let broker = Broker::start();
     let mut client = broker.connect();
-    let advertised = |body: &ApiVersionsResponse| body.api_keys.iter().map(|key| (key.api_key, key.min_version, key.max_version)).collect::<Vec<_>>();
+    let advertised = |body: &ApiVersionsResponse| {
+        body.api_keys.iter().map(|key| (key.api_key, key.min_version, key.max_version)).collect::<Vec<_>>()
+    };
 
     let v0 = client.call(0, &ApiVersionsRequest::default());
     assert_eq!(v0.body.error_code, 0);
@@ -622,11 +649,7 @@ fn api_versions_responses_match_golden_and_carry_no_tagged_fields() {
         .with_client_software_version(StrBytes::from_static_str("1.0.0"));
     let reply = client.call(3, &invalid);
     assert_api_versions_has_no_tagged_fields(&reply.frame);
-    assert_golden(
-        "api_versions_v3_invalid_software_name",
-        "ApiVersions v3, client_software_name \"bad name!\".",
-        &reply.frame,
-    );
+    assert_golden("api_versions_v3_invalid_software_name", "ApiVersions v3, client_software_name \"bad name!\".", &reply.frame);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -638,16 +661,27 @@ fn metadata_responses_match_golden() {
     let mut client = broker.connect();
     let mut masks = broker.masks();
     create_topic(&mut client, &mut masks, "golden-meta", 2, &[]);
-    let named = |names: &[&str]| Some(names.iter().map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name)))).collect::<Vec<_>>());
+    let named = |names: &[&str]| {
+        Some(names.iter().map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name)))).collect::<Vec<_>>())
+    };
 
     let v0 = client.call(0, &MetadataRequest::default().with_topics(named(&["golden-meta"])));
-    assert_golden("metadata_v0", "Metadata v0, topics [golden-meta]; masked: broker port.", &v0.masked(|body| mask_metadata(&masks, body)));
+    assert_golden(
+        "metadata_v0",
+        "Metadata v0, topics [golden-meta]; masked: broker port.",
+        &v0.masked(|body| mask_metadata(&masks, body)),
+    );
 
     let v1 = client.call(1, &MetadataRequest::default().with_topics(None));
-    assert_golden("metadata_v1_all_topics", "Metadata v1, topics null (all topics); masked: broker port.", &v1.masked(|body| mask_metadata(&masks, body)));
+    assert_golden(
+        "metadata_v1_all_topics",
+        "Metadata v1, topics null (all topics); masked: broker port.",
+        &v1.masked(|body| mask_metadata(&masks, body)),
+    );
 
     // v4 is the first version that can refuse auto-creation; this one allows it.
-    let v4 = client.call(4, &MetadataRequest::default().with_topics(named(&["golden-auto"])).with_allow_auto_topic_creation(true));
+    let v4 =
+        client.call(4, &MetadataRequest::default().with_topics(named(&["golden-auto"])).with_allow_auto_topic_creation(true));
     assert_eq!(v4.body.topics[0].error_code, 0, "golden-auto is created (auto.create.topics.enable defaults to true)");
     assert_golden(
         "metadata_v4_auto_create",
@@ -709,12 +743,20 @@ fn produce_responses_match_golden() {
     );
 
     let v9 = client.call(9, &produce_request(1, &[("golden-produce", &[0])], &batch));
-    assert_golden("produce_v9", "Produce v9 (first flexible) acks=1: the fixed batch to golden-produce-0 (base offset 3).", &v9.frame);
+    assert_golden(
+        "produce_v9",
+        "Produce v9 (first flexible) acks=1: the fixed batch to golden-produce-0 (base offset 3).",
+        &v9.frame,
+    );
 
     let v12 = client.call(12, &produce_request(-1, &[("golden-produce", &[0]), ("golden-append-time", &[0])], &batch));
     let appended = &v12.body.responses[1].partition_responses[0];
     assert_eq!(appended.error_code, 0);
-    assert!(appended.log_append_time_ms > BATCH_TIMESTAMP_FIRST_MS, "LogAppendTime topics report the append time, got {}", appended.log_append_time_ms);
+    assert!(
+        appended.log_append_time_ms > BATCH_TIMESTAMP_FIRST_MS,
+        "LogAppendTime topics report the append time, got {}",
+        appended.log_append_time_ms
+    );
     assert_eq!(v12.body.responses[0].partition_responses[0].log_append_time_ms, -1, "CreateTime topics report -1");
     assert_golden(
         "produce_v12",
@@ -733,7 +775,12 @@ fn fetch_request(topic: &str, topic_id: Uuid, partitions: &[(i32, i64)]) -> Fetc
         .with_partitions(
             partitions
                 .iter()
-                .map(|(partition, offset)| FetchPartition::default().with_partition(*partition).with_fetch_offset(*offset).with_partition_max_bytes(1 << 20))
+                .map(|(partition, offset)| {
+                    FetchPartition::default()
+                        .with_partition(*partition)
+                        .with_fetch_offset(*offset)
+                        .with_partition_max_bytes(1 << 20)
+                })
                 .collect(),
         )])
 }
@@ -753,7 +800,9 @@ fn fetch_responses_match_golden_and_return_the_produced_batch() {
     let batch = fixed_batch();
     let base_offset = produce(&mut client, "golden-fetch", 0, &batch);
     assert_eq!(base_offset, 0);
-    let records_of = |response: &FetchResponse, partition: usize| response.responses[0].partitions[partition].records.clone().expect("records");
+    let records_of = |response: &FetchResponse, partition: usize| {
+        response.responses[0].partitions[partition].records.clone().expect("records")
+    };
 
     // v4: by topic name, no sessions, READ_UNCOMMITTED (aborted_transactions null).
     let v4 = client.call(4, &fetch_request("golden-fetch", Uuid::nil(), &[(0, 0), (1, 0)]));
@@ -762,7 +811,8 @@ fn fetch_responses_match_golden_and_return_the_produced_batch() {
     assert_golden("fetch_v4", "Fetch v4, golden-fetch partitions 0 (the fixed batch) and 1 (empty) from offset 0.", &v4.frame);
 
     // v12: the first flexible version; session id 0 and epoch 0 open a session (KIP-227).
-    let v12 = client.call(12, &fetch_request("golden-fetch", Uuid::nil(), &[(0, 0), (1, 0)]).with_session_id(0).with_session_epoch(0));
+    let v12 =
+        client.call(12, &fetch_request("golden-fetch", Uuid::nil(), &[(0, 0), (1, 0)]).with_session_id(0).with_session_epoch(0));
     assert_ne!(v12.body.session_id, 0, "a new fetch session");
     assert_fetched_batch(&records_of(&v12.body, 0), &batch, base_offset);
     assert_golden(
@@ -784,7 +834,9 @@ fn fetch_responses_match_golden_and_return_the_produced_batch() {
 
     // v17: the batch from the middle of it, an offset past the end, and an unknown topic id.
     let mut v17_request = fetch_request("", topic_id, &[(0, 1), (1, 5)]).with_session_epoch(-1);
-    v17_request.topics.push(FetchTopic::default().with_topic_id(UNKNOWN_TOPIC_ID).with_partitions(vec![FetchPartition::default().with_partition(0)]));
+    v17_request.topics.push(
+        FetchTopic::default().with_topic_id(UNKNOWN_TOPIC_ID).with_partitions(vec![FetchPartition::default().with_partition(0)]),
+    );
     let v17 = client.call(17, &v17_request);
     assert_fetched_batch(&records_of(&v17.body, 0), &batch, base_offset);
     assert_eq!(v17.body.responses[0].partitions[1].error_code, 1, "OFFSET_OUT_OF_RANGE");
@@ -801,9 +853,16 @@ fn fetch_responses_match_golden_and_return_the_produced_batch() {
 // ListOffsets (key 2), v1–9
 
 fn list_offsets_request(topic: &str, partitions: &[(i32, i64)]) -> ListOffsetsRequest {
-    ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(
-        partitions.iter().map(|(partition, timestamp)| ListOffsetsPartition::default().with_partition_index(*partition).with_timestamp(*timestamp)).collect(),
-    )])
+    ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(
+            partitions
+                .iter()
+                .map(|(partition, timestamp)| {
+                    ListOffsetsPartition::default().with_partition_index(*partition).with_timestamp(*timestamp)
+                })
+                .collect(),
+        )])
 }
 
 #[test]
@@ -877,9 +936,10 @@ fn create_topics_responses_match_golden() {
     // v5 reports partitions, replication factor and the resulting configs (KIP-525).
     let v5 = client.call(
         5,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![creatable_topic("golden-ct-b", -1, -1, &[("retention.ms", "3600000")]), creatable_topic("golden-ct-a", 1, 1, &[])]),
+        &CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+            creatable_topic("golden-ct-b", -1, -1, &[("retention.ms", "3600000")]),
+            creatable_topic("golden-ct-a", 1, 1, &[]),
+        ]),
     );
     assert_golden(
         "create_topics_v5",
@@ -890,7 +950,12 @@ fn create_topics_responses_match_golden() {
 
     let v5_validate = client.call(
         5,
-        &CreateTopicsRequest::default().with_validate_only(true).with_timeout_ms(30_000).with_topics(vec![creatable_topic("golden-ct-dry", 4, 1, &[])]),
+        &CreateTopicsRequest::default().with_validate_only(true).with_timeout_ms(30_000).with_topics(vec![creatable_topic(
+            "golden-ct-dry",
+            4,
+            1,
+            &[],
+        )]),
     );
     assert_golden(
         "create_topics_v5_validate_only",
@@ -899,10 +964,16 @@ fn create_topics_responses_match_golden() {
     );
 
     // v7 returns the topic id (KIP-516).
-    let v7 = client.call(7, &CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![creatable_topic("golden-ct-c", 2, 1, &[])]));
+    let v7 = client.call(
+        7,
+        &CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![creatable_topic("golden-ct-c", 2, 1, &[])]),
+    );
     masks.learn_topic(v7.body.topics[0].topic_id, "golden-ct-c");
-    let metadata =
-        client.call(12, &MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name("golden-ct-c")))])));
+    let metadata = client.call(
+        12,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name("golden-ct-c")))])),
+    );
     assert_eq!(metadata.body.topics[0].topic_id, v7.body.topics[0].topic_id, "Metadata reports the id CreateTopics returned");
     assert_golden(
         "create_topics_v7",
@@ -927,9 +998,17 @@ fn delete_topics_responses_match_golden() {
         create_topic(&mut client, &mut masks, name, 1, &[]);
     }
 
-    let v1 = client
-        .call(1, &DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic_name("golden-del-a"), topic_name("golden-del-none")]));
-    assert_golden("delete_topics_v1", "DeleteTopics v1: golden-del-a (deleted), golden-del-none (UNKNOWN_TOPIC_OR_PARTITION).", &v1.frame);
+    let v1 = client.call(
+        1,
+        &DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topic_names(vec![topic_name("golden-del-a"), topic_name("golden-del-none")]),
+    );
+    assert_golden(
+        "delete_topics_v1",
+        "DeleteTopics v1: golden-del-a (deleted), golden-del-none (UNKNOWN_TOPIC_OR_PARTITION).",
+        &v1.frame,
+    );
 
     // v6 deletes by name or by topic id (KIP-516).
     let by_id = masks.topic_id_of("golden-del-c");
@@ -975,8 +1054,10 @@ fn describe_configs_responses_match_golden() {
 
     let v1 = client.call(
         1,
-        &DescribeConfigsRequest::default()
-            .with_resources(vec![describe_resource(RESOURCE_TOPIC, "golden-dc", &topic_keys), describe_resource(RESOURCE_BROKER, "1", &broker_keys)]),
+        &DescribeConfigsRequest::default().with_resources(vec![
+            describe_resource(RESOURCE_TOPIC, "golden-dc", &topic_keys),
+            describe_resource(RESOURCE_BROKER, "1", &broker_keys),
+        ]),
     );
     assert_golden(
         "describe_configs_v1",
@@ -1005,10 +1086,12 @@ fn describe_configs_responses_match_golden() {
 // AlterConfigs (key 33), v0–2
 
 fn alter_resource(resource_type: i8, name: &str, configs: &[(&str, &str)]) -> AlterConfigsResource {
-    AlterConfigsResource::default()
-        .with_resource_type(resource_type)
-        .with_resource_name(text(name))
-        .with_configs(configs.iter().map(|(key, value)| AlterableConfig::default().with_name(text(key)).with_value(Some(text(value)))).collect())
+    AlterConfigsResource::default().with_resource_type(resource_type).with_resource_name(text(name)).with_configs(
+        configs
+            .iter()
+            .map(|(key, value)| AlterableConfig::default().with_name(text(key)).with_value(Some(text(value))))
+            .collect(),
+    )
 }
 
 #[test]
@@ -1050,12 +1133,19 @@ fn alter_configs_responses_match_golden() {
 // ---------------------------------------------------------------------------------------------
 // IncrementalAlterConfigs (key 44), v0–1
 
-fn incremental_resource(resource_type: i8, name: &str, configs: &[(&str, i8, Option<&str>)]) -> incremental::AlterConfigsResource {
+fn incremental_resource(
+    resource_type: i8,
+    name: &str,
+    configs: &[(&str, i8, Option<&str>)],
+) -> incremental::AlterConfigsResource {
     incremental::AlterConfigsResource::default().with_resource_type(resource_type).with_resource_name(text(name)).with_configs(
         configs
             .iter()
             .map(|(key, operation, value)| {
-                incremental::AlterableConfig::default().with_name(text(key)).with_config_operation(*operation).with_value(value.map(text))
+                incremental::AlterableConfig::default()
+                    .with_name(text(key))
+                    .with_config_operation(*operation)
+                    .with_value(value.map(text))
             })
             .collect(),
     )
@@ -1077,7 +1167,11 @@ fn incremental_alter_configs_responses_match_golden() {
     let v0 = client.call(
         0,
         &IncrementalAlterConfigsRequest::default().with_resources(vec![
-            incremental_resource(RESOURCE_TOPIC, "golden-iac", &[("retention.ms", SET, Some("7200000")), ("cleanup.policy", APPEND, Some("compact"))]),
+            incremental_resource(
+                RESOURCE_TOPIC,
+                "golden-iac",
+                &[("retention.ms", SET, Some("7200000")), ("cleanup.policy", APPEND, Some("compact"))],
+            ),
             incremental_resource(RESOURCE_TOPIC, "golden-iac-none", &[("retention.ms", SET, Some("1"))]),
         ]),
     );
@@ -1090,7 +1184,11 @@ fn incremental_alter_configs_responses_match_golden() {
     let v1 = client.call(
         1,
         &IncrementalAlterConfigsRequest::default().with_resources(vec![
-            incremental_resource(RESOURCE_TOPIC, "golden-iac", &[("segment.ms", DELETE, None), ("cleanup.policy", SUBTRACT, Some("compact"))]),
+            incremental_resource(
+                RESOURCE_TOPIC,
+                "golden-iac",
+                &[("segment.ms", DELETE, None), ("cleanup.policy", SUBTRACT, Some("compact"))],
+            ),
             incremental_resource(RESOURCE_TOPIC, "golden-iac-b", &[("retention.ms", 9, Some("1"))]),
             incremental_resource(RESOURCE_TOPIC, "golden-iac-c", &[("retention.ms", SET, None)]),
         ]),
@@ -1107,9 +1205,16 @@ fn incremental_alter_configs_responses_match_golden() {
 // CreatePartitions (key 37), v0–3
 
 fn grow(name: &str, count: i32, assignments: Option<&[&[i32]]>) -> CreatePartitionsTopic {
-    CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count).with_assignments(assignments.map(|assignments| {
-        assignments.iter().map(|brokers| CreatePartitionsAssignment::default().with_broker_ids(brokers.iter().map(|id| BrokerId(*id)).collect())).collect()
-    }))
+    CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count).with_assignments(assignments.map(
+        |assignments| {
+            assignments
+                .iter()
+                .map(|brokers| {
+                    CreatePartitionsAssignment::default().with_broker_ids(brokers.iter().map(|id| BrokerId(*id)).collect())
+                })
+                .collect()
+        },
+    ))
 }
 
 #[test]
@@ -1119,18 +1224,35 @@ fn create_partitions_responses_match_golden() {
     let mut masks = broker.masks();
     create_topic(&mut client, &mut masks, "golden-cp", 1, &[]);
 
-    let v0 = client
-        .call(0, &CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![grow("golden-cp", 3, None), grow("golden-cp-none", 2, None)]));
-    assert_golden("create_partitions_v0", "CreatePartitions v0: golden-cp 1 -> 3, golden-cp-none (UNKNOWN_TOPIC_OR_PARTITION).", &v0.frame);
+    let v0 = client.call(
+        0,
+        &CreatePartitionsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![grow("golden-cp", 3, None), grow("golden-cp-none", 2, None)]),
+    );
+    assert_golden(
+        "create_partitions_v0",
+        "CreatePartitions v0: golden-cp 1 -> 3, golden-cp-none (UNKNOWN_TOPIC_OR_PARTITION).",
+        &v0.frame,
+    );
 
-    let shrink = client.call(0, &CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![grow("golden-cp", 2, None)]));
+    let shrink =
+        client.call(0, &CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![grow("golden-cp", 2, None)]));
     assert_golden("create_partitions_v0_shrink", "CreatePartitions v0: golden-cp 3 -> 2 (INVALID_PARTITIONS).", &shrink.frame);
 
     let v3 = client.call(
         3,
-        &CreatePartitionsRequest::default().with_timeout_ms(30_000).with_validate_only(true).with_topics(vec![grow("golden-cp", 5, Some(&[&[1], &[1]]))]),
+        &CreatePartitionsRequest::default().with_timeout_ms(30_000).with_validate_only(true).with_topics(vec![grow(
+            "golden-cp",
+            5,
+            Some(&[&[1], &[1]]),
+        )]),
     );
-    assert_golden("create_partitions_v3", "CreatePartitions v3 (flexible) validate_only: golden-cp 3 -> 5 with assignments [[1], [1]].", &v3.frame);
+    assert_golden(
+        "create_partitions_v3",
+        "CreatePartitions v3 (flexible) validate_only: golden-cp 3 -> 5 with assignments [[1], [1]].",
+        &v3.frame,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1154,7 +1276,8 @@ fn describe_cluster_responses_match_golden() {
     assert_golden("describe_cluster_v0", "DescribeCluster v0; masked: cluster id, broker port.", &v0.masked(mask));
 
     // KIP-919: v1 asks for broker (1) or controller (2) endpoints.
-    let v1 = client.call(1, &DescribeClusterRequest::default().with_endpoint_type(1).with_include_cluster_authorized_operations(true));
+    let v1 =
+        client.call(1, &DescribeClusterRequest::default().with_endpoint_type(1).with_include_cluster_authorized_operations(true));
     assert_golden(
         "describe_cluster_v1",
         "DescribeCluster v1, endpoint_type=1 (brokers), include cluster authorized operations;\nmasked: cluster id, broker port.",

@@ -29,10 +29,7 @@ mod tests {
     #[test]
     fn key_value_splits_at_first_equals_and_rejects_missing_key() {
         assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
-        assert_eq!(
-            parse_key_value("retention.ms="),
-            Ok(("retention.ms".into(), String::new()))
-        );
+        assert_eq!(parse_key_value("retention.ms="), Ok(("retention.ms".into(), String::new())));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=v").is_err());
     }

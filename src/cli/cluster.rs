@@ -39,10 +39,7 @@ fn info(args: InfoArgs) -> Result<(), CliError> {
     let connection = pool.bootstrap();
     let cluster = describe_cluster(connection)?;
     let mut text = render_cluster(&cluster);
-    text.push_str(&render_api_versions(
-        connection.address(),
-        connection.versions(),
-    ));
+    text.push_str(&render_api_versions(connection.address(), connection.versions()));
     emit(&text)
 }
 
@@ -52,20 +49,12 @@ fn describe_cluster(connection: &mut Connection) -> Result<ClusterInfo, CliError
         return metadata::fetch(connection, Some(&[]), false);
     }
     let response = connection.call(&DescribeClusterRequest::default())?;
-    KafkaError::check(
-        response.error_code,
-        response.error_message.as_deref(),
-        || "DescribeCluster".into(),
-    )?;
+    KafkaError::check(response.error_code, response.error_message.as_deref(), || "DescribeCluster".into())?;
     let brokers = response
         .brokers
         .into_iter()
         .map(|b| {
-            let info = BrokerInfo {
-                host: b.host.to_string(),
-                port: b.port,
-                rack: b.rack.map(|r| r.to_string()),
-            };
+            let info = BrokerInfo { host: b.host.to_string(), port: b.port, rack: b.rack.map(|r| r.to_string()) };
             (b.broker_id.0, info)
         })
         .collect();
@@ -78,11 +67,7 @@ fn describe_cluster(connection: &mut Connection) -> Result<ClusterInfo, CliError
 }
 
 fn render_cluster(cluster: &ClusterInfo) -> String {
-    let controller = if cluster.controller_id < 0 {
-        "none".to_string()
-    } else {
-        cluster.controller_id.to_string()
-    };
+    let controller = if cluster.controller_id < 0 { "none".to_string() } else { cluster.controller_id.to_string() };
     let mut out = format!(
         "Cluster ID: {}\nController: {}\nBrokers:\n  {:<8}{:<32}RACK\n",
         cluster.cluster_id.as_deref().unwrap_or("(none)"),
@@ -99,24 +84,11 @@ fn render_cluster(cluster: &ClusterInfo) -> String {
 
 /// The broker's table with, for each API, the version this client would use ("-" for none).
 fn render_api_versions(address: &str, versions: &ApiVersionTable) -> String {
-    let mut out = format!(
-        "API versions of {address}:\n  {:<36}{:>5}{:>5}{:>5}{:>6}\n",
-        "API", "KEY", "MIN", "MAX", "USED"
-    );
+    let mut out = format!("API versions of {address}:\n  {:<36}{:>5}{:>5}{:>5}{:>6}\n", "API", "KEY", "MIN", "MAX", "USED");
     for (key, range) in versions.entries() {
-        let used = ApiKey::try_from(key)
-            .ok()
-            .and_then(|api| versions.choose(api).ok())
-            .map_or("-".to_string(), |v| v.to_string());
-        let _ = writeln!(
-            out,
-            "  {:<36}{:>5}{:>5}{:>5}{:>6}",
-            api_name(key),
-            key,
-            range.min,
-            range.max,
-            used
-        );
+        let used =
+            ApiKey::try_from(key).ok().and_then(|api| versions.choose(api).ok()).map_or("-".to_string(), |v| v.to_string());
+        let _ = writeln!(out, "  {:<36}{:>5}{:>5}{:>5}{:>6}", api_name(key), key, range.min, range.max, used);
     }
     out
 }
@@ -129,24 +101,10 @@ mod tests {
 
     #[test]
     fn cluster_info_lists_id_controller_and_brokers() {
-        let mut cluster = ClusterInfo {
-            cluster_id: Some("abc".into()),
-            controller_id: 1,
-            ..Default::default()
-        };
-        cluster.brokers.insert(
-            1,
-            BrokerInfo {
-                host: "localhost".into(),
-                port: 9092,
-                rack: None,
-            },
-        );
+        let mut cluster = ClusterInfo { cluster_id: Some("abc".into()), controller_id: 1, ..Default::default() };
+        cluster.brokers.insert(1, BrokerInfo { host: "localhost".into(), port: 9092, rack: None });
         let text = render_cluster(&cluster);
-        assert!(
-            text.starts_with("Cluster ID: abc\nController: 1\nBrokers:\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("Cluster ID: abc\nController: 1\nBrokers:\n"), "{text}");
         assert!(text.contains("  1       localhost:9092"), "{text}");
     }
 
@@ -154,36 +112,19 @@ mod tests {
     fn api_table_shows_broker_range_and_the_version_the_client_uses() {
         let mut response = ApiVersionsResponse::default();
         response.api_keys = vec![
-            ApiVersion::default()
-                .with_api_key(0)
-                .with_min_version(0)
-                .with_max_version(99),
-            ApiVersion::default()
-                .with_api_key(9999)
-                .with_min_version(0)
-                .with_max_version(1),
+            ApiVersion::default().with_api_key(0).with_min_version(0).with_max_version(99),
+            ApiVersion::default().with_api_key(9999).with_min_version(0).with_max_version(1),
         ];
         let text = render_api_versions("h:1", &ApiVersionTable::from_response(&response));
         let produce_max = ApiKey::Produce.valid_versions().max;
-        let produce_line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("Produce"))
-            .unwrap();
-        assert!(
-            produce_line.ends_with(&format!("99{produce_max:>6}")),
-            "{produce_line}"
-        );
-        assert!(text
-            .lines()
-            .any(|l| l.trim_start().starts_with("Unknown(9999)") && l.ends_with('-')));
+        let produce_line = text.lines().find(|l| l.trim_start().starts_with("Produce")).unwrap();
+        assert!(produce_line.ends_with(&format!("99{produce_max:>6}")), "{produce_line}");
+        assert!(text.lines().any(|l| l.trim_start().starts_with("Unknown(9999)") && l.ends_with('-')));
     }
 
     #[test]
     fn describe_cluster_request_encodes_at_every_client_version() {
         let request = DescribeClusterRequest::default();
-        super::super::versions::assert_encodes_at_every_client_version(
-            ApiKey::DescribeCluster,
-            &request,
-        );
+        super::super::versions::assert_encodes_at_every_client_version(ApiKey::DescribeCluster, &request);
     }
 }

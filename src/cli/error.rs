@@ -16,41 +16,17 @@ pub const EXIT_CONNECTION: i32 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot connect to {address}: {source}")]
-    Connect {
-        address: String,
-        source: std::io::Error,
-    },
+    Connect { address: String, source: std::io::Error },
     #[error("connection to {address} failed: {source}")]
-    Transport {
-        address: String,
-        source: std::io::Error,
-    },
+    Transport { address: String, source: std::io::Error },
     #[error("broker {address} sent a frame of {size_bytes} bytes (limit {size_bytes_max})")]
-    FrameSize {
-        address: String,
-        size_bytes: i64,
-        size_bytes_max: usize,
-    },
+    FrameSize { address: String, size_bytes: i64, size_bytes_max: usize },
     #[error("broker {address} answered correlation id {actual}, expected {expected}")]
-    CorrelationMismatch {
-        address: String,
-        expected: i32,
-        actual: i32,
-    },
+    CorrelationMismatch { address: String, expected: i32, actual: i32 },
     #[error("{api:?} v{version}: {detail}")]
-    Codec {
-        api: ApiKey,
-        version: i16,
-        detail: String,
-    },
-    #[error(
-        "broker {address} does not support {api:?} in a version this client speaks ({detail})"
-    )]
-    UnsupportedApi {
-        address: String,
-        api: ApiKey,
-        detail: String,
-    },
+    Codec { api: ApiKey, version: i16, detail: String },
+    #[error("broker {address} does not support {api:?} in a version this client speaks ({detail})")]
+    UnsupportedApi { address: String, api: ApiKey, detail: String },
     #[error("{0}")]
     Kafka(#[from] KafkaError),
     #[error("{detail}")]
@@ -58,19 +34,11 @@ pub enum CliError {
     #[error("broker {node_id} is not in the cluster metadata")]
     UnknownBroker { node_id: i32 },
     #[error("cannot decode records of {topic}-{partition} at offset {offset}: {detail}")]
-    Records {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        detail: String,
-    },
+    Records { topic: String, partition: i32, offset: i64, detail: String },
     #[error("cannot encode record batch: {detail}")]
     RecordEncode { detail: String },
     #[error("{record_count} records in {batch_count} failed batch(es) were not produced")]
-    ProduceFailed {
-        batch_count: usize,
-        record_count: usize,
-    },
+    ProduceFailed { batch_count: usize, record_count: usize },
     #[error("cannot read standard input: {0}")]
     Stdin(std::io::Error),
     #[error("cannot write standard output: {0}")]
@@ -85,20 +53,14 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Connect { .. } | CliError::Transport { .. } => EXIT_CONNECTION,
-            CliError::Several(errors) => errors
-                .iter()
-                .map(CliError::exit_code)
-                .max()
-                .unwrap_or(EXIT_FAILURE),
+            CliError::Several(errors) => errors.iter().map(CliError::exit_code).max().unwrap_or(EXIT_FAILURE),
             _ => EXIT_FAILURE,
         }
     }
 
     /// Builds an input error from anything printable.
     pub fn input(detail: impl Into<String>) -> Self {
-        CliError::Input {
-            detail: detail.into(),
-        }
+        CliError::Input { detail: detail.into() }
     }
 
     /// Turns a list of failures into one error, or `Ok` when it is empty.
@@ -130,11 +92,7 @@ pub struct KafkaError {
 impl KafkaError {
     /// `Ok` for code 0, otherwise an error carrying the broker's message when it sent a
     /// non-empty one, else `context` (e.g. "topic 'x'").
-    pub fn check(
-        code: i16,
-        message: Option<&str>,
-        context: impl FnOnce() -> String,
-    ) -> Result<(), KafkaError> {
+    pub fn check(code: i16, message: Option<&str>, context: impl FnOnce() -> String) -> Result<(), KafkaError> {
         if code == 0 {
             return Ok(());
         }
@@ -190,10 +148,7 @@ mod tests {
     fn kafka_error_prefers_broker_message_and_names_the_code() {
         let err = KafkaError::check(36, Some("Topic 'x' already exists."), || "topic 'x'".into());
         let text = CliError::from(err.unwrap_err()).report_lines();
-        assert_eq!(
-            text,
-            vec!["error: TOPIC_ALREADY_EXISTS (36): Topic 'x' already exists."]
-        );
+        assert_eq!(text, vec!["error: TOPIC_ALREADY_EXISTS (36): Topic 'x' already exists."]);
     }
 
     #[test]
@@ -206,19 +161,11 @@ mod tests {
 
     #[test]
     fn connection_failures_exit_2_and_kafka_errors_exit_1() {
-        let connect = CliError::Connect {
-            address: "h:1".into(),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        };
-        let kafka = CliError::Kafka(KafkaError {
-            code: 36,
-            text: String::new(),
-        });
+        let connect =
+            CliError::Connect { address: "h:1".into(), source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) };
+        let kafka = CliError::Kafka(KafkaError { code: 36, text: String::new() });
         assert_eq!(kafka.exit_code(), EXIT_FAILURE);
         assert_eq!(connect.exit_code(), EXIT_CONNECTION);
-        assert_eq!(
-            CliError::Several(vec![kafka, connect]).exit_code(),
-            EXIT_CONNECTION
-        );
+        assert_eq!(CliError::Several(vec![kafka, connect]).exit_code(), EXIT_CONNECTION);
     }
 }

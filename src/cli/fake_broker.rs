@@ -15,12 +15,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable, StrBytes};
@@ -99,24 +95,9 @@ fn handle(mut payload: Bytes, state: &mut State) -> Option<Bytes> {
             let response = list_offsets(state, decode(&mut payload, version));
             respond(api, version, id, &response)
         }
-        ApiKey::Fetch => respond(
-            api,
-            version,
-            id,
-            &fetch(state, decode(&mut payload, version)),
-        ),
-        ApiKey::CreateTopics => respond(
-            api,
-            version,
-            id,
-            &create_topics(decode(&mut payload, version)),
-        ),
-        ApiKey::DeleteTopics => respond(
-            api,
-            version,
-            id,
-            &delete_topics(decode(&mut payload, version)),
-        ),
+        ApiKey::Fetch => respond(api, version, id, &fetch(state, decode(&mut payload, version))),
+        ApiKey::CreateTopics => respond(api, version, id, &create_topics(decode(&mut payload, version))),
+        ApiKey::DeleteTopics => respond(api, version, id, &delete_topics(decode(&mut payload, version))),
         other => panic!("fake broker does not handle {other:?}"),
     };
     Some(frame)
@@ -143,36 +124,17 @@ fn api_versions(state: &State, id: i32, version: i16) -> Bytes {
     let max = state.config.api_versions_max;
     let entry = |api: ApiKey, max: i16| {
         let range = api.valid_versions();
-        ApiVersion::default()
-            .with_api_key(api as i16)
-            .with_min_version(range.min)
-            .with_max_version(max)
+        ApiVersion::default().with_api_key(api as i16).with_min_version(range.min).with_max_version(max)
     };
     if version > max {
-        let response = ApiVersionsResponse::default()
-            .with_error_code(35)
-            .with_api_keys(vec![entry(ApiKey::ApiVersions, max)]);
+        let response = ApiVersionsResponse::default().with_error_code(35).with_api_keys(vec![entry(ApiKey::ApiVersions, max)]);
         return respond(ApiKey::ApiVersions, 0, id, &response);
     }
-    let apis = [
-        ApiKey::Produce,
-        ApiKey::Fetch,
-        ApiKey::ListOffsets,
-        ApiKey::Metadata,
-        ApiKey::CreateTopics,
-        ApiKey::DeleteTopics,
-    ];
-    let mut keys: Vec<ApiVersion> = apis
-        .iter()
-        .map(|a| entry(*a, a.valid_versions().max))
-        .collect();
+    let apis =
+        [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata, ApiKey::CreateTopics, ApiKey::DeleteTopics];
+    let mut keys: Vec<ApiVersion> = apis.iter().map(|a| entry(*a, a.valid_versions().max)).collect();
     keys.push(entry(ApiKey::ApiVersions, max));
-    respond(
-        ApiKey::ApiVersions,
-        version,
-        id,
-        &ApiVersionsResponse::default().with_api_keys(keys),
-    )
+    respond(ApiKey::ApiVersions, version, id, &ApiVersionsResponse::default().with_api_keys(keys))
 }
 
 fn metadata(state: &State, request: MetadataRequest) -> MetadataResponse {
@@ -182,15 +144,9 @@ fn metadata(state: &State, request: MetadataRequest) -> MetadataResponse {
         .with_port(i32::from(state.port));
     let names: Vec<String> = match request.topics {
         None => vec![TOPIC.to_string()],
-        Some(topics) => topics
-            .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.to_string()))
-            .collect(),
+        Some(topics) => topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
     };
-    let topics = names
-        .into_iter()
-        .map(|name| topic_metadata(state, name))
-        .collect();
+    let topics = names.into_iter().map(|name| topic_metadata(state, name)).collect();
     MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(StrBytes::from_static_str("fake-cluster")))
@@ -199,8 +155,7 @@ fn metadata(state: &State, request: MetadataRequest) -> MetadataResponse {
 }
 
 fn topic_metadata(state: &State, name: String) -> MetadataResponseTopic {
-    let topic = MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+    let topic = MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
     if name != TOPIC {
         return topic.with_error_code(3);
     }
@@ -218,26 +173,14 @@ fn topic_metadata(state: &State, name: String) -> MetadataResponseTopic {
 
 fn produce(state: &mut State, request: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::new();
-    for partition in request
-        .topic_data
-        .into_iter()
-        .flat_map(|t| t.partition_data)
-    {
+    for partition in request.topic_data.into_iter().flat_map(|t| t.partition_data) {
         let log = &mut state.logs[partition.index as usize];
         let base_offset = log.last().map_or(0, |(_, last, _)| last + 1);
         let mut batch = partition.records.expect("records").to_vec();
         let record_count = (&batch[57..61]).get_i32();
         batch[..8].copy_from_slice(&base_offset.to_be_bytes());
-        log.push((
-            base_offset,
-            base_offset + i64::from(record_count) - 1,
-            Bytes::from(batch),
-        ));
-        responses.push(
-            PartitionProduceResponse::default()
-                .with_index(partition.index)
-                .with_base_offset(base_offset),
-        );
+        log.push((base_offset, base_offset + i64::from(record_count) - 1, Bytes::from(batch)));
+        responses.push(PartitionProduceResponse::default().with_index(partition.index).with_base_offset(base_offset));
     }
     let topic = TopicProduceResponse::default()
         .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
@@ -258,14 +201,11 @@ fn list_offsets(state: &State, request: ListOffsetsRequest) -> ListOffsetsRespon
         .map(|p| {
             let end = log_end(&state.logs[p.partition_index as usize]);
             let offset = if p.timestamp == -2 { 0 } else { end };
-            ListOffsetsPartitionResponse::default()
-                .with_partition_index(p.partition_index)
-                .with_offset(offset)
+            ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_offset(offset)
         })
         .collect();
-    let topic = ListOffsetsTopicResponse::default()
-        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-        .with_partitions(partitions);
+    let topic =
+        ListOffsetsTopicResponse::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(partitions);
     ListOffsetsResponse::default().with_topics(vec![topic])
 }
 
@@ -286,22 +226,14 @@ fn fetch(state: &State, request: FetchRequest) -> FetchResponse {
 fn fetch_partition(state: &State, partition: i32, fetch_offset: i64) -> PartitionData {
     let log = &state.logs[partition as usize];
     let end = log_end(log);
-    let data = PartitionData::default()
-        .with_partition_index(partition)
-        .with_high_watermark(end)
-        .with_log_start_offset(0);
+    let data = PartitionData::default().with_partition_index(partition).with_high_watermark(end).with_log_start_offset(0);
     if fetch_offset > end {
         return data.with_error_code(1).with_records(None);
     }
-    let batches: Vec<&Bytes> = log
-        .iter()
-        .filter(|(_, last, _)| *last >= fetch_offset)
-        .map(|(_, _, b)| b)
-        .collect();
+    let batches: Vec<&Bytes> = log.iter().filter(|(_, last, _)| *last >= fetch_offset).map(|(_, _, b)| b).collect();
     let mut records = BytesMut::new();
     for (index, batch) in batches.iter().enumerate() {
-        let cut =
-            state.config.truncate_last_batch && batches.len() > 1 && index == batches.len() - 1;
+        let cut = state.config.truncate_last_batch && batches.len() > 1 && index == batches.len() - 1;
         let len = if cut { batch.len() / 2 } else { batch.len() };
         records.extend_from_slice(&batch[..len]);
     }
@@ -317,9 +249,7 @@ fn create_topics(request: CreateTopicsRequest) -> CreateTopicsResponse {
             let result = CreatableTopicResult::default().with_name(t.name.clone());
             if t.name.0.as_str() == TOPIC {
                 let message = format!("Topic '{TOPIC}' already exists.");
-                return result
-                    .with_error_code(36)
-                    .with_error_message(Some(StrBytes::from_string(message)));
+                return result.with_error_code(36).with_error_message(Some(StrBytes::from_string(message)));
             }
             result
         })
@@ -329,16 +259,11 @@ fn create_topics(request: CreateTopicsRequest) -> CreateTopicsResponse {
 
 /// Topic `t` is "deleted" (nothing changes); any other name is unknown.
 fn delete_topics(request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let names = request
-        .topic_names
-        .into_iter()
-        .chain(request.topics.into_iter().filter_map(|t| t.name));
+    let names = request.topic_names.into_iter().chain(request.topics.into_iter().filter_map(|t| t.name));
     let results = names
         .map(|name| {
             let code = if name.0.as_str() == TOPIC { 0 } else { 3 };
-            DeletableTopicResult::default()
-                .with_name(Some(name))
-                .with_error_code(code)
+            DeletableTopicResult::default().with_name(Some(name)).with_error_code(code)
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(results)

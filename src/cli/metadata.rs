@@ -5,9 +5,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::{
-    MetadataResponsePartition, MetadataResponseTopic,
-};
+use kafka_protocol::messages::metadata_response::{MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -86,19 +84,12 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// (node id, HOST:PORT) of every broker, for [`BrokerPool::learn_brokers`].
     pub fn broker_addresses(&self) -> Vec<(i32, String)> {
-        self.brokers
-            .iter()
-            .map(|(id, b)| (*id, b.address()))
-            .collect()
+        self.brokers.iter().map(|(id, b)| (*id, b.address())).collect()
     }
 }
 
 /// Asks for metadata of `topics` (all topics when `None`).
-pub fn fetch(
-    connection: &mut Connection,
-    topics: Option<&[String]>,
-    auto_create: bool,
-) -> Result<ClusterInfo, CliError> {
+pub fn fetch(connection: &mut Connection, topics: Option<&[String]>, auto_create: bool) -> Result<ClusterInfo, CliError> {
     let version = connection.version_of(ApiKey::Metadata)?;
     let request = metadata_request(topics, auto_create, version);
     let response = connection.call_at(&request, version)?;
@@ -106,31 +97,17 @@ pub fn fetch(
 }
 
 /// Builds a Metadata request; v0-3 always auto-create, so the flag is only sent from v4.
-pub fn metadata_request(
-    topics: Option<&[String]>,
-    auto_create: bool,
-    version: i16,
-) -> MetadataRequest {
-    let topics = topics.map(|names| {
-        names
-            .iter()
-            .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
-            .collect()
-    });
-    MetadataRequest::default()
-        .with_topics(topics)
-        .with_allow_auto_topic_creation(auto_create || version < 4)
+pub fn metadata_request(topics: Option<&[String]>, auto_create: bool, version: i16) -> MetadataRequest {
+    let topics =
+        topics.map(|names| names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect());
+    MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(auto_create || version < 4)
 }
 
 /// Fetches metadata for one topic, waiting (bounded) until every partition has a leader.
 ///
 /// A freshly created (or auto-created) topic briefly reports LEADER_NOT_AVAILABLE or a leader
 /// of -1; those are retried. With `auto_create`, UNKNOWN_TOPIC_OR_PARTITION is retried too.
-pub fn wait_for_leaders(
-    pool: &mut BrokerPool,
-    topic: &str,
-    auto_create: bool,
-) -> Result<TopicInfo, CliError> {
+pub fn wait_for_leaders(pool: &mut BrokerPool, topic: &str, auto_create: bool) -> Result<TopicInfo, CliError> {
     let names = [topic.to_string()];
     let mut attempt = 1;
     loop {
@@ -140,9 +117,7 @@ pub fn wait_for_leaders(
             .topics
             .into_iter()
             .find(|t| t.name == topic)
-            .ok_or_else(|| {
-                CliError::input(format!("broker returned no metadata for topic '{topic}'"))
-            })?;
+            .ok_or_else(|| CliError::input(format!("broker returned no metadata for topic '{topic}'")))?;
         let waiting = leaders_pending(&info, auto_create);
         if !waiting || attempt >= METADATA_ATTEMPT_COUNT_MAX {
             info.check()?;
@@ -180,11 +155,7 @@ fn cluster_info(response: MetadataResponse) -> ClusterInfo {
         .brokers
         .into_iter()
         .map(|b| {
-            let info = BrokerInfo {
-                host: b.host.to_string(),
-                port: b.port,
-                rack: b.rack.map(|r| r.to_string()),
-            };
+            let info = BrokerInfo { host: b.host.to_string(), port: b.port, rack: b.rack.map(|r| r.to_string()) };
             (b.node_id.0, info)
         })
         .collect();
@@ -197,8 +168,7 @@ fn cluster_info(response: MetadataResponse) -> ClusterInfo {
 }
 
 fn topic_info(topic: MetadataResponseTopic) -> TopicInfo {
-    let mut partitions: Vec<PartitionInfo> =
-        topic.partitions.into_iter().map(partition_info).collect();
+    let mut partitions: Vec<PartitionInfo> = topic.partitions.into_iter().map(partition_info).collect();
     partitions.sort_by_key(|p| p.index);
     TopicInfo {
         name: topic.name.map(|n| n.0.to_string()).unwrap_or_default(),
@@ -253,14 +223,8 @@ mod tests {
         assert!(leaders_pending(&topic(0, &[1, -1]), false));
         assert!(!leaders_pending(&topic(0, &[1, 2]), false));
         assert!(leaders_pending(&topic(LEADER_NOT_AVAILABLE, &[]), false));
-        assert!(leaders_pending(
-            &topic(UNKNOWN_TOPIC_OR_PARTITION, &[]),
-            true
-        ));
-        assert!(!leaders_pending(
-            &topic(UNKNOWN_TOPIC_OR_PARTITION, &[]),
-            false
-        ));
+        assert!(leaders_pending(&topic(UNKNOWN_TOPIC_OR_PARTITION, &[]), true));
+        assert!(!leaders_pending(&topic(UNKNOWN_TOPIC_OR_PARTITION, &[]), false));
         assert!(!leaders_pending(&topic(29, &[]), true));
     }
 
@@ -270,25 +234,14 @@ mod tests {
         assert!(!metadata_request(None, false, 4).allow_auto_topic_creation);
         assert!(metadata_request(None, false, 12).topics.is_none());
         let named = metadata_request(Some(&["a".to_string()]), true, 12);
-        assert_eq!(
-            named.topics.unwrap()[0].name.as_ref().unwrap().0.as_str(),
-            "a"
-        );
+        assert_eq!(named.topics.unwrap()[0].name.as_ref().unwrap().0.as_str(), "a");
     }
 
     #[test]
     fn ipv6_broker_hosts_are_bracketed() {
-        let b = BrokerInfo {
-            host: "::1".into(),
-            port: 9092,
-            rack: None,
-        };
+        let b = BrokerInfo { host: "::1".into(), port: 9092, rack: None };
         assert_eq!(b.address(), "[::1]:9092");
-        let b = BrokerInfo {
-            host: "kafka-0".into(),
-            port: 9093,
-            rack: None,
-        };
+        let b = BrokerInfo { host: "kafka-0".into(), port: 9093, rack: None };
         assert_eq!(b.address(), "kafka-0:9093");
     }
 
@@ -298,10 +251,7 @@ mod tests {
         let range = client_range(ApiKey::Metadata);
         for version in range.min..=range.max {
             let names = ["a".to_string()];
-            for request in [
-                metadata_request(None, false, version),
-                metadata_request(Some(&names), true, version),
-            ] {
+            for request in [metadata_request(None, false, version), metadata_request(Some(&names), true, version)] {
                 let mut buf = bytes::BytesMut::new();
                 kafka_protocol::protocol::Encodable::encode(&request, &mut buf, version).unwrap();
             }

@@ -86,8 +86,7 @@ mod tests {
     }
 
     pub(crate) fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
-        TestCli::try_parse_from(std::iter::once("fjord").chain(args.iter().copied()))
-            .map(|c| c.command)
+        TestCli::try_parse_from(std::iter::once("fjord").chain(args.iter().copied())).map(|c| c.command)
     }
 
     #[test]
@@ -98,19 +97,14 @@ mod tests {
 
     #[test]
     fn bootstrap_server_defaults_to_localhost_and_takes_short_flag() {
-        let Ok(ClientCommand::Cluster {
-            cmd: ClusterCommand::Info(info),
-        }) = parse(&["cluster", "info"])
-        else {
+        let Ok(ClientCommand::Cluster { cmd: ClusterCommand::Info(info) }) = parse(&["cluster", "info"]) else {
             panic!("cluster info did not parse");
         };
         // The default applies unless FJORD_BOOTSTRAP_SERVER is set in the test environment.
         if std::env::var_os("FJORD_BOOTSTRAP_SERVER").is_none() {
             assert_eq!(info.connect.bootstrap_server, "localhost:9092");
         }
-        let Ok(ClientCommand::Cluster {
-            cmd: ClusterCommand::Info(info),
-        }) = parse(&["cluster", "info", "-b", "kafka:19092"])
+        let Ok(ClientCommand::Cluster { cmd: ClusterCommand::Info(info) }) = parse(&["cluster", "info", "-b", "kafka:19092"])
         else {
             panic!("cluster info -b did not parse");
         };

@@ -9,9 +9,7 @@ use super::error::CliError;
 pub fn emit(text: &str) -> Result<(), CliError> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let result = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
+    let result = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
     quiet_broken_pipe(result)
 }
 

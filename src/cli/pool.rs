@@ -52,23 +52,16 @@ impl BrokerPool {
         }
         if !self.connections.contains_key(&node_id) {
             if self.connections.len() >= BROKER_CONNECTION_COUNT_MAX {
-                return Err(CliError::input(format!(
-                    "more than {BROKER_CONNECTION_COUNT_MAX} broker connections needed"
-                )));
+                return Err(CliError::input(format!("more than {BROKER_CONNECTION_COUNT_MAX} broker connections needed")));
             }
             let connection = Connection::open(self.address_of(node_id)?)?;
             self.connections.insert(node_id, connection);
         }
-        self.connections
-            .get_mut(&node_id)
-            .ok_or(CliError::UnknownBroker { node_id })
+        self.connections.get_mut(&node_id).ok_or(CliError::UnknownBroker { node_id })
     }
 
     fn address_of(&self, node_id: i32) -> Result<&str, CliError> {
-        self.addresses
-            .get(&node_id)
-            .map(String::as_str)
-            .ok_or(CliError::UnknownBroker { node_id })
+        self.addresses.get(&node_id).map(String::as_str).ok_or(CliError::UnknownBroker { node_id })
     }
 
     /// Whether `node_id` is the broker behind the bootstrap connection (cached per node).
@@ -78,10 +71,7 @@ impl BrokerPool {
         }
         let address = self.address_of(node_id)?;
         let same = address == self.bootstrap.address()
-            || address
-                .to_socket_addrs()
-                .map(|mut addrs| addrs.any(|a| a == self.bootstrap.peer()))
-                .unwrap_or(false);
+            || address.to_socket_addrs().map(|mut addrs| addrs.any(|a| a == self.bootstrap.peer())).unwrap_or(false);
         self.bootstrap_node_ids.insert(node_id, same);
         Ok(same)
     }

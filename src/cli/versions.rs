@@ -20,30 +20,14 @@ pub enum NegotiationError {
     #[error("the broker does not list it")]
     NotListed,
     #[error("broker supports {broker_min}..={broker_max}, client {client_min}..={client_max}")]
-    Disjoint {
-        broker_min: i16,
-        broker_max: i16,
-        client_min: i16,
-        client_max: i16,
-    },
+    Disjoint { broker_min: i16, broker_max: i16, client_min: i16, client_max: i16 },
 }
 
 impl ApiVersionTable {
     /// The table advertised in an ApiVersions response.
     pub fn from_response(response: &ApiVersionsResponse) -> Self {
-        let ranges = response
-            .api_keys
-            .iter()
-            .map(|k| {
-                (
-                    k.api_key,
-                    VersionRange {
-                        min: k.min_version,
-                        max: k.max_version,
-                    },
-                )
-            })
-            .collect();
+        let ranges =
+            response.api_keys.iter().map(|k| (k.api_key, VersionRange { min: k.min_version, max: k.max_version })).collect();
         ApiVersionTable { ranges }
     }
 
@@ -59,9 +43,7 @@ impl ApiVersionTable {
 
     /// The highest version of `api` supported by both sides.
     pub fn choose(&self, api: ApiKey) -> Result<i16, NegotiationError> {
-        let broker = self
-            .broker_range(api as i16)
-            .ok_or(NegotiationError::NotListed)?;
+        let broker = self.broker_range(api as i16).ok_or(NegotiationError::NotListed)?;
         let client = client_range(api);
         let common = broker.intersect(&client);
         if common.is_empty() {
@@ -84,10 +66,7 @@ pub fn client_range(api: ApiKey) -> VersionRange {
         ApiKey::Metadata => 1,
         _ => codec.min,
     };
-    VersionRange {
-        min: codec.min.max(floor),
-        max: codec.max,
-    }
+    VersionRange { min: codec.min.max(floor), max: codec.max }
 }
 
 /// Kafka's name for an API key, e.g. `ApiVersions`; unknown keys show as `Unknown(N)`.
@@ -100,10 +79,7 @@ pub fn api_name(api_key: i16) -> String {
 
 /// Test helper: asserts `request` encodes at every version the client may choose for `api`.
 #[cfg(test)]
-pub fn assert_encodes_at_every_client_version<R: kafka_protocol::protocol::Encodable>(
-    api: ApiKey,
-    request: &R,
-) {
+pub fn assert_encodes_at_every_client_version<R: kafka_protocol::protocol::Encodable>(api: ApiKey, request: &R) {
     let range = client_range(api);
     for version in range.min..=range.max {
         let mut buf = bytes::BytesMut::new();
@@ -122,12 +98,7 @@ mod tests {
         let mut response = ApiVersionsResponse::default();
         response.api_keys = entries
             .iter()
-            .map(|(k, min, max)| {
-                ApiVersion::default()
-                    .with_api_key(*k as i16)
-                    .with_min_version(*min)
-                    .with_max_version(*max)
-            })
+            .map(|(k, min, max)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
             .collect();
         ApiVersionTable::from_response(&response)
     }
@@ -144,14 +115,8 @@ mod tests {
     #[test]
     fn choose_fails_when_broker_lacks_the_api_or_ranges_do_not_meet() {
         let broker = table(&[(ApiKey::Fetch, 0, 2)]);
-        assert_eq!(
-            broker.choose(ApiKey::Produce),
-            Err(NegotiationError::NotListed)
-        );
-        assert!(matches!(
-            broker.choose(ApiKey::Fetch),
-            Err(NegotiationError::Disjoint { .. })
-        ));
+        assert_eq!(broker.choose(ApiKey::Produce), Err(NegotiationError::NotListed));
+        assert!(matches!(broker.choose(ApiKey::Fetch), Err(NegotiationError::Disjoint { .. })));
     }
 
     #[test]

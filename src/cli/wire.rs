@@ -27,17 +27,8 @@ pub enum FrameError {
 }
 
 /// Encodes a complete request frame (size prefix, header, body) for `api` at `version`.
-pub fn encode_request<R: Encodable>(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    request: &R,
-) -> Result<Bytes, CliError> {
-    let codec = |detail: String| CliError::Codec {
-        api,
-        version,
-        detail,
-    };
+pub fn encode_request<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, request: &R) -> Result<Bytes, CliError> {
+    let codec = |detail: String| CliError::Codec { api, version, detail };
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -48,11 +39,9 @@ pub fn encode_request<R: Encodable>(
     header
         .encode(&mut frame, api.request_header_version(version))
         .map_err(|e| codec(format!("cannot encode request header: {e}")))?;
-    request
-        .encode(&mut frame, version)
-        .map_err(|e| codec(format!("cannot encode request: {e}")))?;
-    let size_bytes = i32::try_from(frame.len() - 4)
-        .map_err(|_| codec(format!("request of {} bytes is too large", frame.len())))?;
+    request.encode(&mut frame, version).map_err(|e| codec(format!("cannot encode request: {e}")))?;
+    let size_bytes =
+        i32::try_from(frame.len() - 4).map_err(|_| codec(format!("request of {} bytes is too large", frame.len())))?;
     frame[..4].copy_from_slice(&size_bytes.to_be_bytes());
     Ok(frame.freeze())
 }
@@ -63,9 +52,7 @@ pub fn read_frame(reader: &mut impl Read, size_bytes_max: usize) -> Result<Bytes
     reader.read_exact(&mut size_prefix)?;
     let size_bytes = i32::from_be_bytes(size_prefix);
     if size_bytes < 0 || size_bytes as usize > size_bytes_max {
-        return Err(FrameError::Size {
-            size_bytes: i64::from(size_bytes),
-        });
+        return Err(FrameError::Size { size_bytes: i64::from(size_bytes) });
     }
     let mut payload = vec![0u8; size_bytes as usize];
     reader.read_exact(&mut payload)?;
@@ -73,31 +60,18 @@ pub fn read_frame(reader: &mut impl Read, size_bytes_max: usize) -> Result<Bytes
 }
 
 /// Splits a response payload (frame without size prefix) into its correlation id and body.
-pub fn split_response(
-    api: ApiKey,
-    version: i16,
-    mut payload: Bytes,
-) -> Result<(i32, Bytes), CliError> {
-    let header = ResponseHeader::decode(&mut payload, api.response_header_version(version))
-        .map_err(|e| CliError::Codec {
-            api,
-            version,
-            detail: format!("cannot decode response header: {e}"),
-        })?;
+pub fn split_response(api: ApiKey, version: i16, mut payload: Bytes) -> Result<(i32, Bytes), CliError> {
+    let header = ResponseHeader::decode(&mut payload, api.response_header_version(version)).map_err(|e| CliError::Codec {
+        api,
+        version,
+        detail: format!("cannot decode response header: {e}"),
+    })?;
     Ok((header.correlation_id, payload))
 }
 
 /// Decodes a response body of `api` at `version`.
-pub fn decode_body<T: Decodable>(
-    api: ApiKey,
-    version: i16,
-    mut body: Bytes,
-) -> Result<T, CliError> {
-    T::decode(&mut body, version).map_err(|e| CliError::Codec {
-        api,
-        version,
-        detail: format!("cannot decode response: {e}"),
-    })
+pub fn decode_body<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, CliError> {
+    T::decode(&mut body, version).map_err(|e| CliError::Codec { api, version, detail: format!("cannot decode response: {e}") })
 }
 
 /// The error code that opens a response body (ApiVersions puts it first in every version).
@@ -117,8 +91,7 @@ mod tests {
         let mut rest = frame.clone();
         let size_bytes = rest.get_i32();
         assert_eq!(size_bytes as usize, rest.len());
-        let header =
-            RequestHeader::decode(&mut rest, ApiKey::Metadata.request_header_version(12)).unwrap();
+        let header = RequestHeader::decode(&mut rest, ApiKey::Metadata.request_header_version(12)).unwrap();
         assert_eq!(header.correlation_id, 7);
         assert_eq!(header.request_api_key, ApiKey::Metadata as i16);
         assert_eq!(header.request_api_version, 12);
@@ -133,10 +106,7 @@ mod tests {
         let mut payload = BytesMut::new();
         ResponseHeader::default()
             .with_correlation_id(42)
-            .encode(
-                &mut payload,
-                ApiKey::Metadata.response_header_version(version),
-            )
+            .encode(&mut payload, ApiKey::Metadata.response_header_version(version))
             .unwrap();
         let response = MetadataResponse::default().with_controller_id(3.into());
         response.encode(&mut payload, version).unwrap();
@@ -154,24 +124,15 @@ mod tests {
     #[test]
     fn read_frame_refuses_sizes_over_the_limit_and_negative_sizes() {
         let too_big = 1025i32.to_be_bytes();
-        assert!(matches!(
-            read_frame(&mut &too_big[..], 1024),
-            Err(FrameError::Size { size_bytes: 1025 })
-        ));
+        assert!(matches!(read_frame(&mut &too_big[..], 1024), Err(FrameError::Size { size_bytes: 1025 })));
         let negative = (-1i32).to_be_bytes();
-        assert!(matches!(
-            read_frame(&mut &negative[..], 1024),
-            Err(FrameError::Size { .. })
-        ));
+        assert!(matches!(read_frame(&mut &negative[..], 1024), Err(FrameError::Size { .. })));
     }
 
     #[test]
     fn read_frame_reports_a_truncated_stream_as_io_error() {
         let mut short = 10i32.to_be_bytes().to_vec();
         short.extend_from_slice(b"abc");
-        assert!(matches!(
-            read_frame(&mut &short[..], 1024),
-            Err(FrameError::Io(_))
-        ));
+        assert!(matches!(read_frame(&mut &short[..], 1024), Err(FrameError::Io(_))));
     }
 }

@@ -122,5 +122,9 @@ fn catch_up(bootstrap: &str, topic: &str) {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("catch-up fetch: {count} records, {:.1} MB in {elapsed:.2} s = {:.1} MB/s", bytes as f64 / 1e6, bytes as f64 / 1e6 / elapsed);
+    println!(
+        "catch-up fetch: {count} records, {:.1} MB in {elapsed:.2} s = {:.1} MB/s",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / elapsed
+    );
 }

@@ -31,16 +31,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits inside the workspace").to_path_buf()
 }
 
 fn fjord_binary() -> PathBuf {
-    let path = std::env::var_os("FJORD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join("target/release/fjord"));
+    let path = std::env::var_os("FJORD_BIN").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/release/fjord"));
     assert!(
         path.is_file(),
         "fjord binary not found at {}: build it with `cargo build --release --workspace --bins` \
@@ -68,10 +63,7 @@ impl Broker {
         let binary = fjord_binary();
         let e2e_root = workspace_dir().join("target/e2e");
         std::fs::create_dir_all(&e2e_root).expect("create target/e2e");
-        let data_dir = tempfile::Builder::new()
-            .prefix("rdkafka-")
-            .tempdir_in(&e2e_root)
-            .expect("create data dir");
+        let data_dir = tempfile::Builder::new().prefix("rdkafka-").tempdir_in(&e2e_root).expect("create data dir");
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
         let stderr_path = data_dir.path().join("stderr.log");
@@ -80,25 +72,13 @@ impl Broker {
             .arg("start")
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
-            .args([
-                "--listen",
-                &address,
-                "--advertise",
-                &address,
-                "--shards",
-                "2",
-            ])
+            .args(["--listen", &address, "--advertise", &address, "--shards", "2"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        let mut broker = Broker {
-            child: Some(child),
-            port,
-            stderr_path,
-            _data_dir: data_dir,
-        };
+        let mut broker = Broker { child: Some(child), port, stderr_path, _data_dir: data_dir };
         broker.wait_ready();
         broker
     }
@@ -120,10 +100,7 @@ impl Broker {
         while Instant::now() < deadline {
             let child = self.child.as_mut().expect("broker running");
             if let Some(status) = child.try_wait().expect("poll broker") {
-                panic!(
-                    "broker exited with {status} before it was ready; stderr:\n{}",
-                    self.stderr_tail()
-                );
+                panic!("broker exited with {status} before it was ready; stderr:\n{}", self.stderr_tail());
             }
             match TcpStream::connect_timeout(&address, Duration::from_millis(500)) {
                 Ok(_) => match metadata_broker_count(&self.bootstrap()) {
@@ -135,10 +112,7 @@ impl Broker {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "broker not ready within {READY_TIMEOUT:?} ({last_error}); stderr:\n{}",
-            self.stderr_tail()
-        );
+        panic!("broker not ready within {READY_TIMEOUT:?} ({last_error}); stderr:\n{}", self.stderr_tail());
     }
 
     /// SIGTERM and a bounded wait for the exit status.
@@ -157,10 +131,7 @@ impl Broker {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!(
-            "broker ignored SIGTERM for {STOP_TIMEOUT:?}; stderr:\n{}",
-            self.stderr_tail()
-        );
+        panic!("broker ignored SIGTERM for {STOP_TIMEOUT:?}; stderr:\n{}", self.stderr_tail());
     }
 }
 
@@ -178,9 +149,7 @@ impl Drop for Broker {
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000");
+    config.set("bootstrap.servers", bootstrap).set("socket.timeout.ms", "10000");
     config
 }
 
@@ -201,39 +170,22 @@ fn metadata_broker_count(bootstrap: &str) -> Result<usize, KafkaError> {
 }
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    client_config(bootstrap)
-        .create()
-        .expect("create admin client")
+    client_config(bootstrap).create().expect("create admin client")
 }
 
-fn create_topic(
-    bootstrap: &str,
-    name: &str,
-    partitions: i32,
-) -> Result<String, (String, RDKafkaErrorCode)> {
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<String, (String, RDKafkaErrorCode)> {
     let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let mut results =
-        futures::executor::block_on(admin(bootstrap).create_topics([&topic], &options))
-            .expect("CreateTopics request");
+        futures::executor::block_on(admin(bootstrap).create_topics([&topic], &options)).expect("CreateTopics request");
     assert_eq!(results.len(), 1);
     results.remove(0)
 }
 
 fn partition_count(bootstrap: &str, topic: &str) -> usize {
-    let metadata = consumer(bootstrap)
-        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
-        .expect("metadata");
-    let entry = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .unwrap_or_else(|| panic!("{topic} missing from metadata"));
-    assert!(
-        entry.error().is_none(),
-        "metadata error for {topic}: {:?}",
-        entry.error()
-    );
+    let metadata = consumer(bootstrap).fetch_metadata(Some(topic), CLIENT_TIMEOUT).expect("metadata");
+    let entry = metadata.topics().iter().find(|t| t.name() == topic).unwrap_or_else(|| panic!("{topic} missing from metadata"));
+    assert!(entry.error().is_none(), "metadata error for {topic}: {:?}", entry.error());
     entry.partitions().len()
 }
 
@@ -244,45 +196,28 @@ fn acks_all_produce_then_assign_from_beginning_reads_every_record_in_order() {
     let topic = "rdkafka-acks-all";
     create_topic(&bootstrap, topic, 1).expect("create topic");
 
-    let producer: FutureProducer = client_config(&bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("create producer");
+    let producer: FutureProducer =
+        client_config(&bootstrap).set("acks", "all").set("linger.ms", "5").create().expect("create producer");
     let record_count = 1_000usize;
     let mut deliveries = Vec::with_capacity(record_count);
     for index in 0..record_count {
         let key = format!("key-{index}");
         let value = format!("value-{index}");
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "index",
-            value: Some(index.to_string().as_bytes()),
-        });
-        let record = FutureRecord::to(topic)
-            .key(&key)
-            .payload(&value)
-            .headers(headers);
-        let delivery = producer
-            .send_result(record)
-            .unwrap_or_else(|(e, _)| panic!("enqueue record {index}: {e}"));
+        let headers = OwnedHeaders::new().insert(Header { key: "index", value: Some(index.to_string().as_bytes()) });
+        let record = FutureRecord::to(topic).key(&key).payload(&value).headers(headers);
+        let delivery = producer.send_result(record).unwrap_or_else(|(e, _)| panic!("enqueue record {index}: {e}"));
         deliveries.push(delivery);
     }
     for (index, delivery) in deliveries.into_iter().enumerate() {
         let (partition, offset) = futures::executor::block_on(delivery)
             .expect("delivery future not cancelled")
             .unwrap_or_else(|(e, _)| panic!("record {index} not acknowledged: {e}"));
-        assert_eq!(
-            (partition, offset),
-            (0, index as i64),
-            "acknowledged offset of record {index}"
-        );
+        assert_eq!((partition, offset), (0, index as i64), "acknowledged offset of record {index}");
     }
 
     let consumer = consumer(&bootstrap);
     let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("assignment");
+    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("assignment");
     consumer.assign(&assignment).expect("assign");
     let mut read = Vec::with_capacity(record_count);
     let deadline = Instant::now() + CONSUME_TIMEOUT;
@@ -291,41 +226,23 @@ fn acks_all_produce_then_assign_from_beginning_reads_every_record_in_order() {
             None => continue,
             Some(Err(e)) => panic!("consumer error after {} records: {e}", read.len()),
             Some(Ok(message)) => {
-                let header = message
-                    .headers()
-                    .map(|h| h.get(0))
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)));
-                read.push((
-                    message.offset(),
-                    message.key().map(<[u8]>::to_vec),
-                    message.payload().map(<[u8]>::to_vec),
-                    header,
-                ));
+                let header = message.headers().map(|h| h.get(0)).map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)));
+                read.push((message.offset(), message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec), header));
             }
         }
     }
-    assert_eq!(
-        read.len(),
-        record_count,
-        "records read within {CONSUME_TIMEOUT:?}"
-    );
+    assert_eq!(read.len(), record_count, "records read within {CONSUME_TIMEOUT:?}");
     for (index, (offset, key, value, header)) in read.into_iter().enumerate() {
         assert_eq!(offset, index as i64);
         assert_eq!(key.as_deref(), Some(format!("key-{index}").as_bytes()));
         assert_eq!(value.as_deref(), Some(format!("value-{index}").as_bytes()));
-        assert_eq!(
-            header,
-            Some(("index".to_string(), Some(index.to_string().into_bytes())))
-        );
+        assert_eq!(header, Some(("index".to_string(), Some(index.to_string().into_bytes()))));
     }
 
     drop(consumer);
     drop(producer);
     let status = broker.stop();
-    assert!(
-        status.success(),
-        "broker exit status after SIGTERM: {status}"
-    );
+    assert!(status.success(), "broker exit status after SIGTERM: {status}");
 }
 
 #[test]
@@ -343,14 +260,8 @@ fn admin_client_creates_topic_with_requested_partitions_and_refuses_duplicates()
     assert_eq!(partition_count(&bootstrap, topic), 3);
 
     let duplicate = create_topic(&bootstrap, topic, 3);
-    assert_eq!(
-        duplicate,
-        Err((topic.to_string(), RDKafkaErrorCode::TopicAlreadyExists))
-    );
+    assert_eq!(duplicate, Err((topic.to_string(), RDKafkaErrorCode::TopicAlreadyExists)));
 
     let status = broker.stop();
-    assert!(
-        status.success(),
-        "broker exit status after SIGTERM: {status}"
-    );
+    assert!(status.success(), "broker exit status after SIGTERM: {status}");
 }

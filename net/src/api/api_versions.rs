@@ -20,8 +20,11 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     // correlation id, which comes before anything version-specific.
     let header_version = if supported { ApiKey::ApiVersions.request_header_version(version) } else { 1 };
     let mut body = frame;
-    let header = RequestHeader::decode(&mut body, header_version)
-        .map_err(|error| RequestError::Decode { api: ApiKey::ApiVersions, version, reason: error.to_string() })?;
+    let header = RequestHeader::decode(&mut body, header_version).map_err(|error| RequestError::Decode {
+        api: ApiKey::ApiVersions,
+        version,
+        reason: error.to_string(),
+    })?;
     let mut response = ApiVersionsResponse::default();
     response.api_keys = api_table();
     if !supported {
@@ -31,8 +34,10 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     }
     if version >= 3 {
         // Validate the client software fields as Kafka does; a bad body is INVALID_REQUEST.
-        let valid = ApiVersionsRequest::decode(&mut body, version)
-            .is_ok_and(|request| valid_software_field(request.client_software_name.as_str()) && valid_software_field(request.client_software_version.as_str()));
+        let valid = ApiVersionsRequest::decode(&mut body, version).is_ok_and(|request| {
+            valid_software_field(request.client_software_name.as_str())
+                && valid_software_field(request.client_software_version.as_str())
+        });
         if !valid {
             response.error_code = codes::INVALID_REQUEST;
             response.api_keys.clear();

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse, RequestHeader,
@@ -25,13 +27,18 @@ pub const INCREMENTAL_ALTER_VERSIONS: Versions = Versions { min: 0, max: 1 };
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER: &str = "Unexpected broker id; this broker's node id or the empty name (cluster default) is expected.";
+const INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER: &str =
+    "Unexpected broker id; this broker's node id or the empty name (cluster default) is expected.";
 
 fn broker_name_ok(ctx: &ShardContext, name: &str) -> bool {
     name.is_empty() || name.parse::<i32>().ok() == Some(ctx.settings.node_id)
 }
 
-pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeConfigsRequest) -> Result<OutFrame, RequestError> {
+pub fn describe(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: DescribeConfigsRequest,
+) -> Result<OutFrame, RequestError> {
     let image = ctx.image();
     let broker = ctx.broker_configs(&image);
     let mut response = DescribeConfigsResponse::default();
@@ -55,7 +62,9 @@ pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Describ
             Ok(entries) => {
                 result.configs = entries
                     .into_iter()
-                    .map(|entry| describe_entry(entry, request.include_synonyms, request.include_documentation, header.request_api_version))
+                    .map(|entry| {
+                        describe_entry(entry, request.include_synonyms, request.include_documentation, header.request_api_version)
+                    })
                     .collect()
             }
             Err((code, message)) => {
@@ -68,7 +77,12 @@ pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Describ
     respond(header, &response)
 }
 
-fn describe_entry(entry: ConfigEntry, include_synonyms: bool, include_documentation: bool, version: i16) -> DescribeConfigsResourceResult {
+fn describe_entry(
+    entry: ConfigEntry,
+    include_synonyms: bool,
+    include_documentation: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let mut result = DescribeConfigsResourceResult::default();
     result.name = StrBytes::from_string(entry.name);
     result.value = entry.value.map(StrBytes::from_string);
@@ -98,7 +112,11 @@ fn describe_entry(entry: ConfigEntry, include_synonyms: bool, include_documentat
 }
 
 /// Legacy AlterConfigs: the given set replaces every override of the resource.
-pub async fn alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: AlterConfigsRequest) -> Result<OutFrame, RequestError> {
+pub async fn alter(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: AlterConfigsRequest,
+) -> Result<OutFrame, RequestError> {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -114,7 +132,9 @@ pub async fn alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Alte
                 let ops = configs.into_iter().map(|(key, value)| (key, AlterOp::Set(value))).collect();
                 admin::alter_broker_configs(ctx, ops, request.validate_only).await
             }
-            RESOURCE_BROKER => Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() }),
+            RESOURCE_BROKER => {
+                Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() })
+            }
             other => Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") }),
         };
         let mut result = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default();
@@ -131,7 +151,11 @@ pub async fn alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Alte
 }
 
 /// IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND, SUBTRACT per key.
-pub async fn incremental_alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: IncrementalAlterConfigsRequest) -> Result<OutFrame, RequestError> {
+pub async fn incremental_alter(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: IncrementalAlterConfigsRequest,
+) -> Result<OutFrame, RequestError> {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -145,11 +169,17 @@ pub async fn incremental_alter(ctx: &Rc<ShardContext>, header: &RequestHeader, r
                 (2, Some(value)) => AlterOp::Append(value),
                 (3, Some(value)) => AlterOp::Subtract(value),
                 (operation @ 0..=3, None) => {
-                    bad = Some(AdminError { code: codes::INVALID_REQUEST, message: format!("Null value not supported for operation {operation} on {}", config.name) });
+                    bad = Some(AdminError {
+                        code: codes::INVALID_REQUEST,
+                        message: format!("Null value not supported for operation {operation} on {}", config.name),
+                    });
                     break;
                 }
                 (operation, _) => {
-                    bad = Some(AdminError { code: codes::INVALID_REQUEST, message: format!("Unknown config operation {operation}") });
+                    bad = Some(AdminError {
+                        code: codes::INVALID_REQUEST,
+                        message: format!("Unknown config operation {operation}"),
+                    });
                     break;
                 }
             };
@@ -158,9 +188,15 @@ pub async fn incremental_alter(ctx: &Rc<ShardContext>, header: &RequestHeader, r
         let outcome = match (bad, resource.resource_type) {
             (Some(error), _) => Err(error),
             (None, RESOURCE_TOPIC) => admin::alter_topic_configs(ctx, name, ops, request.validate_only).await,
-            (None, RESOURCE_BROKER) if broker_name_ok(ctx, &name) => admin::alter_broker_configs(ctx, ops, request.validate_only).await,
-            (None, RESOURCE_BROKER) => Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() }),
-            (None, other) => Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") }),
+            (None, RESOURCE_BROKER) if broker_name_ok(ctx, &name) => {
+                admin::alter_broker_configs(ctx, ops, request.validate_only).await
+            }
+            (None, RESOURCE_BROKER) => {
+                Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() })
+            }
+            (None, other) => {
+                Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") })
+            }
         };
         let mut result = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;

@@ -17,7 +17,11 @@ use fjord_engine::topic_config::describe_topic_configs;
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 7 };
 
-pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: CreateTopicsRequest) -> Result<OutFrame, RequestError> {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: CreateTopicsRequest,
+) -> Result<OutFrame, RequestError> {
     let mut response = CreateTopicsResponse::default();
     let mut counts = std::collections::HashMap::new();
     for topic in &request.topics {
@@ -56,7 +60,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Cre
         let assignments = if topic.assignments.is_empty() {
             None
         } else {
-            Some(topic.assignments.iter().map(|assignment| (assignment.partition_index, assignment.broker_ids.iter().map(|id| id.0).collect())).collect())
+            Some(
+                topic
+                    .assignments
+                    .iter()
+                    .map(|assignment| (assignment.partition_index, assignment.broker_ids.iter().map(|id| id.0).collect()))
+                    .collect(),
+            )
         };
         let new_topic = NewTopic {
             name: name.clone(),
@@ -70,7 +80,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Cre
             Ok(created) => {
                 result.topic_id = Uuid::from_bytes(created.id);
                 result.num_partitions = created.partitions.len() as i32;
-                result.replication_factor = created.partitions.first().map(|partition| partition.replicas.len() as i16).unwrap_or(1);
+                result.replication_factor =
+                    created.partitions.first().map(|partition| partition.replicas.len() as i16).unwrap_or(1);
                 let image = ctx.image();
                 let broker = ctx.broker_configs(&image);
                 result.configs = Some(

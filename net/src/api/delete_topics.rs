@@ -15,7 +15,11 @@ use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
-pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DeleteTopicsRequest) -> Result<OutFrame, RequestError> {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: DeleteTopicsRequest,
+) -> Result<OutFrame, RequestError> {
     let mut targets: Vec<(Option<String>, Uuid)> = Vec::new();
     if header.request_api_version >= 6 {
         targets.extend(request.topics.iter().map(|topic| (topic.name.as_ref().map(|name| name.0.to_string()), topic.topic_id)));

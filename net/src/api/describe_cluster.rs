@@ -25,7 +25,10 @@ pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeC
     if header.request_api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // As Kafka: a broker asked for controller endpoints answers MISMATCHED_ENDPOINT_TYPE.
         let (code, message) = if request.endpoint_type == ENDPOINT_TYPE_CONTROLLERS {
-            (MISMATCHED_ENDPOINT_TYPE, "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")
+            (
+                MISMATCHED_ENDPOINT_TYPE,
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
+            )
         } else {
             (UNSUPPORTED_ENDPOINT_TYPE, "Unsupported endpoint type")
         };

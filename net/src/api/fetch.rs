@@ -29,6 +29,9 @@ const UNKNOWN_LEADER_EPOCH: i16 = 75;
 /// Upper bound on a long poll, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 60_000;
 
+/// (topic, partition, offset) a long poll waits past.
+type WatchPart = (String, i32, i64);
+
 /// One partition the response covers.
 struct Wanted {
     topic: String,
@@ -39,7 +42,11 @@ struct Wanted {
     current_leader_epoch: i32,
 }
 
-pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: FetchRequest) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: FetchRequest,
+) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     let (wanted, session) = match select_partitions(&ctx, version, &request) {
         Ok(selected) => selected,
@@ -224,7 +231,7 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
         .map(|(position, item)| (position, (item.topic.clone(), item.partition, item.fetch_offset)))
         .collect();
     let groups = router::group_by_shard(ctx, items, |(topic, partition, _)| ctx.table.owner(topic, *partition));
-    let by_shard: Vec<(usize, Vec<(String, i32, i64)>)> =
+    let by_shard: Vec<(usize, Vec<WatchPart>)> =
         groups.into_iter().map(|(shard, items)| (shard, items.into_iter().map(|(_, item)| item).collect())).collect();
     if by_shard.is_empty() {
         rt::sleep(wait).await;

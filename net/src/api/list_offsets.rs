@@ -14,7 +14,11 @@ use crate::router::{self, ListOffsetsPart, ListOffsetsResult, ShardRequest};
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
-pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListOffsetsRequest) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: ListOffsetsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
     let mut shape = Vec::new();
     let mut routed = Vec::new();
     let mut errors = Vec::new();
@@ -28,14 +32,23 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListO
                 Some(info) if partition.partition_index >= 0 && partition.partition_index < info.partition_count => {
                     routed.push((
                         position,
-                        ListOffsetsPart { topic: name.clone(), partition: partition.partition_index, spec: info.spec(partition.partition_index), timestamp: partition.timestamp },
+                        ListOffsetsPart {
+                            topic: name.clone(),
+                            partition: partition.partition_index,
+                            spec: info.spec(partition.partition_index),
+                            timestamp: partition.timestamp,
+                        },
                     ));
                 }
                 _ => errors.push(position),
             }
         }
     }
-    let mut results = vec![ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 }; shape.len()];
+    let mut results =
+        vec![
+            ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
+            shape.len()
+        ];
     let groups = router::group_by_shard(&ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
     let mut orders = Vec::new();
     let mut by_shard = Vec::new();

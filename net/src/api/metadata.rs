@@ -34,7 +34,11 @@ const fn bits(operations: &[i32]) -> i32 {
     value
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: MetadataRequest) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     let allow_auto_create = (version < 4 || request.allow_auto_topic_creation) && ctx.settings.auto_create_topics_enable;
     let mut topics = Vec::new();
@@ -47,7 +51,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Met
         }
         Some(requested) => {
             for wanted in requested {
-                topics.push(requested_topic(ctx, wanted.name.as_ref().map(|name| name.0.to_string()), wanted.topic_id, allow_auto_create).await);
+                topics.push(
+                    requested_topic(ctx, wanted.name.as_ref().map(|name| name.0.to_string()), wanted.topic_id, allow_auto_create)
+                        .await,
+                );
             }
         }
     }
@@ -83,8 +90,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Met
         }
     }
     response.topics = topics;
-    response.cluster_authorized_operations =
-        if request.include_cluster_authorized_operations && (8..=10).contains(&version) { CLUSTER_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    response.cluster_authorized_operations = if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     if request.include_topic_authorized_operations && version >= 8 {
         for topic in &mut response.topics {
             if topic.error_code == 0 {
@@ -95,7 +105,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: Met
     respond(header, &response).map(Some)
 }
 
-async fn requested_topic(ctx: &Rc<ShardContext>, name: Option<String>, id: Uuid, allow_auto_create: bool) -> MetadataResponseTopic {
+async fn requested_topic(
+    ctx: &Rc<ShardContext>,
+    name: Option<String>,
+    id: Uuid,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
     let image = ctx.image();
     let found = match &name {
         Some(name) => image.topics.get(name).cloned(),
@@ -125,7 +140,8 @@ async fn requested_topic(ctx: &Rc<ShardContext>, name: Option<String>, id: Uuid,
             }
         },
         Err(error) => {
-            entry.error_code = if error.code == codes::INVALID_TOPIC_EXCEPTION { error.code } else { codes::UNKNOWN_TOPIC_OR_PARTITION };
+            entry.error_code =
+                if error.code == codes::INVALID_TOPIC_EXCEPTION { error.code } else { codes::UNKNOWN_TOPIC_OR_PARTITION };
             entry
         }
     }

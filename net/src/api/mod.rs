@@ -93,8 +93,11 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched
         return Err(RequestError::UnsupportedVersion { api, version });
     }
     let mut body = frame;
-    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
-        .map_err(|error| RequestError::Decode { api, version, reason: error.to_string() })?;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(|error| RequestError::Decode {
+        api,
+        version,
+        reason: error.to_string(),
+    })?;
     let ctx = ctx.clone();
     match api {
         ApiKey::Produce => produce::handle(ctx, header, decode(api, version, body)?).await,

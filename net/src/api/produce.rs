@@ -39,10 +39,15 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
             let index = partition_data.index;
             let slot = match (&topic, partition_data.records) {
                 (Err(code), _) => Slot::Failed(*code, None),
-                (Ok(topic), _) if index < 0 || index >= topic.partition_count => Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None),
+                (Ok(topic), _) if index < 0 || index >= topic.partition_count => {
+                    Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None)
+                }
                 (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
                 (Ok(topic), Some(records)) => {
-                    routed.push((position, ProducePart { topic: name.clone(), partition: index, spec: topic.spec(index), records }));
+                    routed.push((
+                        position,
+                        ProducePart { topic: name.clone(), partition: index, spec: topic.spec(index), records },
+                    ));
                     position += 1;
                     Slot::Routed
                 }

@@ -16,9 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fjord_engine::topic_config::{
-    describe_broker_configs, join_list, resolve_topic_config, split_list, topic_config_def,
-    topic_config_for_broker_key, validate_broker_dynamic, validate_topic_config,
-    validate_topic_overrides, BrokerConfigs, ConfigError, ConfigType,
+    describe_broker_configs, join_list, resolve_topic_config, split_list, topic_config_def, topic_config_for_broker_key,
+    validate_broker_dynamic, validate_topic_config, validate_topic_overrides, BrokerConfigs, ConfigError, ConfigType,
 };
 
 use super::image::{ApplyError, MetadataImage, TopicImage};
@@ -27,9 +26,8 @@ use super::meta_properties::{self, is_usable_id, random_id, topic_id_to_string};
 use super::record::{MetadataRecord, TopicId};
 use super::table::MetadataTable;
 use super::{
-    MetadataError, CONFIG_VALUE_BYTES_MAX, HOST_BYTES_MAX, METADATA_LOG_DIR_NAME,
-    PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
-    TOPIC_NAME_LENGTH_MAX,
+    MetadataError, CONFIG_VALUE_BYTES_MAX, HOST_BYTES_MAX, METADATA_LOG_DIR_NAME, PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX,
+    REPLICATION_FACTOR_MAX, TOPICS_MAX, TOPIC_NAME_LENGTH_MAX,
 };
 
 /// Replication factor of a topic created with -1: Kafka's `default.replication.factor` default.
@@ -114,12 +112,9 @@ impl ControllerError {
     /// generic text; their detail goes to the log, not to clients.
     pub fn message(&self) -> String {
         match self {
-            ControllerError::Storage(_) => {
-                "Disk error when trying to access log file on the disk.".to_string()
-            }
+            ControllerError::Storage(_) => "Disk error when trying to access log file on the disk.".to_string(),
             ControllerError::Inconsistent(_) => {
-                "The server experienced an unexpected error when processing the request."
-                    .to_string()
+                "The server experienced an unexpected error when processing the request.".to_string()
             }
             other => other.to_string(),
         }
@@ -159,24 +154,17 @@ pub struct Controller {
 /// Kafka's topic name rules (`Topic.validate`), with its messages.
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     if name.is_empty() {
-        return Err(ControllerError::InvalidTopic(
-            "Topic name is illegal, it can't be empty".into(),
-        ));
+        return Err(ControllerError::InvalidTopic("Topic name is illegal, it can't be empty".into()));
     }
     if name == "." || name == ".." {
-        return Err(ControllerError::InvalidTopic(
-            "Topic name cannot be \".\" or \"..\"".into(),
-        ));
+        return Err(ControllerError::InvalidTopic("Topic name cannot be \".\" or \"..\"".into()));
     }
     if name.len() > TOPIC_NAME_LENGTH_MAX {
         return Err(ControllerError::InvalidTopic(format!(
             "Topic name is illegal, it can't be longer than {TOPIC_NAME_LENGTH_MAX} characters, Topic name: {name}"
         )));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return Err(ControllerError::InvalidTopic(format!(
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         )));
@@ -194,12 +182,7 @@ fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> 
         return None;
     }
     let key = collision_key(name);
-    image
-        .topics
-        .keys()
-        .map(String::as_str)
-        .filter(|existing| *existing != name && collision_key(existing) == key)
-        .min()
+    image.topics.keys().map(String::as_str).filter(|existing| *existing != name && collision_key(existing) == key).min()
 }
 
 fn check_config_value_size(key: &str, value: &str) -> Result<(), ControllerError> {
@@ -217,9 +200,7 @@ fn check_duplicate_keys(ops: &[(String, AlterOp)]) -> Result<(), ControllerError
     if ops.iter().all(|(key, _)| seen.insert(key.as_str())) {
         Ok(())
     } else {
-        Err(ControllerError::InvalidRequest(
-            "Error due to duplicate config keys".into(),
-        ))
+        Err(ControllerError::InvalidRequest("Error due to duplicate config keys".into()))
     }
 }
 
@@ -244,21 +225,13 @@ fn edit_list(current: &str, op: &AlterOp) -> String {
 }
 
 fn list_op_not_allowed(key: &str, op: &AlterOp) -> ControllerError {
-    ControllerError::InvalidConfig(format!(
-        "Config value {} is not allowed for config key: {key}",
-        op.kafka_name()
-    ))
+    ControllerError::InvalidConfig(format!("Config value {} is not allowed for config key: {key}", op.kafka_name()))
 }
 
 impl Controller {
     /// Opens the metadata of `data_dir` for node `node_id` listening on `host:port`, and
     /// registers the broker if its address changed. Returns the table shards read from.
-    pub fn open(
-        data_dir: &Path,
-        node_id: i32,
-        host: &str,
-        port: u16,
-    ) -> Result<(Controller, Arc<MetadataTable>), MetadataError> {
+    pub fn open(data_dir: &Path, node_id: i32, host: &str, port: u16) -> Result<(Controller, Arc<MetadataTable>), MetadataError> {
         Self::open_with_options(data_dir, node_id, host, port, ControllerOptions::default())
     }
 
@@ -269,31 +242,18 @@ impl Controller {
         port: u16,
         options: ControllerOptions,
     ) -> Result<(Controller, Arc<MetadataTable>), MetadataError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| MetadataError::io("create directory", data_dir, e))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| MetadataError::io("create directory", data_dir, e))?;
         let ids = meta_properties::load_or_create(data_dir, node_id)?;
         let log_dir = data_dir.join(METADATA_LOG_DIR_NAME);
         let (log, image) = MetadataLog::open(&log_dir, &ids.cluster_id, options.log)?;
         let epoch = log.last_epoch().saturating_add(1);
         let image = Arc::new(image);
         let table = Arc::new(MetadataTable::new(Arc::clone(&image)));
-        let mut controller = Controller {
-            log,
-            table: Arc::clone(&table),
-            image,
-            node_id,
-            epoch,
-            static_broker: BTreeMap::new(),
-        };
-        controller
-            .register_broker(node_id, host, port, options.rack)
-            .map_err(|error| match error {
-                ControllerError::Storage(storage) => storage,
-                other => MetadataError::Registration {
-                    node_id,
-                    reason: other.to_string(),
-                },
-            })?;
+        let mut controller = Controller { log, table: Arc::clone(&table), image, node_id, epoch, static_broker: BTreeMap::new() };
+        controller.register_broker(node_id, host, port, options.rack).map_err(|error| match error {
+            ControllerError::Storage(storage) => storage,
+            other => MetadataError::Registration { node_id, reason: other.to_string() },
+        })?;
         Ok((controller, table))
     }
 
@@ -325,30 +285,19 @@ impl Controller {
     }
 
     /// Registers (or re-registers with a new address) a broker. No record if nothing changed.
-    pub fn register_broker(
-        &mut self,
-        node_id: i32,
-        host: &str,
-        port: u16,
-        rack: Option<String>,
-    ) -> Result<(), ControllerError> {
+    pub fn register_broker(&mut self, node_id: i32, host: &str, port: u16, rack: Option<String>) -> Result<(), ControllerError> {
         if host.len() > HOST_BYTES_MAX {
-            return Err(ControllerError::InvalidRequest(format!(
-                "Host name is longer than {HOST_BYTES_MAX} bytes"
-            )));
+            return Err(ControllerError::InvalidRequest(format!("Host name is longer than {HOST_BYTES_MAX} bytes")));
         }
-        let unchanged = self.image.brokers.get(&node_id).is_some_and(|broker| {
-            broker.host == host && broker.port == port && broker.rack == rack
-        });
+        let unchanged = self
+            .image
+            .brokers
+            .get(&node_id)
+            .is_some_and(|broker| broker.host == host && broker.port == port && broker.rack == rack);
         if unchanged {
             return Ok(());
         }
-        let record = MetadataRecord::RegisterBroker {
-            node_id,
-            host: host.to_string(),
-            port,
-            rack,
-        };
+        let record = MetadataRecord::RegisterBroker { node_id, host: host.to_string(), port, rack };
         self.commit(vec![record]).map(|_| ())
     }
 
@@ -362,10 +311,7 @@ impl Controller {
     }
 
     /// Stages, appends with fdatasync, publishes; snapshots when one is due.
-    fn commit(
-        &mut self,
-        records: Vec<MetadataRecord>,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<Arc<MetadataImage>, ControllerError> {
         let next = self.stage(&records)?;
         let base_offset = self.log.append(self.epoch, &records)?;
         debug_assert_eq!(next.offset, base_offset + records.len() as i64 - 1);
@@ -388,11 +334,7 @@ impl Controller {
 
     /// Kafka's `validateManualPartitionAssignment`: non-empty, registered, no repeats, and the
     /// same replica count as the partitions before.
-    fn validate_manual_assignment(
-        &self,
-        replicas: &[i32],
-        replication_factor: Option<usize>,
-    ) -> Result<(), ControllerError> {
+    fn validate_manual_assignment(&self, replicas: &[i32], replication_factor: Option<usize>) -> Result<(), ControllerError> {
         if replicas.is_empty() {
             return Err(ControllerError::InvalidReplicaAssignment(
                 "The manual partition assignment includes an empty replica list.".into(),
@@ -433,12 +375,7 @@ impl Controller {
 
     /// Places `count` partitions starting at index `first` on the registered brokers, striped
     /// so that leaders spread out. One node: every replica list is `[node_id]`.
-    fn place(
-        &self,
-        first: i32,
-        count: i32,
-        replication_factor: i16,
-    ) -> Result<Vec<Vec<i32>>, ControllerError> {
+    fn place(&self, first: i32, count: i32, replication_factor: i16) -> Result<Vec<Vec<i32>>, ControllerError> {
         let brokers = self.registered_brokers();
         let wanted = usize::try_from(replication_factor).unwrap_or(0);
         if wanted > brokers.len() {
@@ -455,9 +392,7 @@ impl Controller {
         Ok((first..first + count)
             .map(|partition| {
                 let start = usize::try_from(partition).unwrap_or(0) % brokers.len();
-                (0..wanted)
-                    .map(|i| brokers[(start + i) % brokers.len()])
-                    .collect()
+                (0..wanted).map(|i| brokers[(start + i) % brokers.len()]).collect()
             })
             .collect())
     }
@@ -486,9 +421,7 @@ impl Controller {
                 return Ok(id);
             }
         }
-        Err(ControllerError::InvalidRequest(
-            "Could not draw an unused topic id.".into(),
-        ))
+        Err(ControllerError::InvalidRequest("Could not draw an unused topic id.".into()))
     }
 
     /// Replica lists of a CreateTopics entry, Kafka's rules for manual and automatic assignment.
@@ -524,10 +457,7 @@ impl Controller {
                     replication_factor = Some(replicas.len());
                     by_partition.insert(partition, replicas);
                 }
-                let consecutive = by_partition
-                    .keys()
-                    .copied()
-                    .eq(0..by_partition.len() as i32);
+                let consecutive = by_partition.keys().copied().eq(0..by_partition.len() as i32);
                 if !consecutive {
                     return Err(ControllerError::InvalidReplicaAssignment(
                         "partitions should be a consecutive 0-based integer sequence".into(),
@@ -546,21 +476,13 @@ impl Controller {
                         "Number of partitions was set to an invalid non-positive value.".into(),
                     ));
                 }
-                let count = if num_partitions == -1 {
-                    default_partitions
-                } else {
-                    num_partitions
-                };
+                let count = if num_partitions == -1 { default_partitions } else { num_partitions };
                 if count < 1 {
                     return Err(ControllerError::InvalidPartitions(
                         "Number of partitions was set to an invalid non-positive value.".into(),
                     ));
                 }
-                let replication_factor = if replication_factor == -1 {
-                    REPLICATION_FACTOR_DEFAULT
-                } else {
-                    replication_factor
-                };
+                let replication_factor = if replication_factor == -1 { REPLICATION_FACTOR_DEFAULT } else { replication_factor };
                 self.check_partition_limits(0, count as usize)?;
                 self.place(0, count, replication_factor)
             }
@@ -587,34 +509,22 @@ impl Controller {
             return Err(ControllerError::TopicAlreadyExists(name.to_string()));
         }
         if let Some(existing) = colliding_topic(&self.image, name) {
-            return Err(ControllerError::InvalidTopic(format!(
-                "Topic '{name}' collides with existing topic: {existing}"
-            )));
+            return Err(ControllerError::InvalidTopic(format!("Topic '{name}' collides with existing topic: {existing}")));
         }
         for (key, value) in configs {
             check_config_value_size(key, value)?;
         }
         validate_topic_overrides(configs)?;
-        let placement = self.creation_placement(
-            num_partitions,
-            replication_factor,
-            assignments,
-            default_partitions,
-        )?;
+        let placement = self.creation_placement(num_partitions, replication_factor, assignments, default_partitions)?;
         if self.image.topics.len() >= TOPICS_MAX {
-            return Err(ControllerError::PolicyViolation(format!(
-                "The cluster may have at most {TOPICS_MAX} topics."
-            )));
+            return Err(ControllerError::PolicyViolation(format!("The cluster may have at most {TOPICS_MAX} topics.")));
         }
         let topic_id = self.new_topic_id()?;
         let mut records = Vec::with_capacity(placement.len() + 1);
         records.push(MetadataRecord::CreateTopic {
             topic_id,
             name: name.to_string(),
-            configs: configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            configs: configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         });
         for (partition, replicas) in (0..).zip(placement) {
             records.push(MetadataRecord::CreatePartition {
@@ -626,28 +536,17 @@ impl Controller {
                 leader_epoch: LEADER_EPOCH_INITIAL,
             });
         }
-        let image = if validate_only {
-            Arc::new(self.stage(&records)?)
-        } else {
-            self.commit(records)?
-        };
+        let image = if validate_only { Arc::new(self.stage(&records)?) } else { self.commit(records)? };
         let topic = image.topics.get(name).cloned();
         if !validate_only {
             tracing::info!(topic = name, id = %topic_id_to_string(&topic_id), "created topic");
         }
-        topic.ok_or(ControllerError::Inconsistent(ApplyError::UnknownTopicId {
-            id: topic_id,
-        }))
+        topic.ok_or(ControllerError::Inconsistent(ApplyError::UnknownTopicId { id: topic_id }))
     }
 
     /// DeleteTopics by name; returns the deleted topic's id.
     pub fn delete_topic_by_name(&mut self, name: &str) -> Result<TopicId, ControllerError> {
-        let id = self
-            .image
-            .topics
-            .get(name)
-            .map(|topic| topic.id)
-            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let id = self.image.topics.get(name).map(|topic| topic.id).ok_or(ControllerError::UnknownTopicOrPartition)?;
         self.commit(vec![MetadataRecord::DeleteTopic { topic_id: id }])?;
         tracing::info!(topic = name, id = %topic_id_to_string(&id), "deleted topic");
         Ok(id)
@@ -661,12 +560,7 @@ impl Controller {
                 topic_id_to_string(&id)
             )));
         }
-        let name = self
-            .image
-            .topic_ids
-            .get(&id)
-            .cloned()
-            .ok_or(ControllerError::UnknownTopicId)?;
+        let name = self.image.topic_ids.get(&id).cloned().ok_or(ControllerError::UnknownTopicId)?;
         self.commit(vec![MetadataRecord::DeleteTopic { topic_id: id }])?;
         tracing::info!(topic = %name, id = %topic_id_to_string(&id), "deleted topic");
         Ok(name)
@@ -681,17 +575,10 @@ impl Controller {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<Arc<TopicImage>, ControllerError> {
-        let topic = self
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let topic = self.image.topics.get(name).cloned().ok_or(ControllerError::UnknownTopicOrPartition)?;
         let current = topic.partitions.len() as i32;
         if new_total == current {
-            return Err(ControllerError::InvalidPartitions(format!(
-                "Topic already has {current} partition(s)."
-            )));
+            return Err(ControllerError::InvalidPartitions(format!("Topic already has {current} partition(s).")));
         }
         if new_total < current {
             return Err(ControllerError::InvalidPartitions(format!(
@@ -727,18 +614,8 @@ impl Controller {
                 leader_epoch: LEADER_EPOCH_INITIAL,
             })
             .collect();
-        let image = if validate_only {
-            Arc::new(self.stage(&records)?)
-        } else {
-            self.commit(records)?
-        };
-        image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or(ControllerError::Inconsistent(ApplyError::UnknownTopicId {
-                id: topic.id,
-            }))
+        let image = if validate_only { Arc::new(self.stage(&records)?) } else { self.commit(records)? };
+        image.topics.get(name).cloned().ok_or(ControllerError::Inconsistent(ApplyError::UnknownTopicId { id: topic.id }))
     }
 
     /// The value an Append or Subtract starts from: the override, else the broker-level value.
@@ -751,11 +628,7 @@ impl Controller {
             &BTreeMap::new(),
             Some(&[key.to_string()]),
         );
-        entries
-            .into_iter()
-            .next()
-            .and_then(|entry| entry.value)
-            .unwrap_or_default()
+        entries.into_iter().next().and_then(|entry| entry.value).unwrap_or_default()
     }
 
     /// IncrementalAlterConfigs on a topic.
@@ -765,12 +638,7 @@ impl Controller {
         ops: &[(String, AlterOp)],
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let topic = self
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let topic = self.image.topics.get(name).cloned().ok_or(ControllerError::UnknownTopicOrPartition)?;
         check_duplicate_keys(ops)?;
         let mut next = topic.configs.clone();
         for (key, op) in ops {
@@ -806,12 +674,7 @@ impl Controller {
         full: &BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let topic = self
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let topic = self.image.topics.get(name).cloned().ok_or(ControllerError::UnknownTopicOrPartition)?;
         for (key, value) in full {
             check_config_value_size(key, value)?;
         }
@@ -829,21 +692,14 @@ impl Controller {
         if validate_only || set.is_empty() {
             return Ok(());
         }
-        self.commit(vec![MetadataRecord::AlterTopicConfig {
-            topic_id: topic.id,
-            set,
-        }])?;
+        self.commit(vec![MetadataRecord::AlterTopicConfig { topic_id: topic.id, set }])?;
         tracing::info!(topic = %topic.name, "altered topic configs");
         Ok(())
     }
 
     /// IncrementalAlterConfigs on the broker resource: dynamic broker configs, which are the
     /// defaults of topic configs.
-    pub fn alter_broker_configs(
-        &mut self,
-        ops: &[(String, AlterOp)],
-        validate_only: bool,
-    ) -> Result<(), ControllerError> {
+    pub fn alter_broker_configs(&mut self, ops: &[(String, AlterOp)], validate_only: bool) -> Result<(), ControllerError> {
         check_duplicate_keys(ops)?;
         let current = self.image.broker_config.clone();
         let mut next = current.clone();
@@ -871,14 +727,11 @@ impl Controller {
                     }
                     let base = match current.get(key) {
                         Some(value) => value.clone(),
-                        None => describe_broker_configs(
-                            &self.broker_configs(),
-                            Some(std::slice::from_ref(key)),
-                        )
-                        .into_iter()
-                        .next()
-                        .and_then(|entry| entry.value)
-                        .unwrap_or_default(),
+                        None => describe_broker_configs(&self.broker_configs(), Some(std::slice::from_ref(key)))
+                            .into_iter()
+                            .next()
+                            .and_then(|entry| entry.value)
+                            .unwrap_or_default(),
                     };
                     let edited = edit_list(&base, op);
                     check_config_value_size(key, &edited)?;
@@ -904,14 +757,8 @@ impl Controller {
 }
 
 /// The changes turning `current` into `next`: `Some` to set, `None` to remove.
-fn config_diff(
-    current: &BTreeMap<String, String>,
-    next: &BTreeMap<String, String>,
-) -> Vec<(String, Option<String>)> {
-    let removed = current
-        .keys()
-        .filter(|key| !next.contains_key(*key))
-        .map(|key| (key.clone(), None));
+fn config_diff(current: &BTreeMap<String, String>, next: &BTreeMap<String, String>) -> Vec<(String, Option<String>)> {
+    let removed = current.keys().filter(|key| !next.contains_key(*key)).map(|key| (key.clone(), None));
     let set = next
         .iter()
         .filter(|(key, value)| current.get(*key) != Some(*value))

@@ -44,9 +44,7 @@ pub struct TopicImage {
 impl TopicImage {
     /// Replicas per partition, taken from partition 0 as Kafka does.
     pub fn replication_factor(&self) -> usize {
-        self.partitions
-            .first()
-            .map_or(0, |partition| partition.replicas.len())
+        self.partitions.first().map_or(0, |partition| partition.replicas.len())
     }
 }
 
@@ -81,11 +79,7 @@ pub enum ApplyError {
     #[error("no topic has id {id:02x?}")]
     UnknownTopicId { id: TopicId },
     #[error("partition {partition} of {topic} is not the next one ({expected})")]
-    PartitionOutOfOrder {
-        topic: String,
-        partition: i32,
-        expected: i32,
-    },
+    PartitionOutOfOrder { topic: String, partition: i32, expected: i32 },
     #[error("{topic} has no partition {partition}")]
     UnknownPartition { topic: String, partition: i32 },
 }
@@ -109,58 +103,32 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, id: &TopicId) -> Option<&Arc<TopicImage>> {
-        self.topic_ids
-            .get(id)
-            .and_then(|name| self.topics.get(name))
+        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
     }
 
     /// Partitions of all topics together.
     pub fn partition_count(&self) -> usize {
-        self.topics
-            .values()
-            .map(|topic| topic.partitions.len())
-            .sum()
+        self.topics.values().map(|topic| topic.partitions.len()).sum()
     }
 
     /// The broker-level configs: `static_` from this process, dynamic from the image.
     pub fn broker_configs(&self, static_: &BTreeMap<String, String>) -> BrokerConfigs {
-        BrokerConfigs {
-            static_: static_.clone(),
-            dynamic: self.broker_config.clone(),
-        }
+        BrokerConfigs { static_: static_.clone(), dynamic: self.broker_config.clone() }
     }
 
     /// The effective config of a topic, or `None` if there is no such topic.
-    pub fn topic_config(
-        &self,
-        name: &str,
-        static_broker: &BTreeMap<String, String>,
-    ) -> Option<TopicConfig> {
+    pub fn topic_config(&self, name: &str, static_broker: &BTreeMap<String, String>) -> Option<TopicConfig> {
         let topic = self.topics.get(name)?;
-        Some(resolve_topic_config(
-            &self.broker_configs(static_broker),
-            &topic.configs,
-        ))
+        Some(resolve_topic_config(&self.broker_configs(static_broker), &topic.configs))
     }
 
     /// Applies one record written at `offset` in `epoch`. On error the image is unchanged.
-    pub fn apply(
-        &mut self,
-        offset: i64,
-        epoch: i32,
-        record: &MetadataRecord,
-    ) -> Result<(), ApplyError> {
+    pub fn apply(&mut self, offset: i64, epoch: i32, record: &MetadataRecord) -> Result<(), ApplyError> {
         if offset <= self.offset {
-            return Err(ApplyError::OffsetNotIncreasing {
-                offset,
-                last: self.offset,
-            });
+            return Err(ApplyError::OffsetNotIncreasing { offset, last: self.offset });
         }
         if epoch < self.epoch {
-            return Err(ApplyError::EpochWentBack {
-                epoch,
-                last: self.epoch,
-            });
+            return Err(ApplyError::EpochWentBack { epoch, last: self.epoch });
         }
         self.apply_record(record)?;
         self.offset = offset;
@@ -169,10 +137,7 @@ impl MetadataImage {
     }
 
     fn topic_name(&self, id: &TopicId) -> Result<String, ApplyError> {
-        self.topic_ids
-            .get(id)
-            .cloned()
-            .ok_or(ApplyError::UnknownTopicId { id: *id })
+        self.topic_ids.get(id).cloned().ok_or(ApplyError::UnknownTopicId { id: *id })
     }
 
     fn topic_mut(&mut self, id: &TopicId) -> Result<&mut TopicImage, ApplyError> {
@@ -185,25 +150,11 @@ impl MetadataImage {
 
     fn apply_record(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
-            MetadataRecord::RegisterBroker {
-                node_id,
-                host,
-                port,
-                rack,
-            } => {
-                let broker = BrokerImage {
-                    node_id: *node_id,
-                    host: host.clone(),
-                    port: *port,
-                    rack: rack.clone(),
-                };
+            MetadataRecord::RegisterBroker { node_id, host, port, rack } => {
+                let broker = BrokerImage { node_id: *node_id, host: host.clone(), port: *port, rack: rack.clone() };
                 self.brokers.insert(*node_id, broker);
             }
-            MetadataRecord::CreateTopic {
-                topic_id,
-                name,
-                configs,
-            } => {
+            MetadataRecord::CreateTopic { topic_id, name, configs } => {
                 if self.topics.contains_key(name) {
                     return Err(ApplyError::DuplicateTopicName { name: name.clone() });
                 }
@@ -219,22 +170,11 @@ impl MetadataImage {
                 self.topics.insert(name.clone(), Arc::new(topic));
                 self.topic_ids.insert(*topic_id, name.clone());
             }
-            MetadataRecord::CreatePartition {
-                topic_id,
-                partition,
-                replicas,
-                isr,
-                leader,
-                leader_epoch,
-            } => {
+            MetadataRecord::CreatePartition { topic_id, partition, replicas, isr, leader, leader_epoch } => {
                 let topic = self.topic_mut(topic_id)?;
                 let expected = topic.partitions.len() as i32;
                 if *partition != expected {
-                    return Err(ApplyError::PartitionOutOfOrder {
-                        topic: topic.name.clone(),
-                        partition: *partition,
-                        expected,
-                    });
+                    return Err(ApplyError::PartitionOutOfOrder { topic: topic.name.clone(), partition: *partition, expected });
                 }
                 topic.partitions.push(PartitionImage {
                     partition: *partition,
@@ -244,21 +184,12 @@ impl MetadataImage {
                     isr: isr.clone(),
                 });
             }
-            MetadataRecord::PartitionChange {
-                topic_id,
-                partition,
-                leader,
-                leader_epoch,
-                isr,
-            } => {
+            MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr } => {
                 let topic = self.topic_mut(topic_id)?;
                 let name = topic.name.clone();
                 let index = usize::try_from(*partition).ok();
                 let Some(image) = index.and_then(|index| topic.partitions.get_mut(index)) else {
-                    return Err(ApplyError::UnknownPartition {
-                        topic: name,
-                        partition: *partition,
-                    });
+                    return Err(ApplyError::UnknownPartition { topic: name, partition: *partition });
                 };
                 image.leader = *leader;
                 image.leader_epoch = *leader_epoch;
@@ -296,17 +227,7 @@ mod tests {
 
     fn create(image: &mut MetadataImage, offset: i64, id: u8, name: &str, partitions: i32) {
         let topic_id = [id; 16];
-        image
-            .apply(
-                offset,
-                1,
-                &MetadataRecord::CreateTopic {
-                    topic_id,
-                    name: name.into(),
-                    configs: vec![],
-                },
-            )
-            .unwrap();
+        image.apply(offset, 1, &MetadataRecord::CreateTopic { topic_id, name: name.into(), configs: vec![] }).unwrap();
         for partition in 0..partitions {
             let record = MetadataRecord::CreatePartition {
                 topic_id,
@@ -316,9 +237,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 0,
             };
-            image
-                .apply(offset + 1 + i64::from(partition), 1, &record)
-                .unwrap();
+            image.apply(offset + 1 + i64::from(partition), 1, &record).unwrap();
         }
     }
 
@@ -328,13 +247,8 @@ mod tests {
         create(&mut image, 0, 1, "a", 3);
         assert_eq!(image.offset, 3);
         assert_eq!(image.partition_count(), 3);
-        assert_eq!(
-            image.topic_by_id(&[1; 16]).map(|t| t.name.as_str()),
-            Some("a")
-        );
-        image
-            .apply(4, 1, &MetadataRecord::DeleteTopic { topic_id: [1; 16] })
-            .unwrap();
+        assert_eq!(image.topic_by_id(&[1; 16]).map(|t| t.name.as_str()), Some("a"));
+        image.apply(4, 1, &MetadataRecord::DeleteTopic { topic_id: [1; 16] }).unwrap();
         assert!(image.topics.is_empty() && image.topic_ids.is_empty());
         assert_eq!(image.offset, 4);
     }
@@ -352,33 +266,14 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
         };
-        assert!(matches!(
-            image.apply(9, 1, &out_of_order),
-            Err(ApplyError::PartitionOutOfOrder { .. })
-        ));
+        assert!(matches!(image.apply(9, 1, &out_of_order), Err(ApplyError::PartitionOutOfOrder { .. })));
         let unknown = MetadataRecord::DeleteTopic { topic_id: [9; 16] };
-        assert!(matches!(
-            image.apply(9, 1, &unknown),
-            Err(ApplyError::UnknownTopicId { .. })
-        ));
-        let duplicate = MetadataRecord::CreateTopic {
-            topic_id: [2; 16],
-            name: "a".into(),
-            configs: vec![],
-        };
-        assert!(matches!(
-            image.apply(9, 1, &duplicate),
-            Err(ApplyError::DuplicateTopicName { .. })
-        ));
+        assert!(matches!(image.apply(9, 1, &unknown), Err(ApplyError::UnknownTopicId { .. })));
+        let duplicate = MetadataRecord::CreateTopic { topic_id: [2; 16], name: "a".into(), configs: vec![] };
+        assert!(matches!(image.apply(9, 1, &duplicate), Err(ApplyError::DuplicateTopicName { .. })));
         let stale = MetadataRecord::AlterBrokerConfig { set: vec![] };
-        assert!(matches!(
-            image.apply(1, 1, &stale),
-            Err(ApplyError::OffsetNotIncreasing { .. })
-        ));
-        assert!(matches!(
-            image.apply(9, 0, &stale),
-            Err(ApplyError::EpochWentBack { .. })
-        ));
+        assert!(matches!(image.apply(1, 1, &stale), Err(ApplyError::OffsetNotIncreasing { .. })));
+        assert!(matches!(image.apply(9, 0, &stale), Err(ApplyError::EpochWentBack { .. })));
         assert_eq!(image, before);
     }
 
@@ -388,16 +283,10 @@ mod tests {
         create(&mut image, 0, 1, "a", 1);
         let set = MetadataRecord::AlterTopicConfig {
             topic_id: [1; 16],
-            set: vec![
-                ("retention.ms".into(), Some("5".into())),
-                ("segment.ms".into(), Some("9".into())),
-            ],
+            set: vec![("retention.ms".into(), Some("5".into())), ("segment.ms".into(), Some("9".into()))],
         };
         image.apply(2, 1, &set).unwrap();
-        let remove = MetadataRecord::AlterTopicConfig {
-            topic_id: [1; 16],
-            set: vec![("segment.ms".into(), None)],
-        };
+        let remove = MetadataRecord::AlterTopicConfig { topic_id: [1; 16], set: vec![("segment.ms".into(), None)] };
         image.apply(3, 1, &remove).unwrap();
         let configs = &image.topics["a"].configs;
         assert_eq!(configs.len(), 1);
@@ -410,23 +299,11 @@ mod tests {
     fn partition_change_moves_leadership() {
         let mut image = MetadataImage::empty("c");
         create(&mut image, 0, 1, "a", 2);
-        let change = MetadataRecord::PartitionChange {
-            topic_id: [1; 16],
-            partition: 1,
-            leader: 2,
-            leader_epoch: 1,
-            isr: vec![2],
-        };
+        let change =
+            MetadataRecord::PartitionChange { topic_id: [1; 16], partition: 1, leader: 2, leader_epoch: 1, isr: vec![2] };
         image.apply(3, 2, &change).unwrap();
         let partition = &image.topics["a"].partitions[1];
-        assert_eq!(
-            (
-                partition.leader,
-                partition.leader_epoch,
-                partition.isr.clone()
-            ),
-            (2, 1, vec![2])
-        );
+        assert_eq!((partition.leader, partition.leader_epoch, partition.isr.clone()), (2, 1, vec![2]));
         assert_eq!(image.epoch, 2);
     }
 
@@ -436,10 +313,7 @@ mod tests {
         create(&mut image, 0, 1, "a", 1);
         create(&mut image, 2, 2, "b", 1);
         let mut next = image.clone();
-        let change = MetadataRecord::AlterTopicConfig {
-            topic_id: [2; 16],
-            set: vec![("retention.ms".into(), Some("1".into()))],
-        };
+        let change = MetadataRecord::AlterTopicConfig { topic_id: [2; 16], set: vec![("retention.ms".into(), Some("1".into()))] };
         next.apply(4, 1, &change).unwrap();
         assert!(Arc::ptr_eq(&image.topics["a"], &next.topics["a"]));
         assert!(!Arc::ptr_eq(&image.topics["b"], &next.topics["b"]));

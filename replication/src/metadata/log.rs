@@ -29,10 +29,7 @@ use rkyv::util::AlignedVec;
 
 use super::image::{BrokerImage, MetadataImage, TopicImage};
 use super::record::{encode_batch, read_frame, FrameRead, MetadataRecord};
-use super::{
-    MetadataError, METADATA_SNAPSHOT_BYTES_MAX, SNAPSHOTS_RETAINED,
-    SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
-};
+use super::{MetadataError, METADATA_SNAPSHOT_BYTES_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_INTERVAL_RECORDS_DEFAULT};
 
 const SEGMENT_SUFFIX: &str = ".log";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -58,10 +55,7 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions {
-            snapshot_interval_records: SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
-            delete_covered_segments: true,
-        }
+        LogOptions { snapshot_interval_records: SNAPSHOT_INTERVAL_RECORDS_DEFAULT, delete_covered_segments: true }
     }
 }
 
@@ -93,17 +87,11 @@ pub struct MetadataLog {
 }
 
 fn segment_name(base_offset: i64) -> String {
-    format!(
-        "{base_offset:0width$}{SEGMENT_SUFFIX}",
-        width = OFFSET_DIGITS
-    )
+    format!("{base_offset:0width$}{SEGMENT_SUFFIX}", width = OFFSET_DIGITS)
 }
 
 fn snapshot_name(offset: i64) -> String {
-    format!(
-        "{SNAPSHOT_PREFIX}{offset:0width$}{SNAPSHOT_SUFFIX}",
-        width = OFFSET_DIGITS
-    )
+    format!("{SNAPSHOT_PREFIX}{offset:0width$}{SNAPSHOT_SUFFIX}", width = OFFSET_DIGITS)
 }
 
 fn parse_offset(digits: &str) -> Option<i64> {
@@ -115,9 +103,7 @@ fn parse_offset(digits: &str) -> Option<i64> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), MetadataError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|e| MetadataError::io("fsync directory", dir, e))
+    File::open(dir).and_then(|handle| handle.sync_all()).map_err(|e| MetadataError::io("fsync directory", dir, e))
 }
 
 /// Segment base offsets and snapshot offsets found in `dir`; stray temp files are removed.
@@ -135,10 +121,8 @@ fn list_dir(dir: &Path) -> Result<(Vec<i64>, Vec<i64>), MetadataError> {
             fs::remove_file(&path).map_err(|e| MetadataError::io("remove", &path, e))?;
         } else if let Some(offset) = name.strip_suffix(SEGMENT_SUFFIX).and_then(parse_offset) {
             segments.push(offset);
-        } else if let Some(offset) = name
-            .strip_prefix(SNAPSHOT_PREFIX)
-            .and_then(|rest| rest.strip_suffix(SNAPSHOT_SUFFIX))
-            .and_then(parse_offset)
+        } else if let Some(offset) =
+            name.strip_prefix(SNAPSHOT_PREFIX).and_then(|rest| rest.strip_suffix(SNAPSHOT_SUFFIX)).and_then(parse_offset)
         {
             snapshots.push(offset);
         }
@@ -154,16 +138,8 @@ fn encode_snapshot(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
         epoch: image.epoch,
         cluster_id: image.cluster_id.clone(),
         brokers: image.brokers.values().cloned().collect(),
-        topics: image
-            .topics
-            .values()
-            .map(|topic| TopicImage::clone(topic))
-            .collect(),
-        broker_config: image
-            .broker_config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        topics: image.topics.values().map(|topic| TopicImage::clone(topic)).collect(),
+        broker_config: image.broker_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     let bytes = rkyv::to_bytes::<rancor::Error>(&payload).map_err(MetadataError::Encode)?;
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + bytes.len());
@@ -184,14 +160,11 @@ enum SnapshotProblem {
 
 fn load_snapshot(path: &Path, offset: i64) -> Result<MetadataImage, SnapshotProblem> {
     let invalid = |why: String| SnapshotProblem::Invalid(why);
-    let size = fs::metadata(path)
-        .map_err(|e| SnapshotProblem::Failed(MetadataError::io("stat", path, e)))?
-        .len();
+    let size = fs::metadata(path).map_err(|e| SnapshotProblem::Failed(MetadataError::io("stat", path, e)))?.len();
     if size > METADATA_SNAPSHOT_BYTES_MAX {
         return Err(invalid(format!("{size} bytes is over the limit")));
     }
-    let bytes =
-        fs::read(path).map_err(|e| SnapshotProblem::Failed(MetadataError::io("read", path, e)))?;
+    let bytes = fs::read(path).map_err(|e| SnapshotProblem::Failed(MetadataError::io("read", path, e)))?;
     if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC {
         return Err(invalid("no snapshot header".to_string()));
     }
@@ -209,58 +182,40 @@ fn load_snapshot(path: &Path, offset: i64) -> Result<MetadataImage, SnapshotProb
     let length = u64::from_le_bytes(length);
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
     if payload.len() as u64 != length {
-        return Err(invalid(format!(
-            "payload is {} bytes, header says {length}",
-            payload.len()
-        )));
+        return Err(invalid(format!("payload is {} bytes, header says {length}", payload.len())));
     }
     if crc32c::crc32c(payload) != crc {
         return Err(invalid("CRC mismatch".to_string()));
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let snapshot =
-        rkyv::from_bytes::<SnapshotPayload, rancor::Error>(&aligned).map_err(|source| {
-            SnapshotProblem::Failed(MetadataError::Decode {
-                path: path.to_path_buf(),
-                position: SNAPSHOT_HEADER_BYTES as u64,
-                source,
-            })
-        })?;
+    let snapshot = rkyv::from_bytes::<SnapshotPayload, rancor::Error>(&aligned).map_err(|source| {
+        SnapshotProblem::Failed(MetadataError::Decode {
+            path: path.to_path_buf(),
+            position: SNAPSHOT_HEADER_BYTES as u64,
+            source,
+        })
+    })?;
     if snapshot.offset != offset {
-        return Err(invalid(format!(
-            "holds offset {}, not {offset}",
-            snapshot.offset
-        )));
+        return Err(invalid(format!("holds offset {}, not {offset}", snapshot.offset)));
     }
     let mut image = MetadataImage::empty(&snapshot.cluster_id);
     image.offset = snapshot.offset;
     image.epoch = snapshot.epoch;
-    image.brokers = snapshot
-        .brokers
-        .into_iter()
-        .map(|broker| (broker.node_id, broker))
-        .collect();
+    image.brokers = snapshot.brokers.into_iter().map(|broker| (broker.node_id, broker)).collect();
     image.broker_config = snapshot.broker_config.into_iter().collect();
     for topic in snapshot.topics {
         image.topic_ids.insert(topic.id, topic.name.clone());
-        image
-            .topics
-            .insert(topic.name.clone(), std::sync::Arc::new(topic));
+        image.topics.insert(topic.name.clone(), std::sync::Arc::new(topic));
     }
     Ok(image)
 }
 
 /// Cuts `path` to `length` bytes and syncs it.
 fn truncate(path: &Path, length: u64) -> Result<(), MetadataError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| MetadataError::io("open", path, e))?;
-    file.set_len(length)
-        .map_err(|e| MetadataError::io("truncate", path, e))?;
-    file.sync_all()
-        .map_err(|e| MetadataError::io("fsync", path, e))
+    let file = OpenOptions::new().write(true).open(path).map_err(|e| MetadataError::io("open", path, e))?;
+    file.set_len(length).map_err(|e| MetadataError::io("truncate", path, e))?;
+    file.sync_all().map_err(|e| MetadataError::io("fsync", path, e))
 }
 
 /// What replaying one segment found.
@@ -275,11 +230,7 @@ struct SegmentScan {
 impl MetadataLog {
     /// Opens (creating if needed) the log in `dir` and rebuilds the image from the newest valid
     /// snapshot plus the log after it. `cluster_id` names the cluster this log must belong to.
-    pub fn open(
-        dir: &Path,
-        cluster_id: &str,
-        options: LogOptions,
-    ) -> Result<(MetadataLog, MetadataImage), MetadataError> {
+    pub fn open(dir: &Path, cluster_id: &str, options: LogOptions) -> Result<(MetadataLog, MetadataImage), MetadataError> {
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| MetadataError::io("create directory", dir, e))?;
             if let Some(parent) = dir.parent() {
@@ -287,13 +238,9 @@ impl MetadataLog {
             }
         }
         let (mut segments, mut snapshots) = list_dir(dir)?;
-        let mut image = Self::load_newest_snapshot(dir, &mut snapshots)?
-            .unwrap_or_else(|| MetadataImage::empty(cluster_id));
+        let mut image = Self::load_newest_snapshot(dir, &mut snapshots)?.unwrap_or_else(|| MetadataImage::empty(cluster_id));
         if image.cluster_id != cluster_id {
-            return Err(MetadataError::ClusterIdMismatch {
-                stored: image.cluster_id.clone(),
-                expected: cluster_id.to_string(),
-            });
+            return Err(MetadataError::ClusterIdMismatch { stored: image.cluster_id.clone(), expected: cluster_id.to_string() });
         }
         let snapshot_offset = image.offset;
         let mut last_epoch = image.epoch;
@@ -305,28 +252,20 @@ impl MetadataLog {
         let mut index = 0;
         while index < segments.len() {
             let base = segments[index];
-            let covered = segments
-                .get(index + 1)
-                .is_some_and(|&next| next <= snapshot_offset + 1);
+            let covered = segments.get(index + 1).is_some_and(|&next| next <= snapshot_offset + 1);
             if covered {
                 index += 1;
                 continue;
             }
             let path = dir.join(segment_name(base));
             if last_scan_end.is_none() && base > snapshot_offset + 1 {
-                return Err(MetadataError::LogGap {
-                    path,
-                    snapshot_offset,
-                    log_offset: base,
-                });
+                return Err(MetadataError::LogGap { path, snapshot_offset, log_offset: base });
             }
             let scan = Self::replay_segment(&path, base, &mut image, snapshot_offset)?;
             last_epoch = last_epoch.max(scan.last_epoch);
             end_offset = end_offset.max(scan.end_offset);
             last_scan_end = Some(scan.end_offset);
-            let gap = segments
-                .get(index + 1)
-                .is_some_and(|&next| next != scan.end_offset);
+            let gap = segments.get(index + 1).is_some_and(|&next| next != scan.end_offset);
             if gap && !scan.truncated {
                 tracing::warn!(
                     path = %path.display(),
@@ -356,10 +295,8 @@ impl MetadataLog {
             }
         };
         let active_path = dir.join(segment_name(active_base));
-        let active = OpenOptions::new()
-            .append(true)
-            .open(&active_path)
-            .map_err(|e| MetadataError::io("open", &active_path, e))?;
+        let active =
+            OpenOptions::new().append(true).open(&active_path).map_err(|e| MetadataError::io("open", &active_path, e))?;
         let newest_snapshot = snapshots.last().copied().unwrap_or(-1);
         let log = MetadataLog {
             dir: dir.to_path_buf(),
@@ -383,11 +320,7 @@ impl MetadataLog {
     }
 
     /// Removes every segment after `segments[index]`: they cannot follow a cut.
-    fn remove_segments_after(
-        dir: &Path,
-        segments: &mut Vec<i64>,
-        index: usize,
-    ) -> Result<(), MetadataError> {
+    fn remove_segments_after(dir: &Path, segments: &mut Vec<i64>, index: usize) -> Result<(), MetadataError> {
         if index + 1 >= segments.len() {
             return Ok(());
         }
@@ -399,10 +332,7 @@ impl MetadataLog {
         sync_dir(dir)
     }
 
-    fn load_newest_snapshot(
-        dir: &Path,
-        snapshots: &mut Vec<i64>,
-    ) -> Result<Option<MetadataImage>, MetadataError> {
+    fn load_newest_snapshot(dir: &Path, snapshots: &mut Vec<i64>) -> Result<Option<MetadataImage>, MetadataError> {
         while let Some(&offset) = snapshots.last() {
             let path = dir.join(snapshot_name(offset));
             match load_snapshot(&path, offset) {
@@ -426,10 +356,7 @@ impl MetadataLog {
         snapshot_offset: i64,
     ) -> Result<SegmentScan, MetadataError> {
         let file = File::open(path).map_err(|e| MetadataError::io("open", path, e))?;
-        let file_bytes = file
-            .metadata()
-            .map_err(|e| MetadataError::io("stat", path, e))?
-            .len();
+        let file_bytes = file.metadata().map_err(|e| MetadataError::io("stat", path, e))?.len();
         let mut reader = BufReader::new(file);
         let mut position = 0u64;
         let mut expected_offset = base;
@@ -442,16 +369,10 @@ impl MetadataLog {
                 FrameRead::Batch(batch) => batch,
             };
             if batch.base_offset != expected_offset {
-                break Some(format!(
-                    "frame holds offset {}, expected {expected_offset}",
-                    batch.base_offset
-                ));
+                break Some(format!("frame holds offset {}, expected {expected_offset}", batch.base_offset));
             }
             if batch.epoch < last_epoch {
-                break Some(format!(
-                    "frame epoch {} is older than {last_epoch}",
-                    batch.epoch
-                ));
+                break Some(format!("frame epoch {} is older than {last_epoch}", batch.epoch));
             }
             let last_offset = batch.last_offset();
             if last_offset > snapshot_offset {
@@ -463,12 +384,10 @@ impl MetadataLog {
                     });
                 }
                 for (offset, record) in (batch.base_offset..).zip(&batch.records) {
-                    image.apply(offset, batch.epoch, record).map_err(|source| {
-                        MetadataError::Inconsistent {
-                            path: path.to_path_buf(),
-                            offset,
-                            source,
-                        }
+                    image.apply(offset, batch.epoch, record).map_err(|source| MetadataError::Inconsistent {
+                        path: path.to_path_buf(),
+                        offset,
+                        source,
                     })?;
                 }
             }
@@ -487,11 +406,7 @@ impl MetadataLog {
             );
             truncate(path, position)?;
         }
-        Ok(SegmentScan {
-            end_offset: expected_offset,
-            last_epoch,
-            truncated,
-        })
+        Ok(SegmentScan { end_offset: expected_offset, last_epoch, truncated })
     }
 
     /// Offset the next appended record gets.
@@ -525,10 +440,7 @@ impl MetadataLog {
             return Err(MetadataError::Poisoned);
         }
         if epoch < self.last_epoch {
-            return Err(MetadataError::EpochWentBack {
-                epoch,
-                last: self.last_epoch,
-            });
+            return Err(MetadataError::EpochWentBack { epoch, last: self.last_epoch });
         }
         let base_offset = self.next_offset;
         let frame = encode_batch(base_offset, epoch, records)?;
@@ -549,8 +461,7 @@ impl MetadataLog {
 
     /// Whether enough records were appended since the last snapshot to take another.
     pub fn snapshot_due(&self) -> bool {
-        self.options.snapshot_interval_records > 0
-            && self.records_since_snapshot >= self.options.snapshot_interval_records
+        self.options.snapshot_interval_records > 0 && self.records_since_snapshot >= self.options.snapshot_interval_records
     }
 
     /// Writes a snapshot of `image`, which must be the image after the last appended record,
@@ -559,11 +470,7 @@ impl MetadataLog {
         if self.poisoned {
             return Err(MetadataError::Poisoned);
         }
-        assert_eq!(
-            image.offset,
-            self.next_offset - 1,
-            "snapshot of an image that is not the log's head"
-        );
+        assert_eq!(image.offset, self.next_offset - 1, "snapshot of an image that is not the log's head");
         if self.snapshots.last() == Some(&image.offset) {
             return Ok(());
         }
@@ -572,10 +479,8 @@ impl MetadataLog {
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
         let mut file = File::create(&temp).map_err(|e| MetadataError::io("create", &temp, e))?;
-        file.write_all(&bytes)
-            .map_err(|e| MetadataError::io("write", &temp, e))?;
-        file.sync_all()
-            .map_err(|e| MetadataError::io("fsync", &temp, e))?;
+        file.write_all(&bytes).map_err(|e| MetadataError::io("write", &temp, e))?;
+        file.sync_all().map_err(|e| MetadataError::io("fsync", &temp, e))?;
         fs::rename(&temp, &path).map_err(|e| MetadataError::io("rename", &path, e))?;
         sync_dir(&self.dir)?;
         self.snapshots.push(image.offset);
@@ -591,11 +496,8 @@ impl MetadataLog {
             return Ok(());
         }
         let path = self.dir.join(segment_name(self.next_offset));
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| MetadataError::io("create", &path, e))?;
+        let file =
+            OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| MetadataError::io("create", &path, e))?;
         // Appends into a file whose directory entry may not be durable could be lost: a failed
         // directory sync poisons the log like a failed fdatasync.
         if let Err(error) = sync_dir(&self.dir) {
@@ -630,9 +532,7 @@ impl MetadataLog {
     /// Bytes in the active segment (for tests and metrics).
     pub fn active_segment_bytes(&mut self) -> Result<u64, MetadataError> {
         let path = self.active_path();
-        self.active
-            .seek(SeekFrom::End(0))
-            .map_err(|e| MetadataError::io("seek", path, e))
+        self.active.seek(SeekFrom::End(0)).map_err(|e| MetadataError::io("seek", path, e))
     }
 }
 
@@ -654,29 +554,18 @@ mod tests {
     use super::*;
 
     fn broker(node_id: i32) -> MetadataRecord {
-        MetadataRecord::RegisterBroker {
-            node_id,
-            host: "h".into(),
-            port: 9092,
-            rack: None,
-        }
+        MetadataRecord::RegisterBroker { node_id, host: "h".into(), port: 9092, rack: None }
     }
 
     fn config(value: &str) -> MetadataRecord {
-        MetadataRecord::AlterBrokerConfig {
-            set: vec![("log.retention.ms".into(), Some(value.into()))],
-        }
+        MetadataRecord::AlterBrokerConfig { set: vec![("log.retention.ms".into(), Some(value.into()))] }
     }
 
     fn open(dir: &Path, options: LogOptions) -> (MetadataLog, MetadataImage) {
         MetadataLog::open(dir, "cluster", options).unwrap()
     }
 
-    fn append_applied(
-        log: &mut MetadataLog,
-        image: &mut MetadataImage,
-        records: &[MetadataRecord],
-    ) {
+    fn append_applied(log: &mut MetadataLog, image: &mut MetadataImage, records: &[MetadataRecord]) {
         let base = log.append(1, records).unwrap();
         for (offset, record) in (base..).zip(records) {
             image.apply(offset, 1, record).unwrap();
@@ -684,10 +573,7 @@ mod tests {
     }
 
     fn no_snapshots() -> LogOptions {
-        LogOptions {
-            snapshot_interval_records: 0,
-            delete_covered_segments: true,
-        }
+        LogOptions { snapshot_interval_records: 0, delete_covered_segments: true }
     }
 
     #[test]
@@ -713,11 +599,7 @@ mod tests {
         let (mut log, mut image) = open(dir.path(), no_snapshots());
         append_applied(&mut log, &mut image, &[broker(1)]);
         let good_bytes = log.active_segment_bytes().unwrap();
-        append_applied(
-            &mut log,
-            &mut MetadataImage::empty("x"),
-            &[config("torn"), config("torn2")],
-        );
+        append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("torn"), config("torn2")]);
         drop(log);
         // Cut the second batch mid-frame, as a crash during write would.
         let path = dir.path().join(segment_name(0));
@@ -759,11 +641,7 @@ mod tests {
         append_applied(&mut log, &mut image, &[broker(1)]);
         let good_bytes = log.active_segment_bytes().unwrap();
         append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("bad")]);
-        append_applied(
-            &mut log,
-            &mut MetadataImage::empty("x"),
-            &[config("after bad")],
-        );
+        append_applied(&mut log, &mut MetadataImage::empty("x"), &[config("after bad")]);
         drop(log);
         let path = dir.path().join(segment_name(0));
         let mut bytes = fs::read(&path).unwrap();
@@ -781,10 +659,7 @@ mod tests {
     #[test]
     fn snapshot_rolls_segment_and_reopen_uses_it() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            snapshot_interval_records: 3,
-            delete_covered_segments: true,
-        };
+        let options = LogOptions { snapshot_interval_records: 3, delete_covered_segments: true };
         let (mut log, mut image) = open(dir.path(), options.clone());
         for round in 0..10 {
             append_applied(&mut log, &mut image, &[config(&round.to_string())]);
@@ -805,10 +680,7 @@ mod tests {
     #[test]
     fn invalid_newest_snapshot_falls_back_to_the_older_one() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            snapshot_interval_records: 2,
-            delete_covered_segments: true,
-        };
+        let options = LogOptions { snapshot_interval_records: 2, delete_covered_segments: true };
         let (mut log, mut image) = open(dir.path(), options.clone());
         for round in 0..5 {
             append_applied(&mut log, &mut image, &[config(&round.to_string())]);
@@ -830,28 +702,19 @@ mod tests {
     #[test]
     fn another_clusters_snapshot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            snapshot_interval_records: 1,
-            delete_covered_segments: true,
-        };
+        let options = LogOptions { snapshot_interval_records: 1, delete_covered_segments: true };
         let (mut log, mut image) = open(dir.path(), options.clone());
         append_applied(&mut log, &mut image, &[broker(1)]);
         log.snapshot(&image).unwrap();
         drop(log);
         let result = MetadataLog::open(dir.path(), "other", options);
-        assert!(matches!(
-            result,
-            Err(MetadataError::ClusterIdMismatch { .. })
-        ));
+        assert!(matches!(result, Err(MetadataError::ClusterIdMismatch { .. })));
     }
 
     #[test]
     fn corrupt_middle_segment_drops_the_segments_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            snapshot_interval_records: 2,
-            delete_covered_segments: false,
-        };
+        let options = LogOptions { snapshot_interval_records: 2, delete_covered_segments: false };
         let (mut log, mut image) = open(dir.path(), options.clone());
         let mut after_first_segment = None;
         for round in 0..7 {
@@ -887,15 +750,9 @@ mod tests {
         let (mut log, _) = open(dir.path(), no_snapshots());
         // A handle that cannot write stands in for a failing disk.
         log.active = File::open(dir.path().join(segment_name(0))).unwrap();
-        assert!(matches!(
-            log.append(1, &[broker(1)]),
-            Err(MetadataError::Io { .. })
-        ));
+        assert!(matches!(log.append(1, &[broker(1)]), Err(MetadataError::Io { .. })));
         assert!(log.is_poisoned());
-        assert!(matches!(
-            log.append(1, &[broker(1)]),
-            Err(MetadataError::Poisoned)
-        ));
+        assert!(matches!(log.append(1, &[broker(1)]), Err(MetadataError::Poisoned)));
         assert_eq!(log.next_offset(), 0);
     }
 
@@ -904,10 +761,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = open(dir.path(), no_snapshots());
         log.append(5, &[broker(1)]).unwrap();
-        assert!(matches!(
-            log.append(4, &[broker(1)]),
-            Err(MetadataError::EpochWentBack { .. })
-        ));
+        assert!(matches!(log.append(4, &[broker(1)]), Err(MetadataError::EpochWentBack { .. })));
         assert_eq!(log.last_epoch(), 5);
     }
 }

@@ -38,9 +38,7 @@ mod table;
 use std::io;
 use std::path::PathBuf;
 
-pub use controller::{
-    validate_topic_name, AlterOp, Controller, ControllerError, ControllerOptions,
-};
+pub use controller::{validate_topic_name, AlterOp, Controller, ControllerError, ControllerOptions};
 pub use image::{ApplyError, BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::{LogOptions, MetadataLog};
 pub use meta_properties::{topic_id_to_string, ClusterId};
@@ -102,15 +100,8 @@ pub enum MetadataError {
         #[source]
         source: rkyv::rancor::Error,
     },
-    #[error(
-        "{path} at byte {position} has metadata schema {version}; this build reads {supported}"
-    )]
-    UnsupportedSchema {
-        path: PathBuf,
-        position: u64,
-        version: u8,
-        supported: u8,
-    },
+    #[error("{path} at byte {position} has metadata schema {version}; this build reads {supported}")]
+    UnsupportedSchema { path: PathBuf, position: u64, version: u8, supported: u8 },
     #[error("metadata batch of {bytes} bytes is larger than the {max} allowed")]
     BatchTooLarge { bytes: usize, max: usize },
     #[error("metadata batch of {count} records is larger than the {max} allowed")]
@@ -129,34 +120,19 @@ pub enum MetadataError {
         source: ApplyError,
     },
     #[error("metadata log in {path} resumes at offset {log_offset}, but the snapshot ends at {snapshot_offset}")]
-    LogGap {
-        path: PathBuf,
-        snapshot_offset: i64,
-        log_offset: i64,
-    },
+    LogGap { path: PathBuf, snapshot_offset: i64, log_offset: i64 },
     #[error("metadata belongs to cluster {stored}, not {expected}")]
     ClusterIdMismatch { stored: String, expected: String },
     #[error("{path} was written by node {stored}, but this node is {configured}")]
-    NodeIdMismatch {
-        path: PathBuf,
-        stored: i32,
-        configured: i32,
-    },
+    NodeIdMismatch { path: PathBuf, stored: i32, configured: i32 },
     #[error("could not register broker {node_id}: {reason}")]
     Registration { node_id: i32, reason: String },
     #[error("{path}: {problem}")]
-    MetaProperties {
-        path: PathBuf,
-        problem: &'static str,
-    },
+    MetaProperties { path: PathBuf, problem: &'static str },
 }
 
 impl MetadataError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        MetadataError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        MetadataError::Io { op, path: path.into(), source }
     }
 }

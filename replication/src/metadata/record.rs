@@ -43,42 +43,17 @@ const FRAME_HEADER_BYTES: usize = LENGTH_BYTES + HEADER_AFTER_LENGTH_BYTES;
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
     /// A broker joined, or came back with a new address (KRaft `RegisterBrokerRecord`).
-    RegisterBroker {
-        node_id: i32,
-        host: String,
-        port: u16,
-        rack: Option<String>,
-    },
+    RegisterBroker { node_id: i32, host: String, port: u16, rack: Option<String> },
     /// A topic exists from here on; its partitions follow (`TopicRecord` + `ConfigRecord`s).
-    CreateTopic {
-        topic_id: TopicId,
-        name: String,
-        configs: Vec<(String, String)>,
-    },
+    CreateTopic { topic_id: TopicId, name: String, configs: Vec<(String, String)> },
     /// One partition of a topic, created in index order (`PartitionRecord`).
-    CreatePartition {
-        topic_id: TopicId,
-        partition: i32,
-        replicas: Vec<i32>,
-        isr: Vec<i32>,
-        leader: i32,
-        leader_epoch: i32,
-    },
+    CreatePartition { topic_id: TopicId, partition: i32, replicas: Vec<i32>, isr: Vec<i32>, leader: i32, leader_epoch: i32 },
     /// New leader, leader epoch or in-sync set of a partition (`PartitionChangeRecord`).
-    PartitionChange {
-        topic_id: TopicId,
-        partition: i32,
-        leader: i32,
-        leader_epoch: i32,
-        isr: Vec<i32>,
-    },
+    PartitionChange { topic_id: TopicId, partition: i32, leader: i32, leader_epoch: i32, isr: Vec<i32> },
     /// The topic and its configs are gone (`RemoveTopicRecord`).
     DeleteTopic { topic_id: TopicId },
     /// Topic config overrides to set (`Some`) or remove (`None`).
-    AlterTopicConfig {
-        topic_id: TopicId,
-        set: Vec<(String, Option<String>)>,
-    },
+    AlterTopicConfig { topic_id: TopicId, set: Vec<(String, Option<String>)> },
     /// Dynamic broker configs to set (`Some`) or remove (`None`).
     AlterBrokerConfig { set: Vec<(String, Option<String>)> },
 }
@@ -119,29 +94,17 @@ pub(crate) enum FrameRead {
 }
 
 /// Encodes a batch as one frame.
-pub(crate) fn encode_batch(
-    base_offset: i64,
-    epoch: i32,
-    records: &[MetadataRecord],
-) -> Result<Vec<u8>, MetadataError> {
+pub(crate) fn encode_batch(base_offset: i64, epoch: i32, records: &[MetadataRecord]) -> Result<Vec<u8>, MetadataError> {
     if records.is_empty() {
         return Err(MetadataError::EmptyBatch);
     }
     if records.len() > METADATA_BATCH_RECORDS_MAX {
-        return Err(MetadataError::TooManyRecords {
-            count: records.len(),
-            max: METADATA_BATCH_RECORDS_MAX,
-        });
+        return Err(MetadataError::TooManyRecords { count: records.len(), max: METADATA_BATCH_RECORDS_MAX });
     }
-    let payload = BatchPayload {
-        records: records.to_vec(),
-    };
+    let payload = BatchPayload { records: records.to_vec() };
     let bytes = rkyv::to_bytes::<rancor::Error>(&payload).map_err(MetadataError::Encode)?;
     if bytes.len() > METADATA_BATCH_BYTES_MAX {
-        return Err(MetadataError::BatchTooLarge {
-            bytes: bytes.len(),
-            max: METADATA_BATCH_BYTES_MAX,
-        });
+        return Err(MetadataError::BatchTooLarge { bytes: bytes.len(), max: METADATA_BATCH_BYTES_MAX });
     }
     let length = HEADER_AFTER_LENGTH_BYTES + bytes.len();
     let mut frame = Vec::with_capacity(LENGTH_BYTES + length);
@@ -176,43 +139,28 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads the frame at the reader's position (byte `position` of `path`, for messages).
-pub(crate) fn read_frame(
-    reader: &mut impl Read,
-    path: &Path,
-    position: u64,
-) -> Result<FrameRead, MetadataError> {
+pub(crate) fn read_frame(reader: &mut impl Read, path: &Path, position: u64) -> Result<FrameRead, MetadataError> {
     let mut length_bytes = [0u8; LENGTH_BYTES];
-    let got =
-        read_full(reader, &mut length_bytes).map_err(|e| MetadataError::io("read", path, e))?;
+    let got = read_full(reader, &mut length_bytes).map_err(|e| MetadataError::io("read", path, e))?;
     if got == 0 {
         return Ok(FrameRead::End);
     }
     if got < LENGTH_BYTES {
-        return Ok(FrameRead::Torn(format!(
-            "{got} bytes where a frame length was expected"
-        )));
+        return Ok(FrameRead::Torn(format!("{got} bytes where a frame length was expected")));
     }
     let length = u32::from_le_bytes(length_bytes) as usize;
-    if length <= HEADER_AFTER_LENGTH_BYTES
-        || length > HEADER_AFTER_LENGTH_BYTES + METADATA_BATCH_BYTES_MAX
-    {
-        return Ok(FrameRead::Corrupt(format!(
-            "frame length {length} out of range"
-        )));
+    if length <= HEADER_AFTER_LENGTH_BYTES || length > HEADER_AFTER_LENGTH_BYTES + METADATA_BATCH_BYTES_MAX {
+        return Ok(FrameRead::Corrupt(format!("frame length {length} out of range")));
     }
     let mut body = vec![0u8; length];
     let got = read_full(reader, &mut body).map_err(|e| MetadataError::io("read", path, e))?;
     if got < length {
-        return Ok(FrameRead::Torn(format!(
-            "frame of {length} bytes cut after {got}"
-        )));
+        return Ok(FrameRead::Torn(format!("frame of {length} bytes cut after {got}")));
     }
     let stored_crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
     let actual_crc = crc32c::crc32c(&body[CRC_BYTES..]);
     if stored_crc != actual_crc {
-        return Ok(FrameRead::Corrupt(format!(
-            "CRC mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"
-        )));
+        return Ok(FrameRead::Corrupt(format!("CRC mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}")));
     }
     let mut header = &body[CRC_BYTES..HEADER_AFTER_LENGTH_BYTES];
     let base_offset = i64::from_le_bytes(take::<8>(&mut header));
@@ -230,27 +178,18 @@ pub(crate) fn read_frame(
     // of the frame, so copy it out.
     let mut aligned = AlignedVec::<16>::with_capacity(length - HEADER_AFTER_LENGTH_BYTES);
     aligned.extend_from_slice(&body[HEADER_AFTER_LENGTH_BYTES..]);
-    let payload = rkyv::from_bytes::<BatchPayload, rancor::Error>(&aligned).map_err(|source| {
-        MetadataError::Decode {
-            path: path.to_path_buf(),
-            position,
-            source,
-        }
+    let payload = rkyv::from_bytes::<BatchPayload, rancor::Error>(&aligned).map_err(|source| MetadataError::Decode {
+        path: path.to_path_buf(),
+        position,
+        source,
     })?;
     if payload.records.is_empty() {
         return Ok(FrameRead::Corrupt("empty batch".to_string()));
     }
     if base_offset < 0 {
-        return Ok(FrameRead::Corrupt(format!(
-            "negative base offset {base_offset}"
-        )));
+        return Ok(FrameRead::Corrupt(format!("negative base offset {base_offset}")));
     }
-    Ok(FrameRead::Batch(Batch {
-        base_offset,
-        epoch,
-        records: payload.records,
-        frame_bytes: (LENGTH_BYTES + length) as u64,
-    }))
+    Ok(FrameRead::Batch(Batch { base_offset, epoch, records: payload.records, frame_bytes: (LENGTH_BYTES + length) as u64 }))
 }
 
 fn take<const N: usize>(bytes: &mut &[u8]) -> [u8; N] {
@@ -279,9 +218,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 0,
             },
-            MetadataRecord::AlterBrokerConfig {
-                set: vec![("log.retention.ms".into(), None)],
-            },
+            MetadataRecord::AlterBrokerConfig { set: vec![("log.retention.ms".into(), None)] },
         ]
     }
 
@@ -289,9 +226,7 @@ mod tests {
     fn frame_round_trips_offset_epoch_and_records() {
         let frame = encode_batch(42, 3, &sample()).unwrap();
         let read = read_frame(&mut &frame[..], Path::new("t"), 0).unwrap();
-        let FrameRead::Batch(batch) = read else {
-            panic!("{read:?}")
-        };
+        let FrameRead::Batch(batch) = read else { panic!("{read:?}") };
         assert_eq!(batch.base_offset, 42);
         assert_eq!(batch.epoch, 3);
         assert_eq!(batch.records, sample());
@@ -306,10 +241,7 @@ mod tests {
             let read = read_frame(&mut &frame[..cut], Path::new("t"), 0).unwrap();
             assert!(matches!(read, FrameRead::Torn(_)), "cut at {cut}: {read:?}");
         }
-        assert!(matches!(
-            read_frame(&mut &frame[..0], Path::new("t"), 0),
-            Ok(FrameRead::End)
-        ));
+        assert!(matches!(read_frame(&mut &frame[..0], Path::new("t"), 0), Ok(FrameRead::End)));
     }
 
     #[test]
@@ -328,20 +260,11 @@ mod tests {
         let crc = crc32c::crc32c(&frame[LENGTH_BYTES + CRC_BYTES..]);
         frame[LENGTH_BYTES..LENGTH_BYTES + CRC_BYTES].copy_from_slice(&crc.to_le_bytes());
         let read = read_frame(&mut &frame[..], Path::new("t"), 0);
-        assert!(
-            matches!(
-                read,
-                Err(MetadataError::UnsupportedSchema { version: 2, .. })
-            ),
-            "{read:?}"
-        );
+        assert!(matches!(read, Err(MetadataError::UnsupportedSchema { version: 2, .. })), "{read:?}");
     }
 
     #[test]
     fn empty_batch_is_not_encoded() {
-        assert!(matches!(
-            encode_batch(0, 1, &[]),
-            Err(MetadataError::EmptyBatch)
-        ));
+        assert!(matches!(encode_batch(0, 1, &[]), Err(MetadataError::EmptyBatch)));
     }
 }

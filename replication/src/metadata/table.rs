@@ -20,20 +20,14 @@ pub struct MetadataTable {
 impl MetadataTable {
     pub(crate) fn new(image: Arc<MetadataImage>) -> Self {
         let version = image.offset;
-        MetadataTable {
-            current: RwLock::new(image),
-            version: AtomicI64::new(version),
-        }
+        MetadataTable { current: RwLock::new(image), version: AtomicI64::new(version) }
     }
 
     /// The latest image. Cheap: the image itself is shared, not copied.
     pub fn current(&self) -> Arc<MetadataImage> {
         // The lock guards a single pointer swap that cannot panic halfway, so a poisoned lock
         // still holds a whole image.
-        let guard = self
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(&guard)
     }
 
@@ -44,16 +38,8 @@ impl MetadataTable {
 
     /// Makes `image` the current one. Images only move forward.
     pub(crate) fn publish(&self, image: Arc<MetadataImage>) {
-        let mut guard = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        assert!(
-            image.offset >= guard.offset,
-            "metadata image went back from offset {} to {}",
-            guard.offset,
-            image.offset
-        );
+        let mut guard = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(image.offset >= guard.offset, "metadata image went back from offset {} to {}", guard.offset, image.offset);
         let offset = image.offset;
         *guard = image;
         self.version.store(offset, Ordering::Release);

@@ -50,20 +50,14 @@ pub fn decode(mut records: Bytes) -> Result<Decoded, BatchError> {
     while records.len() >= LOG_OVERHEAD_BYTES {
         let base_offset = (&records[0..8]).get_i64();
         let length = (&records[8..12]).get_i32();
-        let corrupt = |detail: String| BatchError {
-            offset: base_offset,
-            detail,
-        };
-        let length = usize::try_from(length)
-            .map_err(|_| corrupt(format!("negative batch length {length}")))?;
+        let corrupt = |detail: String| BatchError { offset: base_offset, detail };
+        let length = usize::try_from(length).map_err(|_| corrupt(format!("negative batch length {length}")))?;
         let total = LOG_OVERHEAD_BYTES + length;
         if records.len() < total {
             break;
         }
         let batch = records.split_to(total);
-        decoded
-            .batches
-            .push(decode_one(base_offset, batch).map_err(corrupt)?);
+        decoded.batches.push(decode_one(base_offset, batch).map_err(corrupt)?);
     }
     decoded.partial_tail_bytes = records.len();
     Ok(decoded)
@@ -75,41 +69,22 @@ fn decode_one(base_offset: i64, mut batch: Bytes) -> Result<FetchedBatch, String
     }
     let magic = batch[MAGIC_POSITION];
     if magic != 2 {
-        return Err(format!(
-            "message format v{magic} is not supported (only record batch v2)"
-        ));
+        return Err(format!("message format v{magic} is not supported (only record batch v2)"));
     }
     if batch.len() < BATCH_HEADER_BYTES {
-        return Err(format!(
-            "batch of {} bytes is shorter than its header",
-            batch.len()
-        ));
+        return Err(format!("batch of {} bytes is shorter than its header", batch.len()));
     }
-    let last_offset_delta =
-        (&batch[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]).get_i32();
+    let last_offset_delta = (&batch[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]).get_i32();
     let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| e.to_string())?;
-    Ok(FetchedBatch {
-        base_offset,
-        last_offset: base_offset + i64::from(last_offset_delta),
-        records: set.records,
-    })
+    Ok(FetchedBatch { base_offset, last_offset: base_offset + i64::from(last_offset_delta), records: set.records })
 }
 
 /// The records a reader starting at `fetch_offset` should see, and the offset to fetch next.
 /// Control records (transaction markers) are never shown.
 pub fn visible_records(decoded: Decoded, fetch_offset: i64) -> (Vec<Record>, i64) {
-    let next_offset = decoded
-        .batches
-        .iter()
-        .map(|b| b.last_offset + 1)
-        .max()
-        .map_or(fetch_offset, |n| n.max(fetch_offset));
-    let records = decoded
-        .batches
-        .into_iter()
-        .flat_map(|b| b.records)
-        .filter(|r| !r.control && r.offset >= fetch_offset)
-        .collect();
+    let next_offset = decoded.batches.iter().map(|b| b.last_offset + 1).max().map_or(fetch_offset, |n| n.max(fetch_offset));
+    let records =
+        decoded.batches.into_iter().flat_map(|b| b.records).filter(|r| !r.control && r.offset >= fetch_offset).collect();
     (records, next_offset)
 }
 
@@ -118,9 +93,7 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     fn record(offset: i64, control: bool) -> Record {
         Record {
@@ -143,24 +116,12 @@ mod tests {
     fn batch(offsets: std::ops::Range<i64>, control: bool, compression: Compression) -> Bytes {
         let records: Vec<Record> = offsets.map(|o| record(o, control)).collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
         buf.freeze()
     }
 
     fn concat(parts: &[Bytes]) -> Bytes {
-        parts
-            .iter()
-            .flat_map(|p| p.iter().copied())
-            .collect::<Vec<u8>>()
-            .into()
+        parts.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into()
     }
 
     #[test]
@@ -172,10 +133,7 @@ mod tests {
         assert_eq!(decoded.batches.len(), 1);
         assert_eq!(decoded.partial_tail_bytes, cut.len());
         let (records, next) = visible_records(decoded, 10);
-        assert_eq!(
-            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            vec![10, 11, 12]
-        );
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10, 11, 12]);
         assert_eq!(next, 13);
     }
 
@@ -188,27 +146,17 @@ mod tests {
 
     #[test]
     fn records_below_the_requested_offset_are_skipped() {
-        let decoded = decode(concat(&[
-            batch(10..13, false, Compression::Snappy),
-            batch(13..15, false, Compression::Zstd),
-        ]))
-        .unwrap();
+        let decoded =
+            decode(concat(&[batch(10..13, false, Compression::Snappy), batch(13..15, false, Compression::Zstd)])).unwrap();
         let (records, next) = visible_records(decoded, 12);
-        assert_eq!(
-            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            vec![12, 13, 14]
-        );
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![12, 13, 14]);
         assert_eq!(records[0].value.as_deref(), Some(&b"v12"[..]));
         assert_eq!(next, 15);
     }
 
     #[test]
     fn control_batches_are_hidden_but_advance_the_offset() {
-        let decoded = decode(concat(&[
-            batch(0..2, false, Compression::None),
-            batch(2..3, true, Compression::None),
-        ]))
-        .unwrap();
+        let decoded = decode(concat(&[batch(0..2, false, Compression::None), batch(2..3, true, Compression::None)])).unwrap();
         let (records, next) = visible_records(decoded, 0);
         assert_eq!(records.len(), 2);
         assert_eq!(next, 3);

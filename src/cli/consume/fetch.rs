@@ -28,10 +28,8 @@ pub fn fetch_request(topic: &TopicInfo, positions: &[FetchPosition], wait_ms: i3
                 .with_partition_max_bytes(p.size_bytes)
         })
         .collect();
-    let fetch_topic = FetchTopic::default()
-        .with_topic(topic_name(&topic.name))
-        .with_topic_id(topic.topic_id)
-        .with_partitions(partitions);
+    let fetch_topic =
+        FetchTopic::default().with_topic(topic_name(&topic.name)).with_topic_id(topic.topic_id).with_partitions(partitions);
     FetchRequest::default()
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(1)
@@ -49,18 +47,9 @@ mod tests {
 
     #[test]
     fn fetch_request_encodes_at_every_version_and_is_sessionless() {
-        let topic = TopicInfo {
-            name: "t".into(),
-            topic_id: Uuid::from_u128(9),
-            error_code: 0,
-            is_internal: false,
-            partitions: vec![],
-        };
-        let position = FetchPosition {
-            partition: 1,
-            offset: 77,
-            size_bytes: 1024,
-        };
+        let topic =
+            TopicInfo { name: "t".into(), topic_id: Uuid::from_u128(9), error_code: 0, is_internal: false, partitions: vec![] };
+        let position = FetchPosition { partition: 1, offset: 77, size_bytes: 1024 };
         let request = fetch_request(&topic, &[position], 500);
         assert_eq!((request.session_id, request.session_epoch), (0, -1));
         assert_eq!(request.replica_id, -1);

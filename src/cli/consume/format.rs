@@ -51,21 +51,12 @@ pub struct RecordView<'a> {
 impl Template {
     /// The default output: the value and a newline.
     pub fn value_line() -> Self {
-        Template {
-            pieces: vec![Piece::Value, Piece::Literal(b"\n".to_vec())],
-        }
+        Template { pieces: vec![Piece::Value, Piece::Literal(b"\n".to_vec())] }
     }
 
     /// The `--print-key` output: key, tab, value, newline.
     pub fn key_value_line() -> Self {
-        Template {
-            pieces: vec![
-                Piece::Key,
-                Piece::Literal(b"\t".to_vec()),
-                Piece::Value,
-                Piece::Literal(b"\n".to_vec()),
-            ],
-        }
+        Template { pieces: vec![Piece::Key, Piece::Literal(b"\t".to_vec()), Piece::Value, Piece::Literal(b"\n".to_vec())] }
     }
 
     /// Appends the rendering of `record` to `out`.
@@ -78,9 +69,7 @@ impl Template {
                 Piece::Partition => out.extend_from_slice(record.partition.to_string().as_bytes()),
                 Piece::Offset => out.extend_from_slice(record.offset.to_string().as_bytes()),
                 Piece::Topic => out.extend_from_slice(record.topic.as_bytes()),
-                Piece::Timestamp => {
-                    out.extend_from_slice(record.timestamp_ms.to_string().as_bytes())
-                }
+                Piece::Timestamp => out.extend_from_slice(record.timestamp_ms.to_string().as_bytes()),
                 Piece::Headers => render_headers(record.headers, out),
             }
         }
@@ -108,9 +97,7 @@ impl FromStr for Template {
         while let Some(c) = chars.next() {
             let directive = match c {
                 '%' => directive(chars.next().ok_or(TemplateError::Dangling('%'))?)?,
-                '\\' => Piece::Literal(
-                    escape(chars.next().ok_or(TemplateError::Dangling('\\'))?)?.to_vec(),
-                ),
+                '\\' => Piece::Literal(escape(chars.next().ok_or(TemplateError::Dangling('\\'))?)?.to_vec()),
                 other => Piece::Literal(other.to_string().into_bytes()),
             };
             match directive {
@@ -158,11 +145,7 @@ fn escape(c: char) -> Result<&'static [u8], TemplateError> {
 mod tests {
     use super::*;
 
-    fn render(
-        template: &Template,
-        key: Option<&Bytes>,
-        headers: &[(&str, Option<&Bytes>)],
-    ) -> String {
+    fn render(template: &Template, key: Option<&Bytes>, headers: &[(&str, Option<&Bytes>)]) -> String {
         let value = Bytes::from_static(b"hello");
         let record = RecordView {
             topic: "events",
@@ -182,14 +165,9 @@ mod tests {
     fn every_directive_and_escape_renders() {
         let key = Bytes::from_static(b"k1");
         let h = Bytes::from_static(b"v");
-        let template: Template = "%t/%p@%o %T [%k] %v {%h} 100%%\\t\\\\\\r\\n"
-            .parse()
-            .unwrap();
+        let template: Template = "%t/%p@%o %T [%k] %v {%h} 100%%\\t\\\\\\r\\n".parse().unwrap();
         let text = render(&template, Some(&key), &[("a", Some(&h)), ("b", None)]);
-        assert_eq!(
-            text,
-            "events/3@42 1700000000123 [k1] hello {a=v,b=} 100%\t\\\r\n"
-        );
+        assert_eq!(text, "events/3@42 1700000000123 [k1] hello {a=v,b=} 100%\t\\\r\n");
     }
 
     #[test]
@@ -197,10 +175,7 @@ mod tests {
         assert_eq!(Template::value_line(), "%v\\n".parse().unwrap());
         assert_eq!(Template::key_value_line(), "%k\\t%v\\n".parse().unwrap());
         let key = Bytes::from_static(b"user");
-        assert_eq!(
-            render(&Template::key_value_line(), Some(&key), &[]),
-            "user\thello\n"
-        );
+        assert_eq!(render(&Template::key_value_line(), Some(&key), &[]), "user\thello\n");
     }
 
     #[test]
@@ -213,13 +188,7 @@ mod tests {
     fn bad_templates_are_rejected_with_the_offending_character() {
         assert_eq!("%x".parse::<Template>(), Err(TemplateError::Directive('x')));
         assert_eq!("\\q".parse::<Template>(), Err(TemplateError::Escape('q')));
-        assert_eq!(
-            "abc%".parse::<Template>(),
-            Err(TemplateError::Dangling('%'))
-        );
-        assert_eq!(
-            "abc\\".parse::<Template>(),
-            Err(TemplateError::Dangling('\\'))
-        );
+        assert_eq!("abc%".parse::<Template>(), Err(TemplateError::Dangling('%')));
+        assert_eq!("abc\\".parse::<Template>(), Err(TemplateError::Dangling('\\')));
     }
 }

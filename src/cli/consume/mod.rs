@@ -20,8 +20,8 @@ use kafka_protocol::records::Record;
 use super::args::ConnectArgs;
 use super::error::{CliError, KafkaError};
 use super::limits::{
-    FETCH_WAIT_MS_MAX, METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS,
-    PARTITION_FETCH_SIZE_BYTES, PARTITION_FETCH_SIZE_BYTES_MAX,
+    FETCH_WAIT_MS_MAX, METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS, PARTITION_FETCH_SIZE_BYTES,
+    PARTITION_FETCH_SIZE_BYTES_MAX,
 };
 use super::metadata::{self, TopicInfo};
 use super::output::quiet_broken_pipe;
@@ -82,11 +82,9 @@ fn chosen_partitions(topic: &TopicInfo, partition: Option<i32>) -> Result<Vec<i3
     match partition {
         None => Ok(topic.partitions.iter().map(|p| p.index).collect()),
         Some(p) if topic.partition(p).is_some() => Ok(vec![p]),
-        Some(p) => Err(CliError::input(format!(
-            "topic '{}' has no partition {p} (it has {})",
-            topic.name,
-            topic.partitions.len()
-        ))),
+        Some(p) => {
+            Err(CliError::input(format!("topic '{}' has no partition {p} (it has {})", topic.name, topic.partitions.len())))
+        }
     }
 }
 
@@ -119,15 +117,9 @@ impl<W: Write> Reader<W> {
         };
         let positions = starts
             .into_iter()
-            .map(|(partition, offset)| FetchPosition {
-                partition,
-                offset,
-                size_bytes: PARTITION_FETCH_SIZE_BYTES,
-            })
+            .map(|(partition, offset)| FetchPosition { partition, offset, size_bytes: PARTITION_FETCH_SIZE_BYTES })
             .collect();
-        let wait_ms = args.timeout_ms.map_or(FETCH_WAIT_MS_MAX, |t| {
-            t.min(FETCH_WAIT_MS_MAX as u64) as i32
-        });
+        let wait_ms = args.timeout_ms.map_or(FETCH_WAIT_MS_MAX, |t| t.min(FETCH_WAIT_MS_MAX as u64) as i32);
         Ok(Reader {
             out,
             pool,
@@ -161,20 +153,14 @@ impl<W: Write> Reader<W> {
     fn poll(&mut self) -> Result<usize, CliError> {
         let mut by_leader: BTreeMap<i32, Vec<FetchPosition>> = BTreeMap::new();
         for p in &self.positions {
-            let leader = self
-                .topic
-                .partition(p.partition)
-                .map_or(-1, |info| info.leader_id);
+            let leader = self.topic.partition(p.partition).map_or(-1, |info| info.leader_id);
             by_leader.entry(leader).or_default().push(*p);
         }
         let mut printed = 0;
         for (leader, group) in by_leader {
             if leader < 0 {
                 let text = format!("no leader for a partition of topic '{}'", self.topic.name);
-                self.refresh(KafkaError {
-                    code: LEADER_NOT_AVAILABLE,
-                    text,
-                })?;
+                self.refresh(KafkaError { code: LEADER_NOT_AVAILABLE, text })?;
                 return Ok(printed);
             }
             let request = fetch::fetch_request(&self.topic, &group, self.wait_ms);
@@ -190,9 +176,7 @@ impl<W: Write> Reader<W> {
     }
 
     fn handle(&mut self, response: FetchResponse) -> Result<usize, CliError> {
-        KafkaError::check(response.error_code, None, || {
-            format!("cannot fetch from topic '{}'", self.topic.name)
-        })?;
+        KafkaError::check(response.error_code, None, || format!("cannot fetch from topic '{}'", self.topic.name))?;
         let mut out = Vec::new();
         let mut printed = 0;
         let mut stale = None;
@@ -213,16 +197,9 @@ impl<W: Write> Reader<W> {
 
     /// The visible records of one partition (advancing its position), or the error that says
     /// the partition needs fresh metadata first.
-    fn partition_records(
-        &mut self,
-        data: PartitionData,
-    ) -> Result<Result<Vec<Record>, KafkaError>, CliError> {
+    fn partition_records(&mut self, data: PartitionData) -> Result<Result<Vec<Record>, KafkaError>, CliError> {
         let name = self.topic.name.clone();
-        let Some(position) = self
-            .positions
-            .iter_mut()
-            .find(|p| p.partition == data.partition_index)
-        else {
+        let Some(position) = self.positions.iter_mut().find(|p| p.partition == data.partition_index) else {
             return Ok(Ok(Vec::new()));
         };
         match data.error_code {
@@ -232,20 +209,14 @@ impl<W: Write> Reader<W> {
                     "offset {} is out of range for {name}-{} (log start offset {}, high watermark {})",
                     position.offset, position.partition, data.log_start_offset, data.high_watermark
                 );
-                return Err(KafkaError {
-                    code: OFFSET_OUT_OF_RANGE,
-                    text,
-                }
-                .into());
+                return Err(KafkaError { code: OFFSET_OUT_OF_RANGE, text }.into());
             }
             code if REFRESH_METADATA_CODES.contains(&code) => {
                 let text = format!("cannot fetch {name}-{}", position.partition);
                 return Ok(Err(KafkaError { code, text }));
             }
             code => {
-                KafkaError::check(code, None, || {
-                    format!("cannot fetch {name}-{}", position.partition)
-                })?;
+                KafkaError::check(code, None, || format!("cannot fetch {name}-{}", position.partition))?;
             }
         }
         let Some(bytes) = data.records.filter(|r| !r.is_empty()) else {
@@ -269,15 +240,10 @@ impl<W: Write> Reader<W> {
 
     /// Renders up to the remaining `--max-messages`; returns how many were rendered.
     fn render(&mut self, partition: i32, records: &[Record], out: &mut Vec<u8>) -> usize {
-        let take = self
-            .remaining
-            .map_or(records.len(), |r| records.len().min(r as usize));
+        let take = self.remaining.map_or(records.len(), |r| records.len().min(r as usize));
         for record in &records[..take] {
-            let headers: Vec<(&str, Option<&bytes::Bytes>)> = record
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_ref()))
-                .collect();
+            let headers: Vec<(&str, Option<&bytes::Bytes>)> =
+                record.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
             let view = RecordView {
                 topic: &self.topic.name,
                 partition,
@@ -300,9 +266,7 @@ impl<W: Write> Reader<W> {
             return Ok(());
         }
         let result = self.out.write_all(out).and_then(|()| self.out.flush());
-        self.stdout_closed = result
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+        self.stdout_closed = result.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
         quiet_broken_pipe(result)
     }
 
@@ -329,9 +293,6 @@ fn grow_fetch_size(position: &mut FetchPosition, topic: &str) -> Result<(), CliE
             detail: format!("a record batch is larger than {PARTITION_FETCH_SIZE_BYTES_MAX} bytes"),
         });
     }
-    position.size_bytes = position
-        .size_bytes
-        .saturating_mul(2)
-        .min(PARTITION_FETCH_SIZE_BYTES_MAX);
+    position.size_bytes = position.size_bytes.saturating_mul(2).min(PARTITION_FETCH_SIZE_BYTES_MAX);
     Ok(())
 }

@@ -33,9 +33,7 @@ impl FromStr for StartFrom {
             "end" | "latest" => Ok(StartFrom::End),
             other => match other.parse::<i64>() {
                 Ok(offset) if offset >= 0 => Ok(StartFrom::Offset(offset)),
-                _ => Err(format!(
-                    "expected beginning, end or a non-negative offset, got '{other}'"
-                )),
+                _ => Err(format!("expected beginning, end or a non-negative offset, got '{other}'")),
             },
         }
     }
@@ -76,20 +74,11 @@ fn list_offsets(
     let response = pool.broker(leader)?.call(&request)?;
     let mut found = Vec::new();
     for p in response.topics.into_iter().flat_map(|t| t.partitions) {
-        KafkaError::check(p.error_code, None, || {
-            format!(
-                "cannot list offsets of {}-{}",
-                topic.name, p.partition_index
-            )
-        })?;
+        KafkaError::check(p.error_code, None, || format!("cannot list offsets of {}-{}", topic.name, p.partition_index))?;
         found.push((p.partition_index, p.offset));
     }
     if found.len() != partitions.len() {
-        return Err(CliError::input(format!(
-            "broker answered {} of {} partitions",
-            found.len(),
-            partitions.len()
-        )));
+        return Err(CliError::input(format!("broker answered {} of {} partitions", found.len(), partitions.len())));
     }
     Ok(found)
 }
@@ -98,16 +87,9 @@ fn list_offsets(
 pub fn list_offsets_request(topic: &str, partitions: &[i32], timestamp: i64) -> ListOffsetsRequest {
     let partitions = partitions
         .iter()
-        .map(|p| {
-            ListOffsetsPartition::default()
-                .with_partition_index(*p)
-                .with_current_leader_epoch(-1)
-                .with_timestamp(timestamp)
-        })
+        .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_current_leader_epoch(-1).with_timestamp(timestamp))
         .collect();
-    let topic = ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(partitions);
+    let topic = ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(partitions);
     ListOffsetsRequest::default()
         .with_replica_id((-1).into())
         .with_isolation_level(0)
@@ -135,10 +117,7 @@ mod tests {
     #[test]
     fn list_offsets_request_encodes_at_every_version() {
         let request = list_offsets_request("t", &[0, 1], EARLIEST_TIMESTAMP);
-        assert_eq!(
-            request.topics[0].partitions[1].timestamp,
-            EARLIEST_TIMESTAMP
-        );
+        assert_eq!(request.topics[0].partitions[1].timestamp, EARLIEST_TIMESTAMP);
         let range = ApiKey::ListOffsets.valid_versions();
         for version in range.min..=range.max {
             let mut buf = bytes::BytesMut::new();

@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID,
 };
 
 use super::super::error::CliError;
@@ -52,17 +52,10 @@ pub struct Accumulator {
 impl Accumulator {
     /// Adds a record; returns its partition's batch when that batch is now full.
     pub fn add(&mut self, partition: i32, record: PendingRecord) -> Option<PartitionBatch> {
-        let batch = self
-            .open
-            .entry(partition)
-            .or_insert_with(|| PartitionBatch {
-                partition,
-                ..Default::default()
-            });
+        let batch = self.open.entry(partition).or_insert_with(|| PartitionBatch { partition, ..Default::default() });
         batch.size_bytes += record.size_bytes();
         batch.records.push(record);
-        let full = batch.records.len() >= BATCH_RECORD_COUNT_MAX
-            || batch.size_bytes >= BATCH_SIZE_BYTES_MAX;
+        let full = batch.records.len() >= BATCH_RECORD_COUNT_MAX || batch.size_bytes >= BATCH_SIZE_BYTES_MAX;
         if full {
             self.open.remove(&partition)
         } else {
@@ -83,30 +76,13 @@ impl Accumulator {
 
 /// Encodes the records as exactly one RecordBatch v2 (a Produce request carries one batch per
 /// partition), with the same `headers` on every record.
-pub fn encode(
-    records: &[PendingRecord],
-    headers: &[(String, Bytes)],
-    compression: Compression,
-) -> Result<Bytes, CliError> {
-    let header_map: IndexMap<StrBytes, Option<Bytes>> = headers
-        .iter()
-        .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
-        .collect();
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(index, r)| to_record(index as i64, r, &header_map))
-        .collect();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
+pub fn encode(records: &[PendingRecord], headers: &[(String, Bytes)], compression: Compression) -> Result<Bytes, CliError> {
+    let header_map: IndexMap<StrBytes, Option<Bytes>> =
+        headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone()))).collect();
+    let records: Vec<Record> = records.iter().enumerate().map(|(index, r)| to_record(index as i64, r, &header_map)).collect();
+    let options = RecordEncodeOptions { version: 2, compression };
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| {
-        CliError::RecordEncode {
-            detail: e.to_string(),
-        }
-    })?;
+    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| CliError::RecordEncode { detail: e.to_string() })?;
     Ok(buf.freeze())
 }
 
@@ -115,11 +91,7 @@ pub fn encode(
 /// The encoder keeps records in one batch only while `offset - sequence` stays constant and
 /// derives the batch's base sequence from the first record, so `sequence = offset - 1` yields a
 /// single batch whose base sequence is -1 (NO_SEQUENCE), as a non-idempotent producer sends.
-fn to_record(
-    index: i64,
-    record: &PendingRecord,
-    headers: &IndexMap<StrBytes, Option<Bytes>>,
-) -> Record {
+fn to_record(index: i64, record: &PendingRecord, headers: &IndexMap<StrBytes, Option<Bytes>>) -> Record {
     Record {
         transactional: false,
         control: false,
@@ -143,11 +115,7 @@ mod tests {
     use kafka_protocol::records::RecordBatchDecoder;
 
     fn record(key: Option<&'static [u8]>, value: &'static [u8]) -> PendingRecord {
-        PendingRecord {
-            key: key.map(Bytes::from_static),
-            value: Bytes::from_static(value),
-            timestamp_ms: 1_700_000_000_000,
-        }
+        PendingRecord { key: key.map(Bytes::from_static), value: Bytes::from_static(value), timestamp_ms: 1_700_000_000_000 }
     }
 
     /// Base sequence sits after base offset, length, epoch, magic, crc, attributes, last offset
@@ -158,19 +126,9 @@ mod tests {
 
     #[test]
     fn batch_round_trips_through_encoder_and_decoder_with_every_codec() {
-        let records = vec![
-            record(Some(b"k1"), b"v1"),
-            record(None, b"v2"),
-            record(Some(b""), b""),
-        ];
+        let records = vec![record(Some(b"k1"), b"v1"), record(None, b"v2"), record(Some(b""), b"")];
         let headers = vec![("trace".to_string(), Bytes::from_static(b"abc"))];
-        for compression in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
             let mut encoded = encode(&records, &headers, compression).unwrap();
             assert_eq!(base_sequence(&encoded), -1, "{compression:?}");
             let sets = RecordBatchDecoder::decode_all(&mut encoded).unwrap();
@@ -184,19 +142,14 @@ mod tests {
                 assert_eq!(got.value.as_ref(), Some(&sent.value));
                 assert_eq!(got.timestamp, sent.timestamp_ms);
                 assert_eq!(got.producer_id, NO_PRODUCER_ID);
-                assert_eq!(
-                    got.headers.get(&StrBytes::from_static_str("trace")),
-                    Some(&Some(Bytes::from_static(b"abc")))
-                );
+                assert_eq!(got.headers.get(&StrBytes::from_static_str("trace")), Some(&Some(Bytes::from_static(b"abc"))));
             }
         }
     }
 
     #[test]
     fn a_full_batch_is_one_record_batch() {
-        let records: Vec<PendingRecord> = (0..BATCH_RECORD_COUNT_MAX)
-            .map(|_| record(None, b"x"))
-            .collect();
+        let records: Vec<PendingRecord> = (0..BATCH_RECORD_COUNT_MAX).map(|_| record(None, b"x")).collect();
         let mut encoded = encode(&records, &[], Compression::None).unwrap();
         let sets = RecordBatchDecoder::decode_all(&mut encoded).unwrap();
         assert_eq!(sets.len(), 1);
@@ -218,11 +171,7 @@ mod tests {
     #[test]
     fn accumulator_seals_a_batch_at_the_size_limit_and_keeps_partitions_apart() {
         let mut accumulator = Accumulator::default();
-        let big = PendingRecord {
-            key: None,
-            value: Bytes::from(vec![0u8; BATCH_SIZE_BYTES_MAX / 2]),
-            timestamp_ms: 0,
-        };
+        let big = PendingRecord { key: None, value: Bytes::from(vec![0u8; BATCH_SIZE_BYTES_MAX / 2]), timestamp_ms: 0 };
         assert!(accumulator.add(1, big.clone()).is_none());
         assert!(accumulator.add(2, big.clone()).is_none());
         let sealed = accumulator.add(1, big).unwrap();

@@ -91,14 +91,8 @@ mod tests {
 
     #[test]
     fn lines_lose_their_terminators_and_last_line_needs_none() {
-        let got: Vec<Vec<u8>> = lines(b"a\r\nb\n\nc")
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(
-            got,
-            vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"c".to_vec()]
-        );
+        let got: Vec<Vec<u8>> = lines(b"a\r\nb\n\nc").into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"c".to_vec()]);
     }
 
     #[test]
@@ -108,10 +102,7 @@ mod tests {
         input.extend_from_slice(b"after\n");
         let got = lines(&input);
         assert_eq!(got.len(), 1);
-        assert_eq!(
-            got[0].as_ref().unwrap_err().kind(),
-            std::io::ErrorKind::InvalidData
-        );
+        assert_eq!(got[0].as_ref().unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]
@@ -134,13 +125,7 @@ mod tests {
 
     #[test]
     fn lines_without_separator_are_keyless() {
-        assert_eq!(
-            split_line(b"plain".to_vec(), Some(b":")),
-            (None, Bytes::from_static(b"plain"))
-        );
-        assert_eq!(
-            split_line(b"a:b".to_vec(), None),
-            (None, Bytes::from_static(b"a:b"))
-        );
+        assert_eq!(split_line(b"plain".to_vec(), Some(b":")), (None, Bytes::from_static(b"plain")));
+        assert_eq!(split_line(b"a:b".to_vec(), None), (None, Bytes::from_static(b"a:b")));
     }
 }

@@ -117,19 +117,12 @@ impl Producer {
         let topic = metadata::wait_for_leaders(&mut pool, &args.topic, true)?;
         let partition_count = topic.partitions.len() as i32;
         if let Some(p) = args.partition.filter(|p| topic.partition(*p).is_none()) {
-            return Err(CliError::input(format!(
-                "topic '{}' has no partition {p} (it has {partition_count})",
-                args.topic
-            )));
+            return Err(CliError::input(format!("topic '{}' has no partition {p} (it has {partition_count})", args.topic)));
         }
         let settings = Settings {
             acks: args.acks,
             compression: args.compression.into(),
-            headers: args
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k, Bytes::from(v)))
-                .collect(),
+            headers: args.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
         };
         Ok(Producer {
             partitioner: Partitioner::new(partition_count, args.partition, sticky_seed()),
@@ -177,11 +170,7 @@ impl Producer {
     fn add(&mut self, line: Vec<u8>) -> Result<(), CliError> {
         let (key, value) = input::split_line(line, self.key_separator.as_deref());
         let partition = self.partitioner.partition(key.as_deref());
-        let record = PendingRecord {
-            key,
-            value,
-            timestamp_ms: now_ms(),
-        };
+        let record = PendingRecord { key, value, timestamp_ms: now_ms() };
         self.oldest_pending.get_or_insert_with(Instant::now);
         if let Some(full) = self.accumulator.add(partition, record) {
             self.send(vec![full])?;
@@ -215,16 +204,12 @@ fn linger() -> Duration {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Varies the first keyless partition between runs so several producers spread out.
 fn sticky_seed() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
 
 #[cfg(test)]

@@ -50,11 +50,7 @@ impl Partitioner {
     pub fn new(partition_count: i32, fixed: Option<i32>, sticky_start: u32) -> Self {
         assert!(partition_count > 0, "a topic has at least one partition");
         let sticky = (sticky_start % partition_count as u32) as i32;
-        Partitioner {
-            partition_count,
-            fixed,
-            sticky,
-        }
+        Partitioner { partition_count, fixed, sticky }
     }
 
     /// The partition for a record with this key.
@@ -86,19 +82,11 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             (b"abc", 479_470_107),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input),
-                expected,
-                "{}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(murmur2(input), expected, "{}", String::from_utf8_lossy(input));
         }
     }
 
@@ -113,12 +101,7 @@ mod tests {
             (b"12345", -1_188_365_604),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input),
-                expected,
-                "{}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(murmur2(input), expected, "{}", String::from_utf8_lossy(input));
         }
     }
 

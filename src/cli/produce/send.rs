@@ -13,9 +13,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 
 use super::super::error::{CliError, KafkaError};
-use super::super::limits::{
-    METADATA_RETRY_BACKOFF_MS, PRODUCE_ATTEMPT_COUNT_MAX, REQUEST_TIMEOUT_MS,
-};
+use super::super::limits::{METADATA_RETRY_BACKOFF_MS, PRODUCE_ATTEMPT_COUNT_MAX, REQUEST_TIMEOUT_MS};
 use super::super::metadata::{self, topic_name, TopicInfo};
 use super::super::pool::BrokerPool;
 use super::batch::{self, PartitionBatch};
@@ -52,29 +50,15 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(pool: BrokerPool, topic: TopicInfo, settings: Settings) -> Self {
-        Sender {
-            pool,
-            topic,
-            settings,
-            failed_batch_count: 0,
-            failed_record_count: 0,
-        }
+        Sender { pool, topic, settings, failed_batch_count: 0, failed_record_count: 0 }
     }
 
     /// Sends the batches, retrying retriable errors after refreshing metadata.
     pub fn send(&mut self, batches: Vec<PartitionBatch>) -> Result<(), CliError> {
         let mut pending = Vec::with_capacity(batches.len());
         for b in batches {
-            match batch::encode(
-                &b.records,
-                &self.settings.headers,
-                self.settings.compression,
-            ) {
-                Ok(records) => pending.push(SealedBatch {
-                    partition: b.partition,
-                    record_count: b.records.len(),
-                    records,
-                }),
+            match batch::encode(&b.records, &self.settings.headers, self.settings.compression) {
+                Ok(records) => pending.push(SealedBatch { partition: b.partition, record_count: b.records.len(), records }),
                 Err(e) => self.fail(b.records.len(), &e),
             }
         }
@@ -102,10 +86,7 @@ impl Sender {
         if self.failed_batch_count == 0 {
             return Ok(());
         }
-        Err(CliError::ProduceFailed {
-            batch_count: self.failed_batch_count,
-            record_count: self.failed_record_count,
-        })
+        Err(CliError::ProduceFailed { batch_count: self.failed_batch_count, record_count: self.failed_record_count })
     }
 
     fn fail(&mut self, record_count: usize, error: &CliError) {
@@ -117,18 +98,12 @@ impl Sender {
     }
 
     /// One pass over the leaders; returns the batches worth retrying.
-    fn send_once(
-        &mut self,
-        batches: Vec<SealedBatch>,
-    ) -> Result<Vec<(SealedBatch, KafkaError)>, CliError> {
+    fn send_once(&mut self, batches: Vec<SealedBatch>) -> Result<Vec<(SealedBatch, KafkaError)>, CliError> {
         let mut retry = Vec::new();
         for (leader, group) in group_by_leader(&self.topic, batches) {
             if leader < 0 {
                 for b in group {
-                    let error = KafkaError {
-                        code: LEADER_NOT_AVAILABLE,
-                        text: self.context(&b),
-                    };
+                    let error = KafkaError { code: LEADER_NOT_AVAILABLE, text: self.context(&b) };
                     retry.push((b, error));
                 }
                 continue;
@@ -138,11 +113,7 @@ impl Sender {
         Ok(retry)
     }
 
-    fn send_to(
-        &mut self,
-        leader: i32,
-        group: Vec<SealedBatch>,
-    ) -> Result<Vec<(SealedBatch, KafkaError)>, CliError> {
+    fn send_to(&mut self, leader: i32, group: Vec<SealedBatch>) -> Result<Vec<(SealedBatch, KafkaError)>, CliError> {
         let request = produce_request(&self.topic, &group, self.settings.acks);
         let connection = self.pool.broker(leader)?;
         let version = connection.version_of(ApiKey::Produce)?;
@@ -157,10 +128,7 @@ impl Sender {
             match outcomes.remove(&b.partition) {
                 Some(None) => {}
                 Some(Some((code, message))) => {
-                    let text = message.map_or_else(
-                        || self.context(&b),
-                        |m| format!("{}: {m}", self.context(&b)),
-                    );
+                    let text = message.map_or_else(|| self.context(&b), |m| format!("{}: {m}", self.context(&b)));
                     let error = KafkaError { code, text };
                     if error.is_retriable() {
                         retry.push((b, error));
@@ -169,8 +137,7 @@ impl Sender {
                     }
                 }
                 None => {
-                    let error =
-                        CliError::input(format!("{}: broker sent no result", self.context(&b)));
+                    let error = CliError::input(format!("{}: broker sent no result", self.context(&b)));
                     self.fail(b.record_count, &error);
                 }
             }
@@ -179,18 +146,12 @@ impl Sender {
     }
 
     fn context(&self, b: &SealedBatch) -> String {
-        format!(
-            "cannot produce {} records to {}-{}",
-            b.record_count, self.topic.name, b.partition
-        )
+        format!("cannot produce {} records to {}-{}", b.record_count, self.topic.name, b.partition)
     }
 }
 
 /// Batches grouped by the current leader of their partition (-1 when it has none).
-fn group_by_leader(
-    topic: &TopicInfo,
-    batches: Vec<SealedBatch>,
-) -> BTreeMap<i32, Vec<SealedBatch>> {
+fn group_by_leader(topic: &TopicInfo, batches: Vec<SealedBatch>) -> BTreeMap<i32, Vec<SealedBatch>> {
     let mut groups: BTreeMap<i32, Vec<SealedBatch>> = BTreeMap::new();
     for b in batches {
         let leader = topic.partition(b.partition).map_or(-1, |p| p.leader_id);
@@ -204,40 +165,23 @@ fn group_by_leader(
 pub fn produce_request(topic: &TopicInfo, batches: &[SealedBatch], acks: i16) -> ProduceRequest {
     let partition_data = batches
         .iter()
-        .map(|b| {
-            PartitionProduceData::default()
-                .with_index(b.partition)
-                .with_records(Some(b.records.clone()))
-        })
+        .map(|b| PartitionProduceData::default().with_index(b.partition).with_records(Some(b.records.clone())))
         .collect();
     let topic_data = TopicProduceData::default()
         .with_name(topic_name(&topic.name))
         .with_topic_id(topic.topic_id)
         .with_partition_data(partition_data);
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_topic_data(vec![topic_data])
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(REQUEST_TIMEOUT_MS).with_topic_data(vec![topic_data])
 }
 
 /// Per partition: `None` on success, else the error code and the broker's message (or the
 /// first per-record error message). The request names one topic, so partitions are unique.
 fn partition_outcomes(response: ProduceResponse) -> BTreeMap<i32, Option<(i16, Option<String>)>> {
-    let partitions = response
-        .responses
-        .into_iter()
-        .flat_map(|t| t.partition_responses);
+    let partitions = response.responses.into_iter().flat_map(|t| t.partition_responses);
     partitions
         .map(|p| {
-            let record_message = p
-                .record_errors
-                .iter()
-                .find_map(|e| e.batch_index_error_message.as_ref());
-            let message = p
-                .error_message
-                .as_ref()
-                .or(record_message)
-                .map(|m| m.to_string());
+            let record_message = p.record_errors.iter().find_map(|e| e.batch_index_error_message.as_ref());
+            let message = p.error_message.as_ref().or(record_message).map(|m| m.to_string());
             let outcome = (p.error_code != 0).then_some((p.error_code, message));
             (p.index, outcome)
         })
@@ -247,29 +191,17 @@ fn partition_outcomes(response: ProduceResponse) -> BTreeMap<i32, Option<(i16, O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::produce_response::{
-        PartitionProduceResponse, TopicProduceResponse,
-    };
+    use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
     use kafka_protocol::protocol::{Encodable, StrBytes};
     use uuid::Uuid;
 
     fn topic() -> TopicInfo {
-        TopicInfo {
-            name: "t".into(),
-            topic_id: Uuid::from_u128(7),
-            error_code: 0,
-            is_internal: false,
-            partitions: vec![],
-        }
+        TopicInfo { name: "t".into(), topic_id: Uuid::from_u128(7), error_code: 0, is_internal: false, partitions: vec![] }
     }
 
     #[test]
     fn produce_request_encodes_at_every_version_with_name_or_topic_id() {
-        let batch = SealedBatch {
-            partition: 2,
-            record_count: 1,
-            records: Bytes::from_static(b"raw"),
-        };
+        let batch = SealedBatch { partition: 2, record_count: 1, records: Bytes::from_static(b"raw") };
         let request = produce_request(&topic(), &[batch], -1);
         assert_eq!(request.acks, -1);
         assert_eq!(request.topic_data[0].topic_id, Uuid::from_u128(7));
@@ -289,12 +221,9 @@ mod tests {
             .with_index(1)
             .with_error_code(87)
             .with_record_errors(vec![BatchIndexAndErrorMessage::default()
-                .with_batch_index_error_message(Some(StrBytes::from_static_str(
-                    "bad record",
-                )))]);
-        let response = ProduceResponse::default().with_responses(vec![
-            TopicProduceResponse::default().with_partition_responses(vec![ok, failed]),
-        ]);
+                .with_batch_index_error_message(Some(StrBytes::from_static_str("bad record")))]);
+        let response = ProduceResponse::default()
+            .with_responses(vec![TopicProduceResponse::default().with_partition_responses(vec![ok, failed])]);
         let outcomes = partition_outcomes(response);
         assert_eq!(outcomes[&0], None);
         assert_eq!(outcomes[&1], Some((87, Some("bad record".to_string()))));

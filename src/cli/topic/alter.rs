@@ -1,8 +1,6 @@
 //! `fjord topic alter-config`: IncrementalAlterConfigs on one topic.
 
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::IncrementalAlterConfigsRequest;
 use kafka_protocol::protocol::StrBytes;
 
@@ -51,14 +49,8 @@ fn alter_request(args: &AlterConfigArgs) -> IncrementalAlterConfigsRequest {
             .with_config_operation(operation)
             .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
     };
-    let sets = args
-        .set
-        .iter()
-        .map(|(k, v)| config(k, OPERATION_SET, Some(v)));
-    let deletes = args
-        .delete
-        .iter()
-        .map(|k| config(k, OPERATION_DELETE, None));
+    let sets = args.set.iter().map(|(k, v)| config(k, OPERATION_SET, Some(v)));
+    let deletes = args.delete.iter().map(|k| config(k, OPERATION_DELETE, None));
     let resource = AlterConfigsResource::default()
         .with_resource_type(RESOURCE_TYPE_TOPIC)
         .with_resource_name(StrBytes::from_string(args.name.clone()))
@@ -75,9 +67,7 @@ mod tests {
     #[test]
     fn alter_request_sets_then_deletes_on_the_topic_resource() {
         let args = AlterConfigArgs {
-            connect: ConnectArgs {
-                bootstrap_server: "h:1".into(),
-            },
+            connect: ConnectArgs { bootstrap_server: "h:1".into() },
             name: "t".into(),
             set: vec![("retention.ms".into(), "5".into())],
             delete: vec!["cleanup.policy".into()],
@@ -86,33 +76,19 @@ mod tests {
         let resource = &request.resources[0];
         assert_eq!(resource.resource_type, RESOURCE_TYPE_TOPIC);
         assert_eq!(resource.resource_name.as_str(), "t");
-        let ops: Vec<(&str, i8, Option<&str>)> = resource
-            .configs
-            .iter()
-            .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
-            .collect();
-        assert_eq!(
-            ops,
-            vec![
-                ("retention.ms", OPERATION_SET, Some("5")),
-                ("cleanup.policy", OPERATION_DELETE, None)
-            ]
-        );
+        let ops: Vec<(&str, i8, Option<&str>)> =
+            resource.configs.iter().map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref())).collect();
+        assert_eq!(ops, vec![("retention.ms", OPERATION_SET, Some("5")), ("cleanup.policy", OPERATION_DELETE, None)]);
     }
 
     #[test]
     fn alter_request_encodes_at_every_client_version() {
         let args = AlterConfigArgs {
-            connect: ConnectArgs {
-                bootstrap_server: "h:1".into(),
-            },
+            connect: ConnectArgs { bootstrap_server: "h:1".into() },
             name: "t".into(),
             set: vec![("a".into(), "1".into())],
             delete: vec!["b".into()],
         };
-        assert_encodes_at_every_client_version(
-            ApiKey::IncrementalAlterConfigs,
-            &alter_request(&args),
-        );
+        assert_encodes_at_every_client_version(ApiKey::IncrementalAlterConfigs, &alter_request(&args));
     }
 }

@@ -72,12 +72,7 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::ApiKey;
 
-    fn entry(
-        name: &str,
-        value: &str,
-        source: i8,
-        sensitive: bool,
-    ) -> DescribeConfigsResourceResult {
+    fn entry(name: &str, value: &str, source: i8, sensitive: bool) -> DescribeConfigsResourceResult {
         DescribeConfigsResourceResult::default()
             .with_name(StrBytes::from_string(name.into()))
             .with_value(Some(StrBytes::from_string(value.into())))
@@ -90,12 +85,7 @@ mod tests {
         let configs = [
             entry("segment.bytes", "1073741824", 5, false),
             entry("retention.ms", "1000", SOURCE_DYNAMIC_TOPIC_CONFIG, false),
-            entry(
-                "cleanup.policy",
-                "compact",
-                SOURCE_DYNAMIC_TOPIC_CONFIG,
-                false,
-            ),
+            entry("cleanup.policy", "compact", SOURCE_DYNAMIC_TOPIC_CONFIG, false),
             entry("sasl.secret", "x", SOURCE_DYNAMIC_TOPIC_CONFIG, true),
             entry("min.insync.replicas", "2", 4, false),
         ];

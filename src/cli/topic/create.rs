@@ -46,23 +46,13 @@ pub fn run(args: CreateArgs) -> Result<(), CliError> {
         .topics
         .into_iter()
         .find(|t| t.name.0.as_str() == args.name)
-        .ok_or_else(|| {
-            CliError::input(format!(
-                "broker returned no result for topic '{}'",
-                args.name
-            ))
-        })?;
+        .ok_or_else(|| CliError::input(format!("broker returned no result for topic '{}'", args.name)))?;
     if result.error_code == TOPIC_ALREADY_EXISTS && args.if_not_exists {
         return Ok(());
     }
-    KafkaError::check(result.error_code, result.error_message.as_deref(), || {
-        format!("cannot create topic '{}'", args.name)
-    })?;
+    KafkaError::check(result.error_code, result.error_message.as_deref(), || format!("cannot create topic '{}'", args.name))?;
     if args.validate_only {
-        emit(&format!(
-            "Topic '{}' is valid (not created: --validate-only).\n",
-            args.name
-        ))
+        emit(&format!("Topic '{}' is valid (not created: --validate-only).\n", args.name))
     } else {
         emit(&format!("Created topic {}.\n", args.name))
     }
@@ -98,9 +88,7 @@ mod tests {
     #[test]
     fn create_request_carries_counts_configs_and_validate_flag() {
         let args = CreateArgs {
-            connect: ConnectArgs {
-                bootstrap_server: "h:1".into(),
-            },
+            connect: ConnectArgs { bootstrap_server: "h:1".into() },
             name: "t".into(),
             partitions: -1,
             replication_factor: 3,
@@ -120,9 +108,7 @@ mod tests {
     #[test]
     fn create_request_encodes_at_every_client_version() {
         let args = CreateArgs {
-            connect: ConnectArgs {
-                bootstrap_server: "h:1".into(),
-            },
+            connect: ConnectArgs { bootstrap_server: "h:1".into() },
             name: "t".into(),
             partitions: 3,
             replication_factor: 1,

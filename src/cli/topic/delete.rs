@@ -34,22 +34,15 @@ pub fn run(args: DeleteArgs) -> Result<(), CliError> {
     let mut text = String::new();
     let mut failures = Vec::new();
     for name in &args.names {
-        let result = response
-            .responses
-            .iter()
-            .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == name));
+        let result = response.responses.iter().find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == name));
         let Some(result) = result else {
-            failures.push(CliError::input(format!(
-                "broker returned no result for topic '{name}'"
-            )));
+            failures.push(CliError::input(format!("broker returned no result for topic '{name}'")));
             continue;
         };
         if result.error_code == UNKNOWN_TOPIC_OR_PARTITION && args.if_exists {
             continue;
         }
-        match KafkaError::check(result.error_code, result.error_message.as_deref(), || {
-            format!("cannot delete topic '{name}'")
-        }) {
+        match KafkaError::check(result.error_code, result.error_message.as_deref(), || format!("cannot delete topic '{name}'")) {
             Ok(()) => text.push_str(&format!("Deleted topic {name}.\n")),
             Err(e) => failures.push(e.into()),
         }
@@ -62,10 +55,7 @@ pub fn run(args: DeleteArgs) -> Result<(), CliError> {
 fn delete_request(names: &[String], version: i16) -> DeleteTopicsRequest {
     let request = DeleteTopicsRequest::default().with_timeout_ms(REQUEST_TIMEOUT_MS);
     if version >= 6 {
-        let topics = names
-            .iter()
-            .map(|n| DeleteTopicState::default().with_name(Some(topic_name(n))))
-            .collect();
+        let topics = names.iter().map(|n| DeleteTopicState::default().with_name(Some(topic_name(n)))).collect();
         request.with_topics(topics)
     } else {
         request.with_topic_names(names.iter().map(|n| topic_name(n)).collect())
@@ -80,17 +70,11 @@ mod tests {
     #[test]
     fn delete_request_uses_the_field_of_its_version_and_encodes() {
         let names = vec!["a".to_string(), "b".to_string()];
-        for version in
-            ApiKey::DeleteTopics.valid_versions().min..=ApiKey::DeleteTopics.valid_versions().max
-        {
+        for version in ApiKey::DeleteTopics.valid_versions().min..=ApiKey::DeleteTopics.valid_versions().max {
             let request = delete_request(&names, version);
             let mut buf = bytes::BytesMut::new();
             request.encode(&mut buf, version).unwrap();
-            let count = if version >= 6 {
-                request.topics.len()
-            } else {
-                request.topic_names.len()
-            };
+            let count = if version >= 6 { request.topics.len() } else { request.topic_names.len() };
             assert_eq!(count, 2, "v{version}");
         }
     }

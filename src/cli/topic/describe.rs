@@ -34,9 +34,7 @@ pub fn run(args: DescribeArgs) -> Result<(), CliError> {
     let mut failures = Vec::new();
     for name in &args.names {
         let Some(topic) = cluster.topics.iter().find(|t| &t.name == name) else {
-            failures.push(CliError::input(format!(
-                "broker returned no metadata for topic '{name}'"
-            )));
+            failures.push(CliError::input(format!("broker returned no metadata for topic '{name}'")));
             continue;
         };
         match topic.check() {
@@ -54,11 +52,7 @@ fn config_text(configs: Option<&TopicConfigs>, name: &str) -> String {
         None => "(DescribeConfigs unsupported by broker)".to_string(),
         Some(None) => String::new(),
         Some(Some(Err(e))) => format!("({e})"),
-        Some(Some(Ok(pairs))) => pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
+        Some(Some(Ok(pairs))) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
     }
 }
 
@@ -74,11 +68,7 @@ fn render(topic: &TopicInfo, configs: String) -> String {
         configs
     );
     for p in &topic.partitions {
-        let leader = if p.leader_id < 0 {
-            "none".to_string()
-        } else {
-            p.leader_id.to_string()
-        };
+        let leader = if p.leader_id < 0 { "none".to_string() } else { p.leader_id.to_string() };
         let _ = write!(
             out,
             "\tTopic: {}\tPartition: {}\tLeader: {}\tLeaderEpoch: {}\tReplicas: {}\tIsr: {}",
@@ -93,12 +83,7 @@ fn render(topic: &TopicInfo, configs: String) -> String {
             let _ = write!(out, "\tOffline: {}", join(&p.offline));
         }
         if p.error_code != 0 {
-            let _ = write!(
-                out,
-                "\tError: {} ({})",
-                error_code_name(p.error_code),
-                p.error_code
-            );
+            let _ = write!(out, "\tError: {} ({})", error_code_name(p.error_code), p.error_code);
         }
         out.push('\n');
     }
@@ -119,9 +104,7 @@ pub fn kafka_uuid(id: &Uuid) -> String {
         group[..chunk.len()].copy_from_slice(chunk);
         let bits = u32::from(group[0]) << 16 | u32::from(group[1]) << 8 | u32::from(group[2]);
         for index in 0..=chunk.len() {
-            out.push(char::from(
-                ALPHABET[(bits >> (18 - 6 * index) & 0x3f) as usize],
-            ));
+            out.push(char::from(ALPHABET[(bits >> (18 - 6 * index) & 0x3f) as usize]));
         }
     }
     out
@@ -136,14 +119,8 @@ mod tests {
     fn topic_ids_print_as_kafka_base64() {
         // Kafka's Uuid.ZERO_UUID and Uuid.METADATA_TOPIC_ID (new Uuid(0, 1)).
         assert_eq!(kafka_uuid(&Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
-        assert_eq!(
-            kafka_uuid(&Uuid::from_u64_pair(0, 1)),
-            "AAAAAAAAAAAAAAAAAAAAAQ"
-        );
-        assert_eq!(
-            kafka_uuid(&Uuid::from_u128(u128::MAX)),
-            "_____________________w"
-        );
+        assert_eq!(kafka_uuid(&Uuid::from_u64_pair(0, 1)), "AAAAAAAAAAAAAAAAAAAAAQ");
+        assert_eq!(kafka_uuid(&Uuid::from_u128(u128::MAX)), "_____________________w");
     }
 
     #[test]
@@ -185,15 +162,9 @@ mod tests {
 
     #[test]
     fn configs_column_explains_missing_configs() {
-        assert_eq!(
-            config_text(None, "t"),
-            "(DescribeConfigs unsupported by broker)"
-        );
+        assert_eq!(config_text(None, "t"), "(DescribeConfigs unsupported by broker)");
         let mut configs = TopicConfigs::new();
-        configs.insert(
-            "t".into(),
-            Ok(vec![("a".into(), "1".into()), ("b".into(), "2".into())]),
-        );
+        configs.insert("t".into(), Ok(vec![("a".into(), "1".into()), ("b".into(), "2".into())]));
         assert_eq!(config_text(Some(&configs), "t"), "a=1,b=2");
         assert_eq!(config_text(Some(&configs), "other"), "");
     }

@@ -23,11 +23,7 @@ pub fn run(args: ListArgs) -> Result<(), CliError> {
 }
 
 fn render(topics: &[TopicInfo], internal: bool) -> String {
-    let mut names: Vec<&str> = topics
-        .iter()
-        .filter(|t| internal || !t.is_internal)
-        .map(|t| t.name.as_str())
-        .collect();
+    let mut names: Vec<&str> = topics.iter().filter(|t| internal || !t.is_internal).map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     names.iter().map(|n| format!("{n}\n")).collect()
 }
@@ -37,22 +33,12 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, is_internal: bool) -> TopicInfo {
-        TopicInfo {
-            name: name.into(),
-            topic_id: uuid::Uuid::nil(),
-            error_code: 0,
-            is_internal,
-            partitions: vec![],
-        }
+        TopicInfo { name: name.into(), topic_id: uuid::Uuid::nil(), error_code: 0, is_internal, partitions: vec![] }
     }
 
     #[test]
     fn list_sorts_names_and_hides_internal_topics_by_default() {
-        let topics = [
-            topic("b", false),
-            topic("__consumer_offsets", true),
-            topic("a", false),
-        ];
+        let topics = [topic("b", false), topic("__consumer_offsets", true), topic("a", false)];
         assert_eq!(render(&topics, false), "a\nb\n");
         assert_eq!(render(&topics, true), "__consumer_offsets\na\nb\n");
     }

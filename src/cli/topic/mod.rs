@@ -85,13 +85,8 @@ mod tests {
 
     #[test]
     fn create_defaults_to_broker_defaults_and_collects_configs() {
-        let TopicCommand::Create(c) = topic(&["create", "events"]) else {
-            panic!()
-        };
-        assert_eq!(
-            (c.name.as_str(), c.partitions, c.replication_factor),
-            ("events", -1, -1)
-        );
+        let TopicCommand::Create(c) = topic(&["create", "events"]) else { panic!() };
+        assert_eq!((c.name.as_str(), c.partitions, c.replication_factor), ("events", -1, -1));
         assert!(!c.if_not_exists && !c.validate_only && c.configs.is_empty());
 
         let TopicCommand::Create(c) = topic(&[
@@ -111,10 +106,7 @@ mod tests {
             panic!()
         };
         assert_eq!((c.partitions, c.replication_factor), (3, 1));
-        assert_eq!(
-            c.configs[1],
-            ("retention.ms".to_string(), "1000".to_string())
-        );
+        assert_eq!(c.configs[1], ("retention.ms".to_string(), "1000".to_string()));
         assert!(c.if_not_exists && c.validate_only);
     }
 
@@ -125,13 +117,9 @@ mod tests {
 
     #[test]
     fn describe_and_delete_take_several_names() {
-        let TopicCommand::Describe(d) = topic(&["describe", "a", "b"]) else {
-            panic!()
-        };
+        let TopicCommand::Describe(d) = topic(&["describe", "a", "b"]) else { panic!() };
         assert_eq!(d.names, vec!["a", "b"]);
-        let TopicCommand::Delete(d) = topic(&["delete", "a", "b", "--if-exists"]) else {
-            panic!()
-        };
+        let TopicCommand::Delete(d) = topic(&["delete", "a", "b", "--if-exists"]) else { panic!() };
         assert_eq!(d.names, vec!["a", "b"]);
         assert!(d.if_exists);
         assert!(parse(&["topic", "delete"]).is_err());
@@ -139,35 +127,23 @@ mod tests {
 
     #[test]
     fn list_hides_internal_topics_unless_asked() {
-        let TopicCommand::List(l) = topic(&["list"]) else {
-            panic!()
-        };
+        let TopicCommand::List(l) = topic(&["list"]) else { panic!() };
         assert!(!l.internal);
-        let TopicCommand::List(l) = topic(&["list", "--internal", "-b", "h:1"]) else {
-            panic!()
-        };
+        let TopicCommand::List(l) = topic(&["list", "--internal", "-b", "h:1"]) else { panic!() };
         assert!(l.internal);
         assert_eq!(l.connect.bootstrap_server, "h:1");
     }
 
     #[test]
     fn alter_config_needs_a_change_and_add_partitions_needs_total() {
-        let TopicCommand::AlterConfig(a) = topic(&[
-            "alter-config",
-            "t",
-            "--set",
-            "retention.ms=5",
-            "--delete",
-            "cleanup.policy",
-        ]) else {
+        let TopicCommand::AlterConfig(a) = topic(&["alter-config", "t", "--set", "retention.ms=5", "--delete", "cleanup.policy"])
+        else {
             panic!()
         };
         assert_eq!(a.set, vec![("retention.ms".to_string(), "5".to_string())]);
         assert_eq!(a.delete, vec!["cleanup.policy"]);
         assert!(parse(&["topic", "alter-config", "t"]).is_err());
-        let TopicCommand::AddPartitions(p) = topic(&["add-partitions", "t", "--total", "6"]) else {
-            panic!()
-        };
+        let TopicCommand::AddPartitions(p) = topic(&["add-partitions", "t", "--total", "6"]) else { panic!() };
         assert_eq!(p.total, 6);
         assert!(parse(&["topic", "add-partitions", "t"]).is_err());
     }

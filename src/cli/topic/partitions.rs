@@ -31,20 +31,12 @@ pub fn run(args: AddPartitionsArgs) -> Result<(), CliError> {
             format!("cannot add partitions to topic '{}'", args.name)
         })?;
     }
-    emit(&format!(
-        "Topic {} now has {} partitions.\n",
-        args.name, args.total
-    ))
+    emit(&format!("Topic {} now has {} partitions.\n", args.name, args.total))
 }
 
 fn partitions_request(name: &str, total: i32) -> CreatePartitionsRequest {
-    let topic = CreatePartitionsTopic::default()
-        .with_name(topic_name(name))
-        .with_count(total)
-        .with_assignments(None);
-    CreatePartitionsRequest::default()
-        .with_topics(vec![topic])
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
+    let topic = CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(total).with_assignments(None);
+    CreatePartitionsRequest::default().with_topics(vec![topic]).with_timeout_ms(REQUEST_TIMEOUT_MS)
 }
 
 #[cfg(test)]
