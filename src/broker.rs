@@ -125,11 +125,22 @@ fn probe_port(config: &StartConfig) -> Result<(), String> {
     if target.ip().is_unspecified() {
         target.set_ip(if target.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
-    match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
-        Ok(_) => Err(format!("address {} is already in use (something is listening on it)", config.listen)),
-        Err(_) => Ok(()),
+    // A broker killed a moment ago still holds its listener until the kernel tears down its
+    // io_uring (asynchronously, after the process is gone): give such a port a few seconds.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT_MAX;
+    loop {
+        match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+            Err(_) => return Ok(()),
+            Ok(_) if std::time::Instant::now() >= deadline => {
+                return Err(format!("address {} is already in use (something is listening on it)", config.listen))
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
+
+/// How long start-up waits for a port that something still answers on.
+const PORT_RELEASE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 fn shutdown_signal_set() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local value.
