@@ -2,7 +2,11 @@
 //! the benchmark issue): librdkafka producers measure produce MB/s and ack latency, a consumer
 //! measures catch-up fetch MB/s. Works against any Kafka-compatible broker.
 //!
-//! cargo run --release -p fjord-tests --example perf -- BOOTSTRAP TOPIC ACKS RECORDS RECORD_BYTES
+//! cargo run --release -p fjord-tests --example perf -- BOOTSTRAP TOPIC ACKS RECORDS RECORD_BYTES [RATE]
+//!
+//! With RATE (records/s) sends follow a fixed schedule and latency counts from the scheduled send
+//! time (open loop, no coordinated omission); without it the producer runs flat out and the
+//! latency mostly measures its own queue.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,19 +39,20 @@ impl ProducerContext for Latency {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 6 {
-        eprintln!("usage: perf BOOTSTRAP TOPIC ACKS RECORDS RECORD_BYTES");
+    if args.len() != 6 && args.len() != 7 {
+        eprintln!("usage: perf BOOTSTRAP TOPIC ACKS RECORDS RECORD_BYTES [RATE]");
         std::process::exit(2);
     }
     let (bootstrap, topic, acks) = (&args[1], &args[2], &args[3]);
     let records: usize = args[4].parse().expect("RECORDS");
     let record_bytes: usize = args[5].parse().expect("RECORD_BYTES");
+    let rate: Option<f64> = args.get(6).map(|rate| rate.parse().expect("RATE"));
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram")));
     let errors = Arc::new(Mutex::new(0u64));
     let producer: BaseProducer<Latency> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", acks)
-        .set("linger.ms", "5")
+        .set("linger.ms", std::env::var("PERF_LINGER_MS").unwrap_or_else(|_| "5".into()))
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("enable.idempotence", "false")
@@ -58,7 +63,24 @@ fn main() {
     let deadline = started + Duration::from_secs(120);
     for index in 0..records {
         let key = (index % 1024).to_string();
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).key(&key);
+        let scheduled = match rate {
+            Some(rate) => {
+                let at = started + Duration::from_secs_f64(index as f64 / rate);
+                // Sleep (do not spin: client and broker share this machine's cores) until the
+                // scheduled time; the latency still counts from the schedule.
+                loop {
+                    let now = Instant::now();
+                    if now >= at {
+                        break;
+                    }
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep((at - now).min(Duration::from_millis(1)));
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(scheduled)).payload(&payload).key(&key);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -90,7 +112,9 @@ fn main() {
         histogram.max() as f64 / 1000.0,
         errors.lock().expect("errors"),
     );
-    catch_up(bootstrap, topic);
+    if rate.is_none() {
+        catch_up(bootstrap, topic);
+    }
 }
 
 /// Reads the whole topic from offset 0 and reports MB/s.
