@@ -75,7 +75,8 @@ fn run(config: &StartConfig) -> Result<(), String> {
     });
     spawn_signal_thread(shared.clone());
     spawn_ready_reporter(shared.clone(), config.clone());
-    let runtime = ShardRuntimeConfig { io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD, spin_before_park: None, pin_to_cores: true };
+    let spin_before_park = (config.spin_before_park_us > 0).then(|| Duration::from_micros(config.spin_before_park_us));
+    let runtime = ShardRuntimeConfig { io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD, spin_before_park, pin_to_cores: true };
     let body_shared = shared.clone();
     rt::run_shards(config.shards, runtime, move |shard_id, mesh| server::run_shard(shard_id, mesh, body_shared.clone()))
         .map_err(|error| format!("shards failed: {error}"))?;

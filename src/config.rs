@@ -60,6 +60,9 @@ pub struct StartArgs {
     /// Memory for the batch cache of recent batches, all shards together [default: 134217728]
     #[arg(long, env = "FJORD_BATCH_CACHE_BYTES")]
     pub batch_cache_bytes: Option<usize>,
+    /// Microseconds a shard spins before parking when idle (lower wake latency, more CPU) [default: 0]
+    #[arg(long, env = "FJORD_SPIN_BEFORE_PARK_US")]
+    pub spin_before_park_us: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "FJORD_LOG")]
     pub log: Option<String>,
@@ -82,6 +85,7 @@ pub struct StartConfig {
     pub socket_request_max_bytes: usize,
     pub log_flush_interval_ms: u64,
     pub batch_cache_bytes: usize,
+    pub spin_before_park_us: u64,
     pub log: String,
 }
 
@@ -169,6 +173,7 @@ impl StartArgs {
             socket_request_max_bytes,
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
+            spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
             log: pick!(self, file, log, "info".to_string()),
         })
     }
