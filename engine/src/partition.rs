@@ -268,6 +268,11 @@ impl Partition {
                     break;
                 }
                 let wake = partition.flusher_wake.notified();
+                if !partition.unsynced.get() {
+                    // Nothing waits for a periodic sync: no timer (each costs the reactor work).
+                    wake.await;
+                    continue;
+                }
                 let interval = Duration::from_millis(partition.settings.flush_interval_ms.max(1));
                 if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.poisoned.get() {
                     let active = partition.with_log(|log| log.active());

@@ -18,6 +18,15 @@ use std::time::Duration;
 use crate::limits::{DMA_ALIGNMENT_BYTES, MESH_CHANNEL_CAPACITY};
 
 pub use glommio::net::{TcpListener, TcpStream};
+
+/// A TCP stream with a receive buffer: small reads (frame sizes, headers) come from memory
+/// instead of one syscall each.
+pub type BufferedTcpStream = glommio::net::TcpStream<glommio::net::Preallocated>;
+
+/// Wraps an accepted stream with a receive buffer of `size_bytes`.
+pub fn buffered(stream: TcpStream, size_bytes: usize) -> BufferedTcpStream {
+    stream.buffered_with(glommio::net::Preallocated::new(size_bytes))
+}
 pub use glommio::Task;
 
 /// Binds a listener with SO_REUSEPORT (one per shard; the kernel spreads connections).

@@ -22,6 +22,9 @@ use crate::response::OutFrame;
 /// requests per connection by default).
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
 
+/// Receive buffer per connection: frame headers and small requests are read without a syscall each.
+const RECEIVE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Memory parts below this size are coalesced into one write.
 const COALESCE_BYTES_MAX: usize = 64 * 1024;
 
@@ -34,6 +37,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|address| address.to_string()).unwrap_or_else(|_| "unknown".into());
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    let stream = rt::buffered(stream, RECEIVE_BUFFER_BYTES);
     let (mut reader, writer) = stream.split();
     let (mut queue, responses) = mpsc::channel::<Pending>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = rt::spawn(write_responses(writer, fd, responses, peer.clone()));
