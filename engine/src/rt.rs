@@ -212,39 +212,90 @@ pub struct MeshClosed;
 
 /// A single-shard wake-up signal: many waiters, `notify_all` wakes them. Not Send; lives on the
 /// shard that owns the state it signals about.
+///
+/// Each waiting [`Notified`] owns one slot; a re-poll replaces its waker and a drop frees its slot,
+/// so waiters that give up (a read that won, a timed-out wait) leave nothing behind.
 #[derive(Default)]
 pub struct Notify {
     generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    slots: RefCell<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Notify {
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        let wakers = {
+            let mut slots = self.slots.borrow_mut();
+            slots.free.clear();
+            std::mem::take(&mut slots.wakers)
+        };
+        for waker in wakers.into_iter().flatten() {
             waker.wake();
         }
     }
 
     /// Completes at the next `notify_all` after this call.
     pub fn notified(self: &Rc<Self>) -> Notified {
-        Notified { notify: self.clone(), generation: self.generation.get() }
+        Notified { notify: self.clone(), generation: self.generation.get(), slot: None }
+    }
+
+    /// Waiters currently registered (for tests and metrics).
+    pub fn waiters(&self) -> usize {
+        self.slots.borrow().wakers.iter().filter(|slot| slot.is_some()).count()
     }
 }
 
 pub struct Notified {
     notify: Rc<Notify>,
     generation: u64,
+    slot: Option<usize>,
 }
 
 impl Future for Notified {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.notify.generation.get() != self.generation {
+            self.slot = None;
             return Poll::Ready(());
         }
-        self.notify.wakers.borrow_mut().push(cx.waker().clone());
+        let notify = self.notify.clone();
+        let mut slots = notify.slots.borrow_mut();
+        match self.slot {
+            Some(index) => slots.wakers[index] = Some(cx.waker().clone()),
+            None => {
+                let index = match slots.free.pop() {
+                    Some(index) => {
+                        slots.wakers[index] = Some(cx.waker().clone());
+                        index
+                    }
+                    None => {
+                        slots.wakers.push(Some(cx.waker().clone()));
+                        slots.wakers.len() - 1
+                    }
+                };
+                self.slot = Some(index);
+            }
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified {
+    fn drop(&mut self) {
+        // A slot belongs to the generation it was taken in; notify_all already emptied older ones.
+        if let (Some(index), true) = (self.slot, self.notify.generation.get() == self.generation) {
+            let mut slots = self.notify.slots.borrow_mut();
+            if let Some(waker) = slots.wakers.get_mut(index) {
+                *waker = None;
+                slots.free.push(index);
+            }
+        }
     }
 }
 
@@ -335,5 +386,38 @@ fn wait_writable(socket_fd: RawFd) -> io::Result<()> {
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => Err(io::Error::new(io::ErrorKind::TimedOut, "socket not writable for 30 s")),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn abandoned_and_repolled_waiters_leave_no_slots_behind() {
+        let notify = Rc::new(Notify::default());
+        let counter = std::sync::Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..1000 {
+            let mut waiting = Box::pin(notify.notified());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending(), "a re-poll reuses its slot");
+        }
+        assert_eq!(notify.waiters(), 0, "dropped waiters free their slots");
+        assert!(notify.slots.borrow().wakers.len() <= 1);
+        let mut waiting = Box::pin(notify.notified());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        notify.notify_all();
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
     }
 }
