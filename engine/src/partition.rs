@@ -208,6 +208,10 @@ impl Partition {
     pub fn config(&self) -> TopicConfig {
         self.config.borrow().clone()
     }
+    /// Whether the partition already runs with `config` (no clone on the produce path).
+    pub fn config_is(&self, config: &TopicConfig) -> bool {
+        *self.config.borrow() == *config
+    }
 
     fn with_log<R>(&self, f: impl FnOnce(&Log) -> R) -> Option<R> {
         self.log.borrow().as_deref().map(f)
@@ -223,8 +227,11 @@ impl Partition {
         if self.poisoned.get() || self.closing.get() {
             return Err(LogError::Poisoned(self.name.clone()));
         }
-        let config = self.config.borrow().clone();
-        let headers = batch::validate_produced(&records, config.max_message_bytes as usize)?;
+        let (max_message_bytes, log_append_time) = {
+            let config = self.config.borrow();
+            (config.max_message_bytes as usize, config.message_timestamp_type == TimestampType::LogAppendTime)
+        };
+        let headers = batch::validate_produced(&records, max_message_bytes)?;
         let base_offset = self.next_offset.get();
         let append_time_ms = now_ms();
         let mut copy = BytesMut::from(&records[..]);
@@ -234,7 +241,7 @@ impl Partition {
         for header in &headers {
             let slice = &mut copy[position..position + header.size_bytes];
             batch::patch_offset_and_epoch(slice, next, self.leader_epoch.get());
-            if config.message_timestamp_type == TimestampType::LogAppendTime {
+            if log_append_time {
                 batch::patch_log_append_time(slice, append_time_ms);
             }
             position += header.size_bytes;
@@ -257,7 +264,7 @@ impl Partition {
         self.pending_bytes.set(self.pending_bytes.get() + frozen.len());
         self.pending.borrow_mut().push_back(PendingAppend { batches, bytes: frozen.len(), base_offset, acks, done });
         self.flusher_wake.notify_all();
-        let log_append_time_ms = if config.message_timestamp_type == TimestampType::LogAppendTime { append_time_ms } else { -1 };
+        let log_append_time_ms = if log_append_time { append_time_ms } else { -1 };
         Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
     }
 

@@ -147,7 +147,7 @@ pub async fn produce_local(ctx: &ShardContext, parts: Vec<ProducePart>, acks: Ac
         let opened = ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await;
         let outcome = match opened {
             Ok(partition) => {
-                if partition.config() != part.spec.config {
+                if !partition.config_is(&part.spec.config) {
                     partition.set_config(part.spec.config.clone());
                 }
                 let log_start = partition.log_start_offset();
@@ -337,20 +337,26 @@ pub async fn fan_out<P, R>(
     receivers
 }
 
-/// Groups items by owner shard, remembering each item's position in the request.
-pub fn group_by_shard<P>(
-    ctx: &ShardContext,
-    items: Vec<(usize, P)>,
-    owner: impl Fn(&P) -> usize,
-) -> Vec<(usize, Vec<(usize, P)>)> {
-    let mut groups: Vec<(usize, Vec<(usize, P)>)> = Vec::new();
+/// Per owner shard: the request positions of its items, and (shard, items) for [`fan_out`].
+pub type Split<P> = (Vec<Vec<usize>>, Vec<(usize, Vec<P>)>);
+
+/// Groups items by owner shard: per shard, the items' positions in the request and the items.
+/// Returns the positions (to put replies back in request order) and the parts for [`fan_out`].
+pub fn split_by_owner<P>(items: Vec<(usize, P)>, owner: impl Fn(&P) -> usize) -> Split<P> {
+    let mut orders: Vec<Vec<usize>> = Vec::new();
+    let mut by_shard: Vec<(usize, Vec<P>)> = Vec::new();
     for (position, item) in items {
         let shard = owner(&item);
-        debug_assert!(shard < ctx.table.shard_count());
-        match groups.iter_mut().find(|(candidate, _)| *candidate == shard) {
-            Some((_, group)) => group.push((position, item)),
-            None => groups.push((shard, vec![(position, item)])),
+        match by_shard.iter().position(|(candidate, _)| *candidate == shard) {
+            Some(index) => {
+                orders[index].push(position);
+                by_shard[index].1.push(item);
+            }
+            None => {
+                orders.push(vec![position]);
+                by_shard.push((shard, vec![item]));
+            }
         }
     }
-    groups
+    (orders, by_shard)
 }

@@ -41,11 +41,7 @@ pub struct Shared {
 
 /// How long shutdown waits for in-flight requests (a long poll ends early on shutdown).
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
-/// Also bounds a glommio 0.9 quirk: a parked executor woken from another thread (a cross-shard
-/// reply) sometimes sleeps on until its next timer. Measured with librdkafka at linger.ms=0:
-/// 50 ms here gave ~50 ms produce acks, 5–10 ms gives single-digit ms. The real fix (wake
-/// delivery in the runtime boundary) belongs to the performance pass.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Shared>) {
     let table = ShardTable::new(shared.shard_count);

@@ -197,14 +197,7 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted]) -> Vec<FetchResu
         }
         results.push(result);
     }
-    let groups = router::group_by_shard(ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let mut orders = Vec::new();
-    let mut by_shard = Vec::new();
-    for (shard, items) in groups {
-        let (order, parts): (Vec<usize>, Vec<FetchPart>) = items.into_iter().unzip();
-        orders.push(order);
-        by_shard.push((shard, parts));
-    }
+    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
     let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Fetch { parts, reply }).await;
     for (receiver, order) in receivers.into_iter().zip(orders) {
         match receiver.await {
@@ -230,9 +223,7 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
         .enumerate()
         .map(|(position, item)| (position, (item.topic.clone(), item.partition, item.fetch_offset)))
         .collect();
-    let groups = router::group_by_shard(ctx, items, |(topic, partition, _)| ctx.table.owner(topic, *partition));
-    let by_shard: Vec<(usize, Vec<WatchPart>)> =
-        groups.into_iter().map(|(shard, items)| (shard, items.into_iter().map(|(_, item)| item).collect())).collect();
+    let (_, by_shard) = router::split_by_owner(items, |(topic, partition, _): &WatchPart| ctx.table.owner(topic, *partition));
     if by_shard.is_empty() {
         rt::sleep(wait).await;
         return;

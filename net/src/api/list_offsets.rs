@@ -49,14 +49,7 @@ pub async fn handle(
             ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
             shape.len()
         ];
-    let groups = router::group_by_shard(&ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let mut orders = Vec::new();
-    let mut by_shard = Vec::new();
-    for (shard, items) in groups {
-        let (order, parts): (Vec<usize>, Vec<ListOffsetsPart>) = items.into_iter().unzip();
-        orders.push(order);
-        by_shard.push((shard, parts));
-    }
+    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
     let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::ListOffsets { parts, reply }).await;
     for (receiver, order) in receivers.into_iter().zip(orders) {
         if let Ok(replies) = receiver.await {

@@ -56,14 +56,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         }
         shape.push((name, slots));
     }
-    let groups = router::group_by_shard(&ctx, routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let mut positions = Vec::with_capacity(groups.len());
-    let mut by_shard = Vec::with_capacity(groups.len());
-    for (shard, items) in groups {
-        let (order, parts): (Vec<usize>, Vec<ProducePart>) = items.into_iter().unzip();
-        positions.push(order);
-        by_shard.push((shard, parts));
-    }
+    let (positions, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
     let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::Produce { parts, acks, reply }).await;
     let total = position;
     let no_response = request.acks == 0;
