@@ -1,0 +1,1 @@
+//! Server-side partition assignors for KIP-848 consumer groups (uniform and range).

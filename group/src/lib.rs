@@ -1,0 +1,13 @@
+//! Group coordination without I/O: the classic group protocol (JoinGroup/SyncGroup/Heartbeat/
+//! LeaveGroup), the KIP-848 consumer group protocol (ConsumerGroupHeartbeat) with server-side
+//! assignors, committed offsets, and the records that persist all of it in `__consumer_offsets`.
+//!
+//! Every state machine here is pure: it takes the current time as an argument, returns the records
+//! the caller must append durably before answering, and never sleeps or spawns. The shard that owns
+//! a `__consumer_offsets` partition drives the groups that hash to it (net/).
+
+pub mod classic;
+pub mod offsets;
+pub mod records;
+pub mod assignor;
+pub mod consumer;
