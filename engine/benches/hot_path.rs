@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the engine's hot path: produce validation + offset assignment,
-//! offset-index lookup, and segment appends through the O_DIRECT path.
+//! offset-index lookup, segment appends through the O_DIRECT path, and cross-shard forwarding
+//! over the shard mesh (the path of every request part whose partition another shard owns).
 //!
 //! `cargo bench -p fjord-engine --bench hot_path` (throughput in bytes/s or ns per operation).
 
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fjord_engine::batch;
 use fjord_engine::index::SegmentIndex;
+use fjord_engine::rt;
 use fjord_engine::segment::Segment;
 
 /// An uncompressed RecordBatch v2 of `count` records of `value_bytes` each, CRC valid.
@@ -124,5 +126,73 @@ fn segment_append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validate_and_assign, index_lookup, segment_append);
+/// A request part forwarded to the owner shard, answered through a oneshot as net/'s router does.
+struct Forwarded {
+    reply: futures::channel::oneshot::Sender<u64>,
+    value: u64,
+    /// The sender is done after this one: the serving shard may stop.
+    last: bool,
+}
+
+/// Two shards on the real mesh: shard 0 forwards `iterations` messages to shard 1 and awaits the
+/// replies, either one at a time (round trip: what an unpipelined produce to a foreign partition
+/// pays) or `window` in flight (pipelined connections).
+fn forward(iterations: u64, window: u64) -> Duration {
+    if iterations == 0 {
+        return Duration::ZERO;
+    }
+    let elapsed = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let result = elapsed.clone();
+    let config = rt::ShardRuntimeConfig { io_memory_bytes: 1 << 20, spin_before_park: None, pin_to_cores: true };
+    rt::run_shards(2, config, move |shard_id, mesh: rt::Mesh<Forwarded>| {
+        let elapsed = elapsed.clone();
+        async move {
+            if shard_id == 1 {
+                let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+                let stop = std::rc::Rc::new(std::cell::RefCell::new(Some(stop)));
+                mesh.serve(move |message: Forwarded| {
+                    let stop = stop.clone();
+                    async move {
+                        let _ = message.reply.send(message.value + 1);
+                        if message.last {
+                            stop.borrow_mut().take().map(|stop| stop.send(()));
+                        }
+                    }
+                });
+                let _ = stopped.await;
+                return;
+            }
+            let started = Instant::now();
+            let mut sent = 0;
+            while sent < iterations {
+                let batch = window.min(iterations - sent);
+                let mut replies = Vec::with_capacity(batch as usize);
+                for value in sent..sent + batch {
+                    let (reply, answer) = futures::channel::oneshot::channel();
+                    mesh.send(1, Forwarded { reply, value, last: value + 1 == iterations }).await.expect("shard 1 is running");
+                    replies.push(answer);
+                }
+                for (value, answer) in (sent..).zip(replies) {
+                    assert_eq!(answer.await.expect("reply"), value + 1);
+                }
+                sent += batch;
+            }
+            *elapsed.lock().expect("lock") = started.elapsed();
+        }
+    })
+    .expect("shards");
+    let elapsed = *result.lock().expect("lock");
+    elapsed
+}
+
+fn cross_shard_forwarding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cross_shard_forward");
+    group.sample_size(10);
+    group.bench_function("round_trip", |b| b.iter_custom(|iterations| forward(iterations, 1)));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("pipelined_64", |b| b.iter_custom(|iterations| forward(iterations, 64)));
+    group.finish();
+}
+
+criterion_group!(benches, validate_and_assign, index_lookup, segment_append, cross_shard_forwarding);
 criterion_main!(benches);
