@@ -6,6 +6,8 @@
 //!    00000000000000052113.log  .index    sealed
 //!    00000000000000104398.log            active (appends; padding past the logical end)
 //!    recovery-point                      last verified (segment, position), written on seal/close
+//!    log-start-offset                    first readable offset, when above the first segment's base
+//!                                        (DeleteRecords, retention); written before it takes effect
 //!    partition.metadata                  topic id, so a recreated topic never adopts old data
 //! ```
 //! Every batch carries the leader epoch it was appended under (patched into its header), which
@@ -17,9 +19,36 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::error::{LogError, LogResult};
+use crate::rt;
 use crate::segment::{self, FileSlice, RecoveryReport, Segment, LOG_SUFFIX};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// Why segments were removed from the front of a log (operators' log lines and counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalCause {
+    /// Every record older than retention.ms.
+    Time,
+    /// The log over retention.bytes.
+    Size,
+    /// Entirely below the log start offset (DeleteRecords).
+    StartOffset,
+}
+
+/// Segments removed from the front of a log by one retention pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemovalReport {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+impl RemovalReport {
+    fn add(&mut self, other: RemovalReport) {
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+    }
+}
 
 /// The segments of one partition. Lives on the shard that owns the partition.
 pub struct Log {
@@ -60,7 +89,10 @@ impl Log {
         // A truncated tail invalidates the recovery point; it is rewritten on the next seal/close.
         let _ = std::fs::remove_file(dir.join(RECOVERY_POINT_FILE));
         report.segments = segments.len();
-        let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let end = segments.values().next_back().expect("at least one segment").next_offset();
+        let stored = read_log_start_offset(dir).unwrap_or(first_base);
+        let log_start_offset = stored.clamp(first_base, end.max(first_base));
         let log = Log { dir: dir.to_path_buf(), segments: RefCell::new(segments), log_start_offset: Cell::new(log_start_offset) };
         Ok((log, report))
     }
@@ -149,6 +181,104 @@ impl Log {
         }
     }
 
+    /// Moves the log start offset up to `offset` (never down) and persists it before it takes
+    /// effect, then removes the segments entirely below it. The caller bounds `offset` by the
+    /// high watermark. Returns the new log start offset and what was removed.
+    pub async fn advance_start_offset(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
+        if offset > self.log_start_offset.get() {
+            let path = self.dir.join(LOG_START_OFFSET_FILE);
+            write_durably(&path, format!("{offset}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+            self.log_start_offset.set(offset);
+        }
+        let removed = self.remove_front_segments(RemovalCause::StartOffset, |_, next_base, _| next_base <= offset).await?;
+        Ok((self.log_start_offset.get(), removed))
+    }
+
+    /// Whether the active segment holds records and all of them are older than `retention_ms`:
+    /// the partition rolls it so the next retention pass can remove it, as Kafka does.
+    pub fn active_expired(&self, now_ms: i64, retention_ms: i64) -> bool {
+        let active = self.active();
+        retention_ms >= 0 && active.size_bytes() > 0 && active.max_timestamp_ms() >= 0 && now_ms - active.max_timestamp_ms() > retention_ms
+    }
+
+    /// One retention pass over the closed segments, oldest first: removes those whose newest
+    /// record is older than `retention_ms`, then while the log minus the oldest segment is still
+    /// at least `retention_bytes`, then any entirely below the log start offset. Negative limits
+    /// are off. The active segment always stays. The log start offset moves to the first kept
+    /// segment.
+    pub async fn apply_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
+        let mut reports = Vec::new();
+        if retention_ms >= 0 {
+            let removed = self
+                .remove_front_segments(RemovalCause::Time, |segment, _, _| {
+                    segment.max_timestamp_ms() >= 0 && now_ms - segment.max_timestamp_ms() > retention_ms
+                })
+                .await?;
+            reports.push((RemovalCause::Time, removed));
+        }
+        if retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - retention_bytes;
+            let removed = self
+                .remove_front_segments(RemovalCause::Size, |segment, _, _| {
+                    let size = segment.size_bytes() as i64;
+                    if excess - size >= 0 {
+                        excess -= size;
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .await?;
+            reports.push((RemovalCause::Size, removed));
+        }
+        let start = self.log_start_offset.get();
+        let removed = self.remove_front_segments(RemovalCause::StartOffset, |_, next_base, _| next_base <= start).await?;
+        reports.push((RemovalCause::StartOffset, removed));
+        reports.retain(|(_, report)| report.segments > 0);
+        Ok(reports)
+    }
+
+    /// Removes closed segments from the front while `doomed(segment, next segment's base,
+    /// cause)` holds; the active segment is never removed. Files of a segment still referenced
+    /// elsewhere are unlinked (readers with an open file finish their sendfile).
+    async fn remove_front_segments(
+        &self,
+        cause: RemovalCause,
+        mut doomed: impl FnMut(&Segment, i64, RemovalCause) -> bool,
+    ) -> LogResult<RemovalReport> {
+        let mut report = RemovalReport::default();
+        loop {
+            let candidate = {
+                let segments = self.segments.borrow();
+                let mut iter = segments.iter();
+                match (iter.next(), iter.next()) {
+                    (Some((base, segment)), Some((next_base, _))) if doomed(segment, *next_base, cause) => {
+                        Some((*base, *next_base, segment.size_bytes()))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((base, next_base, bytes)) = candidate else { break };
+            if self.log_start_offset.get() < next_base {
+                // Readers must never be sent to a removed segment: the start moves first.
+                let path = self.dir.join(LOG_START_OFFSET_FILE);
+                write_durably(&path, format!("{next_base}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+                self.log_start_offset.set(next_base);
+            }
+            let segment = self.segments.borrow_mut().remove(&base).expect("listed");
+            match Rc::try_unwrap(segment) {
+                Ok(segment) => segment.delete().await?,
+                Err(shared) => {
+                    let _ = std::fs::remove_file(shared.path());
+                    let _ = std::fs::remove_file(shared.path().with_extension("index"));
+                }
+            }
+            report.add(RemovalReport { segments: 1, bytes });
+            rt::yield_if_needed().await;
+        }
+        Ok(report)
+    }
+
     /// Removes every batch at or after `offset`; used by replication when a follower's log
     /// diverges from its leader (KIP-101). The caller guarantees no append is in flight.
     pub async fn truncate_to(&self, offset: i64, now_ms: i64) -> LogResult<()> {
@@ -230,6 +360,25 @@ fn read_recovery_point(dir: &Path) -> Option<(i64, u64)> {
     let base = parts.next()?.parse().ok()?;
     let position = parts.next()?.parse().ok()?;
     Some((base, position))
+}
+
+fn read_log_start_offset(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?.trim().parse().ok()
+}
+
+/// Writes `contents` to a temporary file, syncs it and renames it over `path`, so a crash leaves
+/// either the old or the new contents.
+fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Recovery's scan of raw segment bytes (for the fuzz target): length of the valid prefix.

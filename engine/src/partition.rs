@@ -23,7 +23,7 @@ use crate::batch;
 use crate::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::error::{LogError, LogResult};
 use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
-use crate::log::Log;
+use crate::log::{Log, RemovalCause, RemovalReport};
 use crate::rt::{self, Notify};
 use crate::segment::FileSlice;
 use crate::topic_config::{TimestampType, TopicConfig};
@@ -124,6 +124,8 @@ pub struct Partition {
     unsynced: Cell<bool>,
     /// The flusher is writing or syncing (truncation waits for it to be idle).
     flushing: Cell<bool>,
+    /// Retention found the active segment expired: the flusher rolls it when idle.
+    roll_requested: Cell<bool>,
     poisoned: Cell<bool>,
     closing: Cell<bool>,
     flusher_done: RefCell<Option<rt::Task<()>>>,
@@ -172,6 +174,7 @@ impl Partition {
             flushed: Rc::new(Notify::default()),
             unsynced: Cell::new(false),
             flushing: Cell::new(false),
+            roll_requested: Cell::new(false),
             poisoned: Cell::new(false),
             closing: Cell::new(false),
             flusher_done: RefCell::new(None),
@@ -274,6 +277,10 @@ impl Partition {
                 if partition.closing.get() {
                     break;
                 }
+                if partition.roll_requested.take() && !partition.poisoned.get() {
+                    partition.roll_idle().await;
+                    continue;
+                }
                 let wake = partition.flusher_wake.notified();
                 if !partition.unsynced.get() {
                     // Nothing waits for a periodic sync: no timer (each costs the reactor work).
@@ -299,6 +306,59 @@ impl Partition {
             }
             partition.flush_once().await;
         }
+    }
+
+    /// Rolls the active segment while nothing is queued (retention of an expired active segment).
+    async fn roll_idle(&self) {
+        let Some(log) = self.log.borrow().clone() else { return };
+        if !self.pending.borrow().is_empty() || log.active().size_bytes() == 0 {
+            return;
+        }
+        self.flushing.set(true);
+        let rolled = log.roll(self.next_offset.get(), now_ms()).await;
+        self.flushing.set(false);
+        match rolled {
+            Ok(()) => self.unsynced.set(false),
+            Err(error) => self.poison(&error),
+        }
+        self.flushed.notify_all();
+    }
+
+    /// One retention pass (the shard's background task calls it): removes closed segments by
+    /// retention.ms / retention.bytes when the cleanup policy deletes, and those below the log
+    /// start offset always; asks the flusher to roll an expired active segment so the next pass
+    /// can remove it.
+    pub async fn enforce_retention(&self, now_ms: i64) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
+        let Some(log) = self.log.borrow().clone() else { return Ok(Vec::new()) };
+        if self.poisoned.get() {
+            return Ok(Vec::new());
+        }
+        let (deletes, retention_ms, retention_bytes) = {
+            let config = self.config.borrow();
+            (config.cleanup_policy.deletes(), config.retention_ms, config.retention_bytes)
+        };
+        let (retention_ms, retention_bytes) = if deletes { (retention_ms, retention_bytes) } else { (-1, -1) };
+        let reports = log.apply_retention(now_ms, retention_ms, retention_bytes).await?;
+        if log.active_expired(now_ms, retention_ms) && log.active().size_bytes() > 0 {
+            self.roll_requested.set(true);
+            self.flusher_wake.notify_all();
+        }
+        Ok(reports)
+    }
+
+    /// DeleteRecords: makes `offset` (-1: the high watermark) the first readable offset and
+    /// removes the segments entirely below it. Returns the new log start offset (low watermark).
+    pub async fn delete_records(&self, offset: i64) -> LogResult<i64> {
+        let Some(log) = self.log.borrow().clone() else {
+            return Err(LogError::Deleted(self.name.clone()));
+        };
+        let high_watermark = self.high_watermark.get();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset < 0 || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange { offset, start: log.log_start_offset(), end: high_watermark });
+        }
+        let (start, _) = log.advance_start_offset(offset).await?;
+        Ok(start)
     }
 
     /// Writes one group of queued appends (and syncs if any needs it).
