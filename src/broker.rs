@@ -57,6 +57,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         num_partitions: config.num_partitions,
         default_replication_factor: 1,
         socket_request_max_bytes: config.socket_request_max_bytes,
+        retention_check_interval: std::time::Duration::from_millis(config.log_retention_check_interval_ms),
         static_configs: config.static_broker_configs(),
     };
     let shared = Arc::new(Shared {

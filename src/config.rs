@@ -48,12 +48,15 @@ pub struct StartArgs {
     /// Segment age before a roll (log.roll.ms) [default: 604800000]
     #[arg(long, env = "FJORD_LOG_ROLL_MS")]
     pub log_roll_ms: Option<i64>,
-    /// Retention by time (log.retention.ms), stored and reported [default: 604800000]
+    /// Retention by time (log.retention.ms) [default: 604800000]
     #[arg(long, env = "FJORD_LOG_RETENTION_MS")]
     pub log_retention_ms: Option<i64>,
-    /// Retention by size per partition (log.retention.bytes), stored and reported [default: -1]
+    /// Retention by size per partition (log.retention.bytes) [default: -1]
     #[arg(long, env = "FJORD_LOG_RETENTION_BYTES")]
     pub log_retention_bytes: Option<i64>,
+    /// How often each shard applies retention to its partitions (log.retention.check.interval.ms) [default: 300000]
+    #[arg(long, env = "FJORD_LOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
     /// fdatasync interval for data acknowledged with acks=0/1 (log.flush.interval.ms) [default: 1000]
     #[arg(long, env = "FJORD_LOG_FLUSH_INTERVAL_MS")]
     pub log_flush_interval_ms: Option<u64>,
@@ -84,6 +87,7 @@ pub struct StartConfig {
     pub num_partitions: i32,
     pub socket_request_max_bytes: usize,
     pub log_flush_interval_ms: u64,
+    pub log_retention_check_interval_ms: u64,
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub log: String,
@@ -160,6 +164,7 @@ impl StartArgs {
         note("log.retention.ms", set!(log_retention_ms));
         note("log.retention.bytes", set!(log_retention_bytes));
         note("log.flush.interval.ms", set!(log_flush_interval_ms));
+        note("log.retention.check.interval.ms", set!(log_retention_check_interval_ms));
         Ok(StartConfig {
             explicit,
             data_dir: pick!(self, file, data_dir, PathBuf::from("./fjord-data")),
@@ -172,6 +177,7 @@ impl StartArgs {
             num_partitions,
             socket_request_max_bytes,
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
+            log_retention_check_interval_ms: pick!(self, file, log_retention_check_interval_ms, 300_000).max(1),
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
             log: pick!(self, file, log, "info".to_string()),

@@ -198,7 +198,10 @@ impl Log {
     /// the partition rolls it so the next retention pass can remove it, as Kafka does.
     pub fn active_expired(&self, now_ms: i64, retention_ms: i64) -> bool {
         let active = self.active();
-        retention_ms >= 0 && active.size_bytes() > 0 && active.max_timestamp_ms() >= 0 && now_ms - active.max_timestamp_ms() > retention_ms
+        retention_ms >= 0
+            && active.size_bytes() > 0
+            && active.max_timestamp_ms() >= 0
+            && now_ms - active.max_timestamp_ms() > retention_ms
     }
 
     /// One retention pass over the closed segments, oldest first: removes those whose newest
@@ -206,7 +209,12 @@ impl Log {
     /// at least `retention_bytes`, then any entirely below the log start offset. Negative limits
     /// are off. The active segment always stays. The log start offset moves to the first kept
     /// segment.
-    pub async fn apply_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
         let mut reports = Vec::new();
         if retention_ms >= 0 {
             let removed = self

@@ -74,6 +74,14 @@ pub struct ListOffsetsResult {
     pub leader_epoch: i32,
 }
 
+/// DeleteRecords: move the log start offset of one partition to `offset` (-1: high watermark).
+pub struct DeleteRecordsPart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+    pub offset: i64,
+}
+
 /// A message to the shard that owns the partitions named in it.
 pub enum ShardRequest {
     Produce {
@@ -93,6 +101,11 @@ pub enum ShardRequest {
     ListOffsets {
         parts: Vec<ListOffsetsPart>,
         reply: oneshot::Sender<Vec<ListOffsetsResult>>,
+    },
+    /// Replies (error code, new low watermark) per part.
+    DeleteRecords {
+        parts: Vec<DeleteRecordsPart>,
+        reply: oneshot::Sender<Vec<(i16, i64)>>,
     },
     /// A topic was deleted: drop its partitions' data on this shard.
     DropTopic {
@@ -125,6 +138,9 @@ pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
         }
         ShardRequest::ListOffsets { parts, reply } => {
             let _ = reply.send(list_offsets_local(&ctx, parts).await);
+        }
+        ShardRequest::DeleteRecords { parts, reply } => {
+            let _ = reply.send(delete_records_local(&ctx, parts).await);
         }
         ShardRequest::DropTopic { topic, partitions, reply } => {
             drop_topic_local(&ctx, &topic, partitions).await;
@@ -284,14 +300,34 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
             -5 => Ok(None),
             -1 => Ok(Some((partition.high_watermark(), -1))),
             -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
-            timestamp => partition
-                .offset_for_timestamp(timestamp)
-                .map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
+            timestamp => partition.offset_for_timestamp(timestamp).map(|found| {
+                found
+                    .filter(|(offset, _)| *offset < partition.high_watermark())
+                    .map(|(offset, timestamp)| (offset.max(partition.log_start_offset()), timestamp))
+            }),
         };
         results.push(match found {
             Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
             Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: -1 },
             Err(error) => ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 },
+        });
+    }
+    results
+}
+
+pub async fn delete_records_local(ctx: &ShardContext, parts: Vec<DeleteRecordsPart>) -> Vec<(i16, i64)> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let outcome = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => partition.delete_records(part.offset).await,
+            Err(error) => Err(error),
+        };
+        results.push(match outcome {
+            Ok(low_watermark) => {
+                tracing::info!(topic = %part.topic, partition = part.partition, low_watermark, "DeleteRecords moved the log start offset");
+                (0, low_watermark)
+            }
+            Err(error) => (error.kafka_error_code(), -1),
         });
     }
     results

@@ -76,6 +76,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         }
     };
     shared.listening.fetch_add(1, Ordering::SeqCst);
+    rt::spawn_detached(run_retention(ctx.clone()));
     let connections = Rc::new(std::cell::Cell::new(0usize));
     let watcher_ctx = ctx.clone();
     let watcher_shared = shared.clone();
@@ -114,6 +115,52 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         rt::sleep(Duration::from_millis(10)).await;
     }
     finish(&ctx, &shared).await;
+}
+
+/// The shard's retention task: every log.retention.check.interval.ms, one pass over the
+/// partitions it owns (closed segments past retention.ms / retention.bytes, or below the log start
+/// offset, are removed). Logs each removal and a running total per shard.
+async fn run_retention(ctx: Rc<ShardContext>) {
+    let interval = ctx.settings.retention_check_interval;
+    let mut removed_segments = 0u64;
+    let mut removed_bytes = 0u64;
+    while !ctx.shutting_down.get() {
+        let shutdown = ctx.shutdown.notified();
+        if rt::timeout(interval, shutdown).await.is_some() {
+            break;
+        }
+        for partition in ctx.store.partitions() {
+            if ctx.shutting_down.get() {
+                break;
+            }
+            // Config changes reach partitions lazily (the produce path applies them too).
+            if let Some(info) = ctx.topic(&partition.topic) {
+                if !partition.config_is(&info.config) {
+                    partition.set_config(info.config.clone());
+                }
+            }
+            match partition.enforce_retention(fjord_engine::partition::now_ms()).await {
+                Ok(reports) => {
+                    for (cause, report) in reports {
+                        removed_segments += report.segments as u64;
+                        removed_bytes += report.bytes;
+                        tracing::info!(
+                            partition = partition.name(),
+                            ?cause,
+                            segments = report.segments,
+                            bytes = report.bytes,
+                            log_start_offset = partition.log_start_offset(),
+                            shard_removed_segments_total = removed_segments,
+                            shard_removed_bytes_total = removed_bytes,
+                            "retention removed segments"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(partition = partition.name(), %error, "retention pass failed"),
+            }
+            rt::yield_if_needed().await;
+        }
+    }
 }
 
 /// Second phase: once every shard has stopped serving clients, close this shard's partitions.

@@ -13,6 +13,8 @@ pub struct BrokerSettings {
     pub default_replication_factor: i16,
     /// socket.request.max.bytes: frames larger than this close the connection.
     pub socket_request_max_bytes: usize,
+    /// log.retention.check.interval.ms: how often each shard runs retention over its partitions.
+    pub retention_check_interval: std::time::Duration,
     /// Broker-level config values from the config file and flags (Kafka broker key names).
     pub static_configs: BTreeMap<String, String>,
 }

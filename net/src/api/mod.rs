@@ -9,6 +9,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
@@ -49,6 +50,7 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::CreatePartitions, create_partitions::VERSIONS),
     (ApiKey::IncrementalAlterConfigs, configs::INCREMENTAL_ALTER_VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -103,6 +105,9 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched
         ApiKey::Produce => produce::handle(ctx, header, decode(api, version, body)?).await,
         ApiKey::Fetch => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, decode(api, version, body)?)))),
         ApiKey::ListOffsets => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, decode(api, version, body)?)))),
+        ApiKey::DeleteRecords => {
+            Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, decode(api, version, body)?))))
+        }
         ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
         ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
