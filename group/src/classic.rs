@@ -833,8 +833,9 @@ impl ClassicGroup {
                 self.new_member_added = false;
                 let next_delay_ms = i64::from(env.config.rebalance_delay_initial_ms).min(remaining_ms);
                 let next_remaining_ms = (remaining_ms - delay_ms).max(0);
+                // From the old deadline, not from `now`: a late tick must not stretch the delay.
                 self.join_timer = Some(JoinTimer {
-                    deadline_ms: env.now_ms + next_delay_ms,
+                    deadline_ms: timer.deadline_ms + next_delay_ms,
                     kind: JoinTimerKind::Initial { delay_ms: next_delay_ms, remaining_ms: next_remaining_ms },
                 });
             }
