@@ -500,8 +500,16 @@ impl ClassicGroup {
         self.remove_member(member_id, env.out);
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(reason, env),
-            GroupState::PreparingRebalance => self.maybe_complete_join_phase(env),
+            GroupState::PreparingRebalance => self.complete_join_if_all_joined(env),
             GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    /// After a removal Kafka completes the join phase as soon as everyone left has joined, even
+    /// during the initial rebalance (unlike [`ClassicGroup::maybe_complete_join_phase`]).
+    fn complete_join_if_all_joined(&mut self, env: &mut Env) {
+        if self.state == GroupState::PreparingRebalance && self.has_all_members_joined() {
+            self.complete_join(env);
         }
     }
 
@@ -818,9 +826,7 @@ impl ClassicGroup {
             TimerKey::PendingMember(member_id) => {
                 tracing::info!(group = %self.group_id, member = %member_id, "pending member did not rejoin in time");
                 self.pending_members.shift_remove(&member_id);
-                if self.state == GroupState::PreparingRebalance {
-                    self.maybe_complete_join_phase(env);
-                }
+                self.complete_join_if_all_joined(env);
             }
         }
     }
@@ -1793,7 +1799,8 @@ fn complete_sync_with_leader_assignment(group: &mut ClassicGroup, request: &Sync
 
 /// Kafka `classicGroupLeave`: removes each named member, then rebalances once.
 fn leave_members(group: &mut ClassicGroup, identities: &[MemberIdentity], env: &mut Env) -> Vec<MemberResponse> {
-    let mut removed_any = false;
+    let mut removed_member = false;
+    let mut removed_pending = false;
     let mut responses = Vec::with_capacity(identities.len());
     for identity in identities {
         let member_id = identity.member_id.as_str();
@@ -1803,28 +1810,29 @@ fn leave_members(group: &mut ClassicGroup, identities: &[MemberIdentity], env: &
             match instance_id.and_then(|instance_id| group.static_members.get(instance_id).cloned()) {
                 Some(current) => {
                     group.remove_member(&current, env.out);
+                    removed_member = true;
                     Ok(())
                 }
                 None => Err(ResponseError::UnknownMemberId),
             }
         } else if group.pending_members.shift_remove(member_id).is_some() {
+            removed_pending = true;
             Ok(())
         } else {
             group.validate_existing_member(member_id, instance_id).map(|()| {
                 group.remove_member(member_id, env.out);
+                removed_member = true;
             })
         };
-        removed_any |= result.is_ok();
         responses.push(member_response(identity, result.err()));
     }
-    if removed_any {
-        match group.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                group.maybe_prepare_rebalance_or_complete_join("members left the group", env);
-            }
-            GroupState::PreparingRebalance => group.maybe_complete_join_phase(env),
-            GroupState::Empty | GroupState::Dead => {}
+    match group.state {
+        GroupState::Stable | GroupState::CompletingRebalance if removed_member => {
+            group.maybe_prepare_rebalance_or_complete_join("members left the group", env);
         }
+        // A pending (KIP-394) member leaving changes nothing outside a join phase.
+        GroupState::PreparingRebalance if removed_member || removed_pending => group.complete_join_if_all_joined(env),
+        _ => {}
     }
     responses
 }
