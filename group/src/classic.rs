@@ -50,7 +50,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::offsets::{metadata_too_large, GroupOffsets, OffsetAndMetadata, OFFSET_METADATA_CHARS_MAX};
-use crate::records::{GroupMetadataValue, MemberMetadataValue, Record};
+use crate::records::{GroupMetadataValue, MemberMetadataValue, Record, STRING_BYTES_MAX};
 
 /// Identifies a pending request; chosen by the caller, echoed in [`Outcome::replies`].
 pub type Token = u64;
@@ -1015,8 +1015,11 @@ impl Groups {
         let member_id = request.member_id.as_str();
         let error = if self.loading {
             Some(ResponseError::CoordinatorLoadInProgress)
-        } else if request.group_id.is_empty() {
+        } else if request.group_id.is_empty() || !fits_record_string(&request.group_id) {
             Some(ResponseError::InvalidGroupId)
+        } else if !join_strings_fit_records(ctx, request) {
+            // Kafka would fail to write such a member's record; refuse it before any state changes.
+            Some(ResponseError::InvalidRequest)
         } else if request.session_timeout_ms < self.config.session_timeout_ms_min
             || request.session_timeout_ms > self.config.session_timeout_ms_max
         {
@@ -1187,8 +1190,12 @@ impl Groups {
                 let chars_max = self.config.offset_metadata_chars_max;
                 let group = self.groups.get_mut(group.as_str()).expect("validated group");
                 offset_commit_response(request, |(topic, partition)| {
+                    if !fits_record_string(topic) {
+                        // No such topic can exist (Kafka topic names are at most 249 characters).
+                        return Some(ResponseError::UnknownTopicOrPartition);
+                    }
                     let metadata = partition.committed_metadata.as_deref().unwrap_or_default();
-                    if metadata_too_large(metadata, chars_max) {
+                    if !fits_record_string(metadata) || metadata_too_large(metadata, chars_max) {
                         return Some(ResponseError::OffsetMetadataTooLarge);
                     }
                     let offset = OffsetAndMetadata {
@@ -1224,7 +1231,7 @@ impl Groups {
         if self.loading {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
-        if request.group_id.is_empty() {
+        if request.group_id.is_empty() || !fits_record_string(&request.group_id) {
             return Err(ResponseError::InvalidGroupId);
         }
         let generation_id = request.generation_id_or_member_epoch;
@@ -1859,6 +1866,24 @@ fn shape_leave_response(api_version: i16, error: Option<ResponseError>, members:
 
 // -------------------------------------------------------------------------------------------------
 // Response shaping
+
+/// Whether a string fits the int16 length of the non-flexible record schemas.
+fn fits_record_string(s: &str) -> bool {
+    s.len() <= STRING_BYTES_MAX
+}
+
+/// Every string of a JoinGroup that ends up in a GroupMetadata record, including the member id
+/// generated from the client id or instance id (`prefix + "-" + 36-character uuid`).
+fn join_strings_fit_records(ctx: &RequestContext, request: &JoinGroupRequest) -> bool {
+    const GENERATED_SUFFIX_BYTES: usize = 37;
+    let prefix = request.group_instance_id.as_deref().unwrap_or(&ctx.client_id);
+    prefix.len() + GENERATED_SUFFIX_BYTES <= STRING_BYTES_MAX
+        && fits_record_string(&ctx.client_id)
+        && fits_record_string(&ctx.client_host)
+        && fits_record_string(&request.member_id)
+        && fits_record_string(&request.protocol_type)
+        && request.protocols.iter().all(|protocol| fits_record_string(&protocol.name))
+}
 
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())

@@ -31,6 +31,10 @@ pub const OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY: i16 = 1;
 /// GroupMetadataValue v3: the newest non-flexible version (adds groupInstanceId).
 pub const GROUP_METADATA_VALUE_VERSION: i16 = 3;
 
+/// The longest string the non-flexible schemas can hold (int16 length). The coordinator refuses
+/// requests whose strings would not fit before they change any state.
+pub const STRING_BYTES_MAX: usize = i16::MAX as usize;
+
 /// A group may hold at most this many members in one record: bounds decoding of untrusted bytes.
 pub const GROUP_MEMBERS_COUNT_MAX: usize = 1 << 20;
 

@@ -641,6 +641,11 @@ fn join_validation_errors() {
     let ctx = h.ctx(5, "c");
     let out = h.groups.join_group(&ctx, &request, h.now_ms);
     assert_eq!(join_reply(&out, ctx.token).error_code, code(ResponseError::InvalidSessionTimeout));
+    // A group id longer than the records' int16 string length is refused up front.
+    let request = JoinGroupRequest::default().with_group_id(GroupId(s(&"g".repeat(40_000)))).with_session_timeout_ms(SESSION_MS);
+    let ctx = h.ctx(6, "c");
+    let out = h.groups.join_group(&ctx, &request, h.now_ms);
+    assert_eq!(join_reply(&out, ctx.token).error_code, code(ResponseError::InvalidGroupId));
     let (ids, _) = stable_group(&mut h, &["c1"], &["t"]);
     let (t, out) = h.join(5, "c2", "", None, &["t"]);
     assert_eq!(join_reply(&out, t).error_code, code(ResponseError::GroupMaxSizeReached));
