@@ -936,10 +936,16 @@ impl Groups {
     /// Applies one record read back from the log, in log order.
     pub fn replay(&mut self, record: &Record) {
         match record {
-            Record::OffsetCommit { group_id, topic, partition, value } => {
+            Record::OffsetCommit { group_id, topic, partition, value: Some(value) } => {
                 // Offsets without group metadata belong to a "simple" group: Kafka creates it too.
-                let group = self.get_or_create(group_id, value.as_ref().map_or(-1, |value| value.commit_timestamp_ms));
-                group.offsets.replay(topic, *partition, value.as_ref());
+                let group = self.get_or_create(group_id, value.commit_timestamp_ms);
+                group.offsets.replay(topic, *partition, Some(value));
+            }
+            Record::OffsetCommit { group_id, topic, partition, value: None } => {
+                // A tombstone never creates a group.
+                if let Some(group) = self.groups.get_mut(group_id) {
+                    group.offsets.replay(topic, *partition, None);
+                }
             }
             Record::GroupMetadata { group_id, value: Some(value) } => {
                 let offsets = self.groups.shift_remove(group_id).map(|group| group.offsets).unwrap_or_default();
