@@ -6,8 +6,8 @@
 //! the caller must append durably before answering, and never sleeps or spawns. The shard that owns
 //! a `__consumer_offsets` partition drives the groups that hash to it (net/).
 
-pub mod assignor;
 pub mod classic;
-pub mod consumer;
 pub mod offsets;
 pub mod records;
+pub mod assignor;
+pub mod consumer;
