@@ -275,7 +275,7 @@ impl ConsumerGroups {
     /// Member epoch -1: the member leaves for good; its partitions go to others at the next
     /// assignment.
     fn leave(&mut self, request: &ConsumerGroupHeartbeatRequest) -> Result<Outcome, HeartbeatError> {
-        let group = self.groups.get_mut(request.group_id.0.as_str()).ok_or(UNKNOWN_MEMBER)?;
+        let group = self.groups.get_mut(request.group_id.0.as_str()).ok_or(GROUP_NOT_FOUND)?;
         let member_id = match request.instance_id.as_ref() {
             Some(instance_id) => {
                 let member = group.member_by_instance(instance_id.as_str()).ok_or(UNKNOWN_MEMBER)?;
@@ -294,7 +294,7 @@ impl ConsumerGroups {
     /// Member epoch -2: a static member leaves but keeps its partitions until it rejoins with the
     /// same instance id or its session times out; the group does not rebalance.
     fn leave_static(&mut self, request: &ConsumerGroupHeartbeatRequest) -> Result<Outcome, HeartbeatError> {
-        let group = self.groups.get_mut(request.group_id.0.as_str()).ok_or(UNKNOWN_MEMBER)?;
+        let group = self.groups.get_mut(request.group_id.0.as_str()).ok_or(GROUP_NOT_FOUND)?;
         let instance_id = request.instance_id.as_ref().map(StrBytes::as_str).unwrap_or_default();
         let member = group.member_by_instance(instance_id).ok_or(UNKNOWN_MEMBER)?;
         if member.member_id != request.member_id.as_str() {
@@ -329,7 +329,7 @@ impl ConsumerGroups {
         let member_id = request.member_id.as_str();
         let owned = owned_partitions(request);
         if epoch != JOIN_GROUP_MEMBER_EPOCH {
-            let group = group.ok_or(UNKNOWN_MEMBER)?;
+            let group = group.ok_or(GROUP_NOT_FOUND)?;
             let member = match request.instance_id.as_ref() {
                 Some(instance_id) => {
                     let member = group.member_by_instance(instance_id.as_str()).ok_or(UNKNOWN_MEMBER)?;
@@ -669,6 +669,8 @@ impl ConsumerGroups {
     }
 }
 
+/// Kafka answers GROUP_ID_NOT_FOUND when a non-joining heartbeat names a group it does not hold.
+const GROUP_NOT_FOUND: HeartbeatError = (ResponseError::GroupIdNotFound, "consumer group not found");
 const UNKNOWN_MEMBER: HeartbeatError = (ResponseError::UnknownMemberId, "unknown member");
 const FENCED_INSTANCE: HeartbeatError =
     (ResponseError::FencedInstanceId, "another member id has registered with this group.instance.id");

@@ -520,7 +520,7 @@ fn join_validation_errors() {
     expect(&mut harness, &request, 1, ResponseError::InvalidRegularExpression);
     let mut request = base.clone();
     request.member_epoch = 5;
-    expect(&mut harness, &request, 1, ResponseError::UnknownMemberId);
+    expect(&mut harness, &request, 1, ResponseError::GroupIdNotFound);
     assert!(!harness.groups.contains_group(GROUP), "failed requests create nothing");
 
     let mut first = Client::new("1");
@@ -730,5 +730,24 @@ proptest! {
             harness.check_exclusive(&clients);
         }
         prop_assert!(harness.replayed() == harness.groups);
+
+        // Liveness: static members that left come back, everyone heartbeats, and the group
+        // settles with every subscribed partition consumed exactly once.
+        if let Some(summary) = harness.groups.group_summary(GROUP) {
+            for (index, client) in clients.iter_mut().enumerate() {
+                if !active[index] && summary.members.iter().any(|m| m.member_id == client.member_id) {
+                    client.epoch = 0;
+                    client.owned.clear();
+                    active[index] = true;
+                }
+            }
+        }
+        let mut live: Vec<Client> = clients.iter().zip(active).filter(|(_, active)| *active).map(|(c, _)| c.clone()).collect();
+        if !live.is_empty() {
+            harness.settle(&mut live);
+            let subscribed: BTreeSet<&str> = live.iter().flat_map(|c| c.subscription.iter().map(String::as_str)).collect();
+            let expected = subscribed.iter().map(|name| if *name == "a" { 6 } else { 3 }).sum::<usize>();
+            prop_assert_eq!(all_partitions(&live).len(), expected);
+        }
     }
 }

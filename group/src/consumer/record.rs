@@ -484,3 +484,148 @@ fn get_assignment(buf: &mut &[u8]) -> Result<Assignment, RecordError> {
     assignment.retain(|_, partitions| !partitions.is_empty());
     Ok(assignment)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn topic(index: u128) -> Uuid {
+        Uuid::from_u128(index)
+    }
+
+    #[test]
+    fn group_metadata_golden_bytes() {
+        // Key: i16 version 3, i16-length "g". Value: i16 version 0, i32 epoch 5, empty tagged fields.
+        let record = ConsumerRecord::GroupMetadata { group_id: "g".into(), epoch: Some(5) };
+        let (key, value) = record.encode();
+        assert_eq!(&key[..], &[0, 3, 0, 1, b'g']);
+        assert_eq!(value.as_deref(), Some(&[0, 0, 0, 0, 0, 5, 0][..]));
+    }
+
+    #[test]
+    fn current_assignment_golden_bytes() {
+        let value = CurrentAssignment {
+            member_epoch: 2,
+            previous_member_epoch: 1,
+            state: MemberState::UnrevokedPartitions,
+            assigned: [(topic(1), [0].into())].into(),
+            pending_revocation: Assignment::new(),
+        };
+        let record = ConsumerRecord::CurrentMemberAssignment { group_id: "g".into(), member_id: "m".into(), value: Some(value) };
+        let (key, value) = record.encode();
+        assert_eq!(&key[..], &[0, 8, 0, 1, b'g', 0, 1, b'm']);
+        let mut expected = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 2];
+        expected.push(2); // one topic (compact length + 1)
+        expected.extend_from_slice(topic(1).as_bytes());
+        expected.extend_from_slice(&[2, 0, 0, 0, 0, 0]); // one partition: 0; empty tags
+        expected.extend_from_slice(&[1, 0]); // no pending revocation; empty tags of the value
+        assert_eq!(value.as_deref(), Some(&expected[..]));
+    }
+
+    #[test]
+    fn tombstones_have_no_value_and_decode_back() {
+        let record = ConsumerRecord::MemberMetadata { group_id: "g".into(), member_id: "m".into(), value: None };
+        let (key, value) = record.encode();
+        assert!(value.is_none());
+        assert_eq!(ConsumerRecord::decode(&key, None), Ok(record));
+    }
+
+    #[test]
+    fn classic_key_versions_are_not_ours() {
+        for version in 0i16..=2 {
+            let key = [version.to_be_bytes().as_slice(), &[0, 1, b'g']].concat();
+            assert_eq!(ConsumerRecord::decode(&key, None), Err(RecordError::UnknownKeyVersion(version)));
+        }
+    }
+
+    fn assignment() -> impl Strategy<Value = Assignment> {
+        proptest::collection::btree_map(0u128..4, proptest::collection::btree_set(0i32..64, 1..5), 0..3)
+            .prop_map(|map| map.into_iter().map(|(t, p)| (topic(t), p)).collect())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z0-9-]{0,12}"
+    }
+
+    fn record() -> impl Strategy<Value = ConsumerRecord> {
+        let state = prop_oneof![
+            Just(MemberState::Stable),
+            Just(MemberState::UnrevokedPartitions),
+            Just(MemberState::UnreleasedPartitions)
+        ];
+        let metadata = (
+            proptest::option::of(name()),
+            proptest::option::of(name()),
+            name(),
+            name(),
+            proptest::collection::vec(name(), 0..4),
+            proptest::option::of(name()),
+            -1i32..100_000,
+            proptest::option::of(name()),
+        )
+            .prop_map(|(instance_id, rack_id, client_id, client_host, names, regex, timeout, assignor)| MemberMetadata {
+                instance_id,
+                rack_id,
+                client_id,
+                client_host,
+                subscribed_topic_names: names,
+                subscribed_topic_regex: regex,
+                rebalance_timeout_ms: timeout,
+                server_assignor: assignor,
+            });
+        let current = (any::<i32>(), any::<i32>(), state, assignment(), assignment()).prop_map(
+            |(member_epoch, previous_member_epoch, state, assigned, pending_revocation)| CurrentAssignment {
+                member_epoch,
+                previous_member_epoch,
+                state,
+                assigned,
+                pending_revocation,
+            },
+        );
+        let topics = proptest::collection::vec((0u128..8, name(), 0i32..1000), 0..4).prop_map(|topics| {
+            topics
+                .into_iter()
+                .map(|(id, topic_name, partition_count)| TopicMetadata { topic_id: topic(id), topic_name, partition_count })
+                .collect::<Vec<_>>()
+        });
+        prop_oneof![
+            (name(), proptest::option::of(any::<i32>()))
+                .prop_map(|(group_id, epoch)| ConsumerRecord::GroupMetadata { group_id, epoch }),
+            (name(), proptest::option::of(topics))
+                .prop_map(|(group_id, topics)| ConsumerRecord::PartitionMetadata { group_id, topics }),
+            (name(), name(), proptest::option::of(metadata))
+                .prop_map(|(group_id, member_id, value)| ConsumerRecord::MemberMetadata { group_id, member_id, value }),
+            (name(), proptest::option::of(any::<i32>()))
+                .prop_map(|(group_id, assignment_epoch)| ConsumerRecord::TargetAssignmentMetadata { group_id, assignment_epoch }),
+            (name(), name(), proptest::option::of(assignment())).prop_map(|(group_id, member_id, assignment)| {
+                ConsumerRecord::TargetAssignmentMember { group_id, member_id, assignment }
+            }),
+            (name(), name(), proptest::option::of(current))
+                .prop_map(|(group_id, member_id, value)| ConsumerRecord::CurrentMemberAssignment { group_id, member_id, value }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_round_trips(record in record()) {
+            let (key, value) = record.encode();
+            prop_assert_eq!(ConsumerRecord::decode(&key, value.as_deref()), Ok(record));
+        }
+
+        #[test]
+        fn truncated_or_garbage_records_error_instead_of_panicking(
+            record in record(),
+            cut in any::<prop::sample::Index>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let (key, value) = record.encode();
+            if let Some(value) = value {
+                let cut = cut.index(value.len());
+                prop_assert!(ConsumerRecord::decode(&key, Some(&value[..cut])).is_err());
+            }
+            let _ = ConsumerRecord::decode(&key, Some(&garbage));
+            let _ = ConsumerRecord::decode(&garbage, Some(&garbage));
+        }
+    }
+}
