@@ -444,16 +444,27 @@ impl ConsumerGroups {
         }
         let current = group.reconcile(&member_id, &base, owned.as_ref());
         if current != current_before {
+            // The exclusivity invariant, checked where partitions are handed out: a partition
+            // goes to this member only if no other member holds it (assigned or revoking).
+            for (topic_id, partitions) in &current.assigned {
+                for partition in partitions {
+                    assert!(!group.held_by_other(&member_id, *topic_id, *partition), "partition {topic_id}/{partition} is held");
+                }
+            }
             emit(group, &mut records, current_record(group_id, &member_id, Some(current.clone())));
         }
 
         let timers = group.timers.entry(member_id.clone()).or_default();
-        timers.session_deadline_ms = now_ms + i64::from(self.config.session_timeout_ms);
+        timers.session_deadline_ms = now_ms.saturating_add(i64::from(self.config.session_timeout_ms));
         if current.state != MemberState::UnrevokedPartitions {
             timers.revocation_deadline_ms = None;
-        } else if current_before.state != MemberState::UnrevokedPartitions || timers.revocation_deadline_ms.is_none() {
+        } else if current_before.state != MemberState::UnrevokedPartitions
+            || current_before.pending_revocation != current.pending_revocation
+            || timers.revocation_deadline_ms.is_none()
+        {
+            // Each new revocation request gets the member's full rebalance timeout.
             let rebalance_timeout_ms = group.members[&member_id].metadata.rebalance_timeout_ms.max(0);
-            timers.revocation_deadline_ms = Some(now_ms + i64::from(rebalance_timeout_ms));
+            timers.revocation_deadline_ms = Some(now_ms.saturating_add(i64::from(rebalance_timeout_ms)));
         }
 
         let mut reply = self.reply(&member_id, current.member_epoch);
@@ -516,18 +527,29 @@ impl ConsumerGroups {
         response
     }
 
+    /// After loading by replay: gives every member a full session (and a full rebalance timeout
+    /// if it was revoking), as Kafka does when a coordinator takes over a partition.
+    pub fn arm_loaded_timers(&mut self, now_ms: i64) {
+        let session_timeout_ms = self.config.session_timeout_ms;
+        for group in self.groups.values_mut() {
+            for member in group.members.values() {
+                group.timers.entry(member.member_id.clone()).or_insert_with(|| fresh_timers(member, now_ms, session_timeout_ms));
+            }
+        }
+    }
+
     /// Expires sessions and revocations due at `now_ms`; returns the records of the removals.
-    /// Members without timers (loaded by replay) get fresh ones here.
+    /// Members without timers (loaded by replay, if `arm_loaded_timers` was not called) get
+    /// fresh ones here instead of expiring.
     pub fn tick(&mut self, now_ms: i64) -> Vec<ConsumerRecord> {
         let mut records = Vec::new();
         for group in self.groups.values_mut() {
             let mut expired = Vec::new();
             for member in group.members.values() {
-                let timers = group.timers.entry(member.member_id.clone()).or_insert_with(|| MemberTimers {
-                    session_deadline_ms: now_ms + i64::from(self.config.session_timeout_ms),
-                    revocation_deadline_ms: (member.current.state == MemberState::UnrevokedPartitions)
-                        .then(|| now_ms + i64::from(member.metadata.rebalance_timeout_ms.max(0))),
-                });
+                let timers = group
+                    .timers
+                    .entry(member.member_id.clone())
+                    .or_insert_with(|| fresh_timers(member, now_ms, self.config.session_timeout_ms));
                 let session_expired = timers.session_deadline_ms <= now_ms;
                 let revocation_expired = timers.revocation_deadline_ms.is_some_and(|deadline| deadline <= now_ms)
                     && member.current.state == MemberState::UnrevokedPartitions;
@@ -841,6 +863,14 @@ fn pruned_subscription(group: &Group) -> BTreeMap<String, TopicMetadata> {
         })
         .map(|(name, topic)| (name.clone(), topic.clone()))
         .collect()
+}
+
+fn fresh_timers(member: &Member, now_ms: i64, session_timeout_ms: i32) -> MemberTimers {
+    MemberTimers {
+        session_deadline_ms: now_ms.saturating_add(i64::from(session_timeout_ms)),
+        revocation_deadline_ms: (member.current.state == MemberState::UnrevokedPartitions)
+            .then(|| now_ms.saturating_add(i64::from(member.metadata.rebalance_timeout_ms.max(0)))),
+    }
 }
 
 /// Applies a record to the group and queues it for the caller to persist.

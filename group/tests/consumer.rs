@@ -484,7 +484,8 @@ fn replay_of_emitted_records_rebuilds_an_equal_state_and_members_keep_going() {
     assert!(replayed == harness.groups, "replayed state differs");
 
     // After a "restart" the members continue with their epochs.
-    replayed.tick(harness.now_ms);
+    replayed.arm_loaded_timers(harness.now_ms);
+    assert_eq!(replayed.next_deadline(), Some(harness.now_ms + 45_000));
     harness.groups = replayed;
     harness.settle(&mut clients);
     assert!(harness.replayed() == harness.groups);
@@ -750,4 +751,34 @@ proptest! {
             prop_assert_eq!(all_partitions(&live).len(), expected);
         }
     }
+}
+
+#[test]
+fn replies_carry_the_assignment_only_when_it_changed() {
+    let mut harness = Harness::new();
+    let mut clients = three_stable_members(&mut harness);
+    let outcome = harness.heartbeat(&mut clients[0]);
+    assert_eq!(outcome.reply.error_code, 0);
+    assert!(outcome.reply.assignment.is_none(), "steady heartbeat: null assignment");
+    assert!(outcome.records.is_empty(), "steady heartbeat writes nothing");
+    assert_eq!(outcome.reply.member_epoch, clients[0].epoch);
+}
+
+#[test]
+fn subscription_change_bumps_the_epoch_and_reassigns() {
+    let mut harness = Harness::new();
+    let mut clients = three_stable_members(&mut harness);
+    let epoch = harness.groups.group_summary(GROUP).unwrap().group_epoch;
+    // Member 1 adds topic b: only it can take b's partitions.
+    let mut request = clients[0].request();
+    request.subscribed_topic_names = Some(vec![TopicName(string("a")), TopicName(string("b"))]);
+    let outcome = harness.send(&request);
+    clients[0].apply(&outcome);
+    clients[0].subscription = vec!["a".into(), "b".into()];
+    assert_eq!(harness.groups.group_summary(GROUP).unwrap().group_epoch, epoch + 1);
+    harness.settle(&mut clients);
+    assert_eq!(clients[0].owned.get(&topic_b()).map(BTreeSet::len), Some(3));
+    assert_eq!(all_partitions(&clients).len(), 9);
+    let counts: Vec<usize> = clients.iter().map(|c| partition_count(&c.owned)).collect();
+    assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 3, "{counts:?}");
 }

@@ -214,7 +214,7 @@ impl Group {
     }
 
     /// Whether another member holds the partition.
-    fn held_by_other(&self, member_id: &str, topic_id: Uuid, partition: i32) -> bool {
+    pub(crate) fn held_by_other(&self, member_id: &str, topic_id: Uuid, partition: i32) -> bool {
         self.owners.get(&(topic_id, partition)).is_some_and(|owner| owner != member_id)
     }
 
