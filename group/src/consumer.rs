@@ -228,7 +228,7 @@ impl ConsumerGroups {
         version: i16,
         topics: &dyn TopicsView,
     ) -> Outcome {
-        self.heartbeat_from(now_ms, request, version, &ClientInfo::default(), topics)
+        self.handle_heartbeat(now_ms, request, version, None, topics)
     }
 
     /// ConsumerGroupHeartbeat. Always answers at once; errors carry no records and leave the
@@ -239,6 +239,17 @@ impl ConsumerGroups {
         request: &ConsumerGroupHeartbeatRequest,
         version: i16,
         client: &ClientInfo,
+        topics: &dyn TopicsView,
+    ) -> Outcome {
+        self.handle_heartbeat(now_ms, request, version, Some(client), topics)
+    }
+
+    fn handle_heartbeat(
+        &mut self,
+        now_ms: i64,
+        request: &ConsumerGroupHeartbeatRequest,
+        version: i16,
+        client: Option<&ClientInfo>,
         topics: &dyn TopicsView,
     ) -> Outcome {
         let result = validate_heartbeat(request, version).and_then(|()| match request.member_epoch {
@@ -378,7 +389,7 @@ impl ConsumerGroups {
         &mut self,
         now_ms: i64,
         request: &ConsumerGroupHeartbeatRequest,
-        client: &ClientInfo,
+        client: Option<&ClientInfo>,
         topics: &dyn TopicsView,
     ) -> Result<Outcome, HeartbeatError> {
         let resolution = self.resolve_member(request)?;
@@ -397,12 +408,16 @@ impl ConsumerGroups {
         };
 
         let before = group.members.get(&member_id).cloned();
-        let mut metadata = before.as_ref().map(|member| member.metadata.clone()).unwrap_or_else(|| MemberMetadata {
-            client_id: client.client_id.clone(),
-            client_host: client.client_host.clone(),
-            rebalance_timeout_ms: -1,
-            ..MemberMetadata::default()
-        });
+        let mut metadata = before
+            .as_ref()
+            .map(|member| member.metadata.clone())
+            .unwrap_or_else(|| MemberMetadata { rebalance_timeout_ms: -1, ..MemberMetadata::default() });
+        if let Some(client) = client {
+            // As Kafka does, the header's client id and host are taken from every heartbeat (a
+            // restarted static member may come from another host).
+            metadata.client_id.clone_from(&client.client_id);
+            metadata.client_host.clone_from(&client.client_host);
+        }
         apply_request_fields(&mut metadata, request);
         let mut bump_epoch = is_new;
         if before.as_ref().is_none_or(|member| member.metadata != metadata) {

@@ -669,13 +669,15 @@ proptest! {
         let mut active = [false; 5];
         for op in ops {
             match op {
-                Op::Join(index) | Op::Heartbeat(index) if !active[index] => {
+                // A live client rejoining with epoch 0 and its member id: what a fenced v1 client does.
+                Op::Join(index) | Op::Heartbeat(index) if !active[index] || matches!(op, Op::Join(_)) => {
                     clients[index].epoch = 0;
                     clients[index].owned.clear();
                     let outcome = harness.heartbeat(&mut clients[index]);
                     active[index] = outcome.reply.error_code == 0;
                 }
-                Op::Join(index) | Op::Heartbeat(index) => {
+                Op::Join(_) => unreachable!("handled above"),
+                Op::Heartbeat(index) => {
                     let outcome = harness.heartbeat(&mut clients[index]);
                     if outcome.reply.error_code != 0 {
                         active[index] = false;
