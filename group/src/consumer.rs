@@ -64,6 +64,11 @@ pub const GROUP_ID_LENGTH_MAX: usize = i16::MAX as usize;
 /// Most topic names one member may subscribe to by name.
 pub const SUBSCRIBED_TOPIC_NAMES_MAX: usize = 10_000;
 
+const _: () = assert!(MEMBER_ID_LENGTH_MAX >= 36, "server-generated UUID member ids must fit");
+const _: () = assert!(GROUP_ID_LENGTH_MAX <= i16::MAX as usize, "ids are i16-length strings in record keys");
+const _: () =
+    assert!(LEAVE_GROUP_STATIC_MEMBER_EPOCH < LEAVE_GROUP_MEMBER_EPOCH && LEAVE_GROUP_MEMBER_EPOCH < JOIN_GROUP_MEMBER_EPOCH);
+
 /// `authorized_operations` when the client did not ask for them (Kafka's INT32_MIN sentinel).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// ConsumerGroupDescribe v1 member type of a member using the consumer protocol.

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fjord_group::assignor::{partition_count, Assignment};
-use fjord_group::consumer::{ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, GroupState, MemberState, Outcome, TopicsTable};
+use fjord_group::consumer::{
+    ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, GroupState, MemberState, Outcome, TopicsTable,
+};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, GroupId, TopicName};
@@ -566,10 +568,13 @@ fn regex_subscription_resolves_against_cluster_topics() {
 }
 
 #[test]
-fn unsubscribed_topic_partitions_grow_and_shrink_with_metadata() {
+fn partition_count_growth_bumps_the_epoch_and_spreads_new_partitions() {
     let mut harness = Harness::new();
     let mut clients = three_stable_members(&mut harness);
+    let epoch = harness.groups.group_summary(GROUP).unwrap().group_epoch;
     harness.topics = harness.topics.clone().with_topic("a", topic_a(), 9);
+    harness.heartbeat(&mut clients[0]);
+    assert_eq!(harness.groups.group_summary(GROUP).unwrap().group_epoch, epoch + 1);
     harness.settle(&mut clients);
     assert!(clients.iter().all(|c| partition_count(&c.owned) == 3));
 }
@@ -594,6 +599,9 @@ fn offset_commit_validation_follows_member_epochs() {
 fn describe_reports_members_assignments_and_state() {
     let mut harness = Harness::new();
     let clients = three_stable_members(&mut harness);
+    let client = ClientInfo { client_id: "billing".into(), client_host: "/10.0.0.7".into() };
+    let outcome = harness.groups.heartbeat_from(harness.now_ms, &clients[0].request(), 1, &client, &harness.topics);
+    assert_eq!(outcome.reply.error_code, 0);
     let mut request = ConsumerGroupDescribeRequest::default();
     request.group_ids = vec![GroupId(string(GROUP)), GroupId(string("missing"))];
     let response = harness.groups.describe(&request, &harness.topics);
@@ -607,6 +615,9 @@ fn describe_reports_members_assignments_and_state() {
         assert_eq!(member.member_epoch, client.epoch);
         assert_eq!(member.assignment.topic_partitions[0].topic_name.0.as_str(), "a");
         assert_eq!(member.assignment, member.target_assignment);
+        if member.member_id.as_str() == clients[0].member_id {
+            assert_eq!((member.client_id.as_str(), member.client_host.as_str()), ("billing", "/10.0.0.7"));
+        }
     }
     assert_eq!(response.groups[1].error_code, ResponseError::GroupIdNotFound.code());
 }

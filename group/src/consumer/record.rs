@@ -24,6 +24,8 @@ pub const TARGET_ASSIGNMENT_METADATA_KEY_VERSION: i16 = 6;
 pub const TARGET_ASSIGNMENT_MEMBER_KEY_VERSION: i16 = 7;
 pub const CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION: i16 = 8;
 const VALUE_VERSION: i16 = 0;
+// Key versions 0..=2 are the classic records (offset commit, group metadata): never ours.
+const _: () = assert!(GROUP_METADATA_KEY_VERSION == 3 && CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION == 8);
 
 /// Largest array or string length accepted when decoding (a corrupt length must not allocate).
 pub const DECODE_LENGTH_MAX: usize = 1 << 20;
@@ -144,6 +146,12 @@ impl ConsumerRecord {
             ConsumerRecord::TargetAssignmentMember { .. } => TARGET_ASSIGNMENT_MEMBER_KEY_VERSION,
             ConsumerRecord::CurrentMemberAssignment { .. } => CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION,
         }
+    }
+
+    /// The key version of a `__consumer_offsets` record key, to route it between this module
+    /// (3..=8) and the classic group and offset records (0..=2).
+    pub fn key_version_of(key: &[u8]) -> Option<i16> {
+        Some(i16::from_be_bytes([*key.first()?, *key.get(1)?]))
     }
 
     /// Whether a key version belongs to this module (the caller routes records by it).
