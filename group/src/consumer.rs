@@ -18,7 +18,26 @@
 //! state has already moved on (records are applied as they are emitted), so the caller must not
 //! serve later requests of the same group from a state it then fails to persist: if the append
 //! fails, drop the shard's `ConsumerGroups` and rebuild it by [`ConsumerGroups::replay`] from the
-//! log (what Kafka's coordinator does by reverting to the last committed offset).
+//! log (what Kafka's coordinator does by reverting to the last committed offset). Errors carry
+//! no records and change nothing. `tick` returns records the same way (removals); after loading
+//! by `replay`, call `arm_loaded_timers(now)` once so every member gets a fresh session.
+//!
+//! Group ids are shared with the classic module: the caller routes a request to this module only
+//! for groups that are not classic groups, and answers GROUP_ID_NOT_FOUND ("not a consumer group")
+//! otherwise, as Kafka does.
+//!
+//! Differences from Kafka, on purpose or not yet done:
+//! - Regexes are resolved synchronously at every heartbeat with a built-in subset engine
+//!   (`topic_regex`); Kafka resolves them in the background with RE2J and persists the result
+//!   (key version 16). Patterns outside the subset get INVALID_REGULAR_EXPRESSION.
+//! - No rack-aware assignment (rack ids are stored, partition racks written empty), no KIP-1101
+//!   metadata hash (key version 4 records are written instead, as Kafka 3.7–4.0 do), no classic
+//!   members inside consumer groups (online upgrade), no per-group dynamic configs, no
+//!   `group.consumer.assignment.interval.ms` batching: the target is computed in the heartbeat
+//!   that finds the group epoch ahead of it.
+//! - A known member that rejoins with epoch 0 (a fenced v1 client keeps its member id) is taken
+//!   back with its assigned partitions and its revocations released, instead of being fenced.
+//! - Timers are scanned linearly by `tick`/`next_deadline` (fine for thousands of members).
 
 mod group;
 mod record;
