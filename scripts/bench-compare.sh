@@ -332,12 +332,27 @@ workload_mode() {
     sed -n 's/^mode *= *"\([a-z0-9]*\)".*/\1/p' "bench/workloads/$1.toml"
 }
 
-# The reason a run failed, for the table: fjord-bench's error line, else the log's last line.
+# The reason a run failed, for the table: fjord-bench's error with the first of the indented lines
+# that follow it (one per failed worker), else the fallback.
 failure_reason() {
     local bench_log="$1" fallback="$2" line
-    line="$(grep -m1 'fjord-bench: error:' "$bench_log" 2>/dev/null | sed 's/^fjord-bench: error: //' || true)"
+    line="$(awk '
+        /^fjord-bench: error: / { sub(/^fjord-bench: error: /, ""); text = $0; found = 1; next }
+        found && /^[[:space:]]/ { workers++; if (workers == 1) { sub(/^[[:space:]]+/, ""); text = text " " $0 } next }
+        found { exit }
+        END { if (found) { if (workers > 1) text = text " (and " workers - 1 " more)"; print text } }
+    ' "$bench_log" 2>/dev/null || true)"
     [ -n "$line" ] || line="$fallback"
-    printf '%s\n' "$line" | cut -c1-200
+    printf '%s\n' "$line" | cut -c1-300
+}
+
+# Tansu's memory engine holds the whole topic in RAM: refuse a catch-up topic it cannot hold with
+# room to spare (twice its size plus 1 GiB), rather than pushing the machine into swap or the OOM
+# killer.
+memory_for_topic() {
+    local topic_bytes="$1" available_kib
+    available_kib="$(awk '/^MemAvailable/ { print $2 }' /proc/meminfo)"
+    [ $((available_kib * 1024)) -gt $((topic_bytes * 2 + 1024 * 1024 * 1024)) ]
 }
 
 # run_one WORKLOAD BROKER INDEX
@@ -365,6 +380,24 @@ run_one() {
     fi
 
     log "$workload: $name run $index"
+    # A broker that speaks the protocol differently fails every run the same way: record the first
+    # run's reason for the rest instead of repeating a long prefill.
+    local earlier
+    for earlier in "$dir/$name"-*.failed; do
+        if [ -f "$earlier" ] && grep -q 'cannot encode or decode' "$earlier"; then
+            cp "$earlier" "$stem.failed"
+            log "$workload: $name run $index skipped (protocol error in an earlier run)"
+            return 0
+        fi
+    done
+    if [ "$mode" = "consume" ] && [ "$name" = "tansu" ]; then
+        local topic_bytes="$prefill_bytes"
+        [ -n "$topic_bytes" ] || topic_bytes="$(sed -n 's/^prefill_bytes *= *\([0-9]*\).*/\1/p' "$file")"
+        if ! memory_for_topic "${topic_bytes:-0}"; then
+            printf 'not enough free memory for the memory engine to hold a %s-byte topic\n' "$topic_bytes" >"$stem.failed"
+            return 0
+        fi
+    fi
     if ! start_broker "$name" "$data" "$broker_log"; then
         failure_reason "$bench_log" "$name did not start listening within ${broker_start_seconds_max}s: $(tail -n1 "$broker_log")" >"$stem.failed"
         cp "$broker_log" "$stem.broker.log"
@@ -395,6 +428,7 @@ run_one() {
         fi
         if [ "$filled" -eq 0 ]; then
             failure_reason "$bench_log" "prefill failed" >"$stem.failed"
+            log "$workload: $name run $index failed: $(cat "$stem.failed")"
             [ -z "$broker_pid" ] || stop_broker
             cp "$broker_log" "$stem.broker.log"
             rm -rf "$data"
