@@ -58,6 +58,15 @@ fn run(config: &StartConfig) -> Result<(), String> {
         default_replication_factor: 1,
         socket_request_max_bytes: config.socket_request_max_bytes,
         retention_check_interval: std::time::Duration::from_millis(config.log_retention_check_interval_ms),
+        coordinator: fjord_net::coordinator::CoordinatorSettings {
+            classic: fjord_group::classic::ClassicConfig {
+                rebalance_delay_initial_ms: config.group_initial_rebalance_delay_ms,
+                session_timeout_ms_min: config.group_min_session_timeout_ms,
+                session_timeout_ms_max: config.group_max_session_timeout_ms,
+                ..Default::default()
+            },
+            offsets_topic_partitions: config.offsets_topic_num_partitions,
+        },
         static_configs: config.static_broker_configs(),
     };
     let shared = Arc::new(Shared {

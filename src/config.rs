@@ -57,6 +57,18 @@ pub struct StartArgs {
     /// How often each shard applies retention to its partitions (log.retention.check.interval.ms) [default: 300000]
     #[arg(long, env = "FJORD_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Partitions of the __consumer_offsets topic, fixed when it is created (offsets.topic.num.partitions) [default: 50]
+    #[arg(long, env = "FJORD_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// How long a new group waits for more members before its first rebalance (group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "FJORD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    /// Smallest session timeout a group member may ask for (group.min.session.timeout.ms) [default: 6000]
+    #[arg(long, env = "FJORD_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a group member may ask for (group.max.session.timeout.ms) [default: 1800000]
+    #[arg(long, env = "FJORD_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
     /// fdatasync interval for data acknowledged with acks=0/1 (log.flush.interval.ms) [default: 1000]
     #[arg(long, env = "FJORD_LOG_FLUSH_INTERVAL_MS")]
     pub log_flush_interval_ms: Option<u64>,
@@ -88,6 +100,10 @@ pub struct StartConfig {
     pub socket_request_max_bytes: usize,
     pub log_flush_interval_ms: u64,
     pub log_retention_check_interval_ms: u64,
+    pub offsets_topic_num_partitions: i32,
+    pub group_initial_rebalance_delay_ms: i32,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub log: String,
@@ -165,6 +181,10 @@ impl StartArgs {
         note("log.retention.bytes", set!(log_retention_bytes));
         note("log.flush.interval.ms", set!(log_flush_interval_ms));
         note("log.retention.check.interval.ms", set!(log_retention_check_interval_ms));
+        note("offsets.topic.num.partitions", set!(offsets_topic_num_partitions));
+        note("group.initial.rebalance.delay.ms", set!(group_initial_rebalance_delay_ms));
+        note("group.min.session.timeout.ms", set!(group_min_session_timeout_ms));
+        note("group.max.session.timeout.ms", set!(group_max_session_timeout_ms));
         Ok(StartConfig {
             explicit,
             data_dir: pick!(self, file, data_dir, PathBuf::from("./fjord-data")),
@@ -178,6 +198,10 @@ impl StartArgs {
             socket_request_max_bytes,
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             log_retention_check_interval_ms: pick!(self, file, log_retention_check_interval_ms, 300_000).max(1),
+            offsets_topic_num_partitions: pick!(self, file, offsets_topic_num_partitions, 50).clamp(1, 10_000),
+            group_initial_rebalance_delay_ms: pick!(self, file, group_initial_rebalance_delay_ms, 3_000).max(0),
+            group_min_session_timeout_ms: pick!(self, file, group_min_session_timeout_ms, 6_000).max(0),
+            group_max_session_timeout_ms: pick!(self, file, group_max_session_timeout_ms, 1_800_000).max(0),
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
             log: pick!(self, file, log, "info".to_string()),

@@ -48,6 +48,7 @@ pub struct ShardContext {
     pub fetch_sessions: RefCell<FetchSessionCache>,
     pub shutting_down: Cell<bool>,
     pub shutdown: Rc<Notify>,
+    pub coordinator: crate::coordinator::Coordinator,
     topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
 }
 
@@ -66,10 +67,11 @@ impl ShardContext {
             mesh,
             metadata,
             controller,
-            settings,
+            settings: settings.clone(),
             fetch_sessions: RefCell::new(FetchSessionCache::default()),
             shutting_down: Cell::new(false),
             shutdown: Rc::new(Notify::default()),
+            coordinator: crate::coordinator::Coordinator::new(settings.coordinator.clone()),
             topics: RefCell::new((i64::MIN, AHashMap::new())),
         }
     }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod connection;
 pub mod context;
+pub mod coordinator;
 pub mod fetch_session;
 pub mod frame;
 pub mod response;

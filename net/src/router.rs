@@ -113,6 +113,8 @@ pub enum ShardRequest {
         partitions: i32,
         reply: oneshot::Sender<()>,
     },
+    /// A group call for the owner of a `__consumer_offsets` partition.
+    Group(crate::coordinator::GroupMessage),
     /// A topic's config changed: apply to open partitions.
     UpdateConfig {
         topic: String,
@@ -146,6 +148,7 @@ pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
             drop_topic_local(&ctx, &topic, partitions).await;
             let _ = reply.send(());
         }
+        ShardRequest::Group(message) => crate::coordinator::Coordinator::handle(&ctx, message).await,
         ShardRequest::UpdateConfig { topic, config } => update_config_local(&ctx, &topic, config),
     }
 }

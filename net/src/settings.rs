@@ -15,6 +15,8 @@ pub struct BrokerSettings {
     pub socket_request_max_bytes: usize,
     /// log.retention.check.interval.ms: how often each shard runs retention over its partitions.
     pub retention_check_interval: std::time::Duration,
+    /// Group coordinator settings (group.*, offsets.topic.num.partitions).
+    pub coordinator: crate::coordinator::CoordinatorSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).
     pub static_configs: BTreeMap<String, String>,
 }

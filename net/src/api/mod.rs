@@ -13,6 +13,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -51,6 +52,17 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::IncrementalAlterConfigs, configs::INCREMENTAL_ALTER_VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
     (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::FindCoordinator, groups::FIND_COORDINATOR_VERSIONS),
+    (ApiKey::JoinGroup, groups::JOIN_GROUP_VERSIONS),
+    (ApiKey::Heartbeat, groups::HEARTBEAT_VERSIONS),
+    (ApiKey::LeaveGroup, groups::LEAVE_GROUP_VERSIONS),
+    (ApiKey::SyncGroup, groups::SYNC_GROUP_VERSIONS),
+    (ApiKey::DescribeGroups, groups::DESCRIBE_GROUPS_VERSIONS),
+    (ApiKey::ListGroups, groups::LIST_GROUPS_VERSIONS),
+    (ApiKey::OffsetCommit, groups::OFFSET_COMMIT_VERSIONS),
+    (ApiKey::OffsetFetch, groups::OFFSET_FETCH_VERSIONS),
+    (ApiKey::DeleteGroups, groups::DELETE_GROUPS_VERSIONS),
+    (ApiKey::OffsetDelete, groups::OFFSET_DELETE_VERSIONS),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -108,6 +120,25 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched
         ApiKey::DeleteRecords => {
             Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, decode(api, version, body)?))))
         }
+        ApiKey::FindCoordinator => ready(groups::find_coordinator(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::JoinGroup => Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, decode(api, version, body)?)))),
+        ApiKey::Heartbeat => Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, decode(api, version, body)?)))),
+        ApiKey::LeaveGroup => Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, decode(api, version, body)?)))),
+        ApiKey::SyncGroup => Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, decode(api, version, body)?)))),
+        ApiKey::DescribeGroups => {
+            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::ListGroups => Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, decode(api, version, body)?)))),
+        ApiKey::OffsetCommit => {
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::OffsetFetch => Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(ctx, header, decode(api, version, body)?)))),
+        ApiKey::DeleteGroups => {
+            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::OffsetDelete => {
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(ctx, header, decode(api, version, body)?))))
+        }
         ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
         ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
@@ -157,5 +188,6 @@ pub mod codes {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }

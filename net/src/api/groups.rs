@@ -1,0 +1,393 @@
+//! The group APIs of the classic protocol: FindCoordinator (key 10, v0–6, batched keys from v4),
+//! JoinGroup (11, v0–9), Heartbeat (12, v0–4), LeaveGroup (13, v0–5), SyncGroup (14, v0–5),
+//! DescribeGroups (15, v0–5), ListGroups (16, v0–5), OffsetCommit (8, v0–9), OffsetFetch (9,
+//! v0–9, several groups from v8), DeleteGroups (42, v0–2), OffsetDelete (47, v0).
+//!
+//! Each call goes to the shard owning the group's `__consumer_offsets` partition (see
+//! [`crate::coordinator`]); requests naming several groups are split per group and their answers
+//! put back in request order. This single node coordinates every group.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::find_coordinator_response::Coordinator as FoundCoordinator;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{codes, respond, RequestError, Versions};
+use crate::context::ShardContext;
+use crate::coordinator::{self, ensure_offsets_topic, GroupCall, GroupReply as Reply};
+use crate::response::OutFrame;
+
+pub const FIND_COORDINATOR_VERSIONS: Versions = Versions { min: 0, max: 6 };
+pub const JOIN_GROUP_VERSIONS: Versions = Versions { min: 0, max: 9 };
+pub const HEARTBEAT_VERSIONS: Versions = Versions { min: 0, max: 4 };
+pub const LEAVE_GROUP_VERSIONS: Versions = Versions { min: 0, max: 5 };
+pub const SYNC_GROUP_VERSIONS: Versions = Versions { min: 0, max: 5 };
+pub const DESCRIBE_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 5 };
+pub const LIST_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 5 };
+pub const OFFSET_COMMIT_VERSIONS: Versions = Versions { min: 0, max: 9 };
+pub const OFFSET_FETCH_VERSIONS: Versions = Versions { min: 0, max: 9 };
+pub const DELETE_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 2 };
+pub const OFFSET_DELETE_VERSIONS: Versions = Versions { min: 0, max: 0 };
+
+/// FindCoordinator key types: 0 group, 1 transaction, 2 share group.
+const KEY_TYPE_GROUP: i8 = 0;
+
+fn client_id(header: &RequestHeader) -> String {
+    header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default()
+}
+
+pub async fn find_coordinator(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: FindCoordinatorRequest,
+) -> Result<OutFrame, RequestError> {
+    let version = header.request_api_version;
+    let keys: Vec<StrBytes> = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
+    let ready = if request.key_type == KEY_TYPE_GROUP { ensure_offsets_topic(ctx).await.err().unwrap_or(codes::NONE) } else { 0 };
+    let settings = &ctx.settings;
+    let answer = |key: StrBytes| -> FoundCoordinator {
+        let mut found = FoundCoordinator::default();
+        found.key = key;
+        let code = if request.key_type != KEY_TYPE_GROUP { codes::COORDINATOR_NOT_AVAILABLE } else { ready };
+        found.error_code = code;
+        if code == codes::NONE {
+            found.node_id = BrokerId(settings.node_id);
+            found.host = StrBytes::from_string(settings.advertised_host.clone());
+            found.port = settings.advertised_port as i32;
+        } else {
+            found.node_id = BrokerId(-1);
+            found.port = -1;
+            found.error_message = Some(StrBytes::from_static_str(if request.key_type == KEY_TYPE_GROUP {
+                "the group coordinator is not available yet"
+            } else {
+                "transactions are not supported yet"
+            }));
+        }
+        found
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = keys.into_iter().map(answer).collect();
+    } else {
+        let found = answer(keys.into_iter().next().unwrap_or_default());
+        response.error_code = found.error_code;
+        response.error_message = found.error_message;
+        response.node_id = found.node_id;
+        response.host = found.host;
+        response.port = found.port;
+    }
+    respond(header, &response)
+}
+
+/// One call for one group: the reply of the expected kind, or `error(code)` for the whole request.
+async fn one<T>(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    group_id: &str,
+    call: GroupCall,
+    pick: impl FnOnce(Reply) -> Option<T>,
+) -> Result<T, i16> {
+    let reply = coordinator::route(ctx, group_id, call, header.request_api_version, &client_id(header)).await?;
+    coordinator::expect(reply, pick)
+}
+
+pub async fn join_group(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: JoinGroupRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let response = match one(&ctx, &header, &group_id, GroupCall::Join(request), |reply| match reply {
+        Reply::JoinGroup(response) => Some(response),
+        _ => None,
+    })
+    .await
+    {
+        Ok(response) => response,
+        Err(code) => {
+            let mut response = JoinGroupResponse::default();
+            response.error_code = code;
+            response.generation_id = -1;
+            response
+        }
+    };
+    respond(&header, &response).map(Some)
+}
+
+pub async fn sync_group(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: SyncGroupRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let response = one(&ctx, &header, &group_id, GroupCall::Sync(request), |reply| match reply {
+        Reply::SyncGroup(response) => Some(response),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|code| {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = code;
+        response
+    });
+    respond(&header, &response).map(Some)
+}
+
+pub async fn heartbeat(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: HeartbeatRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let response = one(&ctx, &header, &group_id, GroupCall::Heartbeat(request), |reply| match reply {
+        Reply::Heartbeat(response) => Some(response),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|code| {
+        let mut response = HeartbeatResponse::default();
+        response.error_code = code;
+        response
+    });
+    respond(&header, &response).map(Some)
+}
+
+pub async fn leave_group(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: LeaveGroupRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let response = one(&ctx, &header, &group_id, GroupCall::Leave(request), |reply| match reply {
+        Reply::LeaveGroup(response) => Some(response),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|code| {
+        let mut response = LeaveGroupResponse::default();
+        response.error_code = code;
+        response
+    });
+    respond(&header, &response).map(Some)
+}
+
+pub async fn offset_commit(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: OffsetCommitRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    // Kept for the error answer: every partition gets the code.
+    let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
+        .collect();
+    let response = one(&ctx, &header, &group_id, GroupCall::OffsetCommit(request), |reply| match reply {
+        Reply::OffsetCommit(response) => Some(response),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|code| {
+        let mut response = OffsetCommitResponse::default();
+        for (name, partitions) in shape {
+            let mut topic = OffsetCommitResponseTopic::default();
+            topic.name = name;
+            for partition_index in partitions {
+                let mut partition = OffsetCommitResponsePartition::default();
+                partition.partition_index = partition_index;
+                partition.error_code = code;
+                topic.partitions.push(partition);
+            }
+            response.topics.push(topic);
+        }
+        response
+    });
+    respond(&header, &response).map(Some)
+}
+
+pub async fn offset_fetch(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: OffsetFetchRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let version = header.request_api_version;
+    if version < 8 {
+        let group_id = request.group_id.0.to_string();
+        let response = one(&ctx, &header, &group_id, GroupCall::OffsetFetch(request), |reply| match reply {
+            Reply::OffsetFetch(response) => Some(response),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|code| {
+            let mut response = OffsetFetchResponse::default();
+            response.error_code = code;
+            response
+        });
+        return respond(&header, &response).map(Some);
+    }
+    // v8+: one call per group, answers in request order.
+    let mut response = OffsetFetchResponse::default();
+    for group in request.groups.iter() {
+        let mut single = OffsetFetchRequest::default();
+        single.require_stable = request.require_stable;
+        let group_request: OffsetFetchRequestGroup = group.clone();
+        single.groups = vec![group_request];
+        let group_id = group.group_id.0.to_string();
+        let answer = one(&ctx, &header, &group_id, GroupCall::OffsetFetch(single), |reply| match reply {
+            Reply::OffsetFetch(response) => Some(response),
+            _ => None,
+        })
+        .await;
+        match answer {
+            Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
+            Ok(answer) => {
+                let mut failed = OffsetFetchResponseGroup::default();
+                failed.group_id = group.group_id.clone();
+                failed.error_code = answer.error_code;
+                response.groups.push(failed);
+            }
+            Err(code) => {
+                let mut failed = OffsetFetchResponseGroup::default();
+                failed.group_id = group.group_id.clone();
+                failed.error_code = code;
+                response.groups.push(failed);
+            }
+        }
+    }
+    respond(&header, &response).map(Some)
+}
+
+pub async fn describe_groups(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: DescribeGroupsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut response = DescribeGroupsResponse::default();
+    for group_id in &request.groups {
+        let mut single = DescribeGroupsRequest::default();
+        single.groups = vec![group_id.clone()];
+        single.include_authorized_operations = request.include_authorized_operations;
+        let answer = one(&ctx, &header, &group_id.0, GroupCall::Describe(single), |reply| match reply {
+            Reply::DescribeGroups(response) => Some(response),
+            _ => None,
+        })
+        .await;
+        match answer {
+            Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
+            Ok(_) => response.groups.push(failed_description(group_id, codes::COORDINATOR_NOT_AVAILABLE)),
+            Err(code) => response.groups.push(failed_description(group_id, code)),
+        }
+    }
+    respond(&header, &response).map(Some)
+}
+
+fn failed_description(group_id: &kafka_protocol::messages::GroupId, code: i16) -> DescribedGroup {
+    let mut described = DescribedGroup::default();
+    described.group_id = group_id.clone();
+    described.error_code = code;
+    described
+}
+
+pub async fn list_groups(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: ListGroupsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut response = ListGroupsResponse::default();
+    match ensure_offsets_topic(&ctx).await {
+        Err(code) => response.error_code = code,
+        Ok(info) => {
+            for partition in 0..info.partition_count {
+                let call = GroupCall::List(request.clone());
+                let reply =
+                    coordinator::call_partition(&ctx, partition, call, header.request_api_version, &client_id(&header)).await;
+                match reply.and_then(|reply| {
+                    coordinator::expect(reply, |reply| match reply {
+                        Reply::ListGroups(listed) => Some(listed),
+                        _ => None,
+                    })
+                }) {
+                    Ok(listed) if listed.error_code != codes::NONE => response.error_code = listed.error_code,
+                    Ok(listed) => response.groups.extend(listed.groups),
+                    Err(code) => response.error_code = code,
+                }
+            }
+        }
+    }
+    respond(&header, &response).map(Some)
+}
+
+pub async fn delete_groups(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: DeleteGroupsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut response = DeleteGroupsResponse::default();
+    for group_id in &request.groups_names {
+        let mut single = DeleteGroupsRequest::default();
+        single.groups_names = vec![group_id.clone()];
+        let answer = one(&ctx, &header, &group_id.0, GroupCall::Delete(single), |reply| match reply {
+            Reply::DeleteGroups(response) => Some(response),
+            _ => None,
+        })
+        .await;
+        match answer {
+            Ok(mut answer) if !answer.results.is_empty() => response.results.push(answer.results.remove(0)),
+            Ok(_) | Err(_) => {
+                let mut failed = DeletableGroupResult::default();
+                failed.group_id = group_id.clone();
+                failed.error_code = answer.err().unwrap_or(codes::COORDINATOR_NOT_AVAILABLE);
+                response.results.push(failed);
+            }
+        }
+    }
+    respond(&header, &response).map(Some)
+}
+
+pub async fn offset_delete(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: OffsetDeleteRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
+        .collect();
+    let response = one(&ctx, &header, &group_id, GroupCall::OffsetDelete(request), |reply| match reply {
+        Reply::OffsetDelete(response) => Some(response),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|code| {
+        let mut response = OffsetDeleteResponse::default();
+        response.error_code = code;
+        for (name, partitions) in shape {
+            let mut topic = OffsetDeleteResponseTopic::default();
+            topic.name = name;
+            for partition_index in partitions {
+                let mut partition = OffsetDeleteResponsePartition::default();
+                partition.partition_index = partition_index;
+                partition.error_code = code;
+                topic.partitions.push(partition);
+            }
+            response.topics.push(topic);
+        }
+        response
+    });
+    respond(&header, &response).map(Some)
+}

@@ -1,0 +1,478 @@
+//! The group coordinator on its shards: classic groups (fjord-group's pure state machine) driven
+//! by the shard that owns the `__consumer_offsets` partition a group hashes to, their state
+//! persisted as records in that partition and rebuilt from it on start.
+//!
+//! ```text
+//!  any shard: FindCoordinator → this node;  JoinGroup(g) … → partition p = hash(g) % N
+//!        │ mesh (owner of __consumer_offsets-p)
+//!        ▼
+//!  owner shard: Groups[p].handle(request) → Outcome { records, replies }
+//!        records ──▶ append to __consumer_offsets-p (acks=all) ──▶ then replies, in order
+//!  tick task: session / rebalance timeouts → Outcomes, same path
+//! ```
+//! Replies of one partition leave in the order their outcomes were made, each only after its own
+//! records and all earlier ones are durable (one drainer task per partition).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Partition};
+use fjord_engine::rt::{self, Notify};
+use fjord_group::classic::{self, ClassicConfig, Groups, Outcome, Reply, RequestContext, Token};
+use fjord_group::records;
+use futures::channel::oneshot;
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+};
+use kafka_protocol::records::{
+    Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::admin::{self, NewTopic};
+use crate::context::ShardContext;
+use crate::router::ShardRequest;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// offsets.topic.segment.bytes (Kafka: 100 MiB).
+const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+/// Longest sleep of the tick task when no deadline is nearer (a handler call wakes it early).
+const TICK_SLEEP_MAX: Duration = Duration::from_secs(1);
+/// Bytes per read while loading a partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// A group request for the owner of one `__consumer_offsets` partition.
+pub enum GroupCall {
+    Join(JoinGroupRequest),
+    Sync(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    Describe(DescribeGroupsRequest),
+    List(ListGroupsRequest),
+    Delete(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
+}
+
+pub struct GroupMessage {
+    pub partition: i32,
+    pub call: GroupCall,
+    pub api_version: i16,
+    pub client_id: String,
+    pub client_host: String,
+    /// Dropped without a reply when the coordinator cannot answer (its append failed, it stopped).
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// Coordinator settings from the broker's (group.* and offsets.topic.*).
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    pub classic: ClassicConfig,
+    pub offsets_topic_partitions: i32,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        CoordinatorSettings { classic: ClassicConfig::default(), offsets_topic_partitions: 50 }
+    }
+}
+
+/// One shard's share of the coordinator: the `__consumer_offsets` partitions it owns.
+pub struct Coordinator {
+    settings: CoordinatorSettings,
+    partitions: RefCell<HashMap<i32, Rc<CoordinatorPartition>>>,
+    /// A handler ran: deadlines may have moved earlier.
+    deadlines_changed: Rc<Notify>,
+    tick_started: Cell<bool>,
+}
+
+struct CoordinatorPartition {
+    index: i32,
+    groups: RefCell<Groups>,
+    log: RefCell<Option<Rc<Partition>>>,
+    next_token: Cell<Token>,
+    waiting: RefCell<HashMap<Token, oneshot::Sender<Reply>>>,
+    queue: RefCell<VecDeque<(Option<AppendTicket>, Vec<(Token, Reply)>)>>,
+    queue_wake: Rc<Notify>,
+}
+
+impl Coordinator {
+    pub fn new(settings: CoordinatorSettings) -> Coordinator {
+        Coordinator {
+            settings,
+            partitions: RefCell::new(HashMap::new()),
+            deadlines_changed: Rc::new(Notify::default()),
+            tick_started: Cell::new(false),
+        }
+    }
+
+    pub fn offsets_topic_partitions(&self) -> i32 {
+        self.settings.offsets_topic_partitions
+    }
+
+    /// Handles a group call on the owner shard of its partition.
+    pub async fn handle(ctx: &Rc<ShardContext>, message: GroupMessage) {
+        let coordinator = &ctx.coordinator;
+        let partition = coordinator.partition(ctx, message.partition);
+        let token = partition.next_token.get();
+        partition.next_token.set(token + 1);
+        partition.waiting.borrow_mut().insert(token, message.reply);
+        let request = RequestContext {
+            token,
+            api_version: message.api_version,
+            client_id: message.client_id,
+            client_host: message.client_host,
+        };
+        let now = now_ms();
+        let outcome = {
+            let mut groups = partition.groups.borrow_mut();
+            match &message.call {
+                GroupCall::Join(request_body) => groups.join_group(&request, request_body, now),
+                GroupCall::Sync(request_body) => groups.sync_group(&request, request_body, now),
+                GroupCall::Heartbeat(request_body) => groups.heartbeat(&request, request_body, now),
+                GroupCall::Leave(request_body) => groups.leave_group(&request, request_body, now),
+                GroupCall::OffsetCommit(request_body) => groups.offset_commit(&request, request_body, now),
+                GroupCall::OffsetFetch(request_body) => groups.offset_fetch(&request, request_body),
+                GroupCall::Describe(request_body) => groups.describe_groups(&request, request_body),
+                GroupCall::List(request_body) => groups.list_groups(&request, request_body),
+                GroupCall::Delete(request_body) => groups.delete_groups(&request, request_body),
+                GroupCall::OffsetDelete(request_body) => groups.offset_delete(&request, request_body),
+            }
+        };
+        partition.submit(outcome).await;
+        coordinator.deadlines_changed.notify_all();
+    }
+
+    /// The state of `__consumer_offsets-<index>`, loading it from the log on first use (requests
+    /// meanwhile get COORDINATOR_LOAD_IN_PROGRESS from the state machine).
+    fn partition(&self, ctx: &Rc<ShardContext>, index: i32) -> Rc<CoordinatorPartition> {
+        if let Some(partition) = self.partitions.borrow().get(&index) {
+            return partition.clone();
+        }
+        let seed = now_ms() as u64 ^ ((ctx.shard_id as u64) << 48) ^ ((index as u64) << 32);
+        let partition = Rc::new(CoordinatorPartition {
+            index,
+            groups: RefCell::new(Groups::new_loading(self.settings.classic.clone(), seed)),
+            log: RefCell::new(None),
+            next_token: Cell::new(1),
+            waiting: RefCell::new(HashMap::new()),
+            queue: RefCell::new(VecDeque::new()),
+            queue_wake: Rc::new(Notify::default()),
+        });
+        self.partitions.borrow_mut().insert(index, partition.clone());
+        rt::spawn_detached(CoordinatorPartition::drain(partition.clone()));
+        let loading = partition.clone();
+        let ctx_for_load = ctx.clone();
+        rt::spawn_detached(async move { loading.load(&ctx_for_load).await });
+        if !self.tick_started.replace(true) {
+            rt::spawn_detached(run_ticks(ctx.clone()));
+        }
+        partition
+    }
+
+    /// Loads the `__consumer_offsets` partitions this shard owns (at start, so sessions of
+    /// restored groups run again).
+    pub fn load_owned(ctx: &Rc<ShardContext>) {
+        let Some(info) = ctx.topic(OFFSETS_TOPIC) else { return };
+        for index in 0..info.partition_count {
+            if ctx.table.owner(OFFSETS_TOPIC, index) == ctx.shard_id {
+                ctx.coordinator.partition(ctx, index);
+            }
+        }
+    }
+}
+
+impl CoordinatorPartition {
+    async fn load(self: Rc<Self>, ctx: &Rc<ShardContext>) {
+        let started = std::time::Instant::now();
+        let log = loop {
+            match open_log(ctx, self.index).await {
+                Ok(log) => break log,
+                Err(error) => {
+                    tracing::warn!(partition = self.index, error, "cannot open the group log yet; retrying");
+                    rt::sleep(Duration::from_millis(500)).await;
+                    if ctx.shutting_down.get() {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < log.high_watermark() {
+            let bytes = match read_bytes(&log, offset) {
+                Ok(bytes) if !bytes.is_empty() => bytes,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::error!(partition = log.name(), %error, "cannot read the group log; groups of this partition start empty");
+                    break;
+                }
+            };
+            let (next, replayed) = self.replay_batches(bytes, offset);
+            records += replayed;
+            if next <= offset {
+                break;
+            }
+            offset = next;
+            rt::yield_if_needed().await;
+        }
+        *self.log.borrow_mut() = Some(log);
+        let outcome = self.groups.borrow_mut().finish_loading(now_ms());
+        let groups = self.groups.borrow().groups().count();
+        tracing::info!(
+            partition = self.index,
+            records,
+            groups,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded group coordinator partition"
+        );
+        self.submit(outcome).await;
+    }
+
+    /// Replays every record of the whole batches in `bytes`; returns the offset after the last
+    /// batch and how many records were replayed.
+    fn replay_batches(&self, bytes: Bytes, from: i64) -> (i64, usize) {
+        let mut next = from;
+        let mut replayed = 0;
+        let mut position = 0usize;
+        while bytes.len() - position >= 61 {
+            let base_offset = i64::from_be_bytes(bytes[position..position + 8].try_into().expect("8 bytes"));
+            let length = i32::from_be_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes"));
+            let size = 12 + length.max(0) as usize;
+            if length < 49 || position + size > bytes.len() {
+                break;
+            }
+            let last_offset_delta = i32::from_be_bytes(bytes[position + 23..position + 27].try_into().expect("4 bytes"));
+            let mut batch = bytes.slice(position..position + size);
+            match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => {
+                    for record in set.records {
+                        if record.offset < from || record.control {
+                            continue;
+                        }
+                        let Some(key) = record.key.as_deref() else { continue };
+                        match records::decode(key, record.value.as_deref()) {
+                            Ok(decoded) => {
+                                self.groups.borrow_mut().replay(&decoded);
+                                replayed += 1;
+                            }
+                            Err(error) => {
+                                tracing::warn!(partition = self.index, offset = record.offset, %error, "skipping an undecodable group record")
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(partition = self.index, base_offset, %error, "skipping an undecodable group batch"),
+            }
+            next = base_offset + last_offset_delta as i64 + 1;
+            position += size;
+        }
+        (next, replayed)
+    }
+
+    /// Appends the outcome's records (acks=all) and queues its replies behind them.
+    async fn submit(&self, outcome: Outcome) {
+        let Outcome { records, replies } = outcome;
+        let ticket = if records.is_empty() {
+            None
+        } else {
+            let log = self.log.borrow().clone();
+            let appended = match log {
+                Some(log) => match encode_batch(&records) {
+                    Some(batch) => log.append(batch, Acks::Synced).await.map_err(|error| error.to_string()),
+                    None => Err("cannot encode group records".to_string()),
+                },
+                None => Err("group log not open".to_string()),
+            };
+            match appended {
+                Ok(ticket) => Some(ticket),
+                Err(error) => {
+                    tracing::error!(partition = self.index, error, "cannot persist group state; its replies are dropped");
+                    for (token, _) in replies {
+                        self.waiting.borrow_mut().remove(&token);
+                    }
+                    return;
+                }
+            }
+        };
+        if replies.is_empty() && ticket.is_none() {
+            return;
+        }
+        self.queue.borrow_mut().push_back((ticket, replies));
+        self.queue_wake.notify_all();
+    }
+
+    /// Sends replies in outcome order, each after its records are durable.
+    async fn drain(self: Rc<Self>) {
+        loop {
+            let next = self.queue.borrow_mut().pop_front();
+            let Some((ticket, replies)) = next else {
+                self.queue_wake.notified().await;
+                continue;
+            };
+            let durable = match ticket {
+                Some(ticket) => ticket.wait().await.is_ok(),
+                None => true,
+            };
+            if !durable {
+                tracing::error!(partition = self.index, "group records were not persisted; replies dropped");
+            }
+            for (token, reply) in replies {
+                if let Some(sender) = self.waiting.borrow_mut().remove(&token) {
+                    if durable {
+                        let _ = sender.send(reply);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs every deadline of this shard's groups (session and rebalance timeouts).
+async fn run_ticks(ctx: Rc<ShardContext>) {
+    let coordinator = &ctx.coordinator;
+    while !ctx.shutting_down.get() {
+        let partitions: Vec<Rc<CoordinatorPartition>> = coordinator.partitions.borrow().values().cloned().collect();
+        let now = now_ms();
+        for partition in &partitions {
+            let outcome = partition.groups.borrow_mut().tick(now);
+            partition.submit(outcome).await;
+        }
+        let next = partitions.iter().filter_map(|partition| partition.groups.borrow().next_deadline()).min();
+        let sleep = match next {
+            Some(deadline) => Duration::from_millis((deadline - now_ms()).clamp(1, TICK_SLEEP_MAX.as_millis() as i64) as u64),
+            None => TICK_SLEEP_MAX,
+        };
+        let changed = coordinator.deadlines_changed.notified();
+        let _ = rt::timeout(sleep, changed).await;
+    }
+}
+
+async fn open_log(ctx: &Rc<ShardContext>, index: i32) -> Result<Rc<Partition>, String> {
+    let info = ensure_offsets_topic(ctx).await.map_err(|code| format!("offsets topic unavailable (error {code})"))?;
+    ctx.store.get_or_open(OFFSETS_TOPIC, index, &info.spec(index)).await.map_err(|error| error.to_string())
+}
+
+/// The bytes at `offset`: from the cache or the segment file.
+fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
+    let result = log.read(offset, LOAD_READ_BYTES).map_err(|error| std::io::Error::other(error.to_string()))?;
+    let mut out = BytesMut::with_capacity(result.bytes());
+    for chunk in result.chunks {
+        match chunk {
+            Chunk::Memory(bytes) => out.extend_from_slice(&bytes),
+            Chunk::File(slice) => {
+                let mut buffer = vec![0u8; slice.length];
+                slice.file.read_exact_at(&mut buffer, slice.position)?;
+                out.extend_from_slice(&buffer);
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn encode_batch(group_records: &[records::Record]) -> Option<Bytes> {
+    let now = now_ms();
+    let wire: Vec<WireRecord> = group_records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| WireRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(Bytes::from(records::encode_key(record))),
+            value: records::encode_value(record).map(Bytes::from),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, &wire, &options).ok()?;
+    Some(out.freeze())
+}
+
+/// Creates `__consumer_offsets` (compacted, offsets.topic.num.partitions) if it does not exist.
+/// Error: a Kafka error code (COORDINATOR_NOT_AVAILABLE when it cannot be created).
+pub async fn ensure_offsets_topic(ctx: &ShardContext) -> Result<Rc<crate::context::TopicInfo>, i16> {
+    if let Some(info) = ctx.topic(OFFSETS_TOPIC) {
+        return Ok(info);
+    }
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("segment.bytes".to_string(), OFFSETS_SEGMENT_BYTES.to_string());
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: ctx.coordinator.offsets_topic_partitions(),
+        replication_factor: 1,
+        assignments: None,
+        configs,
+        validate_only: false,
+    };
+    match admin::create_topic(ctx, topic).await {
+        Ok(_) => tracing::info!(partitions = ctx.coordinator.offsets_topic_partitions(), "created {OFFSETS_TOPIC}"),
+        Err(error) if error.code == crate::api::codes::TOPIC_ALREADY_EXISTS => {}
+        Err(error) => {
+            tracing::warn!(code = error.code, message = %error.message, "cannot create {OFFSETS_TOPIC}");
+            return Err(crate::api::codes::COORDINATOR_NOT_AVAILABLE);
+        }
+    }
+    ctx.topic(OFFSETS_TOPIC).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// Sends a group call to the owner of `group_id`'s partition and waits for the reply. Error: a
+/// Kafka error code for the whole request.
+pub async fn route(
+    ctx: &Rc<ShardContext>,
+    group_id: &str,
+    call: GroupCall,
+    api_version: i16,
+    client_id: &str,
+) -> Result<Reply, i16> {
+    let info = ensure_offsets_topic(ctx).await?;
+    let partition = records::partition_for(group_id, info.partition_count);
+    call_partition(ctx, partition, call, api_version, client_id).await
+}
+
+/// Sends a group call to the owner of `__consumer_offsets-<partition>`.
+pub async fn call_partition(
+    ctx: &Rc<ShardContext>,
+    partition: i32,
+    call: GroupCall,
+    api_version: i16,
+    client_id: &str,
+) -> Result<Reply, i16> {
+    let (reply, answer) = oneshot::channel();
+    let message = GroupMessage {
+        partition,
+        call,
+        api_version,
+        client_id: client_id.to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        reply,
+    };
+    let owner = ctx.table.owner(OFFSETS_TOPIC, partition);
+    if owner == ctx.shard_id {
+        Coordinator::handle(ctx, message).await;
+    } else if ctx.mesh.send(owner, ShardRequest::Group(message)).await.is_err() {
+        return Err(crate::api::codes::COORDINATOR_NOT_AVAILABLE);
+    }
+    answer.await.map_err(|_| crate::api::codes::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// The reply's variant, or COORDINATOR_NOT_AVAILABLE if the state machine answered another kind.
+pub fn expect<T>(reply: Reply, pick: impl FnOnce(Reply) -> Option<T>) -> Result<T, i16> {
+    pick(reply).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
+}
+
+pub use classic::Reply as GroupReply;
