@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start a broker (single node; embedded defaults: ./fjord-data, port 9092)
-    Start(config::StartArgs),
+    Start(Box<config::StartArgs>),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -25,7 +25,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Start(args) => broker::start(args),
+        Command::Start(args) => broker::start(*args),
         Command::Client(command) => cli::run(command),
     };
     std::process::exit(code);

@@ -91,13 +91,16 @@ pub struct Coordinator {
     tick_started: Cell<bool>,
 }
 
+/// Replies waiting for their outcome's records (if any) to be durable.
+type PendingReplies = (Option<AppendTicket>, Vec<(Token, Reply)>);
+
 struct CoordinatorPartition {
     index: i32,
     groups: RefCell<Groups>,
     log: RefCell<Option<Rc<Partition>>>,
     next_token: Cell<Token>,
     waiting: RefCell<HashMap<Token, oneshot::Sender<Reply>>>,
-    queue: RefCell<VecDeque<(Option<AppendTicket>, Vec<(Token, Reply)>)>>,
+    queue: RefCell<VecDeque<PendingReplies>>,
     queue_wake: Rc<Notify>,
 }
 
