@@ -23,7 +23,9 @@ const UNSUPPORTED_VERSION: i16 = 35;
 pub fn client_versions(api: ApiKey) -> (i16, i16) {
     match api {
         ApiKey::Produce => (3, 9),
-        ApiKey::Fetch => (4, 12),
+        // v11, the last non-flexible version: Tansu 0.6 puts a v16-only tagged field (tag 0) into
+        // its v12 responses, which a strict decoder refuses; every broker is read the same way.
+        ApiKey::Fetch => (4, 11),
         ApiKey::ListOffsets => (1, 7),
         ApiKey::Metadata => (1, 12),
         ApiKey::CreateTopics => (2, 7),
