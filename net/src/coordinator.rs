@@ -44,6 +44,9 @@ const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 const TICK_SLEEP_MAX: Duration = Duration::from_secs(1);
 /// Bytes per read while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
+/// How long a request waits for its partition to finish loading before the state machine answers
+/// COORDINATOR_LOAD_IN_PROGRESS (librdkafka's admin calls do not retry that error).
+const LOAD_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// A group request for the owner of one `__consumer_offsets` partition.
 pub enum GroupCall {
@@ -102,6 +105,8 @@ struct CoordinatorPartition {
     waiting: RefCell<HashMap<Token, oneshot::Sender<Reply>>>,
     queue: RefCell<VecDeque<PendingReplies>>,
     queue_wake: Rc<Notify>,
+    /// Fired when loading is over.
+    loaded: Rc<Notify>,
 }
 
 impl Coordinator {
@@ -122,6 +127,12 @@ impl Coordinator {
     pub async fn handle(ctx: &Rc<ShardContext>, message: GroupMessage) {
         let coordinator = &ctx.coordinator;
         let partition = coordinator.partition(ctx, message.partition);
+        if partition.groups.borrow().is_loading() {
+            let loaded = partition.loaded.notified();
+            if partition.groups.borrow().is_loading() {
+                let _ = rt::timeout(LOAD_WAIT_MAX, loaded).await;
+            }
+        }
         let token = partition.next_token.get();
         partition.next_token.set(token + 1);
         partition.waiting.borrow_mut().insert(token, message.reply);
@@ -166,6 +177,7 @@ impl Coordinator {
             waiting: RefCell::new(HashMap::new()),
             queue: RefCell::new(VecDeque::new()),
             queue_wake: Rc::new(Notify::default()),
+            loaded: Rc::new(Notify::default()),
         });
         self.partitions.borrow_mut().insert(index, partition.clone());
         rt::spawn_detached(CoordinatorPartition::drain(partition.clone()));
@@ -234,6 +246,7 @@ impl CoordinatorPartition {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded group coordinator partition"
         );
+        self.loaded.notify_all();
         self.submit(outcome).await;
     }
 
