@@ -339,7 +339,7 @@ impl Partition {
         };
         let (retention_ms, retention_bytes) = if deletes { (retention_ms, retention_bytes) } else { (-1, -1) };
         let reports = log.apply_retention(now_ms, retention_ms, retention_bytes).await?;
-        if log.active_expired(now_ms, retention_ms) && log.active().size_bytes() > 0 {
+        if log.active_expired(now_ms, retention_ms) {
             self.roll_requested.set(true);
             self.flusher_wake.notify_all();
         }
