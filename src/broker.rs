@@ -65,6 +65,11 @@ fn run(config: &StartConfig) -> Result<(), String> {
                 session_timeout_ms_max: config.group_max_session_timeout_ms,
                 ..Default::default()
             },
+            consumer: fjord_group::consumer::ConsumerGroupConfig {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                ..Default::default()
+            },
             offsets_topic_partitions: config.offsets_topic_num_partitions,
         },
         static_configs: config.static_broker_configs(),

@@ -69,6 +69,12 @@ pub struct StartArgs {
     /// Largest session timeout a group member may ask for (group.max.session.timeout.ms) [default: 1800000]
     #[arg(long, env = "FJORD_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<i32>,
+    /// Session timeout of members of KIP-848 consumer groups (group.consumer.session.timeout.ms) [default: 45000]
+    #[arg(long, env = "FJORD_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval told to members of KIP-848 consumer groups (group.consumer.heartbeat.interval.ms) [default: 5000]
+    #[arg(long, env = "FJORD_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
     /// fdatasync interval for data acknowledged with acks=0/1 (log.flush.interval.ms) [default: 1000]
     #[arg(long, env = "FJORD_LOG_FLUSH_INTERVAL_MS")]
     pub log_flush_interval_ms: Option<u64>,
@@ -104,6 +110,8 @@ pub struct StartConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_heartbeat_interval_ms: i32,
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub log: String,
@@ -160,6 +168,13 @@ impl StartArgs {
         if socket_request_max_bytes < 1024 {
             return Err(ConfigFileError::Invalid("--socket-request-max-bytes must be at least 1024".into()));
         }
+        let consumer_session_ms = pick!(self, file, group_consumer_session_timeout_ms, 45_000);
+        let consumer_heartbeat_ms = pick!(self, file, group_consumer_heartbeat_interval_ms, 5_000);
+        if consumer_heartbeat_ms < 1 || consumer_session_ms <= consumer_heartbeat_ms {
+            return Err(ConfigFileError::Invalid(format!(
+                "--group-consumer-heartbeat-interval-ms ({consumer_heartbeat_ms}) must be at least 1 and below --group-consumer-session-timeout-ms ({consumer_session_ms})"
+            )));
+        }
         let mut explicit = BTreeMap::new();
         let mut note = |key: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -185,6 +200,8 @@ impl StartArgs {
         note("group.initial.rebalance.delay.ms", set!(group_initial_rebalance_delay_ms));
         note("group.min.session.timeout.ms", set!(group_min_session_timeout_ms));
         note("group.max.session.timeout.ms", set!(group_max_session_timeout_ms));
+        note("group.consumer.session.timeout.ms", set!(group_consumer_session_timeout_ms));
+        note("group.consumer.heartbeat.interval.ms", set!(group_consumer_heartbeat_interval_ms));
         Ok(StartConfig {
             explicit,
             data_dir: pick!(self, file, data_dir, PathBuf::from("./fjord-data")),
@@ -202,6 +219,8 @@ impl StartArgs {
             group_initial_rebalance_delay_ms: pick!(self, file, group_initial_rebalance_delay_ms, 3_000).max(0),
             group_min_session_timeout_ms: pick!(self, file, group_min_session_timeout_ms, 6_000).max(0),
             group_max_session_timeout_ms: pick!(self, file, group_max_session_timeout_ms, 1_800_000).max(0),
+            group_consumer_session_timeout_ms: consumer_session_ms,
+            group_consumer_heartbeat_interval_ms: consumer_heartbeat_ms,
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
             log: pick!(self, file, log, "info".to_string()),

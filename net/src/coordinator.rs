@@ -23,12 +23,21 @@ use bytes::{Bytes, BytesMut};
 use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Partition};
 use fjord_engine::rt::{self, Notify};
 use fjord_group::classic::{self, ClassicConfig, Groups, Outcome, Reply, RequestContext, Token};
+use fjord_group::consumer::{self, ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, TopicsView};
 use fjord_group::records;
+use fjord_replication::metadata::MetadataImage;
 use futures::channel::oneshot;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -60,6 +69,17 @@ pub enum GroupCall {
     List(ListGroupsRequest),
     Delete(DeleteGroupsRequest),
     OffsetDelete(OffsetDeleteRequest),
+    /// KIP-848 ConsumerGroupHeartbeat.
+    ConsumerHeartbeat(ConsumerGroupHeartbeatRequest),
+    /// KIP-848 ConsumerGroupDescribe of one group.
+    ConsumerDescribe(ConsumerGroupDescribeRequest),
+}
+
+/// The coordinator's answer to a [`GroupCall`].
+pub enum GroupReply {
+    Classic(Reply),
+    ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
+    ConsumerDescribe(ConsumerGroupDescribeResponse),
 }
 
 pub struct GroupMessage {
@@ -69,19 +89,24 @@ pub struct GroupMessage {
     pub client_id: String,
     pub client_host: String,
     /// Dropped without a reply when the coordinator cannot answer (its append failed, it stopped).
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: oneshot::Sender<GroupReply>,
 }
 
 /// Coordinator settings from the broker's (group.* and offsets.topic.*).
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
     pub classic: ClassicConfig,
+    pub consumer: ConsumerGroupConfig,
     pub offsets_topic_partitions: i32,
 }
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
-        CoordinatorSettings { classic: ClassicConfig::default(), offsets_topic_partitions: 50 }
+        CoordinatorSettings {
+            classic: ClassicConfig::default(),
+            consumer: ConsumerGroupConfig::default(),
+            offsets_topic_partitions: 50,
+        }
     }
 }
 
@@ -95,14 +120,49 @@ pub struct Coordinator {
 }
 
 /// Replies waiting for their outcome's records (if any) to be durable.
-type PendingReplies = (Option<AppendTicket>, Vec<(Token, Reply)>);
+type PendingReplies = (Option<AppendTicket>, Vec<(Token, GroupReply)>);
 
+/// One step of either state machine: records (key, value) to append, then replies.
+#[derive(Default)]
+struct Step {
+    records: Vec<(Bytes, Option<Bytes>)>,
+    replies: Vec<(Token, GroupReply)>,
+}
+
+impl From<Outcome> for Step {
+    fn from(outcome: Outcome) -> Step {
+        Step {
+            records: outcome
+                .records
+                .iter()
+                .map(|record| (Bytes::from(records::encode_key(record)), records::encode_value(record).map(Bytes::from)))
+                .collect(),
+            replies: outcome.replies.into_iter().map(|(token, reply)| (token, GroupReply::Classic(reply))).collect(),
+        }
+    }
+}
+
+impl Step {
+    fn reply(token: Token, reply: GroupReply) -> Step {
+        Step { records: Vec::new(), replies: vec![(token, reply)] }
+    }
+
+    fn push_consumer_records(&mut self, consumer_records: &[ConsumerRecord]) {
+        self.records.extend(consumer_records.iter().map(ConsumerRecord::encode));
+    }
+}
+
+/// Both kinds of group share one `__consumer_offsets` partition and one group-id space: a group
+/// id is a classic group (`groups`) or a KIP-848 consumer group (`consumer`). Committed offsets
+/// of a consumer group live in `groups` as the offsets of an Empty ("simple") classic group of
+/// the same id, which ListGroups and DescribeGroups do not show separately.
 struct CoordinatorPartition {
     index: i32,
     groups: RefCell<Groups>,
+    consumer: RefCell<ConsumerGroups>,
     log: RefCell<Option<Rc<Partition>>>,
     next_token: Cell<Token>,
-    waiting: RefCell<HashMap<Token, oneshot::Sender<Reply>>>,
+    waiting: RefCell<HashMap<Token, oneshot::Sender<GroupReply>>>,
     queue: RefCell<VecDeque<PendingReplies>>,
     queue_wake: Rc<Notify>,
     /// Fired when loading is over.
@@ -142,23 +202,8 @@ impl Coordinator {
             client_id: message.client_id,
             client_host: message.client_host,
         };
-        let now = now_ms();
-        let outcome = {
-            let mut groups = partition.groups.borrow_mut();
-            match &message.call {
-                GroupCall::Join(request_body) => groups.join_group(&request, request_body, now),
-                GroupCall::Sync(request_body) => groups.sync_group(&request, request_body, now),
-                GroupCall::Heartbeat(request_body) => groups.heartbeat(&request, request_body, now),
-                GroupCall::Leave(request_body) => groups.leave_group(&request, request_body, now),
-                GroupCall::OffsetCommit(request_body) => groups.offset_commit(&request, request_body, now),
-                GroupCall::OffsetFetch(request_body) => groups.offset_fetch(&request, request_body),
-                GroupCall::Describe(request_body) => groups.describe_groups(&request, request_body),
-                GroupCall::List(request_body) => groups.list_groups(&request, request_body),
-                GroupCall::Delete(request_body) => groups.delete_groups(&request, request_body),
-                GroupCall::OffsetDelete(request_body) => groups.offset_delete(&request, request_body),
-            }
-        };
-        partition.submit(outcome).await;
+        let step = partition.dispatch(ctx, &request, message.call, now_ms());
+        partition.submit(step).await;
         coordinator.deadlines_changed.notify_all();
     }
 
@@ -172,6 +217,7 @@ impl Coordinator {
         let partition = Rc::new(CoordinatorPartition {
             index,
             groups: RefCell::new(Groups::new_loading(self.settings.classic.clone(), seed)),
+            consumer: RefCell::new(ConsumerGroups::new(self.settings.consumer.clone())),
             log: RefCell::new(None),
             next_token: Cell::new(1),
             waiting: RefCell::new(HashMap::new()),
@@ -203,6 +249,157 @@ impl Coordinator {
 }
 
 impl CoordinatorPartition {
+    /// Runs one call against the state machines. Group ids held by the consumer-group module get
+    /// its answers; classic calls naming them are answered as Kafka answers for a group of the
+    /// other type.
+    fn dispatch(&self, ctx: &ShardContext, request: &RequestContext, call: GroupCall, now: i64) -> Step {
+        let mut groups = self.groups.borrow_mut();
+        let mut consumer = self.consumer.borrow_mut();
+        let token = request.token;
+        let is_consumer = |group_id: &str| !groups.is_loading() && consumer.contains_group(group_id);
+        match call {
+            GroupCall::Join(body) if is_consumer(&body.group_id) => {
+                let mut response = JoinGroupResponse::default();
+                response.error_code = crate::api::codes::INCONSISTENT_GROUP_PROTOCOL;
+                response.generation_id = -1;
+                Step::reply(token, GroupReply::Classic(Reply::JoinGroup(response)))
+            }
+            GroupCall::Join(body) => groups.join_group(request, &body, now).into(),
+            GroupCall::Sync(body) => groups.sync_group(request, &body, now).into(),
+            GroupCall::Heartbeat(body) => groups.heartbeat(request, &body, now).into(),
+            GroupCall::Leave(body) => groups.leave_group(request, &body, now).into(),
+            GroupCall::OffsetCommit(mut body) if is_consumer(&body.group_id) => {
+                let validated =
+                    consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id_or_member_epoch);
+                match validated {
+                    Err(error) => {
+                        let response = offset_commit_error(&body, error.code());
+                        Step::reply(token, GroupReply::Classic(Reply::OffsetCommit(response)))
+                    }
+                    Ok(()) => {
+                        // Validated against the consumer group: store as a commit into the Empty
+                        // classic group that holds this group id's offsets.
+                        body.generation_id_or_member_epoch = -1;
+                        body.member_id = StrBytes::default();
+                        body.group_instance_id = None;
+                        groups.offset_commit(request, &body, now).into()
+                    }
+                }
+            }
+            GroupCall::OffsetCommit(body) => groups.offset_commit(request, &body, now).into(),
+            GroupCall::OffsetFetch(body) => {
+                // v8+ requests arrive split per group; v9 may name a member to validate.
+                let member = body
+                    .groups
+                    .first()
+                    .filter(|group| is_consumer(&group.group_id))
+                    .and_then(|group| Some((group.group_id.to_string(), group.member_id.clone()?, group.member_epoch)));
+                if let Some((group_id, member_id, member_epoch)) = member {
+                    if let Err(error) = consumer.validate_offset_fetch(&group_id, &member_id, member_epoch) {
+                        let mut response = kafka_protocol::messages::OffsetFetchResponse::default();
+                        let mut failed = kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup::default();
+                        failed.group_id = GroupId(StrBytes::from_string(group_id));
+                        failed.error_code = error.code();
+                        response.groups.push(failed);
+                        return Step::reply(token, GroupReply::Classic(Reply::OffsetFetch(response)));
+                    }
+                }
+                groups.offset_fetch(request, &body).into()
+            }
+            GroupCall::Describe(body) => {
+                // Split per group by the handler. A consumer group is not a classic group: Kafka
+                // shows it Dead to DescribeGroups v0–5.
+                if let Some(group_id) = body.groups.first().filter(|group_id| is_consumer(group_id)) {
+                    let mut described = DescribedGroup::default();
+                    described.group_id = group_id.clone();
+                    described.group_state = StrBytes::from_static_str("Dead");
+                    let response = DescribeGroupsResponse::default().with_groups(vec![described]);
+                    return Step::reply(token, GroupReply::Classic(Reply::DescribeGroups(response)));
+                }
+                groups.describe_groups(request, &body).into()
+            }
+            GroupCall::List(body) => {
+                let mut step: Step = groups.list_groups(request, &body).into();
+                if let Some((_, GroupReply::Classic(Reply::ListGroups(listed)))) = step.replies.first_mut() {
+                    if listed.error_code == 0 {
+                        listed.groups.retain(|group| !consumer.contains_group(&group.group_id));
+                        listed.groups.extend(list_consumer_groups(&consumer, &body));
+                    }
+                }
+                step
+            }
+            GroupCall::Delete(body) => {
+                let Some(group_id) = body.groups_names.first().filter(|group_id| is_consumer(group_id)).cloned() else {
+                    return groups.delete_groups(request, &body).into();
+                };
+                match consumer.remove_group(&group_id) {
+                    Err(error) => {
+                        let mut result = kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default();
+                        result.group_id = group_id;
+                        result.error_code = error.code();
+                        let response = DeleteGroupsResponse::default().with_results(vec![result]);
+                        Step::reply(token, GroupReply::Classic(Reply::DeleteGroups(response)))
+                    }
+                    Ok(removed) => {
+                        // The offsets go with the group (the Empty classic group holding them).
+                        let mut step: Step = if groups.group(&group_id).is_some() {
+                            groups.delete_groups(request, &body).into()
+                        } else {
+                            let mut result = kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default();
+                            result.group_id = group_id;
+                            let response = DeleteGroupsResponse::default().with_results(vec![result]);
+                            Step::reply(token, GroupReply::Classic(Reply::DeleteGroups(response)))
+                        };
+                        let mut records = Step::default();
+                        records.push_consumer_records(&removed);
+                        step.records.splice(0..0, records.records);
+                        step
+                    }
+                }
+            }
+            GroupCall::OffsetDelete(body) => groups.offset_delete(request, &body).into(),
+            GroupCall::ConsumerHeartbeat(body) => {
+                let error = if groups.is_loading() {
+                    Some((crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS, None))
+                } else if groups.group(&body.group_id).is_some_and(|group| group.state() != classic::GroupState::Empty) {
+                    Some((
+                        crate::api::codes::GROUP_ID_NOT_FOUND,
+                        Some(format!("Group {} is not a consumer group.", &*body.group_id)),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((code, message)) = error {
+                    let mut response = ConsumerGroupHeartbeatResponse::default();
+                    response.error_code = code;
+                    response.error_message = message.map(StrBytes::from_string);
+                    return Step::reply(token, GroupReply::ConsumerHeartbeat(response));
+                }
+                let client = ClientInfo { client_id: request.client_id.clone(), client_host: request.client_host.clone() };
+                let topics = ImageTopics(ctx.image());
+                let outcome = consumer.heartbeat_from(now, &body, request.api_version, &client, &topics);
+                let mut step = Step::reply(token, GroupReply::ConsumerHeartbeat(outcome.reply));
+                step.push_consumer_records(&outcome.records);
+                step
+            }
+            GroupCall::ConsumerDescribe(body) => {
+                let response = if groups.is_loading() {
+                    let mut response = ConsumerGroupDescribeResponse::default();
+                    for group_id in &body.group_ids {
+                        let mut described = ConsumerDescribedGroup::default();
+                        described.group_id = group_id.clone();
+                        described.error_code = crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS;
+                        response.groups.push(described);
+                    }
+                    response
+                } else {
+                    consumer.describe(&body, &ImageTopics(ctx.image()))
+                };
+                Step::reply(token, GroupReply::ConsumerDescribe(response))
+            }
+        }
+    }
+
     async fn load(self: Rc<Self>, ctx: &Rc<ShardContext>) {
         let started = std::time::Instant::now();
         let log = loop {
@@ -237,7 +434,9 @@ impl CoordinatorPartition {
             rt::yield_if_needed().await;
         }
         *self.log.borrow_mut() = Some(log);
-        let outcome = self.groups.borrow_mut().finish_loading(now_ms());
+        let now = now_ms();
+        let outcome: Step = self.groups.borrow_mut().finish_loading(now).into();
+        self.consumer.borrow_mut().arm_loaded_timers(now);
         let groups = self.groups.borrow().groups().count();
         tracing::info!(
             partition = self.index,
@@ -273,6 +472,24 @@ impl CoordinatorPartition {
                         }
                         let Some(key) = record.key.as_deref() else { continue };
                         match records::decode(key, record.value.as_deref()) {
+                            Ok(records::Record::Unknown { key_version })
+                                if ConsumerRecord::is_consumer_key_version(key_version) =>
+                            {
+                                match ConsumerRecord::decode(key, record.value.as_deref()) {
+                                    Ok(decoded) => {
+                                        self.consumer.borrow_mut().replay(&decoded);
+                                        replayed += 1;
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(
+                                            partition = self.index,
+                                            offset = record.offset,
+                                            ?error,
+                                            "skipping an undecodable consumer group record"
+                                        )
+                                    }
+                                }
+                            }
                             Ok(decoded) => {
                                 self.groups.borrow_mut().replay(&decoded);
                                 replayed += 1;
@@ -292,8 +509,8 @@ impl CoordinatorPartition {
     }
 
     /// Appends the outcome's records (acks=all) and queues its replies behind them.
-    async fn submit(&self, outcome: Outcome) {
-        let Outcome { records, replies } = outcome;
+    async fn submit(&self, step: Step) {
+        let Step { records, replies } = step;
         let ticket = if records.is_empty() {
             None
         } else {
@@ -356,10 +573,19 @@ async fn run_ticks(ctx: Rc<ShardContext>) {
         let partitions: Vec<Rc<CoordinatorPartition>> = coordinator.partitions.borrow().values().cloned().collect();
         let now = now_ms();
         for partition in &partitions {
-            let outcome = partition.groups.borrow_mut().tick(now);
-            partition.submit(outcome).await;
+            if partition.groups.borrow().is_loading() {
+                continue;
+            }
+            let mut step: Step = partition.groups.borrow_mut().tick(now).into();
+            let expired = partition.consumer.borrow_mut().tick(now);
+            step.push_consumer_records(&expired);
+            partition.submit(step).await;
         }
-        let next = partitions.iter().filter_map(|partition| partition.groups.borrow().next_deadline()).min();
+        let next = partitions
+            .iter()
+            .flat_map(|partition| [partition.groups.borrow().next_deadline(), partition.consumer.borrow().next_deadline()])
+            .flatten()
+            .min();
         let sleep = match next {
             Some(deadline) => Duration::from_millis((deadline - now_ms()).clamp(1, TICK_SLEEP_MAX.as_millis() as i64) as u64),
             None => TICK_SLEEP_MAX,
@@ -391,12 +617,12 @@ fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
     Ok(out.freeze())
 }
 
-fn encode_batch(group_records: &[records::Record]) -> Option<Bytes> {
+fn encode_batch(group_records: &[(Bytes, Option<Bytes>)]) -> Option<Bytes> {
     let now = now_ms();
     let wire: Vec<WireRecord> = group_records
         .iter()
         .enumerate()
-        .map(|(index, record)| WireRecord {
+        .map(|(index, (key, value))| WireRecord {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -407,8 +633,8 @@ fn encode_batch(group_records: &[records::Record]) -> Option<Bytes> {
             offset: index as i64,
             sequence: -1,
             timestamp: now,
-            key: Some(Bytes::from(records::encode_key(record))),
-            value: records::encode_value(record).map(Bytes::from),
+            key: Some(key.clone()),
+            value: value.clone(),
             headers: Default::default(),
         })
         .collect();
@@ -454,7 +680,7 @@ pub async fn route(
     call: GroupCall,
     api_version: i16,
     client_id: &str,
-) -> Result<Reply, i16> {
+) -> Result<GroupReply, i16> {
     let info = ensure_offsets_topic(ctx).await?;
     let partition = records::partition_for(group_id, info.partition_count);
     call_partition(ctx, partition, call, api_version, client_id).await
@@ -467,7 +693,7 @@ pub async fn call_partition(
     call: GroupCall,
     api_version: i16,
     client_id: &str,
-) -> Result<Reply, i16> {
+) -> Result<GroupReply, i16> {
     let (reply, answer) = oneshot::channel();
     let message = GroupMessage {
         partition,
@@ -487,8 +713,80 @@ pub async fn call_partition(
 }
 
 /// The reply's variant, or COORDINATOR_NOT_AVAILABLE if the state machine answered another kind.
-pub fn expect<T>(reply: Reply, pick: impl FnOnce(Reply) -> Option<T>) -> Result<T, i16> {
+pub fn expect<T>(reply: GroupReply, pick: impl FnOnce(GroupReply) -> Option<T>) -> Result<T, i16> {
     pick(reply).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
 }
 
-pub use classic::Reply as GroupReply;
+/// The classic reply's variant, or COORDINATOR_NOT_AVAILABLE for any other answer.
+pub fn expect_classic<T>(reply: GroupReply, pick: impl FnOnce(Reply) -> Option<T>) -> Result<T, i16> {
+    match reply {
+        GroupReply::Classic(reply) => pick(reply).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(crate::api::codes::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// An OffsetCommit answer giving every requested partition `code`.
+pub fn offset_commit_error(request: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
+    let mut response = OffsetCommitResponse::default();
+    for wanted in &request.topics {
+        let mut topic = OffsetCommitResponseTopic::default();
+        topic.name = wanted.name.clone();
+        for partition in &wanted.partitions {
+            let mut answered = OffsetCommitResponsePartition::default();
+            answered.partition_index = partition.partition_index;
+            answered.error_code = code;
+            topic.partitions.push(answered);
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+/// ListGroups entries for the consumer groups, with KIP-518 state and KIP-848 type filters.
+fn list_consumer_groups(consumer: &ConsumerGroups, request: &ListGroupsRequest) -> Vec<ListedGroup> {
+    let type_wanted = request.types_filter.is_empty()
+        || request.types_filter.iter().any(|group_type| group_type.eq_ignore_ascii_case(consumer::GROUP_TYPE));
+    if !type_wanted {
+        return Vec::new();
+    }
+    consumer
+        .list_groups()
+        .filter(|(_, state)| {
+            request.states_filter.is_empty()
+                || request.states_filter.iter().any(|wanted| wanted.eq_ignore_ascii_case(state.as_str()))
+        })
+        .map(|(group_id, state)| {
+            let mut listed = ListedGroup::default();
+            listed.group_id = GroupId(StrBytes::from_string(group_id.to_string()));
+            listed.protocol_type = StrBytes::from_static_str("consumer");
+            listed.group_state = StrBytes::from_static_str(state.as_str());
+            listed.group_type = StrBytes::from_static_str(consumer::GROUP_TYPE);
+            listed
+        })
+        .collect()
+}
+
+/// Cluster metadata as the consumer-group module sees it: user topics of the current image.
+struct ImageTopics(std::sync::Arc<MetadataImage>);
+
+impl TopicsView for ImageTopics {
+    fn topic(&self, name: &str) -> Option<consumer::TopicInfo> {
+        if name.starts_with("__") {
+            return None;
+        }
+        let topic = self.0.topics.get(name)?;
+        Some(consumer::TopicInfo { topic_id: uuid::Uuid::from_bytes(topic.id), partition_count: topic.partitions.len() as i32 })
+    }
+
+    fn for_each_topic(&self, visit: &mut dyn FnMut(&str, consumer::TopicInfo)) {
+        for (name, topic) in &self.0.topics {
+            if !name.starts_with("__") {
+                let info = consumer::TopicInfo {
+                    topic_id: uuid::Uuid::from_bytes(topic.id),
+                    partition_count: topic.partitions.len() as i32,
+                };
+                visit(name, info);
+            }
+        }
+    }
+}

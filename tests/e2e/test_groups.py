@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import (OFFSET_INVALID, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
+from confluent_kafka import (OFFSET_INVALID, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions,
+                             ConsumerGroupType, KafkaError,
                              KafkaException, TopicPartition)
 
 import fjordtest
@@ -32,7 +33,13 @@ GROUP_ARGS = [
     "--group-initial-rebalance-delay-ms", "0",
     "--group-min-session-timeout-ms", "1000",
     "--offsets-topic-num-partitions", "4",
+    # KIP-848 groups: the session timeout is the broker's (clients may not set it).
+    "--group-consumer-session-timeout-ms", str(SESSION_TIMEOUT_MS),
+    "--group-consumer-heartbeat-interval-ms", "500",
 ]
+# Both rebalance protocols a Kafka 4 client can pick: classic (JoinGroup/SyncGroup, the client
+# assigns) and consumer (KIP-848 ConsumerGroupHeartbeat, the broker assigns).
+PROTOCOLS = ["classic", "consumer"]
 WAIT_MAX_S = 60.0
 DESCRIBE_INTERVAL_S = 0.3
 
@@ -60,17 +67,20 @@ def _group_name(prefix: str) -> str:
     return kafka_wire.unique_name(f"group-{prefix}")
 
 
-def _consumer_config(bootstrap: str, group: str, **extra) -> dict:
-    return {
+def _consumer_config(bootstrap: str, group: str, protocol: str = "classic", **extra) -> dict:
+    config = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": SESSION_TIMEOUT_MS,
-        "heartbeat.interval.ms": 500,
         "fetch.wait.max.ms": 100,
-        **extra,
     }
+    if protocol == "classic":
+        config.update({"session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 500})
+    else:
+        config["group.protocol"] = protocol
+    config.update(extra)
+    return config
 
 
 def _expected_start(committed: int) -> int:
@@ -133,9 +143,9 @@ class TrackedConsumer:
     each consume() returned; records every (partition, offset) it processed and, per assignment,
     the committed offset at assignment time next to the first offset it then read."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, **extra) -> None:
+    def __init__(self, bootstrap: str, group: str, topic: str, protocol: str = "classic", **extra) -> None:
         self.topic = topic
-        self.consumer = Consumer(_consumer_config(bootstrap, group, **extra))
+        self.consumer = Consumer(_consumer_config(bootstrap, group, protocol, **extra))
         self.consumed: list[tuple[int, int]] = []
         self.takeovers: list[tuple[int, int, int]] = []  # (partition, committed at assignment, first offset read)
         self.pending_first: dict[int, int] = {}
@@ -327,19 +337,26 @@ def _wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int, liv
                          f"(e.g. {sorted(missing)[:5]}), committed {committed}, high watermarks {high}")
 
 
-def test_three_consumers_share_partitions_and_hand_over_at_committed_offsets(group_broker, topic, tmp_path):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_three_consumers_share_partitions_and_hand_over_at_committed_offsets(group_broker, topic, tmp_path, protocol):
     bootstrap, partitions = group_broker.bootstrap, 6
-    group = _group_name("handover")
+    group = _group_name(f"handover-{protocol}")
     fjordtest.create_topic(bootstrap, topic, partitions=partitions)
     produced = _produce_spread(bootstrap, topic, partitions, 600, "first")
 
-    killed = KilledConsumer(_consumer_config(bootstrap, group, **{"client.id": "killed"}), topic,
+    killed = KilledConsumer(_consumer_config(bootstrap, group, protocol, **{"client.id": "killed"}), topic,
                             tmp_path / "killed.jsonl")
-    a = TrackedConsumer(bootstrap, group, topic, **{"client.id": "a"})
-    b = TrackedConsumer(bootstrap, group, topic, **{"client.id": "b"})
+    a = TrackedConsumer(bootstrap, group, topic, protocol, **{"client.id": "a"})
+    b = TrackedConsumer(bootstrap, group, topic, protocol, **{"client.id": "b"})
     try:
         # 1. Three members, each partition assigned exactly once.
         _wait_for_split(bootstrap, group, topic, partitions, [a, b], members=3, killed=killed)
+        admin = fjordtest.admin(bootstrap)  # alive until the future resolves
+        listing = admin.list_consumer_groups(request_timeout=15).result(timeout=30)
+        assert not listing.errors, listing.errors
+        listed = {g.group_id: g for g in listing.valid}
+        expected_type = ConsumerGroupType.CONSUMER if protocol == "consumer" else ConsumerGroupType.CLASSIC
+        assert listed[group].type == expected_type and listed[group].state == ConsumerGroupState.STABLE, listed[group]
         produced |= _produce_spread(bootstrap, topic, partitions, 300, "three")
         _wait_caught_up(bootstrap, group, topic, partitions, [a, b], produced, killed)
 
@@ -373,9 +390,10 @@ def test_three_consumers_share_partitions_and_hand_over_at_committed_offsets(gro
                                             _high_watermarks(bootstrap, topic, partitions).items()}
 
 
-def _commit_explicit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """A subscribed member commits `offsets` (generation and member id checked by the coordinator)."""
-    consumer = Consumer(_consumer_config(bootstrap, group))
+def _commit_explicit(bootstrap: str, group: str, topic: str, offsets: dict[int, int], protocol: str = "classic") -> None:
+    """A subscribed member commits `offsets` (generation or member epoch, and member id, checked by
+    the coordinator)."""
+    consumer = Consumer(_consumer_config(bootstrap, group, protocol))
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + WAIT_MAX_S
@@ -387,10 +405,10 @@ def _commit_explicit(bootstrap: str, group: str, topic: str, offsets: dict[int, 
         consumer.close()
 
 
-def _first_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+def _first_offsets(bootstrap: str, group: str, topic: str, partitions: int, protocol: str = "classic") -> dict[int, int]:
     """A new member of `group` reads until it saw a record on every partition; returns the first
     offset per partition. Commits nothing."""
-    consumer = Consumer(_consumer_config(bootstrap, group))
+    consumer = Consumer(_consumer_config(bootstrap, group, protocol))
     first: dict[int, int] = {}
     try:
         consumer.subscribe([topic])
@@ -406,30 +424,31 @@ def _first_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> d
     return first
 
 
-def test_committed_offsets_survive_sigterm_restart_and_sigkill(broker_factory, topic):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_committed_offsets_survive_sigterm_restart_and_sigkill(broker_factory, topic, protocol):
     broker = broker_factory.start(GROUP_ARGS)
-    group = _group_name("durable")
+    group = _group_name(f"durable-{protocol}")
     fjordtest.create_topic(broker.bootstrap, topic, partitions=3)
     _produce_spread(broker.bootstrap, topic, 3, 90, "a")  # 30 per partition
 
     offsets = {0: 7, 1: 15, 2: 29}
-    _commit_explicit(broker.bootstrap, group, topic, offsets)
+    _commit_explicit(broker.bootstrap, group, topic, offsets, protocol)
     expected = {(topic, p): o for p, o in offsets.items()}
     assert _committed(broker.bootstrap, group) == expected
 
     broker.restart()
     assert _committed(broker.bootstrap, group) == expected
-    assert _first_offsets(broker.bootstrap, group, topic, 3) == offsets
+    assert _first_offsets(broker.bootstrap, group, topic, 3, protocol) == offsets
 
     # Acknowledged commit, then SIGKILL right away: acks=all on __consumer_offsets before the reply.
     offsets = {0: 20, 1: 25, 2: 30}
-    _commit_explicit(broker.bootstrap, group, topic, offsets)
+    _commit_explicit(broker.bootstrap, group, topic, offsets, protocol)
     broker.kill()
     broker.start()
     expected = {(topic, p): o for p, o in offsets.items()}
     assert _committed(broker.bootstrap, group) == expected
     _produce_spread(broker.bootstrap, topic, 3, 3, "b")  # offset 30 on every partition
-    assert _first_offsets(broker.bootstrap, group, topic, 3) == offsets
+    assert _first_offsets(broker.bootstrap, group, topic, 3, protocol) == offsets
 
 
 def test_kafka_python_consumer_commits_and_a_second_one_resumes(group_broker, topic):

@@ -12,21 +12,22 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as FoundCoordinator;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{codes, respond, RequestError, Versions};
 use crate::context::ShardContext;
-use crate::coordinator::{self, ensure_offsets_topic, GroupCall, GroupReply as Reply};
+use fjord_group::classic::Reply;
+
+use crate::coordinator::{self, ensure_offsets_topic, GroupCall};
 use crate::response::OutFrame;
 
 pub const FIND_COORDINATOR_VERSIONS: Versions = Versions { min: 0, max: 6 };
@@ -100,7 +101,7 @@ async fn one<T>(
     pick: impl FnOnce(Reply) -> Option<T>,
 ) -> Result<T, i16> {
     let reply = coordinator::route(ctx, group_id, call, header.request_api_version, &client_id(header)).await?;
-    coordinator::expect(reply, pick)
+    coordinator::expect_classic(reply, pick)
 }
 
 pub async fn join_group(
@@ -190,31 +191,14 @@ pub async fn offset_commit(
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
     // Kept for the error answer: every partition gets the code.
-    let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = request
-        .topics
-        .iter()
-        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
-        .collect();
+    let mut shape = OffsetCommitRequest::default();
+    shape.topics = request.topics.clone();
     let response = one(&ctx, &header, &group_id, GroupCall::OffsetCommit(request), |reply| match reply {
         Reply::OffsetCommit(response) => Some(response),
         _ => None,
     })
     .await
-    .unwrap_or_else(|code| {
-        let mut response = OffsetCommitResponse::default();
-        for (name, partitions) in shape {
-            let mut topic = OffsetCommitResponseTopic::default();
-            topic.name = name;
-            for partition_index in partitions {
-                let mut partition = OffsetCommitResponsePartition::default();
-                partition.partition_index = partition_index;
-                partition.error_code = code;
-                topic.partitions.push(partition);
-            }
-            response.topics.push(topic);
-        }
-        response
-    });
+    .unwrap_or_else(|code| coordinator::offset_commit_error(&shape, code));
     respond(&header, &response).map(Some)
 }
 
@@ -315,7 +299,7 @@ pub async fn list_groups(
                 let reply =
                     coordinator::call_partition(&ctx, partition, call, header.request_api_version, &client_id(&header)).await;
                 match reply.and_then(|reply| {
-                    coordinator::expect(reply, |reply| match reply {
+                    coordinator::expect_classic(reply, |reply| match reply {
                         Reply::ListGroups(listed) => Some(listed),
                         _ => None,
                     })

@@ -7,6 +7,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_groups;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
@@ -63,6 +64,8 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::OffsetFetch, groups::OFFSET_FETCH_VERSIONS),
     (ApiKey::DeleteGroups, groups::DELETE_GROUPS_VERSIONS),
     (ApiKey::OffsetDelete, groups::OFFSET_DELETE_VERSIONS),
+    (ApiKey::ConsumerGroupHeartbeat, consumer_groups::HEARTBEAT_VERSIONS),
+    (ApiKey::ConsumerGroupDescribe, consumer_groups::DESCRIBE_VERSIONS),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -139,6 +142,12 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched
         ApiKey::OffsetDelete => {
             Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(ctx, header, decode(api, version, body)?))))
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(ctx, header, decode(api, version, body)?))))
+        }
         ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
         ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
@@ -188,6 +197,10 @@ pub mod codes {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
