@@ -34,7 +34,13 @@ enum Pending {
 }
 
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|address| address.to_string()).unwrap_or_else(|_| "unknown".into());
+    let peer_address = stream.peer_addr().ok();
+    let peer = peer_address.map(|address| address.to_string()).unwrap_or_else(|| "unknown".into());
+    // The client's host as Kafka shows it in DescribeGroups (Java's InetAddress.toString()).
+    let client_host: Rc<str> = match peer_address {
+        Some(address) => format!("/{}", address.ip().to_canonical()).into(),
+        None => "/unknown".into(),
+    };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let stream = rt::buffered(stream, RECEIVE_BUFFER_BYTES);
@@ -59,7 +65,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
-        let pending = match api::dispatch(&ctx, frame).await {
+        let pending = match api::dispatch(&ctx, frame, &client_host).await {
             Ok(Dispatched::Ready(frame)) => Pending::Ready(frame),
             Ok(Dispatched::Deferred(future)) => Pending::Task(rt::spawn(future)),
             Err(error) => {

@@ -680,10 +680,11 @@ pub async fn route(
     call: GroupCall,
     api_version: i16,
     client_id: &str,
+    client_host: &str,
 ) -> Result<GroupReply, i16> {
     let info = ensure_offsets_topic(ctx).await?;
     let partition = records::partition_for(group_id, info.partition_count);
-    call_partition(ctx, partition, call, api_version, client_id).await
+    call_partition(ctx, partition, call, api_version, client_id, client_host).await
 }
 
 /// Sends a group call to the owner of `__consumer_offsets-<partition>`.
@@ -693,6 +694,7 @@ pub async fn call_partition(
     call: GroupCall,
     api_version: i16,
     client_id: &str,
+    client_host: &str,
 ) -> Result<GroupReply, i16> {
     let (reply, answer) = oneshot::channel();
     let message = GroupMessage {
@@ -700,7 +702,7 @@ pub async fn call_partition(
         call,
         api_version,
         client_id: client_id.to_string(),
-        client_host: "/127.0.0.1".to_string(),
+        client_host: client_host.to_string(),
         reply,
     };
     let owner = ctx.table.owner(OFFSETS_TOPIC, partition);

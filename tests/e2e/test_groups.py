@@ -612,6 +612,7 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(group_broker, topi
         assert description.partition_assignor in ("range", "roundrobin")
         [described] = description.members
         assert described.member_id == member.consumer.memberid() and described.client_id == "admin-member"
+        assert described.host == "/127.0.0.1", described.host  # the peer address, as Kafka shows it
         assert {(tp.topic, tp.partition) for tp in described.assignment.topic_partitions} == {(topic, 0), (topic, 1)}
 
         with pytest.raises(KafkaException) as refused:

@@ -29,6 +29,7 @@ pub async fn heartbeat(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: ConsumerGroupHeartbeatRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let response = if request.group_id.is_empty() {
         let mut response = ConsumerGroupHeartbeatResponse::default();
@@ -38,7 +39,8 @@ pub async fn heartbeat(
     } else {
         let group_id = request.group_id.0.to_string();
         let call = GroupCall::ConsumerHeartbeat(request);
-        let answer = coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id(&header)).await;
+        let answer =
+            coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id(&header), &client_host).await;
         match answer.and_then(|reply| {
             coordinator::expect(reply, |reply| match reply {
                 GroupReply::ConsumerHeartbeat(response) => Some(response),
@@ -61,6 +63,7 @@ pub async fn describe(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: ConsumerGroupDescribeRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = ConsumerGroupDescribeResponse::default();
     for group_id in &request.group_ids {
@@ -71,12 +74,14 @@ pub async fn describe(
             Err(codes::INVALID_GROUP_ID)
         } else {
             let call = GroupCall::ConsumerDescribe(single);
-            coordinator::route(&ctx, group_id, call, header.request_api_version, &client_id(&header)).await.and_then(|reply| {
-                coordinator::expect(reply, |reply| match reply {
-                    GroupReply::ConsumerDescribe(response) => Some(response),
-                    _ => None,
+            coordinator::route(&ctx, group_id, call, header.request_api_version, &client_id(&header), &client_host)
+                .await
+                .and_then(|reply| {
+                    coordinator::expect(reply, |reply| match reply {
+                        GroupReply::ConsumerDescribe(response) => Some(response),
+                        _ => None,
+                    })
                 })
-            })
         };
         match answer {
             Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),

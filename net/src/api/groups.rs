@@ -97,10 +97,11 @@ async fn one<T>(
     ctx: &Rc<ShardContext>,
     header: &RequestHeader,
     group_id: &str,
+    client_host: &str,
     call: GroupCall,
     pick: impl FnOnce(Reply) -> Option<T>,
 ) -> Result<T, i16> {
-    let reply = coordinator::route(ctx, group_id, call, header.request_api_version, &client_id(header)).await?;
+    let reply = coordinator::route(ctx, group_id, call, header.request_api_version, &client_id(header), client_host).await?;
     coordinator::expect_classic(reply, pick)
 }
 
@@ -108,9 +109,10 @@ pub async fn join_group(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: JoinGroupRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = match one(&ctx, &header, &group_id, GroupCall::Join(request), |reply| match reply {
+    let response = match one(&ctx, &header, &group_id, &client_host, GroupCall::Join(request), |reply| match reply {
         Reply::JoinGroup(response) => Some(response),
         _ => None,
     })
@@ -131,9 +133,10 @@ pub async fn sync_group(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: SyncGroupRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, GroupCall::Sync(request), |reply| match reply {
+    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Sync(request), |reply| match reply {
         Reply::SyncGroup(response) => Some(response),
         _ => None,
     })
@@ -150,9 +153,10 @@ pub async fn heartbeat(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: HeartbeatRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, GroupCall::Heartbeat(request), |reply| match reply {
+    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Heartbeat(request), |reply| match reply {
         Reply::Heartbeat(response) => Some(response),
         _ => None,
     })
@@ -169,9 +173,10 @@ pub async fn leave_group(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: LeaveGroupRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, GroupCall::Leave(request), |reply| match reply {
+    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Leave(request), |reply| match reply {
         Reply::LeaveGroup(response) => Some(response),
         _ => None,
     })
@@ -188,12 +193,13 @@ pub async fn offset_commit(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: OffsetCommitRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
     // Kept for the error answer: every partition gets the code.
     let mut shape = OffsetCommitRequest::default();
     shape.topics = request.topics.clone();
-    let response = one(&ctx, &header, &group_id, GroupCall::OffsetCommit(request), |reply| match reply {
+    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetCommit(request), |reply| match reply {
         Reply::OffsetCommit(response) => Some(response),
         _ => None,
     })
@@ -206,11 +212,12 @@ pub async fn offset_fetch(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: OffsetFetchRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
     if version < 8 {
         let group_id = request.group_id.0.to_string();
-        let response = one(&ctx, &header, &group_id, GroupCall::OffsetFetch(request), |reply| match reply {
+        let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetFetch(request), |reply| match reply {
             Reply::OffsetFetch(response) => Some(response),
             _ => None,
         })
@@ -230,7 +237,7 @@ pub async fn offset_fetch(
         let group_request: OffsetFetchRequestGroup = group.clone();
         single.groups = vec![group_request];
         let group_id = group.group_id.0.to_string();
-        let answer = one(&ctx, &header, &group_id, GroupCall::OffsetFetch(single), |reply| match reply {
+        let answer = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetFetch(single), |reply| match reply {
             Reply::OffsetFetch(response) => Some(response),
             _ => None,
         })
@@ -258,13 +265,14 @@ pub async fn describe_groups(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: DescribeGroupsRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = DescribeGroupsResponse::default();
     for group_id in &request.groups {
         let mut single = DescribeGroupsRequest::default();
         single.groups = vec![group_id.clone()];
         single.include_authorized_operations = request.include_authorized_operations;
-        let answer = one(&ctx, &header, &group_id.0, GroupCall::Describe(single), |reply| match reply {
+        let answer = one(&ctx, &header, &group_id.0, &client_host, GroupCall::Describe(single), |reply| match reply {
             Reply::DescribeGroups(response) => Some(response),
             _ => None,
         })
@@ -289,6 +297,7 @@ pub async fn list_groups(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: ListGroupsRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = ListGroupsResponse::default();
     match ensure_offsets_topic(&ctx).await {
@@ -296,8 +305,15 @@ pub async fn list_groups(
         Ok(info) => {
             for partition in 0..info.partition_count {
                 let call = GroupCall::List(request.clone());
-                let reply =
-                    coordinator::call_partition(&ctx, partition, call, header.request_api_version, &client_id(&header)).await;
+                let reply = coordinator::call_partition(
+                    &ctx,
+                    partition,
+                    call,
+                    header.request_api_version,
+                    &client_id(&header),
+                    &client_host,
+                )
+                .await;
                 match reply.and_then(|reply| {
                     coordinator::expect_classic(reply, |reply| match reply {
                         Reply::ListGroups(listed) => Some(listed),
@@ -318,12 +334,13 @@ pub async fn delete_groups(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: DeleteGroupsRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = DeleteGroupsResponse::default();
     for group_id in &request.groups_names {
         let mut single = DeleteGroupsRequest::default();
         single.groups_names = vec![group_id.clone()];
-        let answer = one(&ctx, &header, &group_id.0, GroupCall::Delete(single), |reply| match reply {
+        let answer = one(&ctx, &header, &group_id.0, &client_host, GroupCall::Delete(single), |reply| match reply {
             Reply::DeleteGroups(response) => Some(response),
             _ => None,
         })
@@ -345,6 +362,7 @@ pub async fn offset_delete(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: OffsetDeleteRequest,
+    client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
     let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = request
@@ -352,7 +370,7 @@ pub async fn offset_delete(
         .iter()
         .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
         .collect();
-    let response = one(&ctx, &header, &group_id, GroupCall::OffsetDelete(request), |reply| match reply {
+    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
         Reply::OffsetDelete(response) => Some(response),
         _ => None,
     })

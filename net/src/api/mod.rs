@@ -96,7 +96,8 @@ pub enum RequestError {
 }
 
 /// Decodes and handles one request frame.
-pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched, RequestError> {
+/// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
+pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApiKey(api_key_raw))?;
@@ -124,30 +125,63 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Dispatched
             Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, decode(api, version, body)?))))
         }
         ApiKey::FindCoordinator => ready(groups::find_coordinator(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::JoinGroup => Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, decode(api, version, body)?)))),
-        ApiKey::Heartbeat => Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, decode(api, version, body)?)))),
-        ApiKey::LeaveGroup => Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, decode(api, version, body)?)))),
-        ApiKey::SyncGroup => Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, decode(api, version, body)?)))),
-        ApiKey::DescribeGroups => {
-            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(ctx, header, decode(api, version, body)?))))
+        ApiKey::JoinGroup => {
+            Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
         }
-        ApiKey::ListGroups => Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, decode(api, version, body)?)))),
-        ApiKey::OffsetCommit => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(ctx, header, decode(api, version, body)?))))
+        ApiKey::Heartbeat => {
+            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, decode(api, version, body)?, client_host.clone()))))
         }
-        ApiKey::OffsetFetch => Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(ctx, header, decode(api, version, body)?)))),
-        ApiKey::DeleteGroups => {
-            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(ctx, header, decode(api, version, body)?))))
+        ApiKey::LeaveGroup => {
+            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
         }
-        ApiKey::OffsetDelete => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(ctx, header, decode(api, version, body)?))))
+        ApiKey::SyncGroup => {
+            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
         }
-        ApiKey::ConsumerGroupHeartbeat => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(ctx, header, decode(api, version, body)?))))
+        ApiKey::DescribeGroups => Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::ListGroups => {
+            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, decode(api, version, body)?, client_host.clone()))))
         }
-        ApiKey::ConsumerGroupDescribe => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(ctx, header, decode(api, version, body)?))))
-        }
+        ApiKey::OffsetCommit => Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::OffsetFetch => Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::DeleteGroups => Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::OffsetDelete => Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::ConsumerGroupHeartbeat => Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::ConsumerGroupDescribe => Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
         ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
         ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
