@@ -20,6 +20,7 @@ apt_packages=(
     python3-venv
     e2fsprogs util-linux
     fio iperf3
+    prometheus
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

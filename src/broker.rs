@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fjord_engine::limits::IO_MEMORY_BYTES_PER_SHARD;
+use fjord_engine::metrics::Metrics;
 use fjord_engine::partition::PartitionSettings;
 use fjord_engine::rt::{self, ShardRuntimeConfig};
 use fjord_net::server::{self, Shared};
@@ -83,11 +84,21 @@ fn run(config: &StartConfig) -> Result<(), String> {
         cache_bytes_per_shard: config.batch_cache_bytes / config.shards,
         partition_settings: PartitionSettings { flush_interval_ms: config.log_flush_interval_ms },
         shard_count: config.shards,
+        metrics: Arc::new(Metrics::new(config.shards)),
         shutdown: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
         listening: AtomicUsize::new(0),
         startup_error: Mutex::new(None),
     });
+    if let Some(listen) = config.metrics_listen {
+        match crate::metrics_http::spawn(listen, shared.metrics.clone()) {
+            Ok(bound) => tracing::info!(%bound, "serving Prometheus metrics at /metrics"),
+            Err(error) if config.metrics_listen_explicit => {
+                return Err(format!("cannot serve metrics on {listen}: {error}"));
+            }
+            Err(error) => tracing::warn!(%listen, %error, "cannot serve metrics on the default address; /metrics is off"),
+        }
+    }
     spawn_signal_thread(shared.clone());
     spawn_ready_reporter(shared.clone(), config.clone());
     let spin_before_park = (config.spin_before_park_us > 0).then(|| Duration::from_micros(config.spin_before_park_us));

@@ -87,6 +87,9 @@ pub struct StartArgs {
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "FJORD_LOG")]
     pub log: Option<String>,
+    /// HOST:PORT of the Prometheus /metrics endpoint, or "off" [default: 0.0.0.0:9644]
+    #[arg(long, env = "FJORD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Settings after precedence and defaults.
@@ -115,6 +118,10 @@ pub struct StartConfig {
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub log: String,
+    /// Where /metrics is served (None: off).
+    pub metrics_listen: Option<SocketAddr>,
+    /// The address was asked for (a bind failure stops the broker, not only a warning).
+    pub metrics_listen_explicit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +182,17 @@ impl StartArgs {
                 "--group-consumer-heartbeat-interval-ms ({consumer_heartbeat_ms}) must be at least 1 and below --group-consumer-session-timeout-ms ({consumer_session_ms})"
             )));
         }
+        let metrics_listen_explicit = self.metrics_listen.is_some() || file.metrics_listen.is_some();
+        let metrics_text = pick!(self, file, metrics_listen, "0.0.0.0:9644".to_string());
+        let metrics_listen = match metrics_text.trim() {
+            "" | "off" | "none" => None,
+            text => Some(
+                text.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .ok_or_else(|| ConfigFileError::Invalid(format!("--metrics-listen {text} is not HOST:PORT (or \"off\")")))?,
+            ),
+        };
         let mut explicit = BTreeMap::new();
         let mut note = |key: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -224,6 +242,8 @@ impl StartArgs {
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
             log: pick!(self, file, log, "info".to_string()),
+            metrics_listen,
+            metrics_listen_explicit,
         })
     }
 }

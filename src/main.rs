@@ -4,6 +4,7 @@
 mod broker;
 mod cli;
 mod config;
+mod metrics_http;
 
 use clap::{Parser, Subcommand};
 

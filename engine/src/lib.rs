@@ -14,6 +14,7 @@ pub mod error;
 pub mod index;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod rt;
 pub mod segment;

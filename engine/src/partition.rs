@@ -348,7 +348,7 @@ impl Partition {
 
     /// DeleteRecords: makes `offset` (-1: the high watermark) the first readable offset and
     /// removes the segments entirely below it. Returns the new log start offset (low watermark).
-    pub async fn delete_records(&self, offset: i64) -> LogResult<i64> {
+    pub async fn delete_records(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
         let Some(log) = self.log.borrow().clone() else {
             return Err(LogError::Deleted(self.name.clone()));
         };
@@ -357,8 +357,7 @@ impl Partition {
         if offset < 0 || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange { offset, start: log.log_start_offset(), end: high_watermark });
         }
-        let (start, _) = log.advance_start_offset(offset).await?;
-        Ok(start)
+        log.advance_start_offset(offset).await
     }
 
     /// Writes one group of queued appends (and syncs if any needs it).

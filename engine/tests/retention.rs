@@ -153,7 +153,9 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         let (partition, model) = filled(dir.path(), config.clone()).await;
         let files = segment_files(dir.path());
         let target = files[2].0 + 4; // inside the third segment
-        assert_eq!(partition.delete_records(target).await.expect("delete records"), target);
+        let (start, removed) = partition.delete_records(target).await.expect("delete records");
+        assert_eq!(start, target);
+        assert!(removed.segments > 0 && removed.bytes > 0, "{removed:?}");
         assert_eq!(segment_files(dir.path())[0].0, files[2].0, "the two segments below are gone");
         assert_eq!(partition.log_start_offset(), target);
         match partition.read(target - 1, 1 << 20) {
@@ -163,12 +165,12 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         must(check_read(&partition, &model, target, 1));
 
         // Never backwards; past the high watermark is out of range; -1 means the high watermark.
-        assert_eq!(partition.delete_records(1).await.expect("lower offset is a no-op"), target);
+        assert_eq!(partition.delete_records(1).await.expect("lower offset is a no-op").0, target);
         assert!(matches!(partition.delete_records(model.end_offset() + 1).await, Err(LogError::OffsetOutOfRange { .. })));
         partition.close().await.expect("close");
         let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
         assert_eq!(partition.log_start_offset(), target, "the start offset survives a restart");
-        assert_eq!(partition.delete_records(-1).await.expect("to the high watermark"), model.end_offset());
+        assert_eq!(partition.delete_records(-1).await.expect("to the high watermark").0, model.end_offset());
         assert!(partition.read(model.end_offset(), 1 << 20).expect("read at the end").chunks.is_empty());
         partition.close().await.expect("close");
     });

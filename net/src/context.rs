@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
+use fjord_engine::metrics::{Metrics, ShardMetrics};
 use fjord_engine::rt::{Mesh, Notify};
 use fjord_engine::shard::{PartitionSpec, ShardStore, ShardTable};
 use fjord_engine::topic_config::{resolve_topic_config, BrokerConfigs, TopicConfig};
@@ -49,6 +50,7 @@ pub struct ShardContext {
     pub shutting_down: Cell<bool>,
     pub shutdown: Rc<Notify>,
     pub coordinator: crate::coordinator::Coordinator,
+    metrics: Arc<Metrics>,
     topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
 }
 
@@ -59,6 +61,7 @@ impl ShardContext {
         metadata: Arc<MetadataTable>,
         controller: Arc<Mutex<Controller>>,
         settings: Arc<BrokerSettings>,
+        metrics: Arc<Metrics>,
     ) -> ShardContext {
         ShardContext {
             shard_id: store.shard_id,
@@ -72,8 +75,14 @@ impl ShardContext {
             shutting_down: Cell::new(false),
             shutdown: Rc::new(Notify::default()),
             coordinator: crate::coordinator::Coordinator::new(settings.coordinator.clone()),
+            metrics,
             topics: RefCell::new((i64::MIN, AHashMap::new())),
         }
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.metrics.shard(self.shard_id)
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {

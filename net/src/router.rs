@@ -12,6 +12,7 @@
 //! first await happens in the order the messages were sent, which keeps a connection's appends to
 //! one partition in order.
 
+use fjord_engine::metrics::RetentionCause;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -326,8 +327,16 @@ pub async fn delete_records_local(ctx: &ShardContext, parts: Vec<DeleteRecordsPa
             Err(error) => Err(error),
         };
         results.push(match outcome {
-            Ok(low_watermark) => {
-                tracing::info!(topic = %part.topic, partition = part.partition, low_watermark, "DeleteRecords moved the log start offset");
+            Ok((low_watermark, removed)) => {
+                ctx.metrics().retention_removed(RetentionCause::StartOffset, removed.segments as u64, removed.bytes);
+                tracing::info!(
+                    topic = %part.topic,
+                    partition = part.partition,
+                    low_watermark,
+                    removed_segments = removed.segments,
+                    removed_bytes = removed.bytes,
+                    "DeleteRecords moved the log start offset"
+                );
                 (0, low_watermark)
             }
             Err(error) => (error.kafka_error_code(), -1),

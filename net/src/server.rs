@@ -2,6 +2,8 @@
 //! (SO_REUSEPORT: the kernel spreads connections over shards), and on shutdown stop accepting,
 //! finish in-flight requests, then flush, sync and close every partition.
 
+use fjord_engine::log::RemovalCause;
+use fjord_engine::metrics::{Metrics, RetentionCause};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -29,6 +31,8 @@ pub struct Shared {
     pub cache_bytes_per_shard: usize,
     pub partition_settings: PartitionSettings,
     pub shard_count: usize,
+    /// Every shard's counters (the /metrics endpoint reads them).
+    pub metrics: Arc<Metrics>,
     /// Set by the signal handler thread.
     pub shutdown: AtomicBool,
     /// Shards that have finished serving clients (second phase of shutdown starts at all).
@@ -52,8 +56,14 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         shared.partition_settings.clone(),
         shared.cache_bytes_per_shard,
     );
-    let ctx =
-        Rc::new(ShardContext::new(store, mesh, shared.metadata.clone(), shared.controller.clone(), shared.settings.clone()));
+    let ctx = Rc::new(ShardContext::new(
+        store,
+        mesh,
+        shared.metadata.clone(),
+        shared.controller.clone(),
+        shared.settings.clone(),
+        shared.metrics.clone(),
+    ));
     let serving_ctx = ctx.clone();
     ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
     open_owned_partitions(&ctx).await;
@@ -78,6 +88,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     };
     shared.listening.fetch_add(1, Ordering::SeqCst);
     rt::spawn_detached(run_retention(ctx.clone()));
+    rt::spawn_detached(run_gauges(ctx.clone()));
     let connections = Rc::new(std::cell::Cell::new(0usize));
     let watcher_ctx = ctx.clone();
     let watcher_shared = shared.clone();
@@ -143,6 +154,12 @@ async fn run_retention(ctx: Rc<ShardContext>) {
             match partition.enforce_retention(fjord_engine::partition::now_ms()).await {
                 Ok(reports) => {
                     for (cause, report) in reports {
+                        let counted = match cause {
+                            RemovalCause::Time => RetentionCause::Time,
+                            RemovalCause::Size => RetentionCause::Size,
+                            RemovalCause::StartOffset => RetentionCause::StartOffset,
+                        };
+                        ctx.metrics().retention_removed(counted, report.segments as u64, report.bytes);
                         removed_segments += report.segments as u64;
                         removed_bytes += report.bytes;
                         tracing::info!(
@@ -160,6 +177,20 @@ async fn run_retention(ctx: Rc<ShardContext>) {
                 Err(error) => tracing::warn!(partition = partition.name(), %error, "retention pass failed"),
             }
             rt::yield_if_needed().await;
+        }
+    }
+}
+
+/// How often a shard refreshes its gauges (open partitions, cache bytes) for /metrics.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn run_gauges(ctx: Rc<ShardContext>) {
+    while !ctx.shutting_down.get() {
+        ctx.metrics().partitions.set(ctx.store.partitions().len() as u64);
+        ctx.metrics().cache_bytes.set(ctx.store.cache_used_bytes() as u64);
+        let shutdown = ctx.shutdown.notified();
+        if rt::timeout(GAUGE_INTERVAL, shutdown).await.is_some() {
+            break;
         }
     }
 }

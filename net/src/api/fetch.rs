@@ -66,6 +66,9 @@ pub async fn handle(
         results = fetch_round(&ctx, &wanted).await;
     }
     apply_max_bytes(&mut results, request.max_bytes.max(0) as usize);
+    let sent: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
+    ctx.metrics().fetch_requests.add(1);
+    ctx.metrics().fetch_bytes.add(sent as u64);
     let isolation_committed = request.isolation_level == 1;
     build_response(&ctx, &header, wanted, results, session, isolation_committed)
 }

@@ -28,6 +28,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         -1 => Acks::Synced,
         _ => return reply_all(&header, &request, codes::INVALID_REQUIRED_ACKS),
     };
+    ctx.metrics().produce_requests.add(1);
     let mut shape: Vec<(String, Vec<(i32, Slot)>)> = Vec::with_capacity(request.topic_data.len());
     let mut routed: Vec<(usize, ProducePart)> = Vec::new();
     let mut position = 0usize;
@@ -44,6 +45,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
                 }
                 (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
                 (Ok(topic), Some(records)) => {
+                    ctx.metrics().produce_bytes.add(records.len() as u64);
                     routed.push((
                         position,
                         ProducePart { topic: name.clone(), partition: index, spec: topic.spec(index), records },
