@@ -325,7 +325,12 @@ pub fn require_keys(batch: &bytes::Bytes) -> Result<(), BatchError> {
 /// codec kept, as Kafka's cleaner keeps them for v2), then the kept raw records, compressed again
 /// with the batch's own codec; the record count, max timestamp, length and CRC are recomputed.
 /// `max_timestamp` is the kept records' largest (LogAppendTime batches keep theirs).
-pub fn rebuild(original: &[u8], header: &BatchHeader, kept_raw: &[bytes::Bytes], max_timestamp: i64) -> Result<bytes::Bytes, BatchError> {
+pub fn rebuild(
+    original: &[u8],
+    header: &BatchHeader,
+    kept_raw: &[bytes::Bytes],
+    max_timestamp: i64,
+) -> Result<bytes::Bytes, BatchError> {
     use bytes::BytesMut;
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 

@@ -43,8 +43,8 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, LogResult};
 use crate::limits::{
-    BATCH_HEADER_BYTES, CLEANER_OFFSET_MAP_BYTES_MAX, CLEANER_OFFSET_MAP_ENTRY_BYTES, CLEANER_READ_BYTES,
-    CLEANER_WRITE_BYTES, SEGMENT_BYTES_MAX,
+    BATCH_HEADER_BYTES, CLEANER_OFFSET_MAP_BYTES_MAX, CLEANER_OFFSET_MAP_ENTRY_BYTES, CLEANER_READ_BYTES, CLEANER_WRITE_BYTES,
+    SEGMENT_BYTES_MAX,
 };
 use crate::log::{list_segments, sync_dir, write_durably, Log};
 use crate::rt;
@@ -296,7 +296,8 @@ impl Log {
         }
         if completed {
             let previous = checkpoint.map_or(i64::MIN, |checkpoint| checkpoint.clean_offset);
-            Checkpoint { clean_offset: end_offset.max(previous), oldest_tombstone_ms: pass.oldest_tombstone_ms }.write(&self.dir)?;
+            Checkpoint { clean_offset: end_offset.max(previous), oldest_tombstone_ms: pass.oldest_tombstone_ms }
+                .write(&self.dir)?;
         }
         pass.report.completed = completed;
         pass.report.duration_ms = started.elapsed().as_millis() as u64;
@@ -329,7 +330,8 @@ impl Log {
             Some(checkpoint) if checkpoint.clean_offset >= log_start && checkpoint.clean_offset <= end => checkpoint.clean_offset,
             _ => log_start,
         };
-        let first_dirty_index = closed.iter().position(|segment| segment.next_offset() > first_dirty_offset && segment.size_bytes() > 0);
+        let first_dirty_index =
+            closed.iter().position(|segment| segment.next_offset() > first_dirty_offset && segment.size_bytes() > 0);
         let first_dirty_index = first_dirty_index.unwrap_or(closed.len());
         let mut first_uncleanable_index = closed.len();
         if config.min_compaction_lag_ms > 0 {
@@ -338,7 +340,8 @@ impl Log {
                 first_uncleanable_index = first_dirty_index + position;
             }
         }
-        let first_uncleanable_offset = closed.get(first_uncleanable_index).map_or_else(|| self.active().base_offset, |segment| segment.base_offset);
+        let first_uncleanable_offset =
+            closed.get(first_uncleanable_index).map_or_else(|| self.active().base_offset, |segment| segment.base_offset);
         let cleanable: Vec<Rc<Segment>> = closed[..first_uncleanable_index].to_vec();
         let first_dirty_index = first_dirty_index.min(cleanable.len());
         let clean_bytes: u64 = cleanable[..first_dirty_index].iter().map(|segment| segment.size_bytes()).sum();
@@ -499,7 +502,12 @@ impl Log {
     }
 
     /// Copies the records of `group` that survive into `cleaned`. `None`: stopped.
-    async fn rewrite_group(&self, cleaned: &Segment, group: &[Rc<Segment>], pass: &mut Pass<'_>) -> LogResult<Option<GroupCounts>> {
+    async fn rewrite_group(
+        &self,
+        cleaned: &Segment,
+        group: &[Rc<Segment>],
+        pass: &mut Pass<'_>,
+    ) -> LogResult<Option<GroupCounts>> {
         let mut counts = GroupCounts::default();
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_bytes = 0usize;
@@ -560,9 +568,8 @@ fn filter_batch(bytes: Bytes, pass: &mut Pass<'_>, counts: &mut GroupCounts) -> 
             Some(key) => pass.map.get(key).is_none_or(|latest| record.offset >= latest),
         };
         let keep = keep && {
-            let expired_tombstone = record.value.is_none()
-                && record.offset < pass.previous_clean_offset
-                && timestamp < pass.tombstone_deadline_ms;
+            let expired_tombstone =
+                record.value.is_none() && record.offset < pass.previous_clean_offset && timestamp < pass.tombstone_deadline_ms;
             if expired_tombstone {
                 counts.tombstones_removed += 1;
             } else if record.value.is_none() && (pass.oldest_tombstone_ms < 0 || timestamp < pass.oldest_tombstone_ms) {

@@ -73,7 +73,8 @@ fn encode_batch(records: &[Produced], compression: Compression, timestamp_ms: i6
 
 /// Produces one batch (acks=1) and returns the records as stored.
 async fn produce(partition: &Partition, records: &[Produced], compression: Compression, timestamp_ms: i64) -> Vec<Rec> {
-    let ticket = partition.append(encode_batch(records, compression, timestamp_ms), Acks::Written).await.expect("append accepted");
+    let ticket =
+        partition.append(encode_batch(records, compression, timestamp_ms), Acks::Written).await.expect("append accepted");
     let base = ticket.base_offset;
     ticket.wait().await.expect("append written");
     records
@@ -101,12 +102,20 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Rec>, Option<i64>), String> {
     let mut next = None;
     for batch in batches {
         let mut buffer = Bytes::from(batch.bytes.clone());
-        let set = RecordBatchDecoder::decode(&mut buffer).map_err(|error| format!("batch at {} undecodable: {error}", batch.base_offset))?;
+        let set = RecordBatchDecoder::decode(&mut buffer)
+            .map_err(|error| format!("batch at {} undecodable: {error}", batch.base_offset))?;
         for record in set.records {
             if record.offset < batch.base_offset || record.offset > batch.last_offset {
-                return Err(format!("record offset {} outside its batch {}..={}", record.offset, batch.base_offset, batch.last_offset));
+                return Err(format!(
+                    "record offset {} outside its batch {}..={}",
+                    record.offset, batch.base_offset, batch.last_offset
+                ));
             }
-            records.push(Rec { offset: record.offset, key: record.key.map(|key| key.to_vec()), value: record.value.map(|value| value.to_vec()) });
+            records.push(Rec {
+                offset: record.offset,
+                key: record.key.map(|key| key.to_vec()),
+                value: record.value.map(|value| value.to_vec()),
+            });
         }
         next = Some(batch.last_offset + 1);
     }
@@ -130,7 +139,11 @@ fn read_all(partition: &Partition) -> Result<Vec<Rec>, String> {
                 continue; // a batch starting before the requested offset: clients skip these
             }
             if out.last().is_some_and(|last| last.offset >= record.offset) {
-                return Err(format!("offset {} after {}: offsets must strictly increase", record.offset, out.last().unwrap().offset));
+                return Err(format!(
+                    "offset {} after {}: offsets must strictly increase",
+                    record.offset,
+                    out.last().unwrap().offset
+                ));
             }
             out.push(record);
         }
@@ -240,7 +253,11 @@ struct Scenario {
 fn scenario() -> impl Strategy<Value = Scenario> {
     let batch = (prop::collection::vec((0u8..6, prop::bool::weighted(0.2)), 1..=5), 0u8..5)
         .prop_map(|(records, codec)| BatchPlan { records, codec });
-    (prop::collection::vec(batch, 1..=40), prop_oneof![Just(300u64), Just(700), Just(2_000)], prop_oneof![Just(0usize), Just(1 << 20)])
+    (
+        prop::collection::vec(batch, 1..=40),
+        prop_oneof![Just(300u64), Just(700), Just(2_000)],
+        prop_oneof![Just(0usize), Just(1 << 20)],
+    )
         .prop_map(|(batches, segment_bytes, cache_bytes)| Scenario { batches, segment_bytes, cache_bytes })
 }
 
@@ -384,13 +401,19 @@ fn crash_at_each_step_of_the_swap_recovers_old_or_new_segments() {
             drop(partition);
 
             let partition = open_partition(dir.path(), config.clone(), CacheBudget::new(0)).await;
-            assert!(files_ending(dir.path(), ".cleaned").is_empty() && files_ending(dir.path(), ".swap").is_empty(), "{point:?}: recovery leaves no temporary files");
+            assert!(
+                files_ending(dir.path(), ".cleaned").is_empty() && files_ending(dir.path(), ".swap").is_empty(),
+                "{point:?}: recovery leaves no temporary files"
+            );
             let recovered = read_all(&partition).unwrap_or_else(|error| panic!("{point:?}: {error}"));
             let fully_compacted = model_pass(&original, end, -1, false);
             // Nothing invented or duplicated: the recovered log is the original minus some records.
             let mut originals = original.iter();
             for record in &recovered {
-                assert!(originals.any(|candidate| candidate == record), "{point:?}: {record:?} is not an original record (or out of order)");
+                assert!(
+                    originals.any(|candidate| candidate == record),
+                    "{point:?}: {record:?} is not an original record (or out of order)"
+                );
             }
             // No latest value lost: everything a full pass keeps is there.
             for record in &fully_compacted {
@@ -451,7 +474,8 @@ fn min_compaction_lag_keeps_young_segments_out_of_the_pass() {
         let young = fill(&partition, now_ms()).await;
         let first_young = young[0].offset;
         model.extend(young);
-        let expected_end = segment_logs(dir.path()).iter().map(|(base, _)| *base).filter(|base| *base <= first_young).max().unwrap();
+        let expected_end =
+            segment_logs(dir.path()).iter().map(|(base, _)| *base).filter(|base| *base <= first_young).max().unwrap();
         let report = compact(&partition, &forced()).await.expect("a pass ran");
         assert_eq!(report.end_offset, expected_end, "the pass ends before the first segment holding a young batch");
         assert!(expected_end > 0 && expected_end < active_snapshot(dir.path()).0);
@@ -466,7 +490,8 @@ fn min_compaction_lag_keeps_young_segments_out_of_the_pass() {
 /// Unique keys: nothing is removed, so the clean part stays as large as it was.
 async fn fill_unique(partition: &Partition, from: u32, batches: u32, timestamp_ms: i64) {
     for index in from..from + batches {
-        let records: Vec<Produced> = (0..4).map(|at| (Some(format!("u{index}-{at}").into_bytes()), Some(vec![b'x'; 40]))).collect();
+        let records: Vec<Produced> =
+            (0..4).map(|at| (Some(format!("u{index}-{at}").into_bytes()), Some(vec![b'x'; 40]))).collect();
         produce(partition, &records, Compression::None, timestamp_ms).await;
     }
 }
@@ -522,11 +547,17 @@ fn an_expired_tombstone_triggers_a_pass_and_goes_only_once_cleaned_before() {
         let old = now_ms() - 600_000;
         let mut model = Vec::new();
         for index in 0..10 {
-            model.extend(produce(&partition, &[(Some(format!("k{index}").into_bytes()), Some(vec![b'v'; 50]))], Compression::None, old).await);
+            model.extend(
+                produce(&partition, &[(Some(format!("k{index}").into_bytes()), Some(vec![b'v'; 50]))], Compression::None, old)
+                    .await,
+            );
         }
         model.extend(produce(&partition, &[(Some(b"k0".to_vec()), None)], Compression::None, old).await);
         for index in 10..16 {
-            model.extend(produce(&partition, &[(Some(format!("k{index}").into_bytes()), Some(vec![b'v'; 50]))], Compression::None, old).await);
+            model.extend(
+                produce(&partition, &[(Some(format!("k{index}").into_bytes()), Some(vec![b'v'; 50]))], Compression::None, old)
+                    .await,
+            );
         }
         config.delete_retention_ms = 0;
         partition.set_config(config);
@@ -534,7 +565,10 @@ fn an_expired_tombstone_triggers_a_pass_and_goes_only_once_cleaned_before() {
         assert_eq!(first.tombstones_removed, 0, "the tombstone was not cleaned before");
         let after_first = read_all(&partition).unwrap();
         assert!(after_first.iter().any(|record| record.key.as_deref() == Some(b"k0") && record.value.is_none()));
-        assert!(!after_first.iter().any(|record| record.key.as_deref() == Some(b"k0") && record.value.is_some()), "the tombstone removed the older value");
+        assert!(
+            !after_first.iter().any(|record| record.key.as_deref() == Some(b"k0") && record.value.is_some()),
+            "the tombstone removed the older value"
+        );
         // Nothing dirty now, but the kept tombstone has expired: a pass runs and drops it.
         let second = compact(&partition, &CompactOptions::default()).await.expect("an expired tombstone is reason enough");
         assert_eq!(second.tombstones_removed, 1);
@@ -548,13 +582,19 @@ fn an_expired_tombstone_triggers_a_pass_and_goes_only_once_cleaned_before() {
 #[test]
 fn compacted_topics_refuse_records_without_a_key_with_invalid_record() {
     run(|| async {
-        for (policy, refused) in [(CleanupPolicy::Compact, true), (CleanupPolicy::CompactDelete, true), (CleanupPolicy::Delete, false)] {
+        for (policy, refused) in
+            [(CleanupPolicy::Compact, true), (CleanupPolicy::CompactDelete, true), (CleanupPolicy::Delete, false)]
+        {
             let dir = temp_dir();
             let mut config = topic_config(1 << 20);
             config.cleanup_policy = policy;
             let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
             for compression in [Compression::None, Compression::Zstd] {
-                let batch = encode_batch(&[(Some(b"k".to_vec()), Some(b"v".to_vec())), (None, Some(b"v".to_vec()))], compression, now_ms());
+                let batch = encode_batch(
+                    &[(Some(b"k".to_vec()), Some(b"v".to_vec())), (None, Some(b"v".to_vec()))],
+                    compression,
+                    now_ms(),
+                );
                 match partition.append(batch, Acks::Written).await {
                     Err(error @ LogError::Batch(_)) if refused => assert_eq!(error.kafka_error_code(), 87, "INVALID_RECORD"),
                     Ok(ticket) if !refused => ticket.wait().await.expect("written"),
@@ -574,10 +614,19 @@ fn every_codec_is_rewritten_with_its_own_codec() {
             let dir = temp_dir();
             let partition = open_partition(dir.path(), compacted_config(300), CacheBudget::new(0)).await;
             let old = now_ms() - 60_000;
-            let records: Vec<Produced> = (0..6).map(|at| (Some(format!("k{}", at % 3).into_bytes()), Some(format!("v{at}").into_bytes()))).collect();
+            let records: Vec<Produced> =
+                (0..6).map(|at| (Some(format!("k{}", at % 3).into_bytes()), Some(format!("v{at}").into_bytes()))).collect();
             let mut model = produce(&partition, &records, codec(code), old).await;
             for index in 0..6 {
-                model.extend(produce(&partition, &[(Some(format!("filler{index}").into_bytes()), Some(vec![b'f'; 80]))], Compression::None, old).await);
+                model.extend(
+                    produce(
+                        &partition,
+                        &[(Some(format!("filler{index}").into_bytes()), Some(vec![b'f'; 80]))],
+                        Compression::None,
+                        old,
+                    )
+                    .await,
+                );
             }
             let report = compact(&partition, &forced()).await.expect("a pass ran");
             assert_eq!(read_all(&partition).unwrap(), model_pass(&model, report.end_offset, -1, false));
