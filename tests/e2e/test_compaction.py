@@ -182,6 +182,10 @@ def test_sigkill_while_the_cleaner_rewrites_loses_and_duplicates_nothing(broker_
             last_seen[r.key] = r.value
         assert last_seen == latest, f"iteration {iteration}: a key lost its latest value"
     print(f"\nkills during a rewrite (cleaner files present): {hits} of 6")
+    lines = _cleaner_lines(broker, topic)
+    if lines:
+        biggest = max(lines, key=lambda line: int(_report(line).get("duration_ms", "0")))
+        print(f"longest cleaner pass: {biggest}")
 
 
 def test_a_record_without_a_key_is_refused_on_compacted_topics(broker_factory, topic):
