@@ -57,6 +57,9 @@ pub struct StartArgs {
     /// How often each shard applies retention to its partitions (log.retention.check.interval.ms) [default: 300000]
     #[arg(long, env = "FJORD_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// How long each shard's log cleaner waits between passes over its compacted partitions (log.cleaner.backoff.ms) [default: 15000]
+    #[arg(long, env = "FJORD_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// Partitions of the __consumer_offsets topic, fixed when it is created (offsets.topic.num.partitions) [default: 50]
     #[arg(long, env = "FJORD_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
@@ -109,6 +112,7 @@ pub struct StartConfig {
     pub socket_request_max_bytes: usize,
     pub log_flush_interval_ms: u64,
     pub log_retention_check_interval_ms: u64,
+    pub log_cleaner_backoff_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
@@ -214,6 +218,7 @@ impl StartArgs {
         note("log.retention.bytes", set!(log_retention_bytes));
         note("log.flush.interval.ms", set!(log_flush_interval_ms));
         note("log.retention.check.interval.ms", set!(log_retention_check_interval_ms));
+        note("log.cleaner.backoff.ms", set!(log_cleaner_backoff_ms));
         note("offsets.topic.num.partitions", set!(offsets_topic_num_partitions));
         note("group.initial.rebalance.delay.ms", set!(group_initial_rebalance_delay_ms));
         note("group.min.session.timeout.ms", set!(group_min_session_timeout_ms));
@@ -233,6 +238,7 @@ impl StartArgs {
             socket_request_max_bytes,
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             log_retention_check_interval_ms: pick!(self, file, log_retention_check_interval_ms, 300_000).max(1),
+            log_cleaner_backoff_ms: pick!(self, file, log_cleaner_backoff_ms, 15_000).max(1),
             offsets_topic_num_partitions: pick!(self, file, offsets_topic_num_partitions, 50).clamp(1, 10_000),
             group_initial_rebalance_delay_ms: pick!(self, file, group_initial_rebalance_delay_ms, 3_000).max(0),
             group_min_session_timeout_ms: pick!(self, file, group_min_session_timeout_ms, 6_000).max(0),

@@ -104,6 +104,18 @@ impl BatchCache {
         Some(out)
     }
 
+    /// Drops batches that end below `offset` (their segments were replaced by the cleaner).
+    /// Batches there are all written (closed segments), and the rest stays contiguous.
+    pub fn remove_below(&mut self, offset: i64) {
+        while let Some(first) = self.batches.front() {
+            if first.last_offset >= offset {
+                break;
+            }
+            let first = self.batches.pop_front().expect("front exists");
+            self.forget(first.bytes.len());
+        }
+    }
+
     /// Drops batches at or after `offset` (truncation).
     pub fn truncate_to(&mut self, offset: i64) {
         while let Some(last) = self.batches.back() {

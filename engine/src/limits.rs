@@ -42,6 +42,23 @@ pub const SHARDS_MAX: usize = 256;
 /// Largest segment file; positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 
+/// Memory for one pass's offset map (key → latest offset of the dirty part) per shard; Kafka's
+/// log.cleaner.dedupe.buffer.size is 128 MiB for all cleaner threads. A pass whose map fills up
+/// cleans up to the segment where it filled (the limit is checked per segment, so one segment's
+/// keys may go past it).
+pub const CLEANER_OFFSET_MAP_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What one offset-map entry costs besides its key bytes (hash table slot, `Bytes`, offset).
+pub const CLEANER_OFFSET_MAP_ENTRY_BYTES: usize = 64;
+
+/// The cleaner reads closed segments in chunks of this size (a larger batch is read whole).
+pub const CLEANER_READ_BYTES: usize = 1024 * 1024;
+
+/// The cleaner writes a cleaned segment in appends of about this size.
+pub const CLEANER_WRITE_BYTES: usize = DMA_WRITE_BYTES_MAX;
+
+const _: () = assert!(CLEANER_READ_BYTES >= BATCH_HEADER_BYTES);
+const _: () = assert!(CLEANER_OFFSET_MAP_BYTES_MAX >= 1024 * CLEANER_OFFSET_MAP_ENTRY_BYTES);
 const _: () = assert!((DMA_WRITE_BYTES_MAX as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
 const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
 const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);

@@ -52,8 +52,9 @@ impl RemovalReport {
 
 /// The segments of one partition. Lives on the shard that owns the partition.
 pub struct Log {
-    dir: PathBuf,
-    segments: RefCell<BTreeMap<i64, Rc<Segment>>>,
+    pub(crate) dir: PathBuf,
+    /// Keyed by base offset. The cleaner (compaction.rs) replaces groups of closed segments here.
+    pub(crate) segments: RefCell<BTreeMap<i64, Rc<Segment>>>,
     log_start_offset: Cell<i64>,
 }
 
@@ -68,6 +69,8 @@ impl Log {
     /// Opens (or creates) the log in `dir`, recovering the last segment.
     pub async fn open(dir: &Path, now_ms: i64) -> LogResult<(Log, OpenReport)> {
         std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
+        // An interrupted compaction is finished (or undone) before the segments are listed.
+        crate::compaction::recover_interrupted(dir)?;
         let base_offsets = list_segments(dir)?;
         let recovery_point = read_recovery_point(dir);
         let mut segments = BTreeMap::new();
@@ -149,11 +152,21 @@ impl Log {
         if slice.is_some() {
             return Ok(slice);
         }
-        // The offset may sit in a gap at the end of a segment: continue with the next one.
-        let next = self.segments.borrow().range(offset + 1..).next().map(|(_, segment)| segment.clone());
-        match next {
-            Some(segment) => segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?),
-            None => Ok(None),
+        // The offset may sit in a gap at the end of a segment (compaction removed the batches
+        // there, or a whole cleaned segment is empty): the next batch after it answers, as in
+        // Kafka. Each step moves to a later segment, so the walk ends.
+        let mut from = segment.base_offset;
+        loop {
+            let next = self.segments.borrow().range(from + 1..).next().map(|(_, segment)| segment.clone());
+            let Some(segment) = next else { return Ok(None) };
+            if segment.base_offset >= max_offset {
+                return Ok(None);
+            }
+            let slice = segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?)?;
+            if slice.is_some() {
+                return Ok(slice);
+            }
+            from = segment.base_offset;
         }
     }
 
@@ -344,7 +357,7 @@ impl Log {
     }
 }
 
-fn list_segments(dir: &Path) -> LogResult<Vec<i64>> {
+pub(crate) fn list_segments(dir: &Path) -> LogResult<Vec<i64>> {
     let mut base_offsets = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|error| LogError::io(dir, error))? {
         let entry = entry.map_err(|error| LogError::io(dir, error))?;
@@ -376,7 +389,7 @@ fn read_log_start_offset(dir: &Path) -> Option<i64> {
 
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, so a crash leaves
 /// either the old or the new contents.
-fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary)?;
@@ -387,6 +400,11 @@ fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Makes renames and removals in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Recovery's scan of raw segment bytes (for the fuzz target): length of the valid prefix.

@@ -21,6 +21,7 @@ use futures::channel::oneshot;
 
 use crate::batch;
 use crate::cache::{BatchCache, CacheBudget, CachedBatch};
+use crate::compaction::{CleanReport, CompactOptions, CompactionConfig};
 use crate::error::{LogError, LogResult};
 use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
 use crate::log::{Log, RemovalCause, RemovalReport};
@@ -126,6 +127,9 @@ pub struct Partition {
     flushing: Cell<bool>,
     /// Retention found the active segment expired: the flusher rolls it when idle.
     roll_requested: Cell<bool>,
+    /// A cleaning pass runs (close waits for it: the pass holds the log).
+    compacting: Cell<bool>,
+    compaction_done: Rc<Notify>,
     poisoned: Cell<bool>,
     closing: Cell<bool>,
     flusher_done: RefCell<Option<rt::Task<()>>>,
@@ -175,6 +179,8 @@ impl Partition {
             unsynced: Cell::new(false),
             flushing: Cell::new(false),
             roll_requested: Cell::new(false),
+            compacting: Cell::new(false),
+            compaction_done: Rc::new(Notify::default()),
             poisoned: Cell::new(false),
             closing: Cell::new(false),
             flusher_done: RefCell::new(None),
@@ -235,6 +241,13 @@ impl Partition {
             (config.max_message_bytes as usize, config.message_timestamp_type == TimestampType::LogAppendTime)
         };
         let headers = batch::validate_produced(&records, max_message_bytes)?;
+        if self.config.borrow().cleanup_policy.compacts() {
+            let mut position = 0usize;
+            for header in &headers {
+                batch::require_keys(&records.slice(position..position + header.size_bytes))?;
+                position += header.size_bytes;
+            }
+        }
         let base_offset = self.next_offset.get();
         let append_time_ms = now_ms();
         let mut copy = BytesMut::from(&records[..]);
@@ -346,6 +359,31 @@ impl Partition {
         Ok(reports)
     }
 
+    /// One log-cleaner pass (the shard's background cleaner calls it) when the cleanup policy
+    /// compacts and the log needs it; see `compaction`. Cached batches of replaced segments are
+    /// dropped as the segments are swapped; a close stops the pass between two batches.
+    pub async fn compact(&self, now_ms: i64, options: &CompactOptions) -> LogResult<Option<CleanReport>> {
+        let Some(log) = self.log.borrow().clone() else { return Ok(None) };
+        let config = self.config.borrow().clone();
+        if self.poisoned.get() || self.closing.get() || self.compacting.get() || !config.cleanup_policy.compacts() {
+            return Ok(None);
+        }
+        self.compacting.set(true);
+        let mut on_swap = |_base: i64, end: i64| self.cache.borrow_mut().remove_below(end);
+        let stop = || self.closing.get();
+        let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &mut on_swap, &stop).await;
+        drop(log);
+        self.compacting.set(false);
+        self.compaction_done.notify_all();
+        result
+    }
+
+    async fn wait_for_compaction(&self) {
+        while self.compacting.get() {
+            self.compaction_done.notified().await;
+        }
+    }
+
     /// DeleteRecords: makes `offset` (-1: the high watermark) the first readable offset and
     /// removes the segments entirely below it. Returns the new log start offset (low watermark).
     pub async fn delete_records(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
@@ -429,7 +467,14 @@ impl Partition {
             let active = log.active();
             let now = now_ms();
             let too_big = active.size_bytes() + run_bytes + pending.bytes as u64 > config.segment_bytes.min(SEGMENT_BYTES_MAX);
-            let too_old = config.segment_ms > 0 && now - active.created_at_ms > config.segment_ms;
+            // A compacted log also rolls by max.compaction.lag.ms, so its newest records become
+            // cleanable in time (Kafka: LogConfig.maxSegmentMs).
+            let segment_ms = if config.cleanup_policy.compacts() && config.max_compaction_lag_ms > 0 {
+                config.segment_ms.min(config.max_compaction_lag_ms)
+            } else {
+                config.segment_ms
+            };
+            let too_old = segment_ms > 0 && now - active.created_at_ms > segment_ms;
             let index_full = active.index_entries() >= INDEX_ENTRIES_MAX;
             if active.size_bytes() + run_bytes > 0 && (too_big || too_old || index_full) {
                 active.append(&run).await?;
@@ -512,6 +557,7 @@ impl Partition {
     pub async fn close(&self) -> LogResult<()> {
         self.closing.set(true);
         self.flusher_wake.notify_all();
+        self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
         if let Some(flusher) = flusher {
             flusher.await;
@@ -532,6 +578,7 @@ impl Partition {
     pub async fn delete(&self) -> LogResult<()> {
         self.closing.set(true);
         self.flusher_wake.notify_all();
+        self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
         if let Some(flusher) = flusher {
             flusher.await;

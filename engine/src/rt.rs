@@ -44,6 +44,39 @@ pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
+/// Shares of the background task queue (retention, compaction) against the 1000 of the queue
+/// produce and fetch run in: under load the background gets about a tenth of the core.
+pub const BACKGROUND_SHARES: usize = 100;
+
+thread_local! {
+    /// (executor id, queue) of the background queue on this thread's executor, made on first use.
+    static BACKGROUND_QUEUE: Cell<Option<(usize, glommio::TaskQueueHandle)>> = const { Cell::new(None) };
+}
+
+/// Spawns a detached task in the shard's low-share background queue (DESIGN.md: background work
+/// yields to produce and fetch). Its long loops still call [`yield_if_needed`].
+pub fn spawn_background(future: impl Future<Output = ()> + 'static) {
+    let executor = glommio::executor();
+    let queue = BACKGROUND_QUEUE.with(|slot| match slot.get() {
+        Some((id, queue)) if id == executor.id() => queue,
+        _ => {
+            let queue = executor.create_task_queue(
+                glommio::Shares::Static(BACKGROUND_SHARES),
+                glommio::Latency::NotImportant,
+                "fjord-background",
+            );
+            slot.set(Some((executor.id(), queue)));
+            queue
+        }
+    });
+    match glommio::spawn_local_into(future, queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(error) => tracing::error!(%error, "cannot spawn into the background queue"),
+    }
+}
+
 /// Runs blocking work (sendfile, buffered reads, metadata fsync) on the shard's blocking pool.
 pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(work).await

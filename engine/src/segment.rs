@@ -75,17 +75,35 @@ impl Segment {
         if path.exists() {
             std::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
         }
-        let segment = Segment::open_files(dir, base_offset, now_ms).await?;
+        let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
+        let segment = Segment::open_files(path, index_path, base_offset, now_ms).await?;
         Ok(segment)
     }
 
-    async fn open_files(dir: &Path, base_offset: i64, created_at_ms: i64) -> LogResult<Segment> {
-        let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+    /// Creates an empty segment for offsets from `base_offset` under other file names (the
+    /// cleaner writes `.cleaned` files, renamed later: see [`Segment::set_paths`]).
+    pub async fn create_at(log_path: PathBuf, index_path: PathBuf, base_offset: i64, now_ms: i64) -> LogResult<Segment> {
+        for path in [&log_path, &index_path] {
+            match std::fs::remove_file(path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io(path, error)),
+                _ => {}
+            }
+        }
+        Segment::open_files(log_path, index_path, base_offset, now_ms).await
+    }
+
+    /// Records that the segment's files were renamed (open descriptors follow the inode).
+    pub fn set_paths(&mut self, log_path: PathBuf, index_path: PathBuf) {
+        self.path = log_path;
+        self.index_path = index_path;
+    }
+
+    async fn open_files(path: PathBuf, index_path: PathBuf, base_offset: i64, created_at_ms: i64) -> LogResult<Segment> {
         let dma = DmaFile::open_rw(&path).await.map_err(|error| LogError::io(&path, error))?;
         let reader = File::open(&path).map_err(|error| LogError::io(&path, error))?;
         Ok(Segment {
             base_offset,
-            index_path: dir.join(file_name(base_offset, INDEX_SUFFIX)),
+            index_path,
             path,
             dma,
             reader: Arc::new(reader),
@@ -114,7 +132,8 @@ impl Segment {
             .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|duration| duration.as_millis() as i64)
             .unwrap_or(0);
-        let segment = Segment::open_files(dir, base_offset, modified_ms).await?;
+        let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
+        let segment = Segment::open_files(path.clone(), index_path, base_offset, modified_ms).await?;
         let file_bytes = segment.reader.metadata().map_err(|error| LogError::io(&path, error))?.len();
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
@@ -412,6 +431,20 @@ impl Segment {
     }
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    pub fn index_path(&self) -> &Path {
+        &self.index_path
+    }
+    /// The buffered read descriptor (blocking reads off the shard: `rt::spawn_blocking`).
+    pub fn reader(&self) -> Arc<File> {
+        self.reader.clone()
+    }
+    /// Max timestamp of the first batch (max.compaction.lag.ms measures from it, as Kafka does).
+    pub fn first_batch_max_timestamp_ms(&self) -> LogResult<Option<i64>> {
+        if self.size_bytes.get() == 0 {
+            return Ok(None);
+        }
+        Ok(self.read_header(0)?.map(|header| header.max_timestamp))
     }
 
     /// Removes the segment's files (retention, truncation, topic deletion).

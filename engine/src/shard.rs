@@ -8,13 +8,14 @@
 //!    (topic, partition) ─▶ Rc<Partition>       opened lazily on first use, closed on shutdown
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ahash::AHashMap;
 
 use crate::cache::CacheBudget;
+use crate::compaction::{CleanReport, CleanerStats};
 use crate::error::{LogError, LogResult};
 use crate::partition::{Partition, PartitionSettings};
 use crate::rt::Notify;
@@ -64,6 +65,7 @@ pub struct ShardStore {
     budget: Rc<CacheBudget>,
     partitions: RefCell<AHashMap<Key, Rc<Partition>>>,
     opening: RefCell<AHashMap<Key, Rc<Notify>>>,
+    cleaner_stats: Cell<CleanerStats>,
 }
 
 impl ShardStore {
@@ -82,7 +84,21 @@ impl ShardStore {
             budget: CacheBudget::new(cache_bytes),
             partitions: RefCell::new(AHashMap::new()),
             opening: RefCell::new(AHashMap::new()),
+            cleaner_stats: Cell::new(CleanerStats::default()),
         }
+    }
+
+    /// The shard's log-cleaner totals since start.
+    pub fn cleaner_stats(&self) -> CleanerStats {
+        self.cleaner_stats.get()
+    }
+
+    /// Adds one cleaning pass to the shard's totals; returns the new totals.
+    pub fn note_cleaning(&self, report: &CleanReport) -> CleanerStats {
+        let mut stats = self.cleaner_stats.get();
+        stats.add(report);
+        self.cleaner_stats.set(stats);
+        stats
     }
 
     pub fn cache_used_bytes(&self) -> usize {

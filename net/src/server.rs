@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fjord_engine::partition::PartitionSettings;
+use fjord_engine::compaction::CompactOptions;
+use fjord_engine::partition::{Partition, PartitionSettings};
 use fjord_engine::rt::{self, Mesh};
 use fjord_engine::shard::{ShardStore, ShardTable};
 use fjord_replication::metadata::{Controller, MetadataTable};
@@ -87,8 +88,9 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         }
     };
     shared.listening.fetch_add(1, Ordering::SeqCst);
-    rt::spawn_detached(run_retention(ctx.clone()));
-    rt::spawn_detached(run_gauges(ctx.clone()));
+    rt::spawn_background(run_retention(ctx.clone()));
+    rt::spawn_background(run_cleaner(ctx.clone()));
+    rt::spawn_background(run_gauges(ctx.clone()));
     let connections = Rc::new(std::cell::Cell::new(0usize));
     let watcher_ctx = ctx.clone();
     let watcher_shared = shared.clone();
@@ -145,12 +147,7 @@ async fn run_retention(ctx: Rc<ShardContext>) {
             if ctx.shutting_down.get() {
                 break;
             }
-            // Config changes reach partitions lazily (the produce path applies them too).
-            if let Some(info) = ctx.topic(&partition.topic) {
-                if !partition.config_is(&info.config) {
-                    partition.set_config(info.config.clone());
-                }
-            }
+            refresh_config(&ctx, &partition);
             match partition.enforce_retention(fjord_engine::partition::now_ms()).await {
                 Ok(reports) => {
                     for (cause, report) in reports {
@@ -175,6 +172,71 @@ async fn run_retention(ctx: Rc<ShardContext>) {
                     }
                 }
                 Err(error) => tracing::warn!(partition = partition.name(), %error, "retention pass failed"),
+            }
+            rt::yield_if_needed().await;
+        }
+    }
+}
+
+/// Config changes reach partitions lazily (the produce path applies them too).
+fn refresh_config(ctx: &ShardContext, partition: &Partition) {
+    if let Some(info) = ctx.topic(&partition.topic) {
+        if !partition.config_is(&info.config) {
+            partition.set_config(info.config.clone());
+        }
+    }
+}
+
+/// The shard's log cleaner: every log.cleaner.backoff.ms, one pass over the compacted partitions
+/// it owns (each cleaned only if it needs it: dirty ratio, lags, expired tombstones). One log line
+/// per cleaned partition, with the shard's running totals.
+async fn run_cleaner(ctx: Rc<ShardContext>) {
+    let backoff = ctx.settings.cleaner_backoff;
+    while !ctx.shutting_down.get() {
+        let shutdown = ctx.shutdown.notified();
+        if rt::timeout(backoff, shutdown).await.is_some() {
+            break;
+        }
+        for partition in ctx.store.partitions() {
+            if ctx.shutting_down.get() {
+                break;
+            }
+            refresh_config(&ctx, &partition);
+            if !partition.config().cleanup_policy.compacts() {
+                continue;
+            }
+            match partition.compact(fjord_engine::partition::now_ms(), &CompactOptions::default()).await {
+                Ok(Some(report)) => {
+                    let totals = ctx.store.note_cleaning(&report);
+                    let counters = ctx.metrics();
+                    counters.compaction_passes.add(1);
+                    counters.compaction_segments_cleaned.add(report.segments_before as u64);
+                    counters.compaction_bytes_read.add(report.bytes_read);
+                    counters.compaction_bytes_written.add(report.bytes_after);
+                    counters.compaction_records_removed.add(report.records_before - report.records_after);
+                    counters.compaction_tombstones_removed.add(report.tombstones_removed);
+                    tracing::info!(
+                        partition = partition.name(),
+                        completed = report.completed,
+                        dirty_offsets = format!("{}..{}", report.first_dirty_offset, report.end_offset),
+                        dirty_ratio = format!("{:.3}", report.dirty_ratio),
+                        segments = format!("{} -> {}", report.segments_before, report.segments_after),
+                        records = format!("{} -> {}", report.records_before, report.records_after),
+                        bytes = format!("{} -> {}", report.bytes_before, report.bytes_after),
+                        tombstones_removed = report.tombstones_removed,
+                        duration_ms = report.duration_ms,
+                        mb_per_s = format!("{:.1}", report.megabytes_per_second()),
+                        shard_passes_total = totals.passes,
+                        shard_segments_cleaned_total = totals.segments_cleaned,
+                        shard_bytes_read_total = totals.bytes_read,
+                        shard_bytes_written_total = totals.bytes_written,
+                        shard_records_removed_total = totals.records_removed,
+                        shard_tombstones_removed_total = totals.tombstones_removed,
+                        "log cleaner compacted partition"
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(partition = partition.name(), %error, "log cleaner pass failed"),
             }
             rt::yield_if_needed().await;
         }

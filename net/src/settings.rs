@@ -15,6 +15,8 @@ pub struct BrokerSettings {
     pub socket_request_max_bytes: usize,
     /// log.retention.check.interval.ms: how often each shard runs retention over its partitions.
     pub retention_check_interval: std::time::Duration,
+    /// log.cleaner.backoff.ms: how long each shard's log cleaner sleeps between passes.
+    pub cleaner_backoff: std::time::Duration,
     /// Group coordinator settings (group.*, offsets.topic.num.partitions).
     pub coordinator: crate::coordinator::CoordinatorSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).

@@ -261,6 +261,9 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(doc, deny(rustdoc::broken_intra_doc_links))]
 #![cfg_attr(feature = "native-tls", feature(thread_local))]
+// FJORD PATCH: upstream 0.9.0 has two warnings under newer compilers (an unused trait method, an
+// ignored `into_raw_fd` result); silenced here so a vendored build is quiet.
+#![allow(dead_code, unused_must_use)]
 
 #[macro_use]
 extern crate nix;
