@@ -631,7 +631,9 @@ fn encode_batch(group_records: &[(Bytes, Option<Bytes>)]) -> Option<Bytes> {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever offset − sequence changes: counting up
+            // from -1 keeps one batch (base sequence -1: not an idempotent producer).
+            sequence: (-1i32).wrapping_add(index as i32),
             timestamp: now,
             key: Some(key.clone()),
             value: value.clone(),
@@ -790,5 +792,26 @@ impl TopicsView for ImageTopics {
                 visit(name, info);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_becomes_one_batch() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
+            .map(|index| (Bytes::from(format!("key-{index}")), (index != 1).then(|| Bytes::from_static(b"value"))))
+            .collect();
+        let batch = encode_batch(&records).expect("encodes");
+        let length = i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize;
+        assert_eq!(12 + length, batch.len(), "exactly one batch");
+        assert_eq!(i32::from_be_bytes(batch[57..61].try_into().unwrap()), 3, "record count");
+        assert_eq!(i32::from_be_bytes(batch[53..57].try_into().unwrap()), -1, "base sequence: not idempotent");
+        let decoded = RecordBatchDecoder::decode(&mut batch.clone()).expect("decodes");
+        let keys: Vec<_> = decoded.records.iter().map(|record| record.key.clone().unwrap()).collect();
+        assert_eq!(keys, records.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>());
+        assert!(decoded.records[1].value.is_none(), "tombstone kept");
     }
 }
