@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::batch::BatchHeader;
 use crate::error::{LogError, LogResult};
 use crate::rt;
 use crate::segment::{self, FileSlice, RecoveryReport, Segment, LOG_SUFFIX};
@@ -179,6 +180,24 @@ impl Log {
             Some(segment) => segment.max_timestamp(),
             None => Ok(None),
         }
+    }
+
+    /// Walks the batch headers from the batch holding `from_offset` (or the first after it) to
+    /// the end of the log, oldest first, reading headers only (producer state recovery).
+    pub fn scan_headers(&self, from_offset: i64, mut visit: impl FnMut(&BatchHeader)) -> LogResult<usize> {
+        let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
+        let mut batches = 0usize;
+        for segment in segments.iter().filter(|segment| segment.next_offset() > from_offset) {
+            let size = segment.size_bytes();
+            let mut position = segment.position_of_batch_starting_at_or_after(from_offset)?;
+            while position < size {
+                let Some(header) = segment.read_header(position)? else { break };
+                visit(&header);
+                batches += 1;
+                position += header.size_bytes as u64;
+            }
+        }
+        Ok(batches)
     }
 
     /// Moves the log start offset up to `offset` (never down) and persists it before it takes
