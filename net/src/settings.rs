@@ -15,6 +15,10 @@ pub struct BrokerSettings {
     pub socket_request_max_bytes: usize,
     /// log.retention.check.interval.ms: how often each shard runs retention over its partitions.
     pub retention_check_interval: std::time::Duration,
+    /// producer.id.expiration.ms: idempotent producers idle this long are forgotten per partition.
+    pub producer_id_expiration_ms: i64,
+    /// producer.id.expiration.check.interval.ms: how often each shard looks for them.
+    pub producer_id_expiration_check_interval: std::time::Duration,
     /// Group coordinator settings (group.*, offsets.topic.num.partitions).
     pub coordinator: crate::coordinator::CoordinatorSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).
