@@ -78,7 +78,10 @@ impl ProducerEntry {
             return None;
         }
         let last_sequence = batch.last_sequence();
-        self.batches.iter().find(|kept| kept.first_sequence == batch.first_sequence && kept.last_sequence == last_sequence).copied()
+        self.batches
+            .iter()
+            .find(|kept| kept.first_sequence == batch.first_sequence && kept.last_sequence == last_sequence)
+            .copied()
     }
 
     /// Records a batch; a new epoch forgets the batches of the old one (Kafka's `addBatch`).
@@ -288,7 +291,11 @@ impl ProducerStateTable {
     fn evict_least_recent(&mut self) {
         let oldest = self.producers.iter().min_by_key(|(id, entry)| (entry.last_timestamp_ms, **id)).map(|(id, _)| *id);
         if let Some(oldest) = oldest {
-            tracing::warn!(producer_id = oldest, max = PRODUCERS_PER_PARTITION_MAX, "too many producers on a partition: evicting the least recent");
+            tracing::warn!(
+                producer_id = oldest,
+                max = PRODUCERS_PER_PARTITION_MAX,
+                "too many producers on a partition: evicting the least recent"
+            );
             self.producers.remove(&oldest);
         }
     }
@@ -365,7 +372,11 @@ impl ProducerStateTable {
 /// Kafka's `checkProducerEpoch` then `checkSequence` (client appends only).
 fn check_batch(batch: &ProducerBatch, current: Option<&ProducerEntry>, updated: &ProducerEntry) -> Result<(), ProducerError> {
     if batch.epoch < updated.epoch {
-        return Err(ProducerError::InvalidEpoch { producer_id: batch.producer_id, epoch: batch.epoch, current_epoch: updated.epoch });
+        return Err(ProducerError::InvalidEpoch {
+            producer_id: batch.producer_id,
+            epoch: batch.epoch,
+            current_epoch: updated.epoch,
+        });
     }
     if batch.epoch != updated.epoch {
         if batch.first_sequence != 0 && updated.epoch != NO_PRODUCER_EPOCH {
@@ -488,7 +499,14 @@ mod tests {
     use super::*;
 
     fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32, first_offset: i64) -> ProducerBatch {
-        ProducerBatch { producer_id, epoch, first_sequence, last_offset_delta: count - 1, first_offset, timestamp_ms: 1000 + first_offset }
+        ProducerBatch {
+            producer_id,
+            epoch,
+            first_sequence,
+            last_offset_delta: count - 1,
+            first_offset,
+            timestamp_ms: 1000 + first_offset,
+        }
     }
 
     fn append(table: &mut ProducerStateTable, batch: ProducerBatch) -> Result<Option<BatchMetadata>, ProducerError> {

@@ -82,7 +82,9 @@ fn model_append(producers: &mut [Option<ModelProducer>], batch: &ProducerBatch) 
     if let Some(producer) = slot.as_ref() {
         let window: Vec<&Accepted> = producer.accepted.iter().filter(|a| a.epoch == producer.epoch).rev().take(5).collect();
         if batch.epoch == producer.epoch {
-            if let Some(found) = window.iter().find(|a| a.first_sequence == batch.first_sequence && a.last_sequence == last_sequence) {
+            if let Some(found) =
+                window.iter().find(|a| a.first_sequence == batch.first_sequence && a.last_sequence == last_sequence)
+            {
                 return Outcome::Duplicate(found.first_offset);
             }
         }
@@ -139,8 +141,9 @@ fn make_batch(producers: &[Option<ModelProducer>], op: &Op, next_offset: i64) ->
         Sequence::NearMax(below) => (i32::MAX - below, *count),
     };
     let epoch = match epoch {
-        Epoch::Same => match (sequence, known.and_then(|p| p.accepted.iter().rev().nth(0))) {
-            (Sequence::Retry(back), Some(_)) => known.and_then(|p| p.accepted.iter().rev().nth(*back)).map_or(current_epoch, |a| a.epoch),
+        // A retry repeats the epoch it was first sent with.
+        Epoch::Same => match sequence {
+            Sequence::Retry(back) => known.and_then(|p| p.accepted.iter().rev().nth(*back)).map_or(current_epoch, |a| a.epoch),
             _ => current_epoch,
         },
         Epoch::Bump => current_epoch + 1,

@@ -360,7 +360,10 @@ pub async fn delete_records_local(ctx: &ShardContext, parts: Vec<DeleteRecordsPa
     results
 }
 
-pub async fn describe_producers_local(ctx: &ShardContext, parts: Vec<DescribeProducersPart>) -> Vec<Result<Vec<ProducerSummary>, i16>> {
+pub async fn describe_producers_local(
+    ctx: &ShardContext,
+    parts: Vec<DescribeProducersPart>,
+) -> Vec<Result<Vec<ProducerSummary>, i16>> {
     let mut results = Vec::with_capacity(parts.len());
     for part in parts {
         results.push(match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {

@@ -22,8 +22,8 @@ use fjord_engine::topic_config::{
 
 use super::image::{ApplyError, MetadataImage, TopicImage};
 use super::log::{LogOptions, MetadataLog};
-use super::producer_ids::ProducerIdManager;
 use super::meta_properties::{self, is_usable_id, random_id, topic_id_to_string};
+use super::producer_ids::ProducerIdManager;
 use super::record::{MetadataRecord, TopicId};
 use super::table::MetadataTable;
 use super::{

@@ -52,11 +52,12 @@ impl ProducerIdManager {
     /// used up.
     pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
         if self.next >= self.block_end {
-            let end = self.next.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or(MetadataError::MetaProperties {
-                path: self.path.clone(),
-                problem: "producer ids exhausted",
-            })?;
-            write_durably(&self.path, format!("{end}\n").as_bytes()).map_err(|error| MetadataError::io("write", &self.path, error))?;
+            let end = self
+                .next
+                .checked_add(PRODUCER_ID_BLOCK_SIZE)
+                .ok_or(MetadataError::MetaProperties { path: self.path.clone(), problem: "producer ids exhausted" })?;
+            write_durably(&self.path, format!("{end}\n").as_bytes())
+                .map_err(|error| MetadataError::io("write", &self.path, error))?;
             tracing::debug!(from = self.next, to = end, "reserved a block of producer ids");
             self.block_end = end;
         }
