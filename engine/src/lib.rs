@@ -3,8 +3,9 @@
 //! Everything a shard owns outright lives here: the runtime boundary (`rt`, the only module that
 //! names glommio), RecordBatch v2 validation (`batch`), segments with their sparse indexes
 //! (`segment`, `index`), the segment set with roll, recovery and truncation (`log`), the batch cache
-//! for tail reads (`cache`), partitions with group commit (`partition`), idempotent producers' state (`producer_state`), topic configuration
-//! (`topic_config`) and the limits every queue and buffer is held to (`limits`).
+//! for tail reads (`cache`), partitions with group commit (`partition`), idempotent producers'
+//! state (`producer_state`), topic configuration (`topic_config`) and the limits every queue and
+//! buffer is held to (`limits`).
 //!
 //! Dependencies point one way: engine ← replication ← net ← fjord.
 

@@ -9,6 +9,8 @@
 //!    log-start-offset                    first readable offset, when above the first segment's base
 //!                                        (DeleteRecords, retention); written before it takes effect
 //!    partition.metadata                  topic id, so a recreated topic never adopts old data
+//!    00000000000000104398.snapshot       producer state as of that offset (`producer_state`),
+//!                                        written by the partition at roll and on close
 //! ```
 //! Every batch carries the leader epoch it was appended under (patched into its header), which
 //! is what KIP-101 truncation needs; the epoch→start-offset cache comes with replication.
