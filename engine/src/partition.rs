@@ -298,6 +298,12 @@ impl Partition {
     /// offsets and completes once everything queued before it is written (synced for acks=all),
     /// since the original may still be waiting in the queue.
     fn acknowledge_duplicate(&self, original: BatchMetadata, acks: Acks) -> AppendTicket {
+        tracing::debug!(
+            partition = %self.name,
+            first_sequence = original.first_sequence,
+            first_offset = original.first_offset,
+            "duplicate batch: acknowledged with its original offsets, not written again"
+        );
         let (done, receiver) = oneshot::channel();
         let roll_point = self.next_offset.get();
         self.pending.borrow_mut().push_back(PendingAppend { batches: Vec::new(), bytes: 0, base_offset: roll_point, acks, done });
