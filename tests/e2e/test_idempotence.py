@@ -1,13 +1,17 @@
 """Idempotent producers (KIP-98, KIP-360, KIP-588): real clients with enable.idempotence across a
 SIGTERM restart and a SIGKILL of the broker (every record exactly once, in order per
-partition), injected retries, gaps and stale epochs over a raw socket (the retry gets the
-original offset and is stored once; OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH
-store nothing), retries recognized after a SIGKILL, kafka-python with enable_idempotence, and
-DescribeProducers (raw: confluent-kafka's AdminClient has no describe_producers)."""
+partition); acks lost after the write, by a proxy that cuts the broker's responses (the
+client's retries are answered with the original offsets, nothing is stored twice); injected
+retries, gaps and stale epochs over a raw socket (the retry gets the original offset and is
+stored once; OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH store nothing), also after
+a SIGKILL; kafka-python with enable_idempotence; DescribeProducers (raw: confluent-kafka's
+AdminClient has no describe_producers)."""
 
 from __future__ import annotations
 
+import socket
 import struct
+import threading
 import time
 
 from confluent_kafka import Producer
@@ -147,6 +151,149 @@ def test_idempotent_producer_across_sigterm_and_sigkill_writes_each_record_once_
     stored = {(r.partition, r.offset): int(r.value) for r in records}
     for msg in delivered:
         assert stored[(msg.partition(), msg.offset())] == int(msg.value()), "delivery report offset mismatch"
+
+
+# -- (a') responses lost after the write: the client's own retries must be deduplicated ----------
+
+class ResponseCuttingProxy:
+    """A loopback TCP proxy in front of the broker. While armed, the next bytes the broker sends
+    back on any connection are dropped and both ends closed: the requests were processed (and
+    their batches written) but the client never hears so, and retries them on a new connection
+    with the same sequence numbers. Every thread and socket is bounded by `close()`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cuts = 0
+        self.closed = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, target, cut in ((client, upstream, False), (upstream, client, True)):
+                thread = threading.Thread(target=self._pump, args=(source, target, cut), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _pump(self, source: socket.socket, target: socket.socket, cut: bool) -> None:
+        try:
+            source.settimeout(0.5)
+        except OSError:
+            return  # the other direction already closed both ends
+        while not self.closed.is_set():
+            try:
+                data = source.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if cut and self.armed.is_set():
+                self.armed.clear()
+                self.cuts += 1
+                break
+            try:
+                target.sendall(data)
+            except OSError:
+                break
+        for end in (source, target):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                try:
+                    end.close()
+                except OSError:
+                    pass
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def test_retries_of_batches_whose_acks_were_lost_are_stored_once(broker_factory, topic):
+    broker = broker_factory.create(["--log", "info,fjord_engine::partition=debug"])
+    proxy = ResponseCuttingProxy(broker.port)
+    # Clients learn the proxy's address from Metadata, so every connection goes through it.
+    command = broker.command()
+    command[command.index("--advertise") + 1] = f"127.0.0.1:{proxy.port}"
+    broker.command = lambda: command  # type: ignore[method-assign]
+    try:
+        broker.start()
+        fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
+        total = 2_000
+        errors: list = []
+        delivered: list = []
+        producer = Producer({
+            "bootstrap.servers": f"127.0.0.1:{proxy.port}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "batch.num.messages": 20,
+            "message.timeout.ms": 120_000,
+            "retry.backoff.ms": 50,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 200,
+        })
+
+        def on_delivery(err, msg):
+            (errors if err is not None else delivered).append(err if err is not None else msg)
+
+        deadline = time.monotonic() + WAIT_MAX_S
+        for index in range(total):
+            if index % 400 == 200:
+                proxy.armed.set()  # the next response from the broker is lost
+            while True:
+                assert time.monotonic() < deadline, "producer queue stayed full"
+                try:
+                    producer.produce(topic, value=f"{index}".encode(), partition=index % 2, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if index % 50 == 0:
+                producer.flush(30)  # keep requests in flight when the cut comes
+        assert producer.flush(WAIT_MAX_S) == 0
+        assert not errors, f"delivery errors: {errors[:5]}"
+        assert proxy.cuts >= 1, "precondition: a response was cut"
+        # Each cut comes right before a flush, so it loses the acks of written batches and the
+        # client retries them (the broker logs each duplicate it answers at debug level).
+        assert broker.stderr().count("duplicate batch") >= 1, "precondition: a retry reached the broker"
+
+        records = fjordtest.consume(broker.bootstrap, topic, expected=total)
+        values = [int(r.value) for r in records]
+        assert len(values) == len(set(values)), f"{len(values) - len(set(values))} records stored twice"
+        assert sorted(values) == list(range(total))
+        for partition in range(2):
+            in_partition = [int(r.value) for r in sorted(records, key=lambda r: r.offset) if r.partition == partition]
+            assert in_partition == sorted(in_partition), f"partition {partition} out of order"
+    finally:
+        proxy.close()
 
 
 # -- (b) injected retries, gaps and stale epochs --------------------------------------------------
