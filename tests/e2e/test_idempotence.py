@@ -388,3 +388,21 @@ def test_describe_producers_lists_active_producers(broker, topic):
     assert (pid, epoch, last_sequence, coordinator_epoch, txn_start) == (producer_id, 0, 5, -1, -1)
     assert abs(last_timestamp - time.time() * 1000) < 600_000
     assert described[7][0] == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_idle_producers_expire_with_producer_id_expiration_ms(broker_factory, topic):
+    broker = broker_factory.start(["--producer-id-expiration-ms", "1000",
+                                   "--producer-id-expiration-check-interval-ms", "200"])
+    fjordtest.create_topic(broker.bootstrap, topic)
+    with broker.connect() as conn:
+        _, producer_id, _ = init_producer_id(conn)
+        assert conn.produce(topic, 0, idempotent_batch([b"a"], producer_id, 0, 0)).error_code == 0
+        assert conn.produce(topic, 0, idempotent_batch([b"b"], producer_id, 0, 5)).error_code == OUT_OF_ORDER_SEQUENCE_NUMBER
+        deadline = time.monotonic() + 30
+        described = describe_producers(conn, topic, [0])[0]
+        while described[1] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            described = describe_producers(conn, topic, [0])[0]
+        assert described == (0, []), "the idle producer was not expired"
+        # Forgotten: its next batch is accepted at any sequence (KIP-360).
+        assert conn.produce(topic, 0, idempotent_batch([b"b"], producer_id, 0, 5)).error_code == 0
