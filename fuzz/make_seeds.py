@@ -2,6 +2,7 @@
 
     python fuzz/make_seeds.py request_decode fuzz/corpus/request_decode
     python fuzz/make_seeds.py segment_recovery fuzz/corpus/segment_recovery
+    python fuzz/make_seeds.py producer_snapshot fuzz/corpus/producer_snapshot
 
 Seeds are well-formed inputs built with the e2e suite's hand-written Kafka codec
 (tests/e2e/kafka_wire.py), so a short run starts from deep in the decoders instead of at the
@@ -69,13 +70,36 @@ def segment_seeds() -> list[bytes]:
     ]
 
 
+def _snapshot(offset: int, producers: list[tuple[int, int, int, list[tuple[int, int, int, int, int]]]]) -> bytes:
+    """A producer state snapshot as engine/src/producer_state.rs writes it."""
+    body = offset.to_bytes(8, "big", signed=True) + len(producers).to_bytes(4, "big")
+    for producer_id, epoch, last_timestamp, batches in producers:
+        body += producer_id.to_bytes(8, "big", signed=True) + epoch.to_bytes(2, "big", signed=True)
+        body += last_timestamp.to_bytes(8, "big", signed=True) + len(batches).to_bytes(1, "big")
+        for first_seq, last_seq, first_offset, last_offset, timestamp in batches:
+            body += first_seq.to_bytes(4, "big", signed=True) + last_seq.to_bytes(4, "big", signed=True)
+            body += first_offset.to_bytes(8, "big", signed=True) + last_offset.to_bytes(8, "big", signed=True)
+            body += timestamp.to_bytes(8, "big", signed=True)
+    return b"FJPS" + bytes([1]) + kafka_wire.crc32c(body).to_bytes(4, "big") + body
+
+
+def snapshot_seeds() -> list[bytes]:
+    batches = [(i * 3, i * 3 + 2, 100 + i * 3, 102 + i * 3, 1_700_000_000_000 + i) for i in range(5)]
+    wrapping = [(2**31 - 2, 1, 0, 3, 5)]
+    return [
+        _snapshot(0, []),
+        _snapshot(115, [(7, 0, 1_700_000_000_004, batches), (8, 3, 5, wrapping)]),
+        _snapshot(115, [(7, 0, 1_700_000_000_004, batches)])[:-3],  # torn
+    ]
+
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("request_decode", "segment_recovery"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("request_decode", "segment_recovery", "producer_snapshot"):
         print(__doc__, file=sys.stderr)
         return 2
     target, corpus = sys.argv[1], Path(sys.argv[2])
     corpus.mkdir(parents=True, exist_ok=True)
-    seeds = request_seeds() if target == "request_decode" else segment_seeds()
+    seeds = {"request_decode": request_seeds, "segment_recovery": segment_seeds, "producer_snapshot": snapshot_seeds}[target]()
     for seed in seeds:
         (corpus / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
     return 0

@@ -60,6 +60,8 @@ fn run(config: &StartConfig) -> Result<(), String> {
         socket_request_max_bytes: config.socket_request_max_bytes,
         retention_check_interval: std::time::Duration::from_millis(config.log_retention_check_interval_ms),
         cleaner_backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
+        producer_id_expiration_ms: config.producer_id_expiration_ms,
+        producer_id_expiration_check_interval: std::time::Duration::from_millis(config.producer_id_expiration_check_interval_ms),
         coordinator: fjord_net::coordinator::CoordinatorSettings {
             classic: fjord_group::classic::ClassicConfig {
                 rebalance_delay_initial_ms: config.group_initial_rebalance_delay_ms,

@@ -60,6 +60,12 @@ pub struct StartArgs {
     /// How long each shard's log cleaner waits between passes over its compacted partitions (log.cleaner.backoff.ms) [default: 15000]
     #[arg(long, env = "FJORD_LOG_CLEANER_BACKOFF_MS")]
     pub log_cleaner_backoff_ms: Option<u64>,
+    /// How long an idle idempotent producer's state is kept per partition (producer.id.expiration.ms) [default: 86400000]
+    #[arg(long, env = "FJORD_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<i64>,
+    /// How often each shard removes expired producer state (producer.id.expiration.check.interval.ms) [default: 600000]
+    #[arg(long, env = "FJORD_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS")]
+    pub producer_id_expiration_check_interval_ms: Option<u64>,
     /// Partitions of the __consumer_offsets topic, fixed when it is created (offsets.topic.num.partitions) [default: 50]
     #[arg(long, env = "FJORD_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
@@ -113,6 +119,8 @@ pub struct StartConfig {
     pub log_flush_interval_ms: u64,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_backoff_ms: u64,
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
@@ -219,6 +227,8 @@ impl StartArgs {
         note("log.flush.interval.ms", set!(log_flush_interval_ms));
         note("log.retention.check.interval.ms", set!(log_retention_check_interval_ms));
         note("log.cleaner.backoff.ms", set!(log_cleaner_backoff_ms));
+        note("producer.id.expiration.ms", set!(producer_id_expiration_ms));
+        note("producer.id.expiration.check.interval.ms", set!(producer_id_expiration_check_interval_ms));
         note("offsets.topic.num.partitions", set!(offsets_topic_num_partitions));
         note("group.initial.rebalance.delay.ms", set!(group_initial_rebalance_delay_ms));
         note("group.min.session.timeout.ms", set!(group_min_session_timeout_ms));
@@ -239,6 +249,8 @@ impl StartArgs {
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             log_retention_check_interval_ms: pick!(self, file, log_retention_check_interval_ms, 300_000).max(1),
             log_cleaner_backoff_ms: pick!(self, file, log_cleaner_backoff_ms, 15_000).max(1),
+            producer_id_expiration_ms: pick!(self, file, producer_id_expiration_ms, 86_400_000).max(1),
+            producer_id_expiration_check_interval_ms: pick!(self, file, producer_id_expiration_check_interval_ms, 600_000).max(1),
             offsets_topic_num_partitions: pick!(self, file, offsets_topic_num_partitions, 50).clamp(1, 10_000),
             group_initial_rebalance_delay_ms: pick!(self, file, group_initial_rebalance_delay_ms, 3_000).max(0),
             group_min_session_timeout_ms: pick!(self, file, group_min_session_timeout_ms, 6_000).max(0),

@@ -190,6 +190,9 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec
         if header.is_control() {
             return Err(BatchError::Invalid("clients may not produce control batches"));
         }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(BatchError::Invalid("idempotent batch with a negative base sequence"));
+        }
         headers.push(header);
         position += header.size_bytes;
     }

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::batch::BatchError;
+use crate::producer_state::ProducerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -13,6 +14,8 @@ pub enum LogError {
     Poisoned(String),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     #[error("offset {offset} is out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("partition {0} is not hosted on this shard")]
@@ -31,6 +34,7 @@ impl LogError {
         match self {
             LogError::Io { .. } | LogError::Poisoned(_) => 56, // KAFKA_STORAGE_ERROR
             LogError::Batch(error) => error.kafka_error_code(),
+            LogError::Producer(error) => error.kafka_error_code(),
             LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
             LogError::NotHere(_) => 6,              // NOT_LEADER_OR_FOLLOWER
             LogError::Deleted(_) => 3,              // UNKNOWN_TOPIC_OR_PARTITION

@@ -4,8 +4,9 @@
 //! names glommio), RecordBatch v2 validation (`batch`), segments with their sparse indexes
 //! (`segment`, `index`), the segment set with roll, recovery and truncation (`log`), log
 //! compaction (`compaction`), the batch cache for tail reads (`cache`), partitions with group
-//! commit (`partition`), topic configuration (`topic_config`) and the limits every queue and
-//! buffer is held to (`limits`).
+//! commit (`partition`), idempotent producers' state (`producer_state`), topic configuration
+//! (`topic_config`), broker counters (`metrics`) and the limits every queue and buffer is held to
+//! (`limits`).
 //!
 //! Dependencies point one way: engine ← replication ← net ← fjord.
 
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod partition;
+pub mod producer_state;
 pub mod rt;
 pub mod segment;
 pub mod shard;

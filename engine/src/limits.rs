@@ -59,8 +59,22 @@ pub const CLEANER_WRITE_BYTES: usize = DMA_WRITE_BYTES_MAX;
 
 const _: () = assert!(CLEANER_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!(CLEANER_OFFSET_MAP_BYTES_MAX >= 1024 * CLEANER_OFFSET_MAP_ENTRY_BYTES);
+/// Batches remembered per idempotent producer for duplicate detection (Kafka's
+/// `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+
+/// Producers remembered per partition; past it the least recently active one is forgotten (it
+/// is then accepted at any sequence, KIP-360). Expiry normally keeps the count far below.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 200_000;
+
+/// Producer state snapshots (`<offset>.snapshot`) kept per partition.
+pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
+
 const _: () = assert!((DMA_WRITE_BYTES_MAX as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
 const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
 const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= 512 * 1024);
 const _: () = assert!(PENDING_BYTES_MAX >= BATCH_BYTES_MAX / 2);
+const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 1 && PRODUCER_BATCHES_RETAINED <= u8::MAX as usize);
+const _: () = assert!(PRODUCER_SNAPSHOTS_RETAINED >= 1);
+const _: () = assert!(PRODUCERS_PER_PARTITION_MAX <= u32::MAX as usize);

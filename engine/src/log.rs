@@ -9,6 +9,8 @@
 //!    log-start-offset                    first readable offset, when above the first segment's base
 //!                                        (DeleteRecords, retention); written before it takes effect
 //!    partition.metadata                  topic id, so a recreated topic never adopts old data
+//!    00000000000000104398.snapshot       producer state as of that offset (`producer_state`),
+//!                                        written by the partition at roll and on close
 //! ```
 //! Every batch carries the leader epoch it was appended under (patched into its header), which
 //! is what KIP-101 truncation needs; the epoch→start-offset cache comes with replication.
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::batch::BatchHeader;
 use crate::error::{LogError, LogResult};
 use crate::rt;
 use crate::segment::{self, FileSlice, RecoveryReport, Segment, LOG_SUFFIX};
@@ -192,6 +195,24 @@ impl Log {
             Some(segment) => segment.max_timestamp(),
             None => Ok(None),
         }
+    }
+
+    /// Walks the batch headers from the batch holding `from_offset` (or the first after it) to
+    /// the end of the log, oldest first, reading headers only (producer state recovery).
+    pub fn scan_headers(&self, from_offset: i64, mut visit: impl FnMut(&BatchHeader)) -> LogResult<usize> {
+        let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
+        let mut batches = 0usize;
+        for segment in segments.iter().filter(|segment| segment.next_offset() > from_offset) {
+            let size = segment.size_bytes();
+            let mut position = segment.position_of_batch_starting_at_or_after(from_offset)?;
+            while position < size {
+                let Some(header) = segment.read_header(position)? else { break };
+                visit(&header);
+                batches += 1;
+                position += header.size_bytes as u64;
+            }
+        }
+        Ok(batches)
     }
 
     /// Moves the log start offset up to `offset` (never down) and persists it before it takes

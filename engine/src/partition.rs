@@ -7,6 +7,12 @@
 //!                (group commit: everything queued meanwhile goes in the same write/sync)
 //!                 └▶ high watermark = written end; wake fetchers; complete acks
 //! ```
+//! Idempotent producers: `append()` checks each batch with a producer id against the producer
+//! state (`producer_state`) in the same synchronous section that assigns offsets; a retried
+//! batch is answered with its original offsets once everything queued before it is written.
+//! The state is snapshotted at each segment roll and on close, and rebuilt on open from the
+//! newest snapshot plus the batch headers after it.
+//!
 //! An I/O error poisons the partition: queued and later appends fail with KAFKA_STORAGE_ERROR;
 //! nothing is retried blindly (a failed fsync may have dropped dirty pages).
 
@@ -25,6 +31,7 @@ use crate::compaction::{CleanReport, CompactOptions, CompactionConfig};
 use crate::error::{LogError, LogResult};
 use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
 use crate::log::{Log, RemovalCause, RemovalReport};
+use crate::producer_state::{self, BatchMetadata, ProducerBatch, ProducerEntry, ProducerStateTable, Verdict};
 use crate::rt::{self, Notify};
 use crate::segment::FileSlice;
 use crate::topic_config::{TimestampType, TopicConfig};
@@ -132,6 +139,8 @@ pub struct Partition {
     compaction_done: Rc<Notify>,
     poisoned: Cell<bool>,
     closing: Cell<bool>,
+    /// Idempotent producers' state, up to `next_offset` (appends update it as they are queued).
+    producers: RefCell<ProducerStateTable>,
     flusher_done: RefCell<Option<rt::Task<()>>>,
 }
 
@@ -159,6 +168,7 @@ impl Partition {
             tracing::warn!(partition = %name, truncated_bytes = report.truncated_bytes, "recovered partition after an unclean stop");
         }
         let end = log.end_offset();
+        let producers = recover_producers(&log)?;
         let partition = Rc::new(Partition {
             topic,
             partition,
@@ -183,6 +193,7 @@ impl Partition {
             compaction_done: Rc::new(Notify::default()),
             poisoned: Cell::new(false),
             closing: Cell::new(false),
+            producers: RefCell::new(producers),
             flusher_done: RefCell::new(None),
         });
         let flusher = rt::spawn(Partition::run_flusher(partition.clone()));
@@ -250,6 +261,15 @@ impl Partition {
         }
         let base_offset = self.next_offset.get();
         let append_time_ms = now_ms();
+        let producer_batches = producer_batches(&headers, base_offset, log_append_time.then_some(append_time_ms));
+        let staged = if producer_batches.is_empty() {
+            None
+        } else {
+            match self.producers.borrow().check(&producer_batches)? {
+                Verdict::Duplicate(original) => return Ok(self.acknowledge_duplicate(original, acks)),
+                Verdict::Append(staged) => Some(staged),
+            }
+        };
         let mut copy = BytesMut::from(&records[..]);
         let mut next = base_offset;
         let mut position = 0usize;
@@ -276,12 +296,51 @@ impl Partition {
             offset = last_offset + 1;
         }
         self.next_offset.set(next);
+        if let Some(staged) = staged {
+            self.producers.borrow_mut().commit(staged);
+        }
         let (done, receiver) = oneshot::channel();
         self.pending_bytes.set(self.pending_bytes.get() + frozen.len());
         self.pending.borrow_mut().push_back(PendingAppend { batches, bytes: frozen.len(), base_offset, acks, done });
         self.flusher_wake.notify_all();
         let log_append_time_ms = if log_append_time { append_time_ms } else { -1 };
         Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
+    }
+
+    /// A retry of a batch already appended: nothing is written; the ticket carries the original
+    /// offsets and completes once everything queued before it is written (synced for acks=all),
+    /// since the original may still be waiting in the queue.
+    fn acknowledge_duplicate(&self, original: BatchMetadata, acks: Acks) -> AppendTicket {
+        tracing::debug!(
+            partition = %self.name,
+            first_sequence = original.first_sequence,
+            first_offset = original.first_offset,
+            "duplicate batch: acknowledged with its original offsets, not written again"
+        );
+        let (done, receiver) = oneshot::channel();
+        let roll_point = self.next_offset.get();
+        self.pending.borrow_mut().push_back(PendingAppend { batches: Vec::new(), bytes: 0, base_offset: roll_point, acks, done });
+        self.flusher_wake.notify_all();
+        AppendTicket { base_offset: original.first_offset, log_append_time_ms: -1, done: receiver }
+    }
+
+    /// The idempotent producers of this partition, by id (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        self.producers.borrow().producers()
+    }
+
+    /// Forgets producers idle for `expiration_ms` or longer (producer.id.expiration.ms).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.borrow_mut().expire(now_ms, expiration_ms)
+    }
+
+    /// Writes the producer state as of the appended end (Kafka's snapshot at segment roll).
+    /// A failure only means a longer header scan at the next open.
+    fn snapshot_producers(&self, log: &Log) {
+        let offset = self.next_offset.get();
+        if let Err(error) = producer_state::write_snapshot(log.dir(), offset, &self.producers.borrow()) {
+            tracing::warn!(partition = %self.name, offset, %error, "could not write the producer state snapshot");
+        }
     }
 
     async fn run_flusher(partition: Rc<Partition>) {
@@ -331,7 +390,10 @@ impl Partition {
         let rolled = log.roll(self.next_offset.get(), now_ms()).await;
         self.flushing.set(false);
         match rolled {
-            Ok(()) => self.unsynced.set(false),
+            Ok(()) => {
+                self.unsynced.set(false);
+                self.snapshot_producers(&log);
+            }
             Err(error) => self.poison(&error),
         }
         self.flushed.notify_all();
@@ -482,6 +544,7 @@ impl Partition {
                 run_bytes = 0;
                 log.roll(pending.base_offset, now).await?;
                 self.unsynced.set(false);
+                self.snapshot_producers(log);
             }
             run.extend(pending.batches.iter().cloned());
             run_bytes += pending.bytes as u64;
@@ -547,6 +610,7 @@ impl Partition {
         };
         log.truncate_to(offset, now_ms()).await?;
         let end = log.end_offset();
+        *self.producers.borrow_mut() = recover_producers(&log)?;
         self.cache.borrow_mut().truncate_to(offset);
         self.next_offset.set(end);
         self.high_watermark.set(self.high_watermark.get().min(end));
@@ -568,6 +632,7 @@ impl Partition {
         if let Some(log) = log.and_then(|log| Rc::try_unwrap(log).ok()) {
             if !self.poisoned.get() {
                 log.checkpoint().await?;
+                self.snapshot_producers(&log);
             }
             log.close().await?;
         }
@@ -595,6 +660,32 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// The idempotent batches of an append at `base_offset`, with their offsets and timestamps.
+fn producer_batches(headers: &[batch::BatchHeader], base_offset: i64, append_time_ms: Option<i64>) -> Vec<ProducerBatch> {
+    let mut offset = base_offset;
+    let mut batches = Vec::new();
+    for header in headers {
+        let timestamp_ms = append_time_ms.unwrap_or(header.max_timestamp);
+        batches.extend(ProducerBatch::from_header(header, offset, timestamp_ms));
+        offset += header.last_offset_delta as i64 + 1;
+    }
+    batches
+}
+
+/// Producer state of `log` as of its end: the newest snapshot at or below the end (snapshots
+/// past it, from appends a crash lost, are removed), then the batch headers after it.
+fn recover_producers(log: &Log) -> LogResult<ProducerStateTable> {
+    let end = log.end_offset();
+    let (from, mut table) = producer_state::load_snapshot_at_or_below(log.dir(), end).unwrap_or_default();
+    let scanned = log.scan_headers(from, |header| {
+        if let Some(batch) = ProducerBatch::from_header(header, header.base_offset, header.max_timestamp) {
+            table.replay(&batch);
+        }
+    })?;
+    tracing::debug!(dir = %log.dir().display(), snapshot_offset = from, scanned, producers = table.len(), "producer state recovered");
+    Ok(table)
 }
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";

@@ -341,7 +341,7 @@ impl Segment {
     }
 
     /// Byte position of the batch holding `offset` (or the first after it), or the end.
-    fn position_of_batch_starting_at_or_after(&self, offset: i64) -> LogResult<u64> {
+    pub(crate) fn position_of_batch_starting_at_or_after(&self, offset: i64) -> LogResult<u64> {
         let size = self.size_bytes.get();
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
         let mut position = self.index.borrow().position_floor(relative) as u64;

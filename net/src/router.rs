@@ -83,6 +83,22 @@ pub struct DeleteRecordsPart {
     pub offset: i64,
 }
 
+/// DescribeProducers: the producer state of one partition.
+pub struct DescribeProducersPart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+}
+
+/// One active producer of a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+}
+
 /// A message to the shard that owns the partitions named in it.
 pub enum ShardRequest {
     Produce {
@@ -107,6 +123,11 @@ pub enum ShardRequest {
     DeleteRecords {
         parts: Vec<DeleteRecordsPart>,
         reply: oneshot::Sender<Vec<(i16, i64)>>,
+    },
+    /// Replies, per part, the partition's producers or an error code.
+    DescribeProducers {
+        parts: Vec<DescribeProducersPart>,
+        reply: oneshot::Sender<Vec<Result<Vec<ProducerSummary>, i16>>>,
     },
     /// A topic was deleted: drop its partitions' data on this shard.
     DropTopic {
@@ -144,6 +165,9 @@ pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
         }
         ShardRequest::DeleteRecords { parts, reply } => {
             let _ = reply.send(delete_records_local(&ctx, parts).await);
+        }
+        ShardRequest::DescribeProducers { parts, reply } => {
+            let _ = reply.send(describe_producers_local(&ctx, parts).await);
         }
         ShardRequest::DropTopic { topic, partitions, reply } => {
             drop_topic_local(&ctx, &topic, partitions).await;
@@ -184,7 +208,7 @@ pub async fn produce_local(ctx: &ShardContext, parts: Vec<ProducePart>, acks: Ac
 }
 
 fn produce_error(topic: &str, partition: i32, error: &LogError) -> ProduceResult {
-    if !matches!(error, LogError::Batch(_)) {
+    if !matches!(error, LogError::Batch(_) | LogError::Producer(_)) {
         tracing::warn!(topic, partition, %error, "produce failed");
     }
     ProduceResult {
@@ -340,6 +364,29 @@ pub async fn delete_records_local(ctx: &ShardContext, parts: Vec<DeleteRecordsPa
                 (0, low_watermark)
             }
             Err(error) => (error.kafka_error_code(), -1),
+        });
+    }
+    results
+}
+
+pub async fn describe_producers_local(
+    ctx: &ShardContext,
+    parts: Vec<DescribeProducersPart>,
+) -> Vec<Result<Vec<ProducerSummary>, i16>> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        results.push(match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => Ok(partition
+                .producers()
+                .into_iter()
+                .map(|(producer_id, entry)| ProducerSummary {
+                    producer_id,
+                    epoch: entry.epoch,
+                    last_sequence: entry.last_sequence(),
+                    last_timestamp_ms: entry.last_timestamp_ms,
+                })
+                .collect()),
+            Err(error) => Err(error.kafka_error_code()),
         });
     }
     results

@@ -91,6 +91,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     rt::spawn_background(run_retention(ctx.clone()));
     rt::spawn_background(run_cleaner(ctx.clone()));
     rt::spawn_background(run_gauges(ctx.clone()));
+    rt::spawn_background(run_producer_expiry(ctx.clone()));
     let connections = Rc::new(std::cell::Cell::new(0usize));
     let watcher_ctx = ctx.clone();
     let watcher_shared = shared.clone();
@@ -237,6 +238,28 @@ async fn run_cleaner(ctx: Rc<ShardContext>) {
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(partition = partition.name(), %error, "log cleaner pass failed"),
+            }
+            rt::yield_if_needed().await;
+        }
+    }
+}
+
+/// The shard's producer expiry task: every producer.id.expiration.check.interval.ms, forgets
+/// the idempotent producers idle for producer.id.expiration.ms on the partitions it owns
+/// (Kafka's `removeExpiredProducers`).
+async fn run_producer_expiry(ctx: Rc<ShardContext>) {
+    let interval = ctx.settings.producer_id_expiration_check_interval;
+    let expiration_ms = ctx.settings.producer_id_expiration_ms;
+    while !ctx.shutting_down.get() {
+        let shutdown = ctx.shutdown.notified();
+        if rt::timeout(interval, shutdown).await.is_some() {
+            break;
+        }
+        let now_ms = fjord_engine::partition::now_ms();
+        for partition in ctx.store.partitions() {
+            let expired = partition.expire_producers(now_ms, expiration_ms);
+            if expired > 0 {
+                tracing::info!(partition = partition.name(), expired, "expired idle producer ids");
             }
             rt::yield_if_needed().await;
         }

@@ -17,6 +17,10 @@ pub struct BrokerSettings {
     pub retention_check_interval: std::time::Duration,
     /// log.cleaner.backoff.ms: how long each shard's log cleaner sleeps between passes.
     pub cleaner_backoff: std::time::Duration,
+    /// producer.id.expiration.ms: idempotent producers idle this long are forgotten per partition.
+    pub producer_id_expiration_ms: i64,
+    /// producer.id.expiration.check.interval.ms: how often each shard looks for them.
+    pub producer_id_expiration_check_interval: std::time::Duration,
     /// Group coordinator settings (group.*, offsets.topic.num.partitions).
     pub coordinator: crate::coordinator::CoordinatorSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).

@@ -13,8 +13,10 @@ pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_producers;
 pub mod fetch;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -66,6 +68,8 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::OffsetDelete, groups::OFFSET_DELETE_VERSIONS),
     (ApiKey::ConsumerGroupHeartbeat, consumer_groups::HEARTBEAT_VERSIONS),
     (ApiKey::ConsumerGroupDescribe, consumer_groups::DESCRIBE_VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (ApiKey::DescribeProducers, describe_producers::VERSIONS),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -189,6 +193,10 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str
         ApiKey::DescribeConfigs => ready(configs::describe(&ctx, &header, decode(api, version, body)?)),
         ApiKey::AlterConfigs => ready(configs::alter(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::IncrementalAlterConfigs => ready(configs::incremental_alter(&ctx, &header, decode(api, version, body)?).await),
+        ApiKey::InitProducerId => ready(init_producer_id::handle(&ctx, &header, decode(api, version, body)?)),
+        ApiKey::DescribeProducers => {
+            Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, decode(api, version, body)?))))
+        }
         ApiKey::DescribeCluster => ready(describe_cluster::handle(&ctx, &header, decode(api, version, body)?)),
         _ => Err(RequestError::UnsupportedVersion { api, version }),
     }
@@ -236,5 +244,7 @@ pub mod codes {
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub const INVALID_GROUP_ID: i16 = 24;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }

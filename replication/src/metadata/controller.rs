@@ -23,6 +23,7 @@ use fjord_engine::topic_config::{
 use super::image::{ApplyError, MetadataImage, TopicImage};
 use super::log::{LogOptions, MetadataLog};
 use super::meta_properties::{self, is_usable_id, random_id, topic_id_to_string};
+use super::producer_ids::ProducerIdManager;
 use super::record::{MetadataRecord, TopicId};
 use super::table::MetadataTable;
 use super::{
@@ -149,6 +150,7 @@ pub struct Controller {
     /// at start would give.
     epoch: i32,
     static_broker: BTreeMap<String, String>,
+    producer_ids: ProducerIdManager,
 }
 
 /// Kafka's topic name rules (`Topic.validate`), with its messages.
@@ -249,12 +251,20 @@ impl Controller {
         let epoch = log.last_epoch().saturating_add(1);
         let image = Arc::new(image);
         let table = Arc::new(MetadataTable::new(Arc::clone(&image)));
-        let mut controller = Controller { log, table: Arc::clone(&table), image, node_id, epoch, static_broker: BTreeMap::new() };
+        let producer_ids = ProducerIdManager::open(data_dir)?;
+        let mut controller =
+            Controller { log, table: Arc::clone(&table), image, node_id, epoch, static_broker: BTreeMap::new(), producer_ids };
         controller.register_broker(node_id, host, port, options.rack).map_err(|error| match error {
             ControllerError::Storage(storage) => storage,
             other => MetadataError::Registration { node_id, reason: other.to_string() },
         })?;
         Ok((controller, table))
+    }
+
+    /// A producer id never handed out before by this node (InitProducerId without a
+    /// transactional id); reserves ids in durable blocks (see `producer_ids`).
+    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+        self.producer_ids.next_producer_id()
     }
 
     pub fn node_id(&self) -> i32 {

@@ -26,12 +26,14 @@
 //!
 //! Module map: `record` (records and their frames), `image` (the state they build), `log`
 //! (segments, recovery, snapshots), `table` (the read view shared by shards), `controller`
-//! (validation and the admin operations), `meta_properties` (cluster id).
+//! (validation and the admin operations), `meta_properties` (cluster id), `producer_ids`
+//! (durable producer id blocks for InitProducerId).
 
 mod controller;
 mod image;
 mod log;
 mod meta_properties;
+mod producer_ids;
 mod record;
 mod table;
 
@@ -42,6 +44,7 @@ pub use controller::{validate_topic_name, AlterOp, Controller, ControllerError, 
 pub use image::{ApplyError, BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::{LogOptions, MetadataLog};
 pub use meta_properties::{topic_id_to_string, ClusterId};
+pub use producer_ids::{ProducerIdManager, PRODUCER_ID_BLOCK_SIZE};
 pub use record::{MetadataRecord, TopicId};
 pub use table::MetadataTable;
 

@@ -1,0 +1,637 @@
+//! Producer state of one partition: what idempotent producers (KIP-98, KIP-360) need the broker
+//! to remember so that a retried batch is written once and a batch out of order is refused.
+//!
+//! ```text
+//!  producer id ─▶ ProducerEntry { epoch, last timestamp,
+//!                                 last 5 batches: (first seq, last seq, first offset, last offset) }
+//!
+//!  append of batch (pid, epoch, seq..seq+n-1) at offsets o..o+n-1, in Kafka's order:
+//!    1. same epoch and the same sequence range as one of the last 5 batches → duplicate:
+//!       answered with that batch's offsets, nothing written
+//!    2. epoch below the producer's epoch                 → INVALID_PRODUCER_EPOCH (47)
+//!    3. epoch above it (a bump), sequence not 0          → OUT_OF_ORDER_SEQUENCE_NUMBER (45)
+//!       (a producer with no state at all is accepted at any sequence: KIP-360)
+//!    4. same epoch, sequence not last + 1 (i32::MAX wraps to 0) → OUT_OF_ORDER_SEQUENCE_NUMBER
+//! ```
+//! The partition runs [`ProducerStateTable::check`] and [`ProducerStateTable::commit`] in the same
+//! synchronous section that assigns offsets, so no other append of the shard comes between.
+//!
+//! Persistence (Kafka's `<offset>.snapshot` files): the whole table is written to
+//! `<offset>.snapshot` in the partition directory when a segment rolls and on a clean close;
+//! opening a partition loads the newest snapshot at or below the log end and replays the batch
+//! headers after it. Retention and DeleteRecords keep the state (KIP-360: only expiry removes a
+//! producer); truncation reloads it from a snapshot at or below the new end.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use ahash::AHashMap;
+
+use crate::batch::BatchHeader;
+use crate::limits::{PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_RETAINED, PRODUCER_SNAPSHOTS_RETAINED};
+
+/// Kafka's RecordBatch.NO_PRODUCER_EPOCH / NO_SEQUENCE.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+pub const NO_SEQUENCE: i32 = -1;
+
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
+
+/// Metadata of one retained batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// What a partition remembers of one producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub last_timestamp_ms: i64,
+    /// Oldest first; at most [`PRODUCER_BATCHES_RETAINED`], all of `epoch`.
+    batches: VecDeque<BatchMetadata>,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry { epoch, last_timestamp_ms: -1, batches: VecDeque::new() }
+    }
+
+    /// Last sequence written by this epoch, or -1.
+    pub fn last_sequence(&self) -> i32 {
+        self.batches.back().map_or(NO_SEQUENCE, |batch| batch.last_sequence)
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.batches.back().map_or(-1, |batch| batch.last_offset)
+    }
+
+    pub fn batches(&self) -> impl Iterator<Item = &BatchMetadata> {
+        self.batches.iter()
+    }
+
+    fn find_duplicate(&self, batch: &ProducerBatch) -> Option<BatchMetadata> {
+        if batch.epoch != self.epoch {
+            return None;
+        }
+        let last_sequence = batch.last_sequence();
+        self.batches
+            .iter()
+            .find(|kept| kept.first_sequence == batch.first_sequence && kept.last_sequence == last_sequence)
+            .copied()
+    }
+
+    /// Records a batch; a new epoch forgets the batches of the old one (Kafka's `addBatch`).
+    fn add(&mut self, batch: &ProducerBatch) {
+        if batch.epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = batch.epoch;
+        }
+        if self.batches.len() == PRODUCER_BATCHES_RETAINED {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(batch.metadata());
+        self.last_timestamp_ms = batch.timestamp_ms;
+    }
+}
+
+/// One batch of an append, as producer state sees it, with the offsets it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    /// Records in the batch minus one (the batch's lastOffsetDelta).
+    pub last_offset_delta: i32,
+    pub first_offset: i64,
+    /// The batch's max timestamp (the append time for LogAppendTime topics).
+    pub timestamp_ms: i64,
+}
+
+impl ProducerBatch {
+    /// The producer part of a batch at `first_offset`; `None` for a batch without a producer id.
+    pub fn from_header(header: &BatchHeader, first_offset: i64, timestamp_ms: i64) -> Option<ProducerBatch> {
+        (header.producer_id >= 0).then_some(ProducerBatch {
+            producer_id: header.producer_id,
+            epoch: header.producer_epoch,
+            first_sequence: header.base_sequence,
+            last_offset_delta: header.last_offset_delta,
+            first_offset,
+            timestamp_ms,
+        })
+    }
+
+    /// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from i32::MAX to 0.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.first_sequence, self.last_offset_delta)
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.first_offset + self.last_offset_delta as i64
+    }
+
+    fn metadata(&self) -> BatchMetadata {
+        BatchMetadata {
+            first_sequence: self.first_sequence,
+            last_sequence: self.last_sequence(),
+            first_offset: self.first_offset,
+            last_offset: self.last_offset(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// `sequence + increment`, wrapping past i32::MAX to 0 as Kafka does.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+/// Kafka's `inSequence`: the next sequence follows the last one, wrapping at i32::MAX.
+fn in_sequence(last_sequence: i32, next_sequence: i32) -> bool {
+    next_sequence as i64 == last_sequence as i64 + 1 || (next_sequence == 0 && last_sequence == i32::MAX)
+}
+
+/// Why an idempotent batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("out of order sequence number for producer {producer_id}: {sequence} (incoming), {last_sequence} (current end)")]
+    OutOfOrderSequence { producer_id: i64, sequence: i32, last_sequence: i32 },
+    #[error("invalid sequence number for new epoch {epoch} of producer {producer_id}: {sequence} (must be 0; current epoch {current_epoch})")]
+    NewEpochNotAtZero { producer_id: i64, epoch: i16, sequence: i32, current_epoch: i16 },
+    #[error("epoch {epoch} of producer {producer_id} is older than its current epoch {current_epoch}")]
+    InvalidEpoch { producer_id: i64, epoch: i16, current_epoch: i16 },
+}
+
+impl ProducerError {
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            ProducerError::OutOfOrderSequence { .. } | ProducerError::NewEpochNotAtZero { .. } => 45,
+            // Since Kafka 2.7 (KIP-588) a stale epoch of a produce is INVALID_PRODUCER_EPOCH, not
+            // PRODUCER_FENCED.
+            ProducerError::InvalidEpoch { .. } => 47,
+        }
+    }
+}
+
+/// The outcome of checking an append.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it; then [`ProducerStateTable::commit`] these entries.
+    Append(Staged),
+    /// A retry of a batch already in the log: answer with its offsets, write nothing.
+    Duplicate(BatchMetadata),
+}
+
+/// Entries updated by an append, applied only once it is accepted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Staged {
+    entries: Vec<(i64, ProducerEntry)>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The producers of one partition. Lives on the shard that owns the partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerStateTable {
+    producers: AHashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Producers sorted by id, for DescribeProducers and tests.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let mut all: Vec<_> = self.producers.iter().map(|(id, entry)| (*id, entry.clone())).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// Checks the idempotent batches of one append (in log order) against the state, as
+    /// Kafka's `analyzeAndValidateProducerState` does for a client append: a duplicate of a
+    /// retained batch wins over every other check; otherwise each batch must follow the one
+    /// before it of the same producer, including earlier batches of this append.
+    pub fn check(&self, batches: &[ProducerBatch]) -> Result<Verdict, ProducerError> {
+        let mut staged = Staged::default();
+        for batch in batches {
+            if let Some(duplicate) = self.producers.get(&batch.producer_id).and_then(|entry| entry.find_duplicate(batch)) {
+                return Ok(Verdict::Duplicate(duplicate));
+            }
+            let position = match staged.entries.iter().position(|(id, _)| *id == batch.producer_id) {
+                Some(position) => position,
+                None => {
+                    let current = self.producers.get(&batch.producer_id);
+                    // Kafka's `updatedEntry`: the current epoch, no batches yet.
+                    let mut updated = ProducerEntry::new(current.map_or(NO_PRODUCER_EPOCH, |entry| entry.epoch));
+                    updated.last_timestamp_ms = current.map_or(-1, |entry| entry.last_timestamp_ms);
+                    staged.entries.push((batch.producer_id, updated));
+                    staged.entries.len() - 1
+                }
+            };
+            let current = self.producers.get(&batch.producer_id);
+            let updated = &staged.entries[position].1;
+            check_batch(batch, current, updated)?;
+            // A fresh append carries over the retained batches of the same epoch.
+            let entry = &mut staged.entries[position].1;
+            if entry.batches.is_empty() {
+                if let Some(current) = current.filter(|current| current.epoch == batch.epoch) {
+                    entry.batches = current.batches.clone();
+                }
+            }
+            entry.add(batch);
+        }
+        Ok(Verdict::Append(staged))
+    }
+
+    /// Applies the entries of an accepted append.
+    pub fn commit(&mut self, staged: Staged) {
+        for (producer_id, entry) in staged.entries {
+            if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+                self.evict_least_recent();
+            }
+            self.producers.insert(producer_id, entry);
+        }
+    }
+
+    /// Records a batch read back from the log (recovery): no checks, as Kafka's load from the log.
+    pub fn replay(&mut self, batch: &ProducerBatch) {
+        if !self.producers.contains_key(&batch.producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+            self.evict_least_recent();
+        }
+        self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry::new(batch.epoch)).add(batch);
+    }
+
+    /// Removes producers idle for at least `expiration_ms` (producer.id.expiration.ms; Kafka's
+    /// `isProducerExpired` compares the last batch timestamp). Returns how many went.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, entry| now_ms - entry.last_timestamp_ms < expiration_ms);
+        before - self.producers.len()
+    }
+
+    /// The producer least recently active goes when a partition holds too many.
+    fn evict_least_recent(&mut self) {
+        let oldest = self.producers.iter().min_by_key(|(id, entry)| (entry.last_timestamp_ms, **id)).map(|(id, _)| *id);
+        if let Some(oldest) = oldest {
+            tracing::warn!(
+                producer_id = oldest,
+                max = PRODUCERS_PER_PARTITION_MAX,
+                "too many producers on a partition: evicting the least recent"
+            );
+            self.producers.remove(&oldest);
+        }
+    }
+
+    /// Encodes the table (see the layout at [`ProducerStateTable::decode`]).
+    pub fn encode(&self, offset: i64) -> Vec<u8> {
+        let producers = self.producers();
+        let mut body = Vec::with_capacity(16 + producers.len() * (19 + PRODUCER_BATCHES_RETAINED * 32));
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&(producers.len() as u32).to_be_bytes());
+        for (producer_id, entry) in &producers {
+            body.extend_from_slice(&producer_id.to_be_bytes());
+            body.extend_from_slice(&entry.epoch.to_be_bytes());
+            body.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            body.push(entry.batches.len() as u8);
+            for batch in &entry.batches {
+                body.extend_from_slice(&batch.first_sequence.to_be_bytes());
+                body.extend_from_slice(&batch.last_sequence.to_be_bytes());
+                body.extend_from_slice(&batch.first_offset.to_be_bytes());
+                body.extend_from_slice(&batch.last_offset.to_be_bytes());
+                body.extend_from_slice(&batch.timestamp_ms.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes a snapshot: `FJPS` | version u8 | crc32c u32 of the rest | offset i64 | count u32 |
+    /// per producer: id i64, epoch i16, last timestamp i64, batch count u8, per batch: first
+    /// sequence i32, last sequence i32, first offset i64, last offset i64, timestamp i64
+    /// (big-endian). `None` if anything is off: a snapshot that cannot be trusted is not used.
+    pub fn decode(bytes: &[u8]) -> Option<(i64, ProducerStateTable)> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC || bytes[4] != SNAPSHOT_VERSION {
+            return None;
+        }
+        let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+        if crc32c::crc32c(body) != u32::from_be_bytes(bytes[5..9].try_into().ok()?) {
+            return None;
+        }
+        let mut reader = Reader { bytes: body };
+        let offset = reader.i64()?;
+        let count = reader.u32()? as usize;
+        if count > PRODUCERS_PER_PARTITION_MAX {
+            return None;
+        }
+        let mut table = ProducerStateTable::default();
+        for _ in 0..count {
+            let producer_id = reader.i64()?;
+            let mut entry = ProducerEntry::new(reader.i16()?);
+            entry.last_timestamp_ms = reader.i64()?;
+            let batches = reader.u8()? as usize;
+            if batches > PRODUCER_BATCHES_RETAINED {
+                return None;
+            }
+            for _ in 0..batches {
+                entry.batches.push_back(BatchMetadata {
+                    first_sequence: reader.i32()?,
+                    last_sequence: reader.i32()?,
+                    first_offset: reader.i64()?,
+                    last_offset: reader.i64()?,
+                    timestamp_ms: reader.i64()?,
+                });
+            }
+            table.producers.insert(producer_id, entry);
+        }
+        reader.bytes.is_empty().then_some((offset, table))
+    }
+}
+
+/// Kafka's `checkProducerEpoch` then `checkSequence` (client appends only).
+fn check_batch(batch: &ProducerBatch, current: Option<&ProducerEntry>, updated: &ProducerEntry) -> Result<(), ProducerError> {
+    if batch.epoch < updated.epoch {
+        return Err(ProducerError::InvalidEpoch {
+            producer_id: batch.producer_id,
+            epoch: batch.epoch,
+            current_epoch: updated.epoch,
+        });
+    }
+    if batch.epoch != updated.epoch {
+        if batch.first_sequence != 0 && updated.epoch != NO_PRODUCER_EPOCH {
+            return Err(ProducerError::NewEpochNotAtZero {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                sequence: batch.first_sequence,
+                current_epoch: updated.epoch,
+            });
+        }
+        return Ok(());
+    }
+    let last_sequence = if !updated.batches.is_empty() {
+        updated.last_sequence()
+    } else {
+        match current {
+            Some(current) if current.epoch == batch.epoch => current.last_sequence(),
+            _ => NO_SEQUENCE,
+        }
+    };
+    // No state for this producer (expired, or never seen here): any sequence is accepted (KIP-360).
+    let unknown = current.is_none_or(|current| current.epoch == NO_PRODUCER_EPOCH);
+    if unknown || in_sequence(last_sequence, batch.first_sequence) {
+        Ok(())
+    } else {
+        Err(ProducerError::OutOfOrderSequence { producer_id: batch.producer_id, sequence: batch.first_sequence, last_sequence })
+    }
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"FJPS";
+const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_HEADER_BYTES: usize = 4 + 1 + 4;
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        if self.bytes.len() < N {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(N);
+        self.bytes = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|bytes| bytes[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+/// `<dir>/<offset, 20 digits>.snapshot`.
+pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(crate::segment::file_name(offset, SNAPSHOT_SUFFIX))
+}
+
+/// Offsets of the snapshot files in `dir`, ascending.
+pub fn list_snapshots(dir: &Path) -> Vec<i64> {
+    let suffix = format!(".{SNAPSHOT_SUFFIX}");
+    let mut offsets: Vec<i64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(&suffix)?.parse::<i64>().ok())
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+/// Writes the snapshot of `table` at `offset` durably (temporary file, fsync, rename), then
+/// removes all but the newest [`PRODUCER_SNAPSHOTS_RETAINED`] snapshots.
+pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = snapshot_path(dir, offset);
+    let temporary = path.with_extension("snapshot.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&table.encode(offset))?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let offsets = list_snapshots(dir);
+    let excess = offsets.len().saturating_sub(PRODUCER_SNAPSHOTS_RETAINED);
+    for old in &offsets[..excess] {
+        let _ = std::fs::remove_file(snapshot_path(dir, *old));
+    }
+    Ok(())
+}
+
+/// Removes the snapshots above `offset` (the log ends there now), then returns the newest
+/// readable snapshot left: (offset, table). Unreadable snapshots are skipped (and logged).
+pub fn load_snapshot_at_or_below(dir: &Path, offset: i64) -> Option<(i64, ProducerStateTable)> {
+    let offsets = list_snapshots(dir);
+    for stale in offsets.iter().filter(|found| **found > offset) {
+        let _ = std::fs::remove_file(snapshot_path(dir, *stale));
+    }
+    for candidate in offsets.iter().rev().filter(|found| **found <= offset) {
+        let path = snapshot_path(dir, *candidate);
+        match std::fs::read(&path).ok().and_then(|bytes| ProducerStateTable::decode(&bytes)) {
+            Some((stored, table)) if stored == *candidate => return Some((stored, table)),
+            _ => tracing::warn!(snapshot = %path.display(), "producer state snapshot unreadable; using an older one"),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32, first_offset: i64) -> ProducerBatch {
+        ProducerBatch {
+            producer_id,
+            epoch,
+            first_sequence,
+            last_offset_delta: count - 1,
+            first_offset,
+            timestamp_ms: 1000 + first_offset,
+        }
+    }
+
+    fn append(table: &mut ProducerStateTable, batch: ProducerBatch) -> Result<Option<BatchMetadata>, ProducerError> {
+        match table.check(&[batch])? {
+            Verdict::Append(staged) => {
+                table.commit(staged);
+                Ok(None)
+            }
+            Verdict::Duplicate(found) => Ok(Some(found)),
+        }
+    }
+
+    #[test]
+    fn retry_of_one_of_the_last_five_batches_is_a_duplicate_with_its_original_offsets() {
+        let mut table = ProducerStateTable::default();
+        for index in 0..6 {
+            assert_eq!(append(&mut table, batch(7, 0, index * 2, 2, 100 + index as i64 * 2)), Ok(None));
+        }
+        let found = append(&mut table, batch(7, 0, 2, 2, 999)).unwrap().expect("duplicate");
+        assert_eq!((found.first_offset, found.last_offset), (102, 103));
+        // The first batch fell out of the window of five: its retry is out of order (KIP-98).
+        assert!(matches!(append(&mut table, batch(7, 0, 0, 2, 999)), Err(ProducerError::OutOfOrderSequence { .. })));
+    }
+
+    #[test]
+    fn gap_in_sequence_is_out_of_order_and_changes_nothing() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 0, 0, 3, 0)).unwrap();
+        let before = table.clone();
+        let error = append(&mut table, batch(1, 0, 4, 1, 3)).unwrap_err();
+        assert_eq!(error.kafka_error_code(), 45);
+        assert_eq!(table, before);
+        assert_eq!(append(&mut table, batch(1, 0, 3, 1, 3)), Ok(None));
+    }
+
+    #[test]
+    fn older_epoch_is_invalid_producer_epoch_kip_588() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 3, 0, 1, 0)).unwrap();
+        let error = append(&mut table, batch(1, 2, 1, 1, 1)).unwrap_err();
+        assert_eq!(error.kafka_error_code(), 47);
+    }
+
+    #[test]
+    fn new_epoch_must_start_at_sequence_zero_and_forgets_old_batches() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 0, 0, 1, 0)).unwrap();
+        assert!(matches!(append(&mut table, batch(1, 1, 5, 1, 1)), Err(ProducerError::NewEpochNotAtZero { .. })));
+        assert_eq!(append(&mut table, batch(1, 1, 0, 1, 1)), Ok(None));
+        // The old epoch's batch is no duplicate any more: its epoch is stale.
+        assert_eq!(append(&mut table, batch(1, 0, 0, 1, 2)).unwrap_err().kafka_error_code(), 47);
+        assert_eq!(table.get(1).unwrap().batches().count(), 1);
+    }
+
+    #[test]
+    fn unknown_producer_is_accepted_at_any_sequence_kip_360() {
+        let mut table = ProducerStateTable::default();
+        assert_eq!(append(&mut table, batch(9, 4, 12345, 2, 0)), Ok(None));
+        assert_eq!(table.get(9).unwrap().last_sequence(), 12346);
+    }
+
+    #[test]
+    fn sequence_wraps_from_i32_max_to_zero() {
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 0, i32::MAX - 1, 2, 0)).unwrap();
+        assert_eq!(table.get(1).unwrap().last_sequence(), i32::MAX);
+        assert_eq!(append(&mut table, batch(1, 0, 0, 1, 2)), Ok(None));
+        let mut wrapped = ProducerStateTable::default();
+        append(&mut wrapped, batch(2, 0, i32::MAX, 3, 0)).unwrap();
+        assert_eq!(wrapped.get(2).unwrap().last_sequence(), 1);
+        assert_eq!(append(&mut wrapped, batch(2, 0, 2, 1, 3)), Ok(None));
+    }
+
+    #[test]
+    fn batches_of_one_append_chain_and_an_error_stages_nothing() {
+        let mut table = ProducerStateTable::default();
+        let Verdict::Append(staged) = table.check(&[batch(1, 0, 0, 2, 0), batch(1, 0, 2, 2, 2)]).unwrap() else { panic!() };
+        table.commit(staged);
+        assert_eq!(table.get(1).unwrap().last_sequence(), 3);
+        let before = table.clone();
+        assert!(table.check(&[batch(1, 0, 4, 1, 4), batch(1, 0, 6, 1, 5)]).is_err());
+        assert_eq!(table, before);
+    }
+
+    #[test]
+    fn expiry_removes_idle_producers_only() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 0, 0, 1, 0)).unwrap(); // timestamp 1000
+        append(&mut table, batch(2, 0, 0, 1, 500)).unwrap(); // timestamp 1500
+        assert_eq!(table.expire(2000, 1000), 1);
+        assert!(table.get(1).is_none() && table.get(2).is_some());
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_corruption() {
+        let mut table = ProducerStateTable::default();
+        for producer in 0..4 {
+            for index in 0..7 {
+                append(&mut table, batch(producer, 1, index, 1, producer * 100 + index as i64)).unwrap();
+            }
+        }
+        let bytes = table.encode(4242);
+        assert_eq!(ProducerStateTable::decode(&bytes), Some((4242, table.clone())));
+        for position in [0, 6, 20, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[position] ^= 1;
+            assert_eq!(ProducerStateTable::decode(&bad), None, "flip at {position}");
+        }
+        assert_eq!(ProducerStateTable::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn snapshot_files_keep_the_newest_and_drop_those_past_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(1, 0, 0, 1, 0)).unwrap();
+        for offset in [10, 20, 30] {
+            write_snapshot(dir.path(), offset, &table).unwrap();
+        }
+        assert_eq!(list_snapshots(dir.path()), vec![20, 30]);
+        let (offset, loaded) = load_snapshot_at_or_below(dir.path(), 25).unwrap();
+        assert_eq!((offset, loaded), (20, table));
+        assert_eq!(list_snapshots(dir.path()), vec![20]);
+        assert!(load_snapshot_at_or_below(dir.path(), 19).is_none());
+    }
+}

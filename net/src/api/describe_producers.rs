@@ -1,0 +1,77 @@
+//! DescribeProducers (key 61), v0 (KIP-664): the active idempotent producers of each partition,
+//! read from the owner shard's producer state: epoch, last sequence, last timestamp. No
+//! transactions yet, so the coordinator epoch and the transaction start offset are -1.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId, RequestHeader};
+
+use super::{codes, respond, RequestError, Versions};
+use crate::context::ShardContext;
+use crate::response::OutFrame;
+use crate::router::{self, DescribeProducersPart, ProducerSummary, ShardRequest};
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
+
+pub async fn handle(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: DescribeProducersRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut shape = Vec::new();
+    let mut routed = Vec::new();
+    let mut results: Vec<Result<Vec<ProducerSummary>, i16>> = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let info = ctx.topic(&name);
+        for partition in &topic.partition_indexes {
+            let position = shape.len();
+            shape.push((topic.name.clone(), *partition));
+            results.push(Err(codes::UNKNOWN_TOPIC_OR_PARTITION));
+            if let Some(info) = info.as_ref().filter(|info| *partition >= 0 && *partition < info.partition_count) {
+                let part = DescribeProducersPart { topic: name.clone(), partition: *partition, spec: info.spec(*partition) };
+                routed.push((position, part));
+            }
+        }
+    }
+    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::DescribeProducers { parts, reply }).await;
+    for (receiver, order) in receivers.into_iter().zip(orders) {
+        if let Ok(replies) = receiver.await {
+            for (position, reply) in order.into_iter().zip(replies) {
+                results[position] = reply;
+            }
+        }
+    }
+    let mut response = DescribeProducersResponse::default();
+    for ((name, partition_index), result) in shape.into_iter().zip(results) {
+        if response.topics.last().is_none_or(|last: &TopicResponse| last.name != name) {
+            let mut topic = TopicResponse::default();
+            topic.name = name;
+            response.topics.push(topic);
+        }
+        let mut partition = PartitionResponse::default();
+        partition.partition_index = partition_index;
+        match result {
+            Ok(producers) => {
+                partition.active_producers = producers
+                    .into_iter()
+                    .map(|summary| {
+                        let mut state = ProducerState::default();
+                        state.producer_id = ProducerId(summary.producer_id);
+                        state.producer_epoch = summary.epoch as i32;
+                        state.last_sequence = summary.last_sequence;
+                        state.last_timestamp = summary.last_timestamp_ms;
+                        state.coordinator_epoch = -1;
+                        state.current_txn_start_offset = -1;
+                        state
+                    })
+                    .collect();
+            }
+            Err(code) => partition.error_code = code,
+        }
+        response.topics.last_mut().expect("pushed").partitions.push(partition);
+    }
+    respond(&header, &response).map(Some)
+}

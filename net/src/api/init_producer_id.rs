@@ -1,0 +1,53 @@
+//! InitProducerId (key 22), v0–5, for idempotent producers.
+//!
+//! Without a transactional id Kafka "always blindly accepts the request and returns a new
+//! producerId" with epoch 0 (`TransactionCoordinator.handleInitProducerId`), also when a v3+
+//! request names its current id and epoch (KIP-360): an idempotent producer bumps its epoch
+//! itself and asks for a new id only when the epoch would overflow. Ids come from the
+//! controller's durable blocks, so they are unique across restarts of this node.
+//!
+//! Transactions come next: a transactional id gets COORDINATOR_NOT_AVAILABLE for now (an empty
+//! one INVALID_REQUEST, as Kafka answers).
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader};
+
+use super::{codes, respond, RequestError, Versions};
+use crate::context::ShardContext;
+use crate::response::OutFrame;
+
+pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
+
+pub fn handle(ctx: &ShardContext, header: &RequestHeader, request: InitProducerIdRequest) -> Result<OutFrame, RequestError> {
+    let (error_code, producer_id, producer_epoch) = answer(ctx, &request);
+    let mut response = InitProducerIdResponse::default();
+    response.error_code = error_code;
+    response.producer_id = ProducerId(producer_id);
+    response.producer_epoch = producer_epoch;
+    respond(header, &response)
+}
+
+fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16) {
+    const NONE: (i64, i16) = (-1, -1);
+    // Kafka's KafkaApis: the current id and epoch come both or neither.
+    let named = (request.producer_id.0, request.producer_epoch);
+    if (named.0 == -1) != (named.1 == -1) {
+        return (codes::INVALID_REQUEST, NONE.0, NONE.1);
+    }
+    match &request.transactional_id {
+        None => {
+            let allocated = match ctx.controller.lock() {
+                Ok(mut controller) => controller.next_producer_id(),
+                Err(_) => return (codes::COORDINATOR_NOT_AVAILABLE, NONE.0, NONE.1),
+            };
+            match allocated {
+                Ok(producer_id) => (codes::NONE, producer_id, 0),
+                Err(error) => {
+                    tracing::error!(%error, "cannot reserve producer ids");
+                    (codes::UNKNOWN_SERVER_ERROR, NONE.0, NONE.1)
+                }
+            }
+        }
+        Some(id) if id.0.is_empty() => (codes::INVALID_REQUEST, NONE.0, NONE.1),
+        Some(_) => (codes::COORDINATOR_NOT_AVAILABLE, NONE.0, NONE.1),
+    }
+}
