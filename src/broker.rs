@@ -60,6 +60,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         socket_request_max_bytes: config.socket_request_max_bytes,
         retention_check_interval: std::time::Duration::from_millis(config.log_retention_check_interval_ms),
         cleaner_backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
+        cleaner_io_bytes_per_second: config.log_cleaner_io_max_bytes_per_second,
         producer_id_expiration_ms: config.producer_id_expiration_ms,
         producer_id_expiration_check_interval: std::time::Duration::from_millis(config.producer_id_expiration_check_interval_ms),
         coordinator: fjord_net::coordinator::CoordinatorSettings {

@@ -123,11 +123,19 @@ pub struct CompactOptions {
     pub offset_map_bytes_max: usize,
     /// Test hook: stop the pass after this step of its first rewritten group.
     pub stop_after: Option<CrashPoint>,
+    /// Read pace of this pass (Kafka's log.cleaner.io.max.bytes.per.second, split over the
+    /// shards); `None` reads as fast as the disk allows.
+    pub io_bytes_per_second: Option<u64>,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { force: false, offset_map_bytes_max: CLEANER_OFFSET_MAP_BYTES_MAX, stop_after: None }
+        CompactOptions {
+            force: false,
+            offset_map_bytes_max: CLEANER_OFFSET_MAP_BYTES_MAX,
+            stop_after: None,
+            io_bytes_per_second: None,
+        }
     }
 }
 
@@ -235,6 +243,32 @@ struct Pass<'a> {
     oldest_tombstone_ms: i64,
     report: CleanReport,
     stop: &'a dyn Fn() -> bool,
+    throttle: Throttle,
+}
+
+/// Keeps a pass's reads at or below a rate: after each chunk it sleeps until the bytes read so
+/// far are due. The cleaner's reads compete with produce for the disk; unpaced, a large pass
+/// saturates it and acks wait behind the reads.
+struct Throttle {
+    bytes_per_second: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_second: Option<u64>) -> Throttle {
+        Throttle { bytes_per_second: bytes_per_second.filter(|rate| *rate > 0), started: Instant::now(), bytes: 0 }
+    }
+
+    async fn pace(&mut self, bytes: u64) {
+        let Some(rate) = self.bytes_per_second else { return };
+        self.bytes += bytes;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            rt::sleep(due - elapsed).await;
+        }
+    }
 }
 
 /// What happened to one group.
@@ -273,6 +307,7 @@ impl Log {
                 ..CleanReport::default()
             },
             stop,
+            throttle: Throttle::new(options.io_bytes_per_second),
         };
         let Some(end_offset) = self.build_offset_map(&plan, &mut pass, options.offset_map_bytes_max).await? else {
             return Ok(None);
@@ -380,7 +415,9 @@ impl Log {
                 if (pass.stop)() {
                     return Ok(None);
                 }
-                pass.report.bytes_read += batches.iter().map(|batch| batch.len() as u64).sum::<u64>();
+                let chunk_bytes = batches.iter().map(|batch| batch.len() as u64).sum::<u64>();
+                pass.report.bytes_read += chunk_bytes;
+                pass.throttle.pace(chunk_bytes).await;
                 for bytes in batches {
                     let header = BatchHeader::parse(&bytes)?;
                     if header.is_control() || header.last_offset() < plan.first_dirty_offset {
@@ -517,6 +554,7 @@ impl Log {
                 if (pass.stop)() {
                     return Ok(None);
                 }
+                pass.throttle.pace(batches.iter().map(|batch| batch.len() as u64).sum()).await;
                 for bytes in batches {
                     pass.report.bytes_read += bytes.len() as u64;
                     if let Some(kept) = filter_batch(bytes, pass, &mut counts)? {

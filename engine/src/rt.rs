@@ -108,6 +108,14 @@ pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> 
 /// acks, 5–10 ms single-digit ms. The real fix (wake delivery here) belongs to the performance pass.
 pub const WAKE_BOUND: Duration = Duration::from_millis(10);
 
+/// Longest a task queue runs before glommio lets another queue in (its preempt timer; glommio's
+/// default is 100 ms). Background work (compaction, retention) runs in a low-share queue and
+/// calls [`yield_if_needed`] per chunk, but yielding only happens once this timer fires: with
+/// 100 ms, every I/O wait of a produce request let the cleaner take up to 100 ms, and produce
+/// acks at 50 MB/s went from p50 1.3 ms to 500 ms while a large log was compacted
+/// (scripts/bench-compaction.sh). Scylla's task quota is 0.5 ms.
+pub const TASK_QUOTA: Duration = Duration::from_millis(2);
+
 /// How each shard's executor is built.
 #[derive(Debug, Clone)]
 pub struct ShardRuntimeConfig {
@@ -134,7 +142,8 @@ where
             if config.pin_to_cores { glommio::Placement::Fixed(shard_id % cores) } else { glommio::Placement::Unbound };
         let mut builder = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("fjord-shard-{shard_id}"))
-            .io_memory(config.io_memory_bytes);
+            .io_memory(config.io_memory_bytes)
+            .preempt_timer(TASK_QUOTA);
         if let Some(spin) = config.spin_before_park {
             builder = builder.spin_before_park(spin);
         }

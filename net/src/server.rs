@@ -193,6 +193,11 @@ fn refresh_config(ctx: &ShardContext, partition: &Partition) {
 /// per cleaned partition, with the shard's running totals.
 async fn run_cleaner(ctx: Rc<ShardContext>) {
     let backoff = ctx.settings.cleaner_backoff;
+    let io_limit = ctx.settings.cleaner_io_bytes_per_second;
+    let options = CompactOptions {
+        io_bytes_per_second: (io_limit > 0).then(|| (io_limit / ctx.table.shard_count() as u64).max(1)),
+        ..CompactOptions::default()
+    };
     while !ctx.shutting_down.get() {
         let shutdown = ctx.shutdown.notified();
         if rt::timeout(backoff, shutdown).await.is_some() {
@@ -206,7 +211,7 @@ async fn run_cleaner(ctx: Rc<ShardContext>) {
             if !partition.config().cleanup_policy.compacts() {
                 continue;
             }
-            match partition.compact(fjord_engine::partition::now_ms(), &CompactOptions::default()).await {
+            match partition.compact(fjord_engine::partition::now_ms(), &options).await {
                 Ok(Some(report)) => {
                     let totals = ctx.store.note_cleaning(&report);
                     let counters = ctx.metrics();

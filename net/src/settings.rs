@@ -17,6 +17,9 @@ pub struct BrokerSettings {
     pub retention_check_interval: std::time::Duration,
     /// log.cleaner.backoff.ms: how long each shard's log cleaner sleeps between passes.
     pub cleaner_backoff: std::time::Duration,
+    /// log.cleaner.io.max.bytes.per.second for the whole broker (0: no limit); each shard's
+    /// cleaner reads at most its share.
+    pub cleaner_io_bytes_per_second: u64,
     /// producer.id.expiration.ms: idempotent producers idle this long are forgotten per partition.
     pub producer_id_expiration_ms: i64,
     /// producer.id.expiration.check.interval.ms: how often each shard looks for them.
