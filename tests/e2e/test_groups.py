@@ -717,3 +717,58 @@ def test_garbage_metadata_and_stale_generation_commits_are_answered(group_broker
 
     assert _committed(bootstrap, group) == {(topic, 0): 1}
     _assert_healthy(group_broker, topic)
+
+
+CONSUMER_GROUP_HEARTBEAT = 68
+COORDINATOR_LOAD_IN_PROGRESS = 14
+STALE_MEMBER_EPOCH = 113
+
+
+def _consumer_heartbeat_v0(conn: kafka_wire.KafkaConnection, group: str, member_id: str, epoch: int,
+                           topic: str) -> tuple[int, str | None, int]:
+    """ConsumerGroupHeartbeat v0 (KIP-848) subscribing to `topic`; returns (error, member id, epoch)."""
+    body = (Writer(flexible=True).string(group).string(member_id).int32(epoch).string(None).string(None)
+            .int32(30_000).array_len(1).string(topic).string(None).array_len(0).tagged_fields().getvalue())
+    r = conn.roundtrip(CONSUMER_GROUP_HEARTBEAT, 0, body, flexible=True)
+    r.int32()  # throttle
+    error = r.int16()
+    r.string()  # error message
+    return error, r.string(), r.int32()
+
+
+def _offset_commit_v9(conn: kafka_wire.KafkaConnection, group: str, epoch: int, member_id: str, topic: str) -> int:
+    body = (Writer(flexible=True).string(group).int32(epoch).string(member_id).string(None)
+            .array_len(1).string(topic).array_len(1).int32(0).int64(1).int32(-1).string("")
+            .tagged_fields().tagged_fields().tagged_fields().getvalue())
+    r = conn.roundtrip(OFFSET_COMMIT, 9, body, flexible=True)
+    r.int32()  # throttle
+    assert r.array_len() == 1 and r.string() == topic and r.array_len() == 1
+    assert r.int32() == 0
+    return r.int16()
+
+
+def test_kip848_commits_are_fenced_by_member_epoch(group_broker, topic):
+    """OffsetCommit v9 into a KIP-848 group carries the member epoch: a stale epoch gets
+    STALE_MEMBER_EPOCH, an unknown member UNKNOWN_MEMBER_ID, and neither changes the offsets."""
+    bootstrap = group_broker.bootstrap
+    group = _group_name("kip848-raw")
+    fjordtest.create_topic(bootstrap, topic, partitions=1)
+    with group_broker.connect(timeout_s=20) as conn:
+        deadline = time.monotonic() + WAIT_MAX_S
+        while True:
+            error, member_id, epoch = _consumer_heartbeat_v0(conn, group, "", 0, topic)
+            if error != COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        assert error == kafka_wire.NONE and member_id and epoch >= 1, (error, member_id, epoch)
+        assert _offset_commit_v9(conn, group, epoch + 1, member_id, topic) == STALE_MEMBER_EPOCH
+        assert _offset_commit_v9(conn, group, epoch, "made-up-member", topic) == UNKNOWN_MEMBER_ID
+        assert _committed(bootstrap, group) == {}
+        assert _offset_commit_v9(conn, group, epoch, member_id, topic) == kafka_wire.NONE
+        assert _committed(bootstrap, group) == {(topic, 0): 1}
+        # Leaving (epoch -1) empties the group; an admin-style commit (epoch -1, no member) is
+        # then accepted, as Kafka accepts it for an empty consumer group.
+        error, _, left_epoch = _consumer_heartbeat_v0(conn, group, member_id, -1, topic)
+        assert (error, left_epoch) == (kafka_wire.NONE, -1)
+        assert _offset_commit_v9(conn, group, -1, "", topic) == kafka_wire.NONE
+    _assert_healthy(group_broker, topic)
