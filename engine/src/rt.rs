@@ -91,6 +91,19 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
+/// How often the mesh's connect futures are polled without being woken (see `Mesh::connect`).
+const CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Polls `future` at least every `period`, woken or not, until it completes.
+async fn poll_every<F: Future>(period: Duration, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Some(output) = timeout(period, future.as_mut()).await {
+            return output;
+        }
+    }
+}
+
 /// Races `future` against a timer. `None` when the timer fired first.
 pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
     use futures::future::{select, Either};
@@ -219,7 +232,12 @@ impl<M: Send + 'static> Mesh<M> {
             }
         }));
         let receivers = futures::future::join_all(receivers.into_iter().flatten().map(|receiver| receiver.connect()));
-        let (connected_senders, connected_receivers) = futures::future::join(senders, receivers).await;
+        // glommio 0.9 can miss the wake of a shared-channel connect when both ends connect at the
+        // same moment (seen as a broker that never got ready, both shards parked, about once in
+        // 25 golden-test runs under CPU load). Its connect future checks the peer on every poll,
+        // so polling it on a timer as well ends the wait.
+        let (connected_senders, connected_receivers) =
+            poll_every(CONNECT_POLL_INTERVAL, futures::future::join(senders, receivers)).await;
         Mesh { shard_id, senders: connected_senders, receivers: RefCell::new(connected_receivers) }
     }
 
