@@ -308,13 +308,7 @@ impl Log {
                 self.log_start_offset.set(next_base);
             }
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
-            match Rc::try_unwrap(segment) {
-                Ok(segment) => segment.delete().await?,
-                Err(shared) => {
-                    let _ = std::fs::remove_file(shared.path());
-                    let _ = std::fs::remove_file(shared.path().with_extension("index"));
-                }
-            }
+            delete_segment(segment).await?;
             report.add(RemovalReport { segments: 1, bytes });
             rt::yield_if_needed().await;
         }
@@ -327,13 +321,7 @@ impl Log {
         let doomed: Vec<i64> = self.segments.borrow().range(offset..).map(|(base, _)| *base).collect();
         for base in doomed {
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
-            match Rc::try_unwrap(segment) {
-                Ok(segment) => segment.delete().await?,
-                Err(shared) => {
-                    let _ = std::fs::remove_file(shared.path());
-                    let _ = std::fs::remove_file(shared.path().with_extension("index"));
-                }
-            }
+            delete_segment(segment).await?;
         }
         if self.segments.borrow().is_empty() {
             let segment = Segment::create(&self.dir, offset, now_ms).await?;
@@ -404,13 +392,26 @@ fn read_recovery_point(dir: &Path) -> Option<(i64, u64)> {
     Some((base, position))
 }
 
+/// Deletes a segment taken out of the list. Files of a segment still referenced elsewhere are
+/// unlinked (readers with an open file finish their sendfile).
+async fn delete_segment(segment: Rc<Segment>) -> LogResult<()> {
+    match Rc::try_unwrap(segment) {
+        Ok(segment) => segment.delete().await,
+        Err(shared) => {
+            let _ = std::fs::remove_file(shared.path());
+            let _ = std::fs::remove_file(shared.path().with_extension("index"));
+            Ok(())
+        }
+    }
+}
+
 fn read_log_start_offset(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?.trim().parse().ok()
 }
 
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, so a crash leaves
 /// either the old or the new contents.
-pub(crate) fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary)?;

@@ -11,8 +11,9 @@
 //! After a restart allocation starts at the stored value, so no id is ever given twice. With a
 //! Raft controller the reservation becomes a metadata record; the allocator's interface stays.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use fjord_engine::log::write_durably;
 
 use super::MetadataError;
 
@@ -65,18 +66,6 @@ impl ProducerIdManager {
         self.next += 1;
         Ok(id)
     }
-}
-
-fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
