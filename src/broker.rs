@@ -77,6 +77,16 @@ fn run(config: &StartConfig) -> Result<(), String> {
             },
             offsets_topic_partitions: config.offsets_topic_num_partitions,
         },
+        transactions: fjord_net::txn_coordinator::TxnSettings {
+            config: fjord_group::txn::TxnConfig {
+                transaction_max_timeout_ms: config.transaction_max_timeout_ms,
+                transactional_id_expiration_ms: config.transactional_id_expiration_ms,
+            },
+            partitions: config.transaction_state_log_num_partitions,
+            abort_check_interval: std::time::Duration::from_millis(
+                config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            ),
+        },
         static_configs: config.static_broker_configs(),
     };
     let shared = Arc::new(Shared {

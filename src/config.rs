@@ -72,6 +72,18 @@ pub struct StartArgs {
     /// Partitions of the __consumer_offsets topic, fixed when it is created (offsets.topic.num.partitions) [default: 50]
     #[arg(long, env = "FJORD_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Partitions of the __transaction_state topic, fixed when it is created (transaction.state.log.num.partitions) [default: 50]
+    #[arg(long, env = "FJORD_TRANSACTION_STATE_LOG_NUM_PARTITIONS")]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// Largest transaction timeout a producer may ask for (transaction.max.timeout.ms) [default: 900000]
+    #[arg(long, env = "FJORD_TRANSACTION_MAX_TIMEOUT_MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// How often the coordinator aborts transactions past their timeout (transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000]
+    #[arg(long, env = "FJORD_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS")]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    /// How long an idle transactional id is kept (transactional.id.expiration.ms) [default: 604800000]
+    #[arg(long, env = "FJORD_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
     /// How long a new group waits for more members before its first rebalance (group.initial.rebalance.delay.ms) [default: 3000]
     #[arg(long, env = "FJORD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<i32>,
@@ -126,6 +138,10 @@ pub struct StartConfig {
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
     pub offsets_topic_num_partitions: i32,
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_max_timeout_ms: i32,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    pub transactional_id_expiration_ms: i64,
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -240,6 +256,13 @@ impl StartArgs {
         note("producer.id.expiration.ms", set!(producer_id_expiration_ms));
         note("producer.id.expiration.check.interval.ms", set!(producer_id_expiration_check_interval_ms));
         note("offsets.topic.num.partitions", set!(offsets_topic_num_partitions));
+        note("transaction.state.log.num.partitions", set!(transaction_state_log_num_partitions));
+        note("transaction.max.timeout.ms", set!(transaction_max_timeout_ms));
+        note(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            set!(transaction_abort_timed_out_transaction_cleanup_interval_ms),
+        );
+        note("transactional.id.expiration.ms", set!(transactional_id_expiration_ms));
         note("group.initial.rebalance.delay.ms", set!(group_initial_rebalance_delay_ms));
         note("group.min.session.timeout.ms", set!(group_min_session_timeout_ms));
         note("group.max.session.timeout.ms", set!(group_max_session_timeout_ms));
@@ -263,6 +286,16 @@ impl StartArgs {
             producer_id_expiration_ms: pick!(self, file, producer_id_expiration_ms, 86_400_000).max(1),
             producer_id_expiration_check_interval_ms: pick!(self, file, producer_id_expiration_check_interval_ms, 600_000).max(1),
             offsets_topic_num_partitions: pick!(self, file, offsets_topic_num_partitions, 50).clamp(1, 10_000),
+            transaction_state_log_num_partitions: pick!(self, file, transaction_state_log_num_partitions, 50).clamp(1, 10_000),
+            transaction_max_timeout_ms: pick!(self, file, transaction_max_timeout_ms, 900_000).max(1),
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: pick!(
+                self,
+                file,
+                transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                10_000
+            )
+            .max(1),
+            transactional_id_expiration_ms: pick!(self, file, transactional_id_expiration_ms, 604_800_000).max(1),
             group_initial_rebalance_delay_ms: pick!(self, file, group_initial_rebalance_delay_ms, 3_000).max(0),
             group_min_session_timeout_ms: pick!(self, file, group_min_session_timeout_ms, 6_000).max(0),
             group_max_session_timeout_ms: pick!(self, file, group_max_session_timeout_ms, 1_800_000).max(0),

@@ -1228,7 +1228,7 @@ impl Groups {
 
     /// Kafka `OffsetMetadataManager.validateOffsetCommit` + `ClassicGroup.validateOffsetCommit`.
     /// Returns the group id on success (the group exists afterwards).
-    fn validate_offset_commit(
+    pub fn validate_offset_commit(
         &mut self,
         ctx: &RequestContext,
         request: &OffsetCommitRequest,

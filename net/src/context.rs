@@ -50,6 +50,7 @@ pub struct ShardContext {
     pub shutting_down: Cell<bool>,
     pub shutdown: Rc<Notify>,
     pub coordinator: crate::coordinator::Coordinator,
+    pub transactions: crate::txn_coordinator::TxnCoordinator,
     metrics: Arc<Metrics>,
     topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
 }
@@ -75,6 +76,7 @@ impl ShardContext {
             shutting_down: Cell::new(false),
             shutdown: Rc::new(Notify::default()),
             coordinator: crate::coordinator::Coordinator::new(settings.coordinator.clone()),
+            transactions: crate::txn_coordinator::TxnCoordinator::new(settings.transactions.clone()),
             metrics,
             topics: RefCell::new((i64::MIN, AHashMap::new())),
         }

@@ -24,6 +24,7 @@ use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Partition};
 use fjord_engine::rt::{self, Notify};
 use fjord_group::classic::{self, ClassicConfig, Groups, Outcome, Reply, RequestContext, Token};
 use fjord_group::consumer::{self, ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, TopicsView};
+use fjord_group::offsets::{metadata_too_large, OffsetAndMetadata};
 use fjord_group::records;
 use fjord_replication::metadata::MetadataImage;
 use futures::channel::oneshot;
@@ -31,11 +32,12 @@ use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup a
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -45,6 +47,7 @@ use kafka_protocol::records::{
 use crate::admin::{self, NewTopic};
 use crate::context::ShardContext;
 use crate::router::ShardRequest;
+use crate::txn_coordinator::Marker;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// offsets.topic.segment.bytes (Kafka: 100 MiB).
@@ -73,6 +76,10 @@ pub enum GroupCall {
     ConsumerHeartbeat(ConsumerGroupHeartbeatRequest),
     /// KIP-848 ConsumerGroupDescribe of one group.
     ConsumerDescribe(ConsumerGroupDescribeRequest),
+    /// Offsets committed inside a transaction: pending until the producer's marker.
+    TxnOffsetCommit(TxnOffsetCommitRequest),
+    /// The transaction coordinator's end-transaction marker for this partition.
+    TxnMarker(Marker),
 }
 
 /// The coordinator's answer to a [`GroupCall`].
@@ -80,6 +87,9 @@ pub enum GroupReply {
     Classic(Reply),
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(ConsumerGroupDescribeResponse),
+    TxnOffsetCommit(TxnOffsetCommitResponse),
+    /// The marker is durable (0) or a Kafka error code.
+    Marker(i16),
 }
 
 pub struct GroupMessage {
@@ -127,6 +137,8 @@ type PendingReplies = (Option<AppendTicket>, Vec<(Token, GroupReply)>);
 struct Step {
     records: Vec<(Bytes, Option<Bytes>)>,
     replies: Vec<(Token, GroupReply)>,
+    /// The records belong to this producer's transaction (TxnOffsetCommit).
+    producer: Option<(i64, i16)>,
 }
 
 impl From<Outcome> for Step {
@@ -138,13 +150,14 @@ impl From<Outcome> for Step {
                 .map(|record| (Bytes::from(records::encode_key(record)), records::encode_value(record).map(Bytes::from)))
                 .collect(),
             replies: outcome.replies.into_iter().map(|(token, reply)| (token, GroupReply::Classic(reply))).collect(),
+            producer: None,
         }
     }
 }
 
 impl Step {
     fn reply(token: Token, reply: GroupReply) -> Step {
-        Step { records: Vec::new(), replies: vec![(token, reply)] }
+        Step { records: Vec::new(), replies: vec![(token, reply)], producer: None }
     }
 
     fn push_consumer_records(&mut self, consumer_records: &[ConsumerRecord]) {
@@ -161,6 +174,9 @@ struct CoordinatorPartition {
     groups: RefCell<Groups>,
     consumer: RefCell<ConsumerGroups>,
     log: RefCell<Option<Rc<Partition>>>,
+    /// Offsets of open transactions by producer id (TxnOffsetCommit records in the log), applied
+    /// when the producer's commit marker is written, dropped at its abort.
+    pending_txn: RefCell<HashMap<i64, Vec<records::Record>>>,
     next_token: Cell<Token>,
     waiting: RefCell<HashMap<Token, oneshot::Sender<GroupReply>>>,
     queue: RefCell<VecDeque<PendingReplies>>,
@@ -193,6 +209,10 @@ impl Coordinator {
                 let _ = rt::timeout(LOAD_WAIT_MAX, loaded).await;
             }
         }
+        if let GroupCall::TxnMarker(marker) = message.call {
+            partition.write_marker(marker, message.reply).await;
+            return;
+        }
         let token = partition.next_token.get();
         partition.next_token.set(token + 1);
         partition.waiting.borrow_mut().insert(token, message.reply);
@@ -219,6 +239,7 @@ impl Coordinator {
             groups: RefCell::new(Groups::new_loading(self.settings.classic.clone(), seed)),
             consumer: RefCell::new(ConsumerGroups::new(self.settings.consumer.clone())),
             log: RefCell::new(None),
+            pending_txn: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             waiting: RefCell::new(HashMap::new()),
             queue: RefCell::new(VecDeque::new()),
@@ -304,7 +325,13 @@ impl CoordinatorPartition {
                         return Step::reply(token, GroupReply::Classic(Reply::OffsetFetch(response)));
                     }
                 }
-                groups.offset_fetch(request, &body).into()
+                let mut step: Step = groups.offset_fetch(request, &body).into();
+                if body.require_stable {
+                    if let Some((_, GroupReply::Classic(Reply::OffsetFetch(response)))) = step.replies.first_mut() {
+                        self.mark_unstable(&body, response);
+                    }
+                }
+                step
             }
             GroupCall::Describe(body) => {
                 // Split per group by the handler. A consumer group is not a classic group: Kafka
@@ -358,6 +385,11 @@ impl CoordinatorPartition {
                 }
             }
             GroupCall::OffsetDelete(body) => groups.offset_delete(request, &body).into(),
+            GroupCall::TxnOffsetCommit(body) => {
+                let validated = validate_txn_offset_commit(&mut groups, &consumer, request, &body, now);
+                self.txn_offset_commit(&groups, request.token, &body, validated, now)
+            }
+            GroupCall::TxnMarker(_) => unreachable!("markers are handled before dispatch"),
             GroupCall::ConsumerHeartbeat(body) => {
                 let error = if groups.is_loading() {
                     Some((crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS, None))
@@ -400,6 +432,123 @@ impl CoordinatorPartition {
         }
     }
 
+    /// TxnOffsetCommit: the offsets are written as the producer's transactional records and kept
+    /// pending until its marker (Kafka's OffsetMetadataManager `pendingTransactionalOffsets`).
+    fn txn_offset_commit(
+        &self,
+        groups: &Groups,
+        token: Token,
+        body: &TxnOffsetCommitRequest,
+        validated: Result<(), i16>,
+        now: i64,
+    ) -> Step {
+        let mut step = Step { producer: Some((body.producer_id.0, body.producer_epoch)), ..Step::default() };
+        let mut pending = Vec::new();
+        let mut response = TxnOffsetCommitResponse::default();
+        let chars_max = groups.config().offset_metadata_chars_max;
+        for topic in &body.topics {
+            let mut answered = TxnOffsetCommitResponseTopic::default();
+            answered.name = topic.name.clone();
+            for partition in &topic.partitions {
+                let metadata = partition.committed_metadata.as_deref().unwrap_or_default();
+                let code = match validated {
+                    Err(code) => code,
+                    Ok(()) if metadata_too_large(metadata, chars_max) => crate::api::codes::OFFSET_METADATA_TOO_LARGE,
+                    Ok(()) => {
+                        let offset = OffsetAndMetadata {
+                            committed_offset: partition.committed_offset,
+                            leader_epoch: (partition.committed_leader_epoch >= 0).then_some(partition.committed_leader_epoch),
+                            metadata: metadata.to_owned(),
+                            commit_timestamp_ms: now,
+                            expire_timestamp_ms: None,
+                        };
+                        let record = records::Record::OffsetCommit {
+                            group_id: body.group_id.to_string(),
+                            topic: topic.name.to_string(),
+                            partition: partition.partition_index,
+                            value: Some(offset.to_value()),
+                        };
+                        step.records
+                            .push((Bytes::from(records::encode_key(&record)), records::encode_value(&record).map(Bytes::from)));
+                        pending.push(record);
+                        crate::api::codes::NONE
+                    }
+                };
+                let mut result = TxnOffsetCommitResponsePartition::default();
+                result.partition_index = partition.partition_index;
+                result.error_code = code;
+                answered.partitions.push(result);
+            }
+            response.topics.push(answered);
+        }
+        if !pending.is_empty() {
+            self.pending_txn.borrow_mut().entry(body.producer_id.0).or_default().extend(pending);
+        }
+        step.replies.push((token, GroupReply::TxnOffsetCommit(response)));
+        step
+    }
+
+    /// Writes a transaction's marker and applies (commit) or drops (abort) its pending offsets;
+    /// the reply goes once the marker is durable.
+    async fn write_marker(&self, marker: Marker, reply: oneshot::Sender<GroupReply>) {
+        let log = self.log.borrow().clone();
+        let Some(log) = log else {
+            let _ = reply.send(GroupReply::Marker(crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS));
+            return;
+        };
+        let ticket =
+            match log.append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control()).await {
+                Ok(ticket) => ticket,
+                Err(error) => {
+                    let _ = reply.send(GroupReply::Marker(error.kafka_error_code()));
+                    return;
+                }
+            };
+        let pending = self.pending_txn.borrow_mut().remove(&marker.producer_id).unwrap_or_default();
+        if marker.commit {
+            let mut groups = self.groups.borrow_mut();
+            pending.iter().for_each(|record| groups.replay(record));
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        self.waiting.borrow_mut().insert(token, reply);
+        self.queue.borrow_mut().push_back((Some(ticket), vec![(token, GroupReply::Marker(crate::api::codes::NONE))]));
+        self.queue_wake.notify_all();
+    }
+
+    /// OffsetFetch with require_stable (KIP-447): partitions with offsets of an open transaction
+    /// answer UNSTABLE_OFFSET_COMMIT, so the consumer retries instead of reading a stale offset.
+    fn mark_unstable(&self, request: &OffsetFetchRequest, response: &mut kafka_protocol::messages::OffsetFetchResponse) {
+        let pending = self.pending_txn.borrow();
+        let is_pending = |group_id: &str, topic: &str, partition: i32| {
+            pending.values().flatten().any(|record| {
+                matches!(record, records::Record::OffsetCommit { group_id: g, topic: t, partition: p, .. }
+                    if g == group_id && t == topic && *p == partition)
+            })
+        };
+        if pending.is_empty() {
+            return;
+        }
+        for group in &mut response.groups {
+            for topic in &mut group.topics {
+                for partition in &mut topic.partitions {
+                    if is_pending(&group.group_id, &topic.name, partition.partition_index) {
+                        partition.error_code = crate::api::codes::UNSTABLE_OFFSET_COMMIT;
+                        partition.committed_offset = -1;
+                    }
+                }
+            }
+        }
+        for topic in &mut response.topics {
+            for partition in &mut topic.partitions {
+                if is_pending(&request.group_id, &topic.name, partition.partition_index) {
+                    partition.error_code = crate::api::codes::UNSTABLE_OFFSET_COMMIT;
+                    partition.committed_offset = -1;
+                }
+            }
+        }
+    }
+
     async fn load(self: Rc<Self>, ctx: &Rc<ShardContext>) {
         let started = std::time::Instant::now();
         let log = loop {
@@ -414,25 +563,8 @@ impl CoordinatorPartition {
                 }
             }
         };
-        let mut offset = log.log_start_offset();
         let mut records = 0usize;
-        while offset < log.high_watermark() {
-            let bytes = match read_bytes(&log, offset) {
-                Ok(bytes) if !bytes.is_empty() => bytes,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::error!(partition = log.name(), %error, "cannot read the group log; groups of this partition start empty");
-                    break;
-                }
-            };
-            let (next, replayed) = self.replay_batches(bytes, offset);
-            records += replayed;
-            if next <= offset {
-                break;
-            }
-            offset = next;
-            rt::yield_if_needed().await;
-        }
+        replay_log(&log, |record| records += self.replay_record(record)).await;
         *self.log.borrow_mut() = Some(log);
         let now = now_ms();
         let outcome: Step = self.groups.borrow_mut().finish_loading(now).into();
@@ -449,74 +581,61 @@ impl CoordinatorPartition {
         self.submit(outcome).await;
     }
 
-    /// Replays every record of the whole batches in `bytes`; returns the offset after the last
-    /// batch and how many records were replayed.
-    fn replay_batches(&self, bytes: Bytes, from: i64) -> (i64, usize) {
-        let mut next = from;
-        let mut replayed = 0;
-        let mut position = 0usize;
-        while bytes.len() - position >= 61 {
-            let base_offset = i64::from_be_bytes(bytes[position..position + 8].try_into().expect("8 bytes"));
-            let length = i32::from_be_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes"));
-            let size = 12 + length.max(0) as usize;
-            if length < 49 || position + size > bytes.len() {
-                break;
+    /// Applies one record read back from the log; returns 1 if it changed group state. Records
+    /// of a transaction (TxnOffsetCommit) wait for their producer's marker: a commit applies
+    /// them, an abort drops them.
+    fn replay_record(&self, record: &WireRecord) -> usize {
+        if record.control {
+            let Some(commit) = record.key.as_deref().and_then(control_commits) else { return 0 };
+            let pending = self.pending_txn.borrow_mut().remove(&record.producer_id).unwrap_or_default();
+            if commit {
+                let mut groups = self.groups.borrow_mut();
+                pending.iter().for_each(|record| groups.replay(record));
+                return pending.len();
             }
-            let last_offset_delta = i32::from_be_bytes(bytes[position + 23..position + 27].try_into().expect("4 bytes"));
-            let mut batch = bytes.slice(position..position + size);
-            match RecordBatchDecoder::decode(&mut batch) {
-                Ok(set) => {
-                    for record in set.records {
-                        if record.offset < from || record.control {
-                            continue;
-                        }
-                        let Some(key) = record.key.as_deref() else { continue };
-                        match records::decode(key, record.value.as_deref()) {
-                            Ok(records::Record::Unknown { key_version })
-                                if ConsumerRecord::is_consumer_key_version(key_version) =>
-                            {
-                                match ConsumerRecord::decode(key, record.value.as_deref()) {
-                                    Ok(decoded) => {
-                                        self.consumer.borrow_mut().replay(&decoded);
-                                        replayed += 1;
-                                    }
-                                    Err(error) => {
-                                        tracing::warn!(
-                                            partition = self.index,
-                                            offset = record.offset,
-                                            ?error,
-                                            "skipping an undecodable consumer group record"
-                                        )
-                                    }
-                                }
-                            }
-                            Ok(decoded) => {
-                                self.groups.borrow_mut().replay(&decoded);
-                                replayed += 1;
-                            }
-                            Err(error) => {
-                                tracing::warn!(partition = self.index, offset = record.offset, %error, "skipping an undecodable group record")
-                            }
-                        }
+            return 0;
+        }
+        let Some(key) = record.key.as_deref() else { return 0 };
+        match records::decode(key, record.value.as_deref()) {
+            Ok(records::Record::Unknown { key_version }) if ConsumerRecord::is_consumer_key_version(key_version) => {
+                match ConsumerRecord::decode(key, record.value.as_deref()) {
+                    Ok(decoded) => {
+                        self.consumer.borrow_mut().replay(&decoded);
+                        1
+                    }
+                    Err(error) => {
+                        tracing::warn!(partition = self.index, offset = record.offset, ?error, "skipping an undecodable consumer group record");
+                        0
                     }
                 }
-                Err(error) => tracing::warn!(partition = self.index, base_offset, %error, "skipping an undecodable group batch"),
             }
-            next = base_offset + last_offset_delta as i64 + 1;
-            position += size;
+            Ok(decoded) if record.transactional => {
+                self.pending_txn.borrow_mut().entry(record.producer_id).or_default().push(decoded);
+                0
+            }
+            Ok(decoded) => {
+                self.groups.borrow_mut().replay(&decoded);
+                1
+            }
+            Err(error) => {
+                tracing::warn!(partition = self.index, offset = record.offset, %error, "skipping an undecodable group record");
+                0
+            }
         }
-        (next, replayed)
     }
 
     /// Appends the outcome's records (acks=all) and queues its replies behind them.
     async fn submit(&self, step: Step) {
-        let Step { records, replies } = step;
+        let Step { records, replies, producer } = step;
         let ticket = if records.is_empty() {
             None
         } else {
             let log = self.log.borrow().clone();
             let appended = match log {
-                Some(log) => match encode_batch(&records) {
+                Some(log) => match encode_batch(&records, producer) {
+                    Some(batch) if producer.is_some() => {
+                        log.append_as_coordinator(batch, Acks::Synced).await.map_err(|error| error.to_string())
+                    }
                     Some(batch) => log.append(batch, Acks::Synced).await.map_err(|error| error.to_string()),
                     None => Err("cannot encode group records".to_string()),
                 },
@@ -595,9 +714,113 @@ async fn run_ticks(ctx: Rc<ShardContext>) {
     }
 }
 
+/// Kafka's `validateTransactionalOffsetCommit`: the checks of OffsetCommit (a missing group is
+/// created as a simple group when the generation is negative), a stale member epoch of a
+/// consumer group answered as ILLEGAL_GENERATION.
+fn validate_txn_offset_commit(
+    groups: &mut Groups,
+    consumer: &ConsumerGroups,
+    request: &RequestContext,
+    body: &TxnOffsetCommitRequest,
+    now: i64,
+) -> Result<(), i16> {
+    if groups.is_loading() {
+        return Err(crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let mut as_commit = OffsetCommitRequest::default();
+    as_commit.group_id = body.group_id.clone();
+    if consumer.contains_group(&body.group_id) {
+        consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id).map_err(|error| {
+            if error.code() == crate::api::codes::STALE_MEMBER_EPOCH {
+                crate::api::codes::ILLEGAL_GENERATION
+            } else {
+                error.code()
+            }
+        })?;
+        // The offsets live in the Empty classic group of the same id.
+        as_commit.generation_id_or_member_epoch = -1;
+    } else {
+        as_commit.generation_id_or_member_epoch = body.generation_id;
+        as_commit.member_id = body.member_id.clone();
+        as_commit.group_instance_id = body.group_instance_id.clone();
+    }
+    groups.validate_offset_commit(request, &as_commit, now).map(|_| ()).map_err(|error| error.code())
+}
+
+/// Starts writing a transaction marker to `__consumer_offsets-<partition>` (owned by this
+/// shard); the receiver answers once it is durable.
+pub(crate) async fn start_txn_marker(ctx: &Rc<ShardContext>, partition: i32, marker: Marker) -> oneshot::Receiver<GroupReply> {
+    let (reply, answer) = oneshot::channel();
+    let message = GroupMessage {
+        partition,
+        call: GroupCall::TxnMarker(marker),
+        api_version: 0,
+        client_id: String::new(),
+        client_host: String::new(),
+        reply,
+    };
+    Coordinator::handle(ctx, message).await;
+    answer
+}
+
 async fn open_log(ctx: &Rc<ShardContext>, index: i32) -> Result<Rc<Partition>, String> {
     let info = ensure_offsets_topic(ctx).await.map_err(|code| format!("offsets topic unavailable (error {code})"))?;
     ctx.store.get_or_open(OFFSETS_TOPIC, index, &info.spec(index)).await.map_err(|error| error.to_string())
+}
+
+/// Reads a coordinator log from its start to its high watermark, giving every record of every
+/// batch to `visit` in order (control records included). Undecodable batches are skipped.
+pub(crate) async fn replay_log(log: &Partition, mut visit: impl FnMut(&WireRecord)) {
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let bytes = match read_bytes(log, offset) {
+            Ok(bytes) if !bytes.is_empty() => bytes,
+            Ok(_) => break,
+            Err(error) => {
+                tracing::error!(partition = log.name(), %error, "cannot read the coordinator log; its state starts from what was read");
+                break;
+            }
+        };
+        let next = replay_batches(log.name(), bytes, offset, &mut visit);
+        if next <= offset {
+            break;
+        }
+        offset = next;
+        rt::yield_if_needed().await;
+    }
+}
+
+/// Visits the records at or after `from` of the whole batches in `bytes`; returns the offset
+/// after the last whole batch.
+fn replay_batches(name: &str, bytes: Bytes, from: i64, visit: &mut impl FnMut(&WireRecord)) -> i64 {
+    let mut next = from;
+    let mut position = 0usize;
+    while bytes.len() - position >= 61 {
+        let base_offset = i64::from_be_bytes(bytes[position..position + 8].try_into().expect("8 bytes"));
+        let length = i32::from_be_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes"));
+        let size = 12 + length.max(0) as usize;
+        if length < 49 || position + size > bytes.len() {
+            break;
+        }
+        let last_offset_delta = i32::from_be_bytes(bytes[position + 23..position + 27].try_into().expect("4 bytes"));
+        let mut batch = bytes.slice(position..position + size);
+        match RecordBatchDecoder::decode(&mut batch) {
+            Ok(set) => set.records.iter().filter(|record| record.offset >= from).for_each(&mut *visit),
+            Err(error) => tracing::warn!(partition = name, base_offset, %error, "skipping an undecodable coordinator batch"),
+        }
+        next = base_offset + last_offset_delta as i64 + 1;
+        position += size;
+    }
+    next
+}
+
+/// Kafka's EndTxnMarker key: version i16, type i16 (0 abort, 1 commit). `Some(commit)`.
+fn control_commits(key: &[u8]) -> Option<bool> {
+    match key {
+        [_, _, 0, 0] => Some(false),
+        [_, _, 0, 1] => Some(true),
+        _ => None,
+    }
 }
 
 /// The bytes at `offset`: from the cache or the segment file.
@@ -617,18 +840,21 @@ fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
     Ok(out.freeze())
 }
 
-fn encode_batch(group_records: &[(Bytes, Option<Bytes>)]) -> Option<Bytes> {
+/// One record batch of `records` (key, value); with `producer`, a transactional batch of that
+/// producer id and epoch (Kafka writes TxnOffsetCommit records so, sequence -1).
+pub(crate) fn encode_batch(group_records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>) -> Option<Bytes> {
     let now = now_ms();
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let wire: Vec<WireRecord> = group_records
         .iter()
         .enumerate()
         .map(|(index, (key, value))| WireRecord {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
             // The encoder starts a new batch wherever offset − sequence changes: counting up
@@ -804,7 +1030,7 @@ mod tests {
         let records: Vec<(Bytes, Option<Bytes>)> = (0..3)
             .map(|index| (Bytes::from(format!("key-{index}")), (index != 1).then(|| Bytes::from_static(b"value"))))
             .collect();
-        let batch = encode_batch(&records).expect("encodes");
+        let batch = encode_batch(&records, None).expect("encodes");
         let length = i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize;
         assert_eq!(12 + length, batch.len(), "exactly one batch");
         assert_eq!(i32::from_be_bytes(batch[57..61].try_into().unwrap()), 3, "record count");

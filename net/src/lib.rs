@@ -12,3 +12,4 @@ pub mod response;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod txn_coordinator;

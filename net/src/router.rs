@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Acks, Chunk};
+use fjord_engine::partition::{Acks, Chunk, Isolation};
+use fjord_engine::producer_state::AbortedTxn;
 use fjord_engine::rt;
 use fjord_engine::shard::PartitionSpec;
 use fjord_engine::topic_config::TopicConfig;
@@ -49,14 +50,25 @@ pub struct FetchPart {
     pub spec: PartitionSpec,
     pub fetch_offset: i64,
     pub max_bytes: usize,
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FetchResult {
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub chunks: Vec<Chunk>,
+    /// read_committed: aborted transactions the data may hold.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+impl FetchResult {
+    /// A partition answered with an error: no offsets, no data (as Kafka).
+    pub fn error(error_code: i16) -> FetchResult {
+        FetchResult { error_code, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, ..Default::default() }
+    }
 }
 
 /// ListOffsets targets: -2 earliest, -1 latest, -3 max timestamp, else a timestamp.
@@ -65,6 +77,8 @@ pub struct ListOffsetsPart {
     pub partition: i32,
     pub spec: PartitionSpec,
     pub timestamp: i64,
+    /// read_committed: "latest" is the last stable offset (KIP-98).
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,6 +111,8 @@ pub struct ProducerSummary {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp_ms: i64,
+    /// First offset of its open transaction on the partition, or -1.
+    pub current_txn_start_offset: i64,
 }
 
 /// A message to the shard that owns the partitions named in it.
@@ -110,9 +126,11 @@ pub enum ShardRequest {
         parts: Vec<FetchPart>,
         reply: oneshot::Sender<Vec<FetchResult>>,
     },
-    /// Reply once any partition's high watermark passes its offset (long-poll fetch).
+    /// Reply once any partition's readable end (high watermark, or last stable offset for
+    /// read_committed) passes its offset (long-poll fetch).
     Watch {
         parts: Vec<(String, i32, i64)>,
+        isolation: Isolation,
         reply: oneshot::Sender<()>,
     },
     ListOffsets {
@@ -142,6 +160,14 @@ pub enum ShardRequest {
         topic: String,
         config: TopicConfig,
     },
+    /// A transaction call for the owner of a `__transaction_state` partition.
+    Txn(crate::txn_coordinator::TxnMessage),
+    /// End-transaction markers for partitions this shard owns; replies a code per part.
+    WriteMarkers {
+        parts: Vec<crate::txn_coordinator::MarkerPart>,
+        marker: crate::txn_coordinator::Marker,
+        reply: oneshot::Sender<Vec<i16>>,
+    },
 }
 
 /// Handles a message from another shard. Awaited in arrival order per sending shard.
@@ -156,9 +182,9 @@ pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
         ShardRequest::Fetch { parts, reply } => {
             let _ = reply.send(fetch_local(&ctx, parts).await);
         }
-        ShardRequest::Watch { parts, reply } => {
+        ShardRequest::Watch { parts, isolation, reply } => {
             let ctx = ctx.clone();
-            rt::spawn_detached(async move { watch_local(&ctx, parts, reply).await });
+            rt::spawn_detached(async move { watch_local(&ctx, parts, isolation, reply).await });
         }
         ShardRequest::ListOffsets { parts, reply } => {
             let _ = reply.send(list_offsets_local(&ctx, parts).await);
@@ -175,6 +201,10 @@ pub async fn serve(ctx: Rc<ShardContext>, request: ShardRequest) {
         }
         ShardRequest::Group(message) => crate::coordinator::Coordinator::handle(&ctx, message).await,
         ShardRequest::UpdateConfig { topic, config } => update_config_local(&ctx, &topic, config),
+        ShardRequest::Txn(message) => crate::txn_coordinator::TxnCoordinator::handle(&ctx, message).await,
+        ShardRequest::WriteMarkers { parts, marker, reply } => {
+            crate::txn_coordinator::write_markers_local(&ctx, parts, marker, reply).await
+        }
     }
 }
 
@@ -251,24 +281,19 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
     let mut results = Vec::with_capacity(parts.len());
     for part in parts {
         let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes) {
+            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes, part.isolation) {
                 Ok(read) => FetchResult {
                     error_code: 0,
                     high_watermark: read.high_watermark,
+                    last_stable_offset: read.last_stable_offset,
                     log_start_offset: read.log_start_offset,
                     chunks: read.chunks,
+                    aborted: read.aborted,
                 },
                 // As Kafka: an error partition carries no offsets.
-                Err(error) => FetchResult {
-                    error_code: error.kafka_error_code(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: Vec::new(),
-                },
+                Err(error) => FetchResult::error(error.kafka_error_code()),
             },
-            Err(error) => {
-                FetchResult { error_code: error.kafka_error_code(), high_watermark: -1, log_start_offset: -1, chunks: Vec::new() }
-            }
+            Err(error) => FetchResult::error(error.kafka_error_code()),
         };
         results.push(result);
     }
@@ -277,7 +302,7 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
 
 /// Waits on this shard until one of `parts` has data past its offset, the requester gives up
 /// (drops its receiver) or a bound passes.
-pub async fn watch_local(ctx: &ShardContext, parts: Vec<(String, i32, i64)>, mut reply: oneshot::Sender<()>) {
+pub async fn watch_local(ctx: &ShardContext, parts: Vec<(String, i32, i64)>, isolation: Isolation, mut reply: oneshot::Sender<()>) {
     const WATCH_BOUND: Duration = Duration::from_secs(60);
     let partitions: Vec<_> = parts
         .iter()
@@ -288,7 +313,11 @@ pub async fn watch_local(ctx: &ShardContext, parts: Vec<(String, i32, i64)>, mut
     }
     let deadline = std::time::Instant::now() + WATCH_BOUND;
     loop {
-        if partitions.iter().any(|(partition, offset)| partition.high_watermark() > *offset || partition.is_poisoned()) {
+        let readable_end = |partition: &fjord_engine::partition::Partition| match isolation {
+            Isolation::ReadUncommitted => partition.high_watermark(),
+            Isolation::ReadCommitted => partition.last_stable_offset(),
+        };
+        if partitions.iter().any(|(partition, offset)| readable_end(partition) > *offset || partition.is_poisoned()) {
             let _ = reply.send(());
             return;
         }
@@ -326,6 +355,7 @@ pub async fn list_offsets_local(ctx: &ShardContext, parts: Vec<ListOffsetsPart>)
             -2 | -4 => Ok(Some((partition.log_start_offset(), -1))),
             // Latest tiered offset (KIP-1005): nothing is tiered.
             -5 => Ok(None),
+            -1 if part.isolation == Isolation::ReadCommitted => Ok(Some((partition.last_stable_offset(), -1))),
             -1 => Ok(Some((partition.high_watermark(), -1))),
             -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
             timestamp => partition.offset_for_timestamp(timestamp).map(|found| {
@@ -376,16 +406,23 @@ pub async fn describe_producers_local(
     let mut results = Vec::with_capacity(parts.len());
     for part in parts {
         results.push(match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => Ok(partition
-                .producers()
-                .into_iter()
-                .map(|(producer_id, entry)| ProducerSummary {
-                    producer_id,
-                    epoch: entry.epoch,
-                    last_sequence: entry.last_sequence(),
-                    last_timestamp_ms: entry.last_timestamp_ms,
-                })
-                .collect()),
+            Ok(partition) => {
+                let open = partition.ongoing_txns();
+                Ok(partition
+                    .producers()
+                    .into_iter()
+                    .map(|(producer_id, entry)| ProducerSummary {
+                        producer_id,
+                        epoch: entry.epoch,
+                        last_sequence: entry.last_sequence(),
+                        last_timestamp_ms: entry.last_timestamp_ms,
+                        current_txn_start_offset: open
+                            .iter()
+                            .find(|(id, _, _)| *id == producer_id)
+                            .map_or(-1, |(_, _, first_offset)| *first_offset),
+                    })
+                    .collect())
+            }
             Err(error) => Err(error.kafka_error_code()),
         });
     }

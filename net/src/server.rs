@@ -69,6 +69,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
     open_owned_partitions(&ctx).await;
     crate::coordinator::Coordinator::load_owned(&ctx);
+    crate::txn_coordinator::TxnCoordinator::load_owned(&ctx);
     if shard_id == 0 {
         remove_orphan_partition_dirs(&ctx, &shared.data_dir);
     }

@@ -26,6 +26,8 @@ pub struct BrokerSettings {
     pub producer_id_expiration_check_interval: std::time::Duration,
     /// Group coordinator settings (group.*, offsets.topic.num.partitions).
     pub coordinator: crate::coordinator::CoordinatorSettings,
+    /// Transaction coordinator settings (transaction.*, transactional.id.expiration.ms).
+    pub transactions: crate::txn_coordinator::TxnSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).
     pub static_configs: BTreeMap<String, String>,
 }

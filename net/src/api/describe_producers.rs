@@ -1,6 +1,6 @@
 //! DescribeProducers (key 61), v0 (KIP-664): the active idempotent producers of each partition,
-//! read from the owner shard's producer state: epoch, last sequence, last timestamp. No
-//! transactions yet, so the coordinator epoch and the transaction start offset are -1.
+//! read from the owner shard's producer state: epoch, last sequence, last timestamp, and the first
+//! offset of an open transaction (-1 without one). The coordinator epoch is reported as -1.
 
 use std::rc::Rc;
 
@@ -64,7 +64,7 @@ pub async fn handle(
                         state.last_sequence = summary.last_sequence;
                         state.last_timestamp = summary.last_timestamp_ms;
                         state.coordinator_epoch = -1;
-                        state.current_txn_start_offset = -1;
+                        state.current_txn_start_offset = summary.current_txn_start_offset;
                         state
                     })
                     .collect();

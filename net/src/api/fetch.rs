@@ -1,5 +1,7 @@
 //! Fetch (key 1), v4–17: long poll (answer once min_bytes is reached or max_wait_ms passes),
 //! max_bytes and partition_max_bytes (the first batch always goes out whole), OFFSET_OUT_OF_RANGE,
+//! isolation levels (read_committed stops at the last stable offset and lists the aborted
+//! transactions the data holds, so clients drop them: KIP-98),
 //! incremental fetch sessions (KIP-227), and zero-copy records: cached batches as shared `Bytes`,
 //! older data as sendfile(2) ranges spliced into the encoded response.
 
@@ -9,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{select, select_all};
 use indexmap::IndexMap;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, RequestHeader, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -19,7 +21,7 @@ use crate::context::ShardContext;
 use crate::fetch_session::{SessionKey, SessionPartition};
 use crate::response::{self, OutFrame};
 use crate::router::{self, FetchPart, FetchResult, ShardRequest};
-use fjord_engine::partition::Chunk;
+use fjord_engine::partition::{Chunk, Isolation};
 use fjord_engine::rt;
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
@@ -54,7 +56,8 @@ pub async fn handle(
     };
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut results = fetch_round(&ctx, &wanted).await;
+    let isolation = if request.isolation_level == 1 { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
+    let mut results = fetch_round(&ctx, &wanted, isolation).await;
     loop {
         let total: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
         let any_error = results.iter().any(|result| result.error_code != 0);
@@ -62,8 +65,8 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || now >= deadline || ctx.shutting_down.get() {
             break;
         }
-        wait_for_data(&ctx, &wanted, deadline - now).await;
-        results = fetch_round(&ctx, &wanted).await;
+        wait_for_data(&ctx, &wanted, isolation, deadline - now).await;
+        results = fetch_round(&ctx, &wanted, isolation).await;
     }
     apply_max_bytes(&mut results, request.max_bytes.max(0) as usize);
     let sent: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
@@ -168,11 +171,11 @@ fn session_partition(wanted: &Wanted) -> SessionPartition {
 }
 
 /// One pass over every wanted partition: errors decided here, reads on the owner shards.
-async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted]) -> Vec<FetchResult> {
+async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isolation) -> Vec<FetchResult> {
     let mut results: Vec<FetchResult> = Vec::with_capacity(wanted.len());
     let mut routed = Vec::new();
     for (position, item) in wanted.iter().enumerate() {
-        let mut result = FetchResult { error_code: 0, high_watermark: -1, log_start_offset: -1, chunks: Vec::new() };
+        let mut result = FetchResult::error(0);
         match ctx.topic(&item.topic) {
             Some(topic) if topic.id == item.topic_id && item.partition >= 0 && item.partition < topic.partition_count => {
                 let epoch = topic.leader_epochs.get(item.partition as usize).copied().unwrap_or(0);
@@ -189,6 +192,7 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted]) -> Vec<FetchResu
                             spec: topic.spec(item.partition),
                             fetch_offset: item.fetch_offset,
                             max_bytes: item.max_bytes.max(0) as usize,
+                            isolation,
                         },
                     ));
                 }
@@ -220,7 +224,7 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted]) -> Vec<FetchResu
 }
 
 /// Waits until an owner reports new data for one of the partitions, or `wait` passes.
-async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration) {
+async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isolation, wait: Duration) {
     let items: Vec<(usize, (String, i32, i64))> = wanted
         .iter()
         .enumerate()
@@ -231,7 +235,7 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
         rt::sleep(wait).await;
         return;
     }
-    let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Watch { parts, reply }).await;
+    let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Watch { parts, isolation, reply }).await;
     let arrivals = select_all(receivers);
     let shutdown = ctx.shutdown.notified();
     let _ = rt::timeout(wait, select(arrivals, shutdown)).await;
@@ -294,9 +298,20 @@ fn build_response(
         partition.partition_index = item.partition;
         partition.error_code = result.error_code;
         partition.high_watermark = result.high_watermark;
-        partition.last_stable_offset = result.high_watermark;
+        partition.last_stable_offset = result.last_stable_offset;
         partition.log_start_offset = if version >= 5 { result.log_start_offset } else { -1 };
-        partition.aborted_transactions = if isolation_committed { Some(Vec::new()) } else { None };
+        partition.aborted_transactions = isolation_committed.then(|| {
+            result
+                .aborted
+                .iter()
+                .map(|aborted| {
+                    let mut entry = AbortedTransaction::default();
+                    entry.producer_id = ProducerId(aborted.producer_id);
+                    entry.first_offset = aborted.first_offset;
+                    entry
+                })
+                .collect()
+        });
         partition.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
         if result.chunks.is_empty() {
             partition.records = Some(Bytes::new());

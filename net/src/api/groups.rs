@@ -44,6 +44,7 @@ pub const OFFSET_DELETE_VERSIONS: Versions = Versions { min: 0, max: 0 };
 
 /// FindCoordinator key types: 0 group, 1 transaction, 2 share group.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn client_id(header: &RequestHeader) -> String {
     header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default()
@@ -56,12 +57,16 @@ pub async fn find_coordinator(
 ) -> Result<OutFrame, RequestError> {
     let version = header.request_api_version;
     let keys: Vec<StrBytes> = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
-    let ready = if request.key_type == KEY_TYPE_GROUP { ensure_offsets_topic(ctx).await.err().unwrap_or(codes::NONE) } else { 0 };
+    let ready = match request.key_type {
+        KEY_TYPE_GROUP => ensure_offsets_topic(ctx).await.err().unwrap_or(codes::NONE),
+        KEY_TYPE_TRANSACTION => crate::txn_coordinator::ensure_txn_topic(ctx).await.err().unwrap_or(codes::NONE),
+        _ => codes::INVALID_REQUEST,
+    };
     let settings = &ctx.settings;
     let answer = |key: StrBytes| -> FoundCoordinator {
         let mut found = FoundCoordinator::default();
         found.key = key;
-        let code = if request.key_type != KEY_TYPE_GROUP { codes::COORDINATOR_NOT_AVAILABLE } else { ready };
+        let code = ready;
         found.error_code = code;
         if code == codes::NONE {
             found.node_id = BrokerId(settings.node_id);
@@ -70,10 +75,10 @@ pub async fn find_coordinator(
         } else {
             found.node_id = BrokerId(-1);
             found.port = -1;
-            found.error_message = Some(StrBytes::from_static_str(if request.key_type == KEY_TYPE_GROUP {
-                "the group coordinator is not available yet"
-            } else {
-                "transactions are not supported yet"
+            found.error_message = Some(StrBytes::from_static_str(match request.key_type {
+                KEY_TYPE_GROUP => "the group coordinator is not available yet",
+                KEY_TYPE_TRANSACTION => "the transaction coordinator is not available yet",
+                _ => "share groups are not supported",
             }));
         }
         found

@@ -6,8 +6,10 @@
 //! itself and asks for a new id only when the epoch would overflow. Ids come from the
 //! controller's durable blocks, so they are unique across restarts of this node.
 //!
-//! Transactions come next: a transactional id gets COORDINATOR_NOT_AVAILABLE for now (an empty
-//! one INVALID_REQUEST, as Kafka answers).
+//! A transactional id goes to its transaction coordinator ([`super::transactions`]); an empty one
+//! gets INVALID_REQUEST, as Kafka answers.
+
+use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader};
 
@@ -17,13 +19,23 @@ use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
-pub fn handle(ctx: &ShardContext, header: &RequestHeader, request: InitProducerIdRequest) -> Result<OutFrame, RequestError> {
-    let (error_code, producer_id, producer_epoch) = answer(ctx, &request);
+pub async fn handle(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: InitProducerIdRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let transactional = request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty());
+    let named = (request.producer_id.0, request.producer_epoch);
+    if transactional && (named.0 == -1) == (named.1 == -1) {
+        let response = super::transactions::init_producer_id(&ctx, &header, request).await;
+        return respond(&header, &response).map(Some);
+    }
+    let (error_code, producer_id, producer_epoch) = answer(&ctx, &request);
     let mut response = InitProducerIdResponse::default();
     response.error_code = error_code;
     response.producer_id = ProducerId(producer_id);
     response.producer_epoch = producer_epoch;
-    respond(header, &response)
+    respond(&header, &response).map(Some)
 }
 
 fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16) {
@@ -48,6 +60,7 @@ fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16
             }
         }
         Some(id) if id.0.is_empty() => (codes::INVALID_REQUEST, NONE.0, NONE.1),
-        Some(_) => (codes::COORDINATOR_NOT_AVAILABLE, NONE.0, NONE.1),
+        // Transactional ids are answered by their coordinator (see `handle`).
+        Some(_) => (codes::INVALID_REQUEST, NONE.0, NONE.1),
     }
 }

@@ -7,6 +7,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
+use fjord_engine::partition::Isolation;
+
 use super::{codes, respond, RequestError, Versions};
 use crate::context::ShardContext;
 use crate::response::OutFrame;
@@ -22,6 +24,7 @@ pub async fn handle(
     let mut shape = Vec::new();
     let mut routed = Vec::new();
     let mut errors = Vec::new();
+    let isolation = if request.isolation_level == 1 { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let info = ctx.topic(&name);
@@ -37,6 +40,7 @@ pub async fn handle(
                             partition: partition.partition_index,
                             spec: info.spec(partition.partition_index),
                             timestamp: partition.timestamp,
+                            isolation,
                         },
                     ));
                 }

@@ -20,6 +20,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod transactions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +71,13 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::ConsumerGroupDescribe, consumer_groups::DESCRIBE_VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DescribeProducers, describe_producers::VERSIONS),
+    (ApiKey::AddPartitionsToTxn, transactions::ADD_PARTITIONS_VERSIONS),
+    (ApiKey::AddOffsetsToTxn, transactions::ADD_OFFSETS_VERSIONS),
+    (ApiKey::EndTxn, transactions::END_TXN_VERSIONS),
+    (ApiKey::WriteTxnMarkers, transactions::WRITE_TXN_MARKERS_VERSIONS),
+    (ApiKey::TxnOffsetCommit, transactions::TXN_OFFSET_COMMIT_VERSIONS),
+    (ApiKey::DescribeTransactions, transactions::DESCRIBE_TRANSACTIONS_VERSIONS),
+    (ApiKey::ListTransactions, transactions::LIST_TRANSACTIONS_VERSIONS),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -193,7 +201,31 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str
         ApiKey::DescribeConfigs => ready(configs::describe(&ctx, &header, decode(api, version, body)?)),
         ApiKey::AlterConfigs => ready(configs::alter(&ctx, &header, decode(api, version, body)?).await),
         ApiKey::IncrementalAlterConfigs => ready(configs::incremental_alter(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::InitProducerId => ready(init_producer_id::handle(&ctx, &header, decode(api, version, body)?)),
+        ApiKey::InitProducerId => {
+            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::AddPartitionsToTxn => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::AddOffsetsToTxn => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::EndTxn => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(ctx, header, decode(api, version, body)?)))),
+        ApiKey::WriteTxnMarkers => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::TxnOffsetCommit => Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(
+            ctx,
+            header,
+            decode(api, version, body)?,
+            client_host.clone(),
+        )))),
+        ApiKey::DescribeTransactions => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(ctx, header, decode(api, version, body)?))))
+        }
+        ApiKey::ListTransactions => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(ctx, header, decode(api, version, body)?))))
+        }
         ApiKey::DescribeProducers => {
             Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, decode(api, version, body)?))))
         }
@@ -247,4 +279,13 @@ pub mod codes {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    pub const PRODUCER_FENCED: i16 = 90;
+    pub const STALE_MEMBER_EPOCH: i16 = 113;
 }

@@ -1,9 +1,11 @@
 //! Produce (key 0), v3–12. Parts are routed to their owner shards in request order; the owner
 //! validates each batch (CRC32C, header, max.message.bytes), assigns offsets and queues it for
 //! group commit. acks=1 is answered once written, acks=all once fdatasync'ed, acks=0 never.
+//! Transactional batches are first verified with the producer's transaction coordinator (KIP-890).
 
 use std::rc::Rc;
 
+use fjord_engine::batch::BatchHeader;
 use fjord_engine::partition::Acks;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
@@ -29,6 +31,10 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         _ => return reply_all(&header, &request, codes::INVALID_REQUIRED_ACKS),
     };
     ctx.metrics().produce_requests.add(1);
+    let unverified = match verify_transactional(&ctx, &request).await {
+        Ok(unverified) => unverified,
+        Err(code) => return reply_all(&header, &request, code),
+    };
     let mut shape: Vec<(String, Vec<(i32, Slot)>)> = Vec::with_capacity(request.topic_data.len());
     let mut routed: Vec<(usize, ProducePart)> = Vec::new();
     let mut position = 0usize;
@@ -44,6 +50,10 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
                     Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None)
                 }
                 (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
+                (Ok(_), Some(_)) if unverified.iter().any(|(topic, partition, _)| *topic == name && *partition == index) => {
+                    let code = unverified.iter().find(|(topic, partition, _)| *topic == name && *partition == index).map_or(0, |found| found.2);
+                    Slot::Failed(code, Some("the partition is not part of the producer's open transaction".into()))
+                }
                 (Ok(topic), Some(records)) => {
                     ctx.metrics().produce_bytes.add(records.len() as u64);
                     routed.push((
@@ -77,6 +87,39 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         let response = build_response(shape, results, header.request_api_version);
         respond(&header, &response).map(Some)
     })))
+}
+
+/// KIP-890: transactional batches go only to partitions the producer's open transaction holds,
+/// as its coordinator says; the partitions it refuses, with their codes. A whole-request error
+/// for transactional batches without a transactional id (Kafka answers
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+async fn verify_transactional(ctx: &Rc<ShardContext>, request: &ProduceRequest) -> Result<Vec<(String, i32, i16)>, i16> {
+    let mut producer = None;
+    let mut partitions = Vec::new();
+    for topic_data in &request.topic_data {
+        for partition_data in &topic_data.partition_data {
+            let Some(records) = &partition_data.records else { continue };
+            let Ok(header) = BatchHeader::parse(records) else { continue };
+            if header.is_transactional() {
+                producer = Some((header.producer_id, header.producer_epoch));
+                partitions.push((topic_data.name.0.to_string(), partition_data.index));
+            }
+        }
+    }
+    let Some((producer_id, producer_epoch)) = producer else { return Ok(Vec::new()) };
+    let Some(transactional_id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else {
+        return Err(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    };
+    let verdicts = super::transactions::verify(ctx, &transactional_id, producer_id, producer_epoch, partitions.clone()).await;
+    Ok(partitions
+        .into_iter()
+        .zip(verdicts)
+        .filter(|(_, code)| *code != codes::NONE)
+        // KIP-588: a produce reports a fenced epoch as INVALID_PRODUCER_EPOCH.
+        .map(|((topic, partition), code)| {
+            (topic, partition, if code == codes::PRODUCER_FENCED { codes::INVALID_PRODUCER_EPOCH } else { code })
+        })
+        .collect())
 }
 
 async fn resolve_topic(ctx: &ShardContext, name: &str) -> Result<Rc<TopicInfo>, i16> {

@@ -1,0 +1,344 @@
+//! The transaction APIs (KIP-98, KIP-664, KIP-890): InitProducerId with a transactional id (22,
+//! routed from [`super::init_producer_id`]), AddPartitionsToTxn (24, v0–5: the batched,
+//! verify-only form from v4), AddOffsetsToTxn (25, v0–4), EndTxn (26, v0–4), WriteTxnMarkers (27,
+//! v1), TxnOffsetCommit (28, v0–4), DescribeTransactions (65, v0), ListTransactions (66, v0–1).
+//!
+//! Each transactional id is coordinated by the shard owning its `__transaction_state` partition
+//! (see [`crate::txn_coordinator`]); TxnOffsetCommit goes to the group coordinator, after the
+//! transaction coordinator has verified that the producer's open transaction holds the group.
+//! EndTxn v5 (transaction version 2, KIP-890 part 2) is not served: clients then use v4.
+
+use std::rc::Rc;
+
+use fjord_group::records;
+use fjord_group::txn::TxnReply;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::TransactionState as DescribedTxn;
+use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, RequestHeader, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+
+use super::{codes, respond, RequestError, Versions};
+use crate::context::ShardContext;
+use crate::coordinator::{self, GroupCall, GroupReply, OFFSETS_TOPIC};
+use crate::response::OutFrame;
+use crate::txn_coordinator::{self, Marker, TxnAnswer, TxnCall, TXN_TOPIC};
+
+pub const ADD_PARTITIONS_VERSIONS: Versions = Versions { min: 0, max: 5 };
+pub const ADD_OFFSETS_VERSIONS: Versions = Versions { min: 0, max: 4 };
+pub const END_TXN_VERSIONS: Versions = Versions { min: 0, max: 4 };
+pub const WRITE_TXN_MARKERS_VERSIONS: Versions = Versions { min: 1, max: 1 };
+pub const TXN_OFFSET_COMMIT_VERSIONS: Versions = Versions { min: 0, max: 4 };
+pub const DESCRIBE_TRANSACTIONS_VERSIONS: Versions = Versions { min: 0, max: 0 };
+pub const LIST_TRANSACTIONS_VERSIONS: Versions = Versions { min: 0, max: 1 };
+
+/// The state machine's reply of the expected kind, or COORDINATOR_NOT_AVAILABLE.
+fn expect_reply<T>(answer: Result<TxnAnswer, i16>, pick: impl FnOnce(TxnReply) -> Option<T>) -> Result<T, i16> {
+    match answer? {
+        TxnAnswer::Reply(reply) => pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// InitProducerId for a transactional producer: the coordinator of its id answers.
+pub async fn init_producer_id(ctx: &Rc<ShardContext>, header: &RequestHeader, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
+    let answer = txn_coordinator::route(ctx, &transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
+    expect_reply(answer, |reply| match reply {
+        TxnReply::InitProducerId(response) => Some(response),
+        _ => None,
+    })
+    .unwrap_or_else(|code| {
+        let mut response = InitProducerIdResponse::default();
+        response.error_code = code;
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        response
+    })
+}
+
+pub async fn add_partitions(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: AddPartitionsToTxnRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let version = header.request_api_version;
+    let pick = |reply| match reply {
+        TxnReply::AddPartitions(response) => Some(response),
+        _ => None,
+    };
+    if version <= 3 {
+        let transactional_id = request.v3_and_below_transactional_id.0.to_string();
+        let topics = request.v3_and_below_topics.clone();
+        let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::AddPartitions(request), version).await;
+        let response = expect_reply(answer, pick).unwrap_or_else(|code| {
+            let mut response = AddPartitionsToTxnResponse::default();
+            response.results_by_topic_v3_and_below = topic_results(&topics, code);
+            response
+        });
+        return respond(&header, &response).map(Some);
+    }
+    // v4+: a batch of transactions whose ids hash to different coordinators; one call each.
+    let mut response = AddPartitionsToTxnResponse::default();
+    for transaction in request.transactions {
+        let transactional_id = transaction.transactional_id.0.to_string();
+        let topics = transaction.topics.clone();
+        let single = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
+        let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::AddPartitions(single), version).await;
+        match expect_reply(answer, pick) {
+            Ok(answered) if answered.error_code != codes::NONE => {
+                response.error_code = answered.error_code;
+                break;
+            }
+            Ok(answered) => response.results_by_transaction.extend(answered.results_by_transaction),
+            Err(code) => {
+                let mut result = AddPartitionsToTxnResult::default();
+                result.transactional_id = kafka_protocol::messages::TransactionalId(transactional_id.into());
+                result.topic_results = topic_results(&topics, code);
+                response.results_by_transaction.push(result);
+            }
+        }
+    }
+    respond(&header, &response).map(Some)
+}
+
+/// Every partition of `topics` answered with `code`.
+fn topic_results(
+    topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    code: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|topic| {
+            let mut result = AddPartitionsToTxnTopicResult::default();
+            result.name = topic.name.clone();
+            result.results_by_partition = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let mut answered = AddPartitionsToTxnPartitionResult::default();
+                    answered.partition_index = *partition;
+                    answered.partition_error_code = code;
+                    answered
+                })
+                .collect();
+            result
+        })
+        .collect()
+}
+
+pub async fn add_offsets(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: AddOffsetsToTxnRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let transactional_id = request.transactional_id.0.to_string();
+    let answer = match coordinator::ensure_offsets_topic(&ctx).await {
+        Ok(info) => {
+            let offsets_partition = records::partition_for(&request.group_id, info.partition_count);
+            let call = TxnCall::AddOffsets { request, offsets_partition };
+            txn_coordinator::route(&ctx, &transactional_id, call, header.request_api_version).await
+        }
+        Err(code) => Err(code),
+    };
+    let response = expect_reply(answer, |reply| match reply {
+        TxnReply::AddOffsets(response) => Some(response),
+        _ => None,
+    })
+    .unwrap_or_else(|code| AddOffsetsToTxnResponse::default().with_error_code(code));
+    respond(&header, &response).map(Some)
+}
+
+pub async fn end_txn(ctx: Rc<ShardContext>, header: RequestHeader, request: EndTxnRequest) -> Result<Option<OutFrame>, RequestError> {
+    let transactional_id = request.transactional_id.0.to_string();
+    let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
+    let response = expect_reply(answer, |reply| match reply {
+        TxnReply::EndTxn(response) => Some(response),
+        _ => None,
+    })
+    .unwrap_or_else(|code| {
+        let mut response = EndTxnResponse::default().with_error_code(code);
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        response
+    });
+    respond(&header, &response).map(Some)
+}
+
+/// Asks the transaction coordinator whether the producer's open transaction holds `partitions`
+/// (KIP-890). Per partition: 0 or a Kafka error code.
+pub async fn verify(
+    ctx: &Rc<ShardContext>,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<(String, i32)>,
+) -> Vec<i16> {
+    let count = partitions.len();
+    let call = TxnCall::Verify { transactional_id: transactional_id.to_string(), producer_id, producer_epoch, partitions };
+    match txn_coordinator::route(ctx, transactional_id, call, 0).await {
+        Ok(TxnAnswer::Verified(codes)) if codes.len() == count => codes,
+        Ok(_) => vec![codes::COORDINATOR_NOT_AVAILABLE; count],
+        Err(code) => vec![code; count],
+    }
+}
+
+pub async fn txn_offset_commit(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: TxnOffsetCommitRequest,
+    client_host: Rc<str>,
+) -> Result<Option<OutFrame>, RequestError> {
+    let group_id = request.group_id.0.to_string();
+    let verified = match coordinator::ensure_offsets_topic(&ctx).await {
+        Ok(info) => {
+            let partition = records::partition_for(&group_id, info.partition_count);
+            let transactional_id = request.transactional_id.0.to_string();
+            let partitions = vec![(OFFSETS_TOPIC.to_string(), partition)];
+            let code = verify(&ctx, &transactional_id, request.producer_id.0, request.producer_epoch, partitions).await[0];
+            // KIP-890: a group never added (AddOffsetsToTxn) to this open transaction.
+            if code == codes::NONE {
+                Ok(())
+            } else {
+                Err(code)
+            }
+        }
+        Err(code) => Err(code),
+    };
+    let answer = match verified {
+        Ok(()) => {
+            let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let call = GroupCall::TxnOffsetCommit(request.clone());
+            coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id, &client_host).await
+        }
+        Err(code) => Err(code),
+    };
+    let response = match answer {
+        Ok(GroupReply::TxnOffsetCommit(response)) => response,
+        Ok(_) => txn_offset_commit_error(&request, codes::COORDINATOR_NOT_AVAILABLE),
+        Err(code) => txn_offset_commit_error(&request, code),
+    };
+    respond(&header, &response).map(Some)
+}
+
+fn txn_offset_commit_error(request: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
+    let mut response = TxnOffsetCommitResponse::default();
+    for topic in &request.topics {
+        let mut answered = TxnOffsetCommitResponseTopic::default();
+        answered.name = topic.name.clone();
+        answered.partitions = topic
+            .partitions
+            .iter()
+            .map(|partition| {
+                let mut result = TxnOffsetCommitResponsePartition::default();
+                result.partition_index = partition.partition_index;
+                result.error_code = code;
+                result
+            })
+            .collect();
+        response.topics.push(answered);
+    }
+    response
+}
+
+/// WriteTxnMarkers: what coordinators send partition leaders. Served for tools and tests; this
+/// node's own coordinator writes its markers directly.
+pub async fn write_txn_markers(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: WriteTxnMarkersRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut response = WriteTxnMarkersResponse::default();
+    for wanted in &request.markers {
+        let partitions: Vec<(String, i32)> = wanted
+            .topics
+            .iter()
+            .flat_map(|topic| topic.partition_indexes.iter().map(|index| (topic.name.to_string(), *index)))
+            .collect();
+        let marker = Marker {
+            producer_id: wanted.producer_id.0,
+            producer_epoch: wanted.producer_epoch,
+            coordinator_epoch: wanted.coordinator_epoch,
+            commit: wanted.transaction_result,
+        };
+        let mut written = txn_coordinator::write_markers(&ctx, &partitions, marker).await.into_iter();
+        let mut result = WritableTxnMarkerResult::default();
+        result.producer_id = wanted.producer_id;
+        for topic in &wanted.topics {
+            let mut answered = WritableTxnMarkerTopicResult::default();
+            answered.name = topic.name.clone();
+            for index in &topic.partition_indexes {
+                let mut partition = WritableTxnMarkerPartitionResult::default();
+                partition.partition_index = *index;
+                partition.error_code = written.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR);
+                answered.partitions.push(partition);
+            }
+            result.topics.push(answered);
+        }
+        response.markers.push(result);
+    }
+    respond(&header, &response).map(Some)
+}
+
+pub async fn describe_transactions(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: DescribeTransactionsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    let mut response = DescribeTransactionsResponse::default();
+    for transactional_id in request.transactional_ids {
+        let id = transactional_id.0.to_string();
+        let answer = txn_coordinator::route(&ctx, &id, TxnCall::Describe(id.clone()), header.request_api_version).await;
+        let described = match answer {
+            Ok(TxnAnswer::Described(described)) => described,
+            other => {
+                let mut failed = DescribedTxn::default();
+                failed.transactional_id = transactional_id;
+                failed.error_code = match other {
+                    Err(code) => code,
+                    Ok(_) => codes::COORDINATOR_NOT_AVAILABLE,
+                };
+                failed.producer_id = ProducerId(-1);
+                failed.producer_epoch = -1;
+                failed.transaction_start_time_ms = -1;
+                failed
+            }
+        };
+        response.transaction_states.push(described);
+    }
+    respond(&header, &response).map(Some)
+}
+
+/// ListTransactions: every `__transaction_state` partition's transactions, with KIP-664's state
+/// and producer filters (unknown state names are echoed back, as Kafka does).
+pub async fn list_transactions(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: ListTransactionsRequest,
+) -> Result<Option<OutFrame>, RequestError> {
+    const STATES: [&str; 8] =
+        ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort", "Dead", "PrepareEpochFence"];
+    let mut response = ListTransactionsResponse::default();
+    response.unknown_state_filters =
+        request.state_filters.iter().filter(|state| !STATES.contains(&state.as_str())).cloned().collect();
+    if let Some(info) = ctx.topic(TXN_TOPIC) {
+        for partition in 0..info.partition_count {
+            let call = TxnCall::List(request.clone());
+            match txn_coordinator::call_partition(&ctx, partition, call, header.request_api_version).await {
+                Ok(TxnAnswer::Listed(listed)) => response.transaction_states.extend(listed),
+                Ok(_) => response.error_code = codes::COORDINATOR_NOT_AVAILABLE,
+                Err(code) => response.error_code = code,
+            }
+        }
+    }
+    respond(&header, &response).map(Some)
+}
