@@ -36,6 +36,8 @@
 //! - Values are written as TransactionLogValue v1 with the previous producer id set after a
 //!   producer id rotation, so a KIP-360 retry of that InitProducerId still works after a reload;
 //!   Kafka leaves that tag at its default. The last producer epoch is not persisted (as in Kafka).
+//!   A retried InitProducerId that changes nothing keeps that previous producer id where Kafka
+//!   overwrites it, so a second retry of a rotation is not fenced.
 //! - Timeouts and expiry fire at their exact deadline ([`Transactions::next_deadline`]) rather than
 //!   on Kafka's 10 s / 1 h scan intervals; a tick does at most [`TICK_RECORDS_MAX`] of them.
 //! - DescribeTransactions lists every partition of a preparing transaction; Kafka drops each one as
@@ -457,8 +459,7 @@ impl Transactions {
                 if metadata.epoch_exhausted() && expected.is_none_or(|(_, epoch)| epoch == metadata.producer_epoch) {
                     // Kafka `prepareProducerIdRotation`.
                     let producer_id = allocate()?;
-                    metadata.last_producer_epoch =
-                        if expected.is_some() { metadata.producer_epoch } else { NO_PRODUCER_EPOCH };
+                    metadata.last_producer_epoch = if expected.is_some() { metadata.producer_epoch } else { NO_PRODUCER_EPOCH };
                     metadata.previous_producer_id = metadata.producer_id;
                     metadata.producer_id = producer_id;
                     metadata.producer_epoch = 0;
@@ -470,15 +471,18 @@ impl Transactions {
                         Some((_, epoch)) if metadata.producer_epoch == NO_PRODUCER_EPOCH || epoch == metadata.producer_epoch => {
                             (metadata.producer_epoch + 1, metadata.producer_epoch)
                         }
-                        // A retry of a bump whose answer was lost: the same answer again.
+                        // A retry of a bump (or rotation) whose answer was lost: the same answer again.
                         Some((_, epoch)) if epoch == metadata.last_producer_epoch => {
                             (metadata.producer_epoch, metadata.last_producer_epoch)
                         }
                         Some(_) => return Err(fenced),
                     };
-                    // Kafka records the producer id itself as "previous" here; -1 means the same to
-                    // every check and keeps the record at its defaults.
-                    metadata.previous_producer_id = NO_PRODUCER_ID;
+                    if epoch != metadata.producer_epoch {
+                        // Kafka records the producer id itself as "previous" on a bump; -1 means the
+                        // same to every check and keeps the record at its defaults. A retry keeps the
+                        // previous id of a rotation, so that the retry can be retried too.
+                        metadata.previous_producer_id = NO_PRODUCER_ID;
+                    }
                     metadata.producer_epoch = epoch;
                     metadata.last_producer_epoch = last_epoch;
                 }
@@ -576,7 +580,8 @@ impl Transactions {
             });
         }
         let fenced = fenced(api_version, ADD_PARTITIONS_FENCED_VERSION_MIN);
-        let error = self.add_to_transaction(transactional_id.0.as_str(), producer_id, producer_epoch, &requested, fenced, now_ms, out);
+        let error =
+            self.add_to_transaction(transactional_id.0.as_str(), producer_id, producer_epoch, &requested, fenced, now_ms, out);
         topic_results(&requested, |_| error.err().unwrap_or(NONE))
     }
 
@@ -594,7 +599,10 @@ impl Transactions {
         match self.verifiable(transaction.transactional_id.0.as_str(), transaction.producer_id.0, transaction.producer_epoch) {
             Err(error) => topic_results(&requested, |_| error),
             Ok(metadata) => {
-                topic_results(&requested, |partition| if metadata.partitions.contains(partition) { NONE } else { not_in_transaction })
+                topic_results(
+                    &requested,
+                    |partition| if metadata.partitions.contains(partition) { NONE } else { not_in_transaction },
+                )
             }
         }
     }
@@ -677,7 +685,14 @@ impl Transactions {
     /// CONCURRENT_TRANSACTIONS (Kafka turns this one into NOT_ENOUGH_REPLICAS for a produce, which
     /// clients retry), INVALID_TXN_STATE (not in the transaction; TRANSACTION_ABORTABLE for clients
     /// that know it), COORDINATOR_LOAD_IN_PROGRESS, INVALID_REQUEST.
-    pub fn verify(&self, transactional_id: &str, producer_id: i64, producer_epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), i16> {
         let metadata = self.verifiable(transactional_id, producer_id, producer_epoch)?;
         if metadata.partitions.iter().any(|(t, p)| t == topic && *p == partition) {
             Ok(())
@@ -961,10 +976,7 @@ fn fence_and_abort(transactional_id: &str, metadata: &mut TxnMetadata, now_ms: i
 }
 
 fn requested_partitions(topics: &[AddPartitionsToTxnTopic]) -> BTreeSet<(String, i32)> {
-    topics
-        .iter()
-        .flat_map(|topic| topic.partitions.iter().map(move |partition| (topic.name.0.to_string(), *partition)))
-        .collect()
+    topics.iter().flat_map(|topic| topic.partitions.iter().map(move |partition| (topic.name.0.to_string(), *partition))).collect()
 }
 
 fn topic_results(
