@@ -84,6 +84,8 @@ pub const TICK_RECORDS_MAX: usize = 1024;
 /// Transactions in one batched (v4+) AddPartitionsToTxn; the rest are answered INVALID_REQUEST.
 pub const ADD_PARTITIONS_TRANSACTIONS_MAX: usize = 1024;
 
+const _: () = assert!(TICK_RECORDS_MAX > 0 && ADD_PARTITIONS_TRANSACTIONS_MAX > 0);
+
 const NONE: i16 = 0;
 /// Kafka `RecordBatch.NO_PRODUCER_ID` / `NO_PRODUCER_EPOCH`.
 const NO_PRODUCER_ID: i64 = -1;
@@ -131,7 +133,8 @@ pub struct MarkerJob {
     pub producer_epoch: i16,
     pub coordinator_epoch: i32,
     pub commit: bool,
-    /// Every partition of the transaction, data and `__consumer_offsets` alike, sorted.
+    /// Every partition of the transaction, data and `__consumer_offsets` alike, sorted. Empty only
+    /// if a client sent AddPartitionsToTxn with no partitions: call `markers_written` at once.
     pub partitions: Vec<(String, i32)>,
 }
 

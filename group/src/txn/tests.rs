@@ -575,6 +575,25 @@ fn idle_ids_expire_with_a_tombstone_and_ongoing_ones_do_not() {
     assert_eq!(again.1, 0);
 }
 
+#[test]
+fn a_tick_does_at_most_tick_records_max_and_the_deadline_stays_due() {
+    let mut h = Harness::new();
+    h.txns = Transactions::new_loading(
+        TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: 1_000 },
+        COORDINATOR_EPOCH,
+    );
+    h.txns.finish_loading(0);
+    let count = TICK_RECORDS_MAX + 5;
+    for index in 0..count {
+        h.init(&format!("id-{index:05}"));
+    }
+    h.now_ms += 1_000;
+    assert_eq!(h.tick().records.len(), TICK_RECORDS_MAX);
+    assert!(h.txns.next_deadline().is_some_and(|deadline| deadline <= h.now_ms), "the rest are still due");
+    assert_eq!(h.tick().records.len(), 5);
+    assert_eq!(h.txns.next_deadline(), None);
+}
+
 impl Harness {
     fn describe_code(&self, transactional_id: &str) -> i16 {
         self.txns.describe(transactional_id).error_code
