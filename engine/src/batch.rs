@@ -190,6 +190,10 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec
         if header.is_control() {
             return Err(BatchError::Invalid("clients may not produce control batches"));
         }
+        if header.is_transactional() && header.producer_id < 0 {
+            // Kafka's LogValidator: a transactional batch must name its producer (KIP-98).
+            return Err(BatchError::Invalid("transactional batch without a producer id"));
+        }
         if header.producer_id >= 0 && header.base_sequence < 0 {
             return Err(BatchError::Invalid("idempotent batch with a negative base sequence"));
         }
@@ -213,6 +217,126 @@ pub fn patch_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = compute_crc(batch);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The kind of an end-transaction marker: Kafka's `ControlRecordType` (ABORT = 0, COMMIT = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+}
+
+impl ControlType {
+    /// The type field of the control record's key.
+    pub fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+    pub fn from_code(code: i16) -> Option<ControlType> {
+        match code {
+            0 => Some(ControlType::Abort),
+            1 => Some(ControlType::Commit),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes of an end-transaction marker batch: the header and one 17-byte control record.
+pub const END_TXN_MARKER_BYTES: usize = BATCH_HEADER_BYTES + 17;
+
+/// Builds Kafka's end-transaction marker (`MemoryRecords.withEndTransactionMarker`, KIP-98): a
+/// RecordBatch v2, uncompressed, CreateTime, attributes transactional | control, the producer's id
+/// and epoch, base sequence -1, and one record whose key is `[version i16 = 0][type i16]` and
+/// whose value is `[version i16 = 0][coordinator epoch i32]`. Base offset 0 and leader epoch -1:
+/// the append path assigns both (the CRC does not cover them).
+pub fn build_end_txn_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    control: ControlType,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    const KEY_BYTES: i64 = 4;
+    const VALUE_BYTES: i64 = 6;
+    let mut record = Vec::with_capacity(17);
+    record.push(0); // length, filled below (the body is 16 bytes: one varint byte)
+    record.push(0); // record attributes
+    record.push(0); // timestamp delta 0 (zigzag varint)
+    record.push(0); // offset delta 0
+    record.push((KEY_BYTES << 1) as u8); // key length 4 (zigzag varint)
+    record.extend_from_slice(&0i16.to_be_bytes()); // key version
+    record.extend_from_slice(&control.code().to_be_bytes());
+    record.push((VALUE_BYTES << 1) as u8); // value length 6
+    record.extend_from_slice(&0i16.to_be_bytes()); // value version
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    record.push(0); // no headers
+    record[0] = ((record.len() - 1) << 1) as u8;
+    let mut out = Vec::with_capacity(END_TXN_MARKER_BYTES);
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((END_TXN_MARKER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    out.extend_from_slice(&timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    out.extend_from_slice(&producer_epoch.to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence: markers carry none
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&record);
+    let crc = compute_crc(&out);
+    out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    // Paired check (STYLE.md): what the coordinator path writes must pass the check recovery makes.
+    let check = validate_stored(&out).expect("a built marker is a valid batch");
+    assert!(check.is_control() && check.is_transactional() && out.len() == END_TXN_MARKER_BYTES);
+    out
+}
+
+/// What an end-transaction marker says: Kafka's `EndTransactionMarker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub control: ControlType,
+    pub coordinator_epoch: i32,
+}
+
+/// Reads the end-transaction marker of a stored control batch from its first record: the type from
+/// the key (Kafka's `ControlRecordType.parse`), the coordinator epoch from the value. `None` if the
+/// batch is no control batch or its record is not a known marker (Kafka ignores unknown control
+/// types when it loads producer state).
+pub fn end_txn_marker(batch: &[u8]) -> Option<EndTxnMarker> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.records_count < 1 || batch.len() < header.size_bytes {
+        return None;
+    }
+    let (key, value) = if header.compression() == 0 {
+        let records = &batch[BATCH_HEADER_BYTES..header.size_bytes];
+        let (_, mut at) = read_varint(records)?; // record length
+        at += 1; // record attributes
+        for _ in 0..2 {
+            let (_, used) = read_varint(records.get(at..)?)?; // timestamp delta, offset delta
+            at += used;
+        }
+        let (key_length, used) = read_varint(records.get(at..)?)?;
+        at += used;
+        let key = records.get(at..at + usize::try_from(key_length).ok()?)?;
+        at += key.len();
+        let (value_length, used) = read_varint(records.get(at..)?)?;
+        at += used;
+        let value = records.get(at..at + usize::try_from(value_length).ok()?)?;
+        (key.to_vec(), value.to_vec())
+    } else {
+        let decoded = decode_records(&bytes::Bytes::copy_from_slice(&batch[..header.size_bytes])).ok()?;
+        let record = decoded.records.first()?;
+        (record.key.as_ref()?.to_vec(), record.value.as_ref()?.to_vec())
+    };
+    if key.len() < 4 || value.len() < 6 {
+        return None;
+    }
+    Some(EndTxnMarker { control: ControlType::from_code(read_i16(&key, 2))?, coordinator_epoch: read_i32(&value, 2) })
 }
 
 /// Scans bytes that should hold back-to-back batches; returns the length of the valid prefix and
@@ -448,6 +572,57 @@ pub(crate) mod tests {
         let header = validate_stored(&batch).expect("crc recomputed");
         assert!(header.is_log_append_time());
         assert_eq!(header.max_timestamp, 42);
+    }
+
+    /// Golden bytes of Kafka's EndTxnMarker for producer 42, epoch 3, coordinator epoch 7, COMMIT,
+    /// at 1_700_000_000_000 ms (layout: DefaultRecordBatch v2 + EndTransactionMarker, KIP-98).
+    #[test]
+    fn end_txn_marker_matches_kafkas_golden_bytes() {
+        let marker = build_end_txn_marker(42, 3, 7, ControlType::Commit, 1_700_000_000_000);
+        #[rustfmt::skip]
+        let golden: [u8; 78] = [
+            0, 0, 0, 0, 0, 0, 0, 0,             // base offset (assigned on append)
+            0, 0, 0, 66,                        // batch length: 78 - 12
+            0xff, 0xff, 0xff, 0xff,             // partition leader epoch (assigned on append)
+            2,                                  // magic
+            0xc9, 0xe5, 0xaa, 0x34,             // crc32c of bytes 21.. (computed independently)
+            0, 0x30,                            // attributes: transactional | control
+            0, 0, 0, 0,                         // last offset delta
+            0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // base timestamp
+            0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // max timestamp
+            0, 0, 0, 0, 0, 0, 0, 42,            // producer id
+            0, 3,                               // producer epoch
+            0xff, 0xff, 0xff, 0xff,             // base sequence: none
+            0, 0, 0, 1,                         // one record
+            32,                                 // record length 16 (zigzag)
+            0, 0, 0,                            // attributes, timestamp delta, offset delta
+            8, 0, 0, 0, 1,                      // key: 4 bytes, version 0, type 1 (COMMIT)
+            12, 0, 0, 0, 0, 0, 7,               // value: 6 bytes, version 0, coordinator epoch 7
+            0,                                  // no headers
+        ];
+        assert_eq!(marker.len(), END_TXN_MARKER_BYTES);
+        assert_eq!(&marker[..21], &golden[..21], "header up to the crc");
+        assert_eq!(&marker[21..], &golden[21..], "attributes through the record");
+        let header = validate_stored(&marker).expect("valid");
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!(end_txn_marker(&marker), Some(EndTxnMarker { control: ControlType::Commit, coordinator_epoch: 7 }));
+        let abort = build_end_txn_marker(42, 3, -5, ControlType::Abort, 1_700_000_000_000);
+        assert_eq!(end_txn_marker(&abort), Some(EndTxnMarker { control: ControlType::Abort, coordinator_epoch: -5 }));
+        assert_eq!(end_txn_marker(&make_batch(0, 1, 4)), None, "not a control batch");
+        // An independent decoder (kafka-protocol) reads the same record.
+        let decoded = decode_records(&bytes::Bytes::from(marker)).expect("decodes");
+        let record = &decoded.records[0];
+        assert!(record.control && record.transactional);
+        assert_eq!(record.key.as_deref(), Some(&[0u8, 0, 0, 1][..]));
+        assert_eq!(record.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 7][..]));
+        assert_eq!((record.producer_id, record.producer_epoch, record.sequence), (42, 3, -1));
+    }
+
+    #[test]
+    fn clients_may_not_produce_control_batches_invalid_record() {
+        let marker = build_end_txn_marker(1, 0, 0, ControlType::Abort, 0);
+        let error = validate_produced(&marker, 1 << 20).unwrap_err();
+        assert_eq!(error.kafka_error_code(), 87);
     }
 
     #[test]

@@ -27,6 +27,15 @@
 //! from the swapped segment's last offset because a group's trailing segments can lose every batch,
 //! and they must still go.
 //!
+//! Transactions (KIP-98): nothing at or past the last stable offset is cleaned (Kafka's cleanable
+//! upper bound is min(first unstable offset, active segment base)): only whole segments below it.
+//! Records of aborted transactions are removed — no read_committed consumer ever sees them, and
+//! they must not shadow a committed value of the same key — so they are kept out of the offset
+//! map and dropped when their batch is rewritten. Committed transactional batches are compacted
+//! like any other. Control batches (markers) are kept as they are. TODO: Kafka removes a marker
+//! once delete.retention.ms has passed since the pass that found its transaction's data gone
+//! (KIP-534's delete horizon); markers stay here for now.
+//!
 //! Tombstones: Kafka (KIP-534) stamps a delete horizon into a batch when it first cleans it. Here a
 //! tombstone is dropped once it lies below the clean point of an earlier pass (it has been cleaned
 //! once, so every older value of its key is already gone) and its timestamp is older than
@@ -50,6 +59,7 @@ use crate::log::{list_segments, sync_dir, write_durably, Log};
 use crate::rt;
 use crate::segment::{file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX};
 use crate::topic_config::TopicConfig;
+use crate::txn_index::AbortedTxn;
 
 /// Kafka's name for the per-log clean point (there: one file per data directory).
 pub const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
@@ -99,6 +109,52 @@ impl From<&TopicConfig> for CompactionConfig {
             max_compaction_lag_ms: config.max_compaction_lag_ms,
             min_cleanable_dirty_ratio: config.min_cleanable_dirty_ratio,
         }
+    }
+}
+
+/// What a pass needs to know of the log's transactions, taken before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerTxns {
+    /// Nothing at or past it is cleaned.
+    pub last_stable_offset: i64,
+    /// The aborted transactions (any order); their records are removed.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+impl CleanerTxns {
+    /// A log without transactions.
+    pub fn none() -> CleanerTxns {
+        CleanerTxns { last_stable_offset: i64::MAX, aborted: Vec::new() }
+    }
+}
+
+/// The aborted offset ranges of each producer, sorted, for a lookup per batch.
+#[derive(Default)]
+struct AbortedRanges {
+    by_producer: AHashMap<i64, Vec<(i64, i64)>>,
+}
+
+impl AbortedRanges {
+    fn new(aborted: &[AbortedTxn]) -> AbortedRanges {
+        let mut by_producer: AHashMap<i64, Vec<(i64, i64)>> = AHashMap::new();
+        for txn in aborted {
+            by_producer.entry(txn.producer_id).or_default().push((txn.first_offset, txn.last_offset));
+        }
+        for ranges in by_producer.values_mut() {
+            ranges.sort_unstable();
+        }
+        AbortedRanges { by_producer }
+    }
+
+    /// Whether a transactional data batch belongs to an aborted transaction of its producer (a
+    /// producer's transactions do not overlap, so the last range starting at or before it decides).
+    fn contains(&self, header: &BatchHeader) -> bool {
+        if !header.is_transactional() || header.is_control() {
+            return false;
+        }
+        let Some(ranges) = self.by_producer.get(&header.producer_id) else { return false };
+        let after = ranges.partition_point(|(first, _)| *first <= header.base_offset);
+        after > 0 && header.base_offset <= ranges[after - 1].1
     }
 }
 
@@ -244,6 +300,7 @@ struct Pass<'a> {
     report: CleanReport,
     stop: &'a dyn Fn() -> bool,
     throttle: Throttle,
+    aborted: AbortedRanges,
 }
 
 /// Keeps a pass's reads at or below a rate: after each chunk it sleeps until the bytes read so
@@ -290,12 +347,13 @@ impl Log {
         config: &CompactionConfig,
         now_ms: i64,
         options: &CompactOptions,
+        txns: &CleanerTxns,
         on_swap: &mut dyn FnMut(i64, i64),
         stop: &dyn Fn() -> bool,
     ) -> LogResult<Option<CleanReport>> {
         let started = Instant::now();
         let checkpoint = Checkpoint::read(&self.dir);
-        let Some(plan) = self.plan(config, now_ms, options, checkpoint)? else { return Ok(None) };
+        let Some(plan) = self.plan(config, now_ms, options, checkpoint, txns.last_stable_offset)? else { return Ok(None) };
         let mut pass = Pass {
             map: OffsetMap::default(),
             previous_clean_offset: checkpoint.map_or(-1, |checkpoint| checkpoint.clean_offset),
@@ -308,6 +366,7 @@ impl Log {
             },
             stop,
             throttle: Throttle::new(options.io_bytes_per_second),
+            aborted: AbortedRanges::new(&txns.aborted),
         };
         let Some(end_offset) = self.build_offset_map(&plan, &mut pass, options.offset_map_bytes_max).await? else {
             return Ok(None);
@@ -340,8 +399,8 @@ impl Log {
     }
 
     /// Kafka's LogCleanerManager rules: the dirty part starts at the checkpoint (or the log start
-    /// offset), ends before the active segment and before the first segment whose newest batch is
-    /// younger than min.compaction.lag.ms; the log is cleaned when dirty bytes / bytes since the
+    /// offset), ends before the active segment, before the first segment reaching the last stable
+    /// offset, and before the first segment whose newest batch is younger than min.compaction.lag.ms; the log is cleaned when dirty bytes / bytes since the
     /// log start exceed min.cleanable.dirty.ratio, when its oldest dirty batch is older than
     /// max.compaction.lag.ms, or when a kept tombstone has expired.
     fn plan(
@@ -350,6 +409,7 @@ impl Log {
         now_ms: i64,
         options: &CompactOptions,
         checkpoint: Option<Checkpoint>,
+        last_stable_offset: i64,
     ) -> LogResult<Option<Plan>> {
         let closed: Vec<Rc<Segment>> = {
             let segments = self.segments.borrow();
@@ -368,10 +428,16 @@ impl Log {
         let first_dirty_index =
             closed.iter().position(|segment| segment.next_offset() > first_dirty_offset && segment.size_bytes() > 0);
         let first_dirty_index = first_dirty_index.unwrap_or(closed.len());
-        let mut first_uncleanable_index = closed.len();
+        // Kafka's cleanableUpperBound: a segment holding offsets at or past the first unstable
+        // offset may hold undecided transactions.
+        let mut first_uncleanable_index =
+            closed.iter().position(|segment| segment.next_offset() > last_stable_offset).unwrap_or(closed.len());
+        let first_dirty_index = first_dirty_index.min(first_uncleanable_index);
         if config.min_compaction_lag_ms > 0 {
             let young = now_ms.saturating_sub(config.min_compaction_lag_ms);
-            if let Some(position) = closed[first_dirty_index..].iter().position(|segment| segment.max_timestamp_ms() > young) {
+            if let Some(position) =
+                closed[first_dirty_index..first_uncleanable_index].iter().position(|segment| segment.max_timestamp_ms() > young)
+            {
                 first_uncleanable_index = first_dirty_index + position;
             }
         }
@@ -420,7 +486,7 @@ impl Log {
                 pass.throttle.pace(chunk_bytes).await;
                 for bytes in batches {
                     let header = BatchHeader::parse(&bytes)?;
-                    if header.is_control() || header.last_offset() < plan.first_dirty_offset {
+                    if header.is_control() || header.last_offset() < plan.first_dirty_offset || pass.aborted.contains(&header) {
                         continue;
                     }
                     let decoded = batch::decode_records(&bytes)?;
@@ -583,7 +649,7 @@ struct GroupCounts {
 }
 
 /// The batch as it stays in the log: unchanged, rebuilt with fewer records, or `None` when no
-/// record survives. Kafka keeps such an empty batch when it holds the last sequence of an
+/// record survives (or it belongs to an aborted transaction). Kafka keeps such an empty batch when it holds the last sequence of an
 /// idempotent producer, so the producer-id state survives cleaning; idempotence is not
 /// implemented yet (a later issue), so the batch is simply dropped. Control batches (transaction
 /// markers) stay as they are for now.
@@ -593,6 +659,10 @@ fn filter_batch(bytes: Bytes, pass: &mut Pass<'_>, counts: &mut GroupCounts) -> 
         counts.records_before += header.records_count.max(0) as u64;
         counts.records_after += header.records_count.max(0) as u64;
         return Ok(Some(bytes));
+    }
+    if pass.aborted.contains(&header) {
+        counts.records_before += header.records_count.max(0) as u64;
+        return Ok(None);
     }
     let decoded = batch::decode_records(&bytes)?;
     let mut kept: Vec<Bytes> = Vec::with_capacity(decoded.records.len());

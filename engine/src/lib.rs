@@ -4,7 +4,8 @@
 //! names glommio), RecordBatch v2 validation (`batch`), segments with their sparse indexes
 //! (`segment`, `index`), the segment set with roll, recovery and truncation (`log`), log
 //! compaction (`compaction`), the batch cache for tail reads (`cache`), partitions with group
-//! commit (`partition`), idempotent producers' state (`producer_state`), topic configuration
+//! commit (`partition`), idempotent and transactional producers' state (`producer_state`), the
+//! aborted-transaction index (`txn_index`), topic configuration
 //! (`topic_config`), broker counters (`metrics`) and the limits every queue and buffer is held to
 //! (`limits`).
 //!
@@ -24,3 +25,4 @@ pub mod rt;
 pub mod segment;
 pub mod shard;
 pub mod topic_config;
+pub mod txn_index;

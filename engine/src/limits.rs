@@ -70,6 +70,12 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 200_000;
 /// Producer state snapshots (`<offset>.snapshot`) kept per partition.
 pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
 
+/// Aborted transactions returned with one read_committed read. A read overlaps at most one per
+/// abort marker inside it (each marker takes 78 bytes of the read) plus one per producer with a
+/// transaction open across the whole read; past this a warning is logged and the list is cut
+/// (a client could then see records of the transactions left out).
+pub const ABORTED_TXNS_PER_READ_MAX: usize = 256 * 1024;
+
 const _: () = assert!((DMA_WRITE_BYTES_MAX as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
 const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
 const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);
@@ -78,3 +84,4 @@ const _: () = assert!(PENDING_BYTES_MAX >= BATCH_BYTES_MAX / 2);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 1 && PRODUCER_BATCHES_RETAINED <= u8::MAX as usize);
 const _: () = assert!(PRODUCER_SNAPSHOTS_RETAINED >= 1);
 const _: () = assert!(PRODUCERS_PER_PARTITION_MAX <= u32::MAX as usize);
+const _: () = assert!(ABORTED_TXNS_PER_READ_MAX >= PRODUCERS_PER_PARTITION_MAX + DMA_WRITE_BYTES_MAX / 78);

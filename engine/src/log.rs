@@ -11,6 +11,8 @@
 //!    partition.metadata                  topic id, so a recreated topic never adopts old data
 //!    00000000000000104398.snapshot       producer state as of that offset (`producer_state`),
 //!                                        written by the partition at roll and on close
+//!    00000000000000052113.txnindex       aborted transactions whose abort marker was written
+//!                                        while that segment was active (`txn_index`)
 //! ```
 //! Every batch carries the leader epoch it was appended under (patched into its header), which
 //! is what KIP-101 truncation needs; the epoch→start-offset cache comes with replication.
@@ -20,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::batch::BatchHeader;
+use crate::batch::{BatchHeader, EndTxnMarker};
 use crate::error::{LogError, LogResult};
 use crate::rt;
 use crate::segment::{self, FileSlice, RecoveryReport, Segment, LOG_SUFFIX};
@@ -120,6 +122,17 @@ impl Log {
         self.log_start_offset.get()
     }
 
+    /// Base offset of the segment holding `offset` (the first segment for an offset below it).
+    pub fn segment_base_of(&self, offset: i64) -> i64 {
+        let segments = self.segments.borrow();
+        segments.range(..=offset).next_back().map_or_else(|| *segments.keys().next().expect("a segment"), |(base, _)| *base)
+    }
+
+    /// Base offset of the oldest segment.
+    pub fn first_segment_base(&self) -> i64 {
+        *self.segments.borrow().keys().next().expect("a log always has a segment")
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.segments.borrow().values().map(|segment| segment.size_bytes()).sum()
     }
@@ -144,6 +157,12 @@ impl Log {
 
     /// Cold read: a slice of the segment holding `offset`.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<Option<FileSlice>> {
+        Ok(self.read_bounded(offset, max_bytes, max_offset)?.map(|(slice, _)| slice))
+    }
+
+    /// [`Log::read`], with an offset the slice's batches all lie below: the end of the segment it
+    /// comes from (read_committed bounds the aborted transactions it returns by it).
+    pub fn read_bounded(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<Option<(FileSlice, i64)>> {
         let segment = {
             let segments = self.segments.borrow();
             match segments.range(..=offset).next_back() {
@@ -152,8 +171,8 @@ impl Log {
             }
         };
         let slice = segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?)?;
-        if slice.is_some() {
-            return Ok(slice);
+        if let Some(slice) = slice {
+            return Ok(Some((slice, segment.next_offset())));
         }
         // The offset may sit in a gap at the end of a segment (compaction removed the batches
         // there, or a whole cleaned segment is empty): the next batch after it answers, as in
@@ -166,8 +185,8 @@ impl Log {
                 return Ok(None);
             }
             let slice = segment.read_from(offset, max_bytes, segment.end_position_before(max_offset)?)?;
-            if slice.is_some() {
-                return Ok(slice);
+            if let Some(slice) = slice {
+                return Ok(Some((slice, segment.next_offset())));
             }
             from = segment.base_offset;
         }
@@ -200,6 +219,21 @@ impl Log {
     /// Walks the batch headers from the batch holding `from_offset` (or the first after it) to
     /// the end of the log, oldest first, reading headers only (producer state recovery).
     pub fn scan_headers(&self, from_offset: i64, mut visit: impl FnMut(&BatchHeader)) -> LogResult<usize> {
+        self.scan(from_offset, false, &mut |header, _| visit(header))
+    }
+
+    /// [`Log::scan_headers`] that also reads the end-transaction marker of each control batch
+    /// (producer state and aborted-transaction recovery; control batches are 78 bytes).
+    pub fn scan_batches(&self, from_offset: i64, mut visit: impl FnMut(&BatchHeader, Option<EndTxnMarker>)) -> LogResult<usize> {
+        self.scan(from_offset, true, &mut visit)
+    }
+
+    fn scan(
+        &self,
+        from_offset: i64,
+        read_markers: bool,
+        visit: &mut dyn FnMut(&BatchHeader, Option<EndTxnMarker>),
+    ) -> LogResult<usize> {
         let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
         let mut batches = 0usize;
         for segment in segments.iter().filter(|segment| segment.next_offset() > from_offset) {
@@ -207,7 +241,12 @@ impl Log {
             let mut position = segment.position_of_batch_starting_at_or_after(from_offset)?;
             while position < size {
                 let Some(header) = segment.read_header(position)? else { break };
-                visit(&header);
+                let marker = if read_markers && header.is_control() {
+                    crate::batch::end_txn_marker(&segment.read_bytes(position, header.size_bytes)?)
+                } else {
+                    None
+                };
+                visit(&header, marker);
                 batches += 1;
                 position += header.size_bytes as u64;
             }

@@ -13,11 +13,24 @@
 //! The state is snapshotted at each segment roll and on close, and rebuilt on open from the
 //! newest snapshot plus the batch headers after it.
 //!
+//! Transactions (KIP-98): transactional batches open a transaction per producer (producer
+//! state); `append_marker` writes the coordinator's end-transaction marker. The last stable
+//! offset (LSO) is the first offset of the oldest undecided transaction — open, or decided by a
+//! marker the high watermark has not passed yet — or the high watermark if that is lower.
+//! read_committed reads stop there and come with the aborted transactions they overlap, from the
+//! aborted-transaction index (`txn_index`), whose entries are made durable before their marker's
+//! own write.
+//!
+//! ```text
+//!   offsets:  ... [committed] [p1 txn ... (open)] [p2 txn ...] [p2 commit]  |hw ... queued
+//!                             ^ LSO: p1's first offset
+//! ```
+//!
 //! An I/O error poisons the partition: queued and later appends fail with KAFKA_STORAGE_ERROR;
 //! nothing is retried blindly (a failed fsync may have dropped dirty pages).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,16 +38,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
-use crate::batch;
+use crate::batch::{self, ControlType, EndTxnMarker};
 use crate::cache::{BatchCache, CacheBudget, CachedBatch};
-use crate::compaction::{CleanReport, CompactOptions, CompactionConfig};
+use crate::compaction::{CleanReport, CleanerTxns, CompactOptions, CompactionConfig};
 use crate::error::{LogError, LogResult};
 use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
 use crate::log::{Log, RemovalCause, RemovalReport};
-use crate::producer_state::{self, BatchMetadata, ProducerBatch, ProducerEntry, ProducerStateTable, Verdict};
+use crate::producer_state::{
+    self, BatchMetadata, CompletedTxn, MarkerBatch, ProducerBatch, ProducerEntry, ProducerStateTable, Verdict,
+};
 use crate::rt::{self, Notify};
 use crate::segment::FileSlice;
 use crate::topic_config::{TimestampType, TopicConfig};
+use crate::txn_index::{AbortedIndex, AbortedTxn};
 
 /// How long a produce waits for durability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +80,25 @@ impl Chunk {
     }
 }
 
+/// Which records a read may return (the Fetch request's isolation level, KIP-98).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Everything below the last stable offset, with the aborted transactions it overlaps.
+    ReadCommitted,
+}
+
 /// What a read returns besides the data.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
     pub chunks: Vec<Chunk>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    /// ReadCommitted only: aborted transactions that may overlap the returned data (Kafka:
+    /// lastOffset >= fetch offset and firstOffset < the upper bound of the read), oldest first.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl ReadResult {
@@ -100,7 +129,18 @@ struct PendingAppend {
     bytes: usize,
     base_offset: i64,
     acks: Acks,
+    /// An abort marker's index entry: made durable before the marker is written.
+    aborted: Option<AbortedTxn>,
     done: oneshot::Sender<AppendOutcome>,
+}
+
+/// Transactions' state besides what producer state holds (the open transactions).
+#[derive(Debug, Default)]
+struct TxnState {
+    /// Transactions decided by a marker the high watermark has not passed: first offset →
+    /// marker offset (Kafka's `unreplicatedTxns`). Bounded by the queued appends.
+    unreplicated: BTreeMap<i64, i64>,
+    aborted: AbortedIndex,
 }
 
 /// Broker-wide settings a partition needs besides its topic config.
@@ -141,6 +181,9 @@ pub struct Partition {
     closing: Cell<bool>,
     /// Idempotent producers' state, up to `next_offset` (appends update it as they are queued).
     producers: RefCell<ProducerStateTable>,
+    txns: RefCell<TxnState>,
+    /// The last stable offset as last announced (`data_arrived` fires when it moves).
+    last_stable_offset_announced: Cell<i64>,
     flusher_done: RefCell<Option<rt::Task<()>>>,
 }
 
@@ -168,7 +211,9 @@ impl Partition {
             tracing::warn!(partition = %name, truncated_bytes = report.truncated_bytes, "recovered partition after an unclean stop");
         }
         let end = log.end_offset();
-        let producers = recover_producers(&log)?;
+        let mut aborted = AbortedIndex::load(&dir, log.log_start_offset(), log.first_segment_base(), end)
+            .map_err(|error| LogError::io(&dir, error))?;
+        let producers = recover_producers(&log, &mut aborted)?;
         let partition = Rc::new(Partition {
             topic,
             partition,
@@ -194,8 +239,11 @@ impl Partition {
             poisoned: Cell::new(false),
             closing: Cell::new(false),
             producers: RefCell::new(producers),
+            txns: RefCell::new(TxnState { unreplicated: BTreeMap::new(), aborted }),
+            last_stable_offset_announced: Cell::new(end),
             flusher_done: RefCell::new(None),
         });
+        partition.last_stable_offset_announced.set(partition.last_stable_offset());
         let flusher = rt::spawn(Partition::run_flusher(partition.clone()));
         *partition.flusher_done.borrow_mut() = Some(flusher);
         Ok(partition)
@@ -265,7 +313,7 @@ impl Partition {
         let staged = if producer_batches.is_empty() {
             None
         } else {
-            match self.producers.borrow().check(&producer_batches)? {
+            match self.producers.borrow().check_append(&producer_batches)? {
                 Verdict::Duplicate(original) => return Ok(self.acknowledge_duplicate(original, acks)),
                 Verdict::Append(staged) => Some(staged),
             }
@@ -301,7 +349,14 @@ impl Partition {
         }
         let (done, receiver) = oneshot::channel();
         self.pending_bytes.set(self.pending_bytes.get() + frozen.len());
-        self.pending.borrow_mut().push_back(PendingAppend { batches, bytes: frozen.len(), base_offset, acks, done });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batches,
+            bytes: frozen.len(),
+            base_offset,
+            acks,
+            aborted: None,
+            done,
+        });
         self.flusher_wake.notify_all();
         let log_append_time_ms = if log_append_time { append_time_ms } else { -1 };
         Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
@@ -319,9 +374,121 @@ impl Partition {
         );
         let (done, receiver) = oneshot::channel();
         let roll_point = self.next_offset.get();
-        self.pending.borrow_mut().push_back(PendingAppend { batches: Vec::new(), bytes: 0, base_offset: roll_point, acks, done });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batches: Vec::new(),
+            bytes: 0,
+            base_offset: roll_point,
+            acks,
+            aborted: None,
+            done,
+        });
         self.flusher_wake.notify_all();
         AppendTicket { base_offset: original.first_offset, log_append_time_ms: -1, done: receiver }
+    }
+
+    /// Appends an end-transaction marker (a control batch) for the producer, as Kafka's
+    /// `appendAsLeader` with origin COORDINATOR: the marker's epoch must not be below the
+    /// producer's (INVALID_PRODUCER_EPOCH) nor its coordinator epoch below the last marker's
+    /// (TRANSACTION_COORDINATOR_FENCED); nothing is written then. Returns when queued like
+    /// [`Partition::append`]; the ticket completes once synced (markers are always acks=all).
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        control: ControlType,
+    ) -> LogResult<AppendTicket> {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+            self.flushed.notified().await;
+        }
+        if self.poisoned.get() || self.closing.get() {
+            return Err(LogError::Poisoned(self.name.clone()));
+        }
+        let offset = self.next_offset.get();
+        let timestamp_ms = now_ms();
+        let marker = EndTxnMarker { control, coordinator_epoch };
+        let staged = self.producers.borrow().check_marker(&MarkerBatch {
+            producer_id,
+            epoch: producer_epoch,
+            marker,
+            offset,
+            timestamp_ms,
+        })?;
+        let mut bytes = batch::build_end_txn_marker(producer_id, producer_epoch, coordinator_epoch, control, timestamp_ms);
+        batch::patch_offset_and_epoch(&mut bytes, offset, self.leader_epoch.get());
+        let bytes = Bytes::from(bytes);
+        let written_end = self.high_watermark.get();
+        self.cache.borrow_mut().push(CachedBatch { base_offset: offset, last_offset: offset, bytes: bytes.clone() }, written_end);
+        self.next_offset.set(offset + 1);
+        let completed = self.producers.borrow_mut().commit_marker(staged);
+        let aborted = self.complete_txn(completed);
+        let (done, receiver) = oneshot::channel();
+        self.pending_bytes.set(self.pending_bytes.get() + bytes.len());
+        self.pending.borrow_mut().push_back(PendingAppend {
+            bytes: bytes.len(),
+            batches: vec![bytes],
+            base_offset: offset,
+            acks: Acks::Synced,
+            aborted,
+            done,
+        });
+        self.flusher_wake.notify_all();
+        Ok(AppendTicket { base_offset: offset, log_append_time_ms: -1, done: receiver })
+    }
+
+    /// A transaction decided by a queued marker stays undecided for readers until the high
+    /// watermark passes the marker. An abort gets its index entry, with Kafka's last stable offset
+    /// (`ProducerStateManager.lastStableOffset(completedTxn)`: the first offset of the oldest other
+    /// open transaction, or the marker's offset + 1).
+    fn complete_txn(&self, completed: CompletedTxn) -> Option<AbortedTxn> {
+        self.txns.borrow_mut().unreplicated.insert(completed.first_offset, completed.last_offset);
+        completed.aborted.then(|| AbortedTxn {
+            producer_id: completed.producer_id,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+            last_stable_offset: self.producers.borrow().first_ongoing_offset().unwrap_or(completed.last_offset + 1),
+        })
+    }
+
+    /// Last stable offset: min(first offset of every undecided transaction, high watermark),
+    /// never below the log start offset (Kafka's `UnifiedLog.lastStableOffset`).
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark.get();
+        let ongoing = self.producers.borrow().first_ongoing_offset();
+        let unreplicated = self.txns.borrow().unreplicated.keys().next().copied();
+        match ongoing.into_iter().chain(unreplicated).min() {
+            Some(first_unstable) => first_unstable.max(self.log_start_offset()).min(high_watermark),
+            None => high_watermark,
+        }
+    }
+
+    /// Wakes read_committed fetchers waiting on `data_arrived` when the last stable offset moved.
+    fn announce_last_stable_offset(&self) {
+        let current = self.last_stable_offset();
+        if self.last_stable_offset_announced.replace(current) != current {
+            self.data_arrived.notify_all();
+        }
+    }
+
+    /// KIP-890 part 1: whether the producer has an undecided transaction on this partition at
+    /// `producer_epoch` (the broker asks the coordinator before accepting the first transactional
+    /// batch otherwise).
+    pub fn has_ongoing_txn(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers
+            .borrow()
+            .get(producer_id)
+            .is_some_and(|entry| entry.epoch == producer_epoch && entry.current_txn_first_offset.is_some())
+    }
+
+    /// Undecided transactions: (producer id, producer epoch, first offset), oldest first
+    /// (DescribeProducers' currentTxnStartOffset).
+    pub fn ongoing_txns(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.borrow().ongoing_txns()
+    }
+
+    /// Every aborted transaction in the index, oldest marker first (tests, operators' tools).
+    pub fn aborted_txns(&self) -> Vec<AbortedTxn> {
+        self.txns.borrow().aborted.all()
     }
 
     /// The idempotent producers of this partition, by id (DescribeProducers).
@@ -329,7 +496,8 @@ impl Partition {
         self.producers.borrow().producers()
     }
 
-    /// Forgets producers idle for `expiration_ms` or longer (producer.id.expiration.ms).
+    /// Forgets producers idle for `expiration_ms` or longer (producer.id.expiration.ms), except
+    /// those with an open transaction.
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
         self.producers.borrow_mut().expire(now_ms, expiration_ms)
     }
@@ -414,6 +582,7 @@ impl Partition {
         };
         let (retention_ms, retention_bytes) = if deletes { (retention_ms, retention_bytes) } else { (-1, -1) };
         let reports = log.apply_retention(now_ms, retention_ms, retention_bytes).await?;
+        self.drop_aborted_below_start(&log)?;
         if log.active_expired(now_ms, retention_ms) {
             self.roll_requested.set(true);
             self.flusher_wake.notify_all();
@@ -431,9 +600,12 @@ impl Partition {
             return Ok(None);
         }
         self.compacting.set(true);
+        // Taken before the pass: everything below the last stable offset is decided, so no
+        // aborted transaction the pass may meet can be added meanwhile.
+        let txns = CleanerTxns { last_stable_offset: self.last_stable_offset(), aborted: self.aborted_txns() };
         let mut on_swap = |_base: i64, end: i64| self.cache.borrow_mut().remove_below(end);
         let stop = || self.closing.get();
-        let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &mut on_swap, &stop).await;
+        let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &txns, &mut on_swap, &stop).await;
         drop(log);
         self.compacting.set(false);
         self.compaction_done.notify_all();
@@ -457,7 +629,18 @@ impl Partition {
         if offset < 0 || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange { offset, start: log.log_start_offset(), end: high_watermark });
         }
-        log.advance_start_offset(offset).await
+        let advanced = log.advance_start_offset(offset).await?;
+        self.drop_aborted_below_start(&log)?;
+        Ok(advanced)
+    }
+
+    /// The log start moved: aborted transactions whose marker is below it are forgotten, and the
+    /// index files of removed segments go with them.
+    fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
+        let dropped = self.txns.borrow_mut().aborted.drop_below(log.dir(), log.log_start_offset(), log.first_segment_base());
+        dropped.map_err(|error| LogError::io(log.dir(), error))?;
+        self.announce_last_stable_offset();
+        Ok(())
     }
 
     /// Writes one group of queued appends (and syncs if any needs it).
@@ -483,6 +666,10 @@ impl Partition {
             Ok(()) => {
                 let end = self.with_log(|log| log.end_offset()).unwrap_or(self.high_watermark.get());
                 self.high_watermark.set(end);
+                // Kafka's `onHighWatermarkUpdated`: transactions whose marker is below the high
+                // watermark are decided for readers now.
+                self.txns.borrow_mut().unreplicated.retain(|_, marker_offset| *marker_offset >= end);
+                self.last_stable_offset_announced.set(self.last_stable_offset());
                 self.cache.borrow_mut().evict(end);
                 for pending in group {
                     let _ = pending.done.send(Ok(()));
@@ -524,6 +711,7 @@ impl Partition {
         let config = self.config.borrow().clone();
         let mut sync = false;
         let mut run: Vec<Bytes> = Vec::new();
+        let mut run_aborted: Vec<AbortedTxn> = Vec::new();
         let mut run_bytes = 0u64;
         for pending in group {
             let active = log.active();
@@ -539,6 +727,7 @@ impl Partition {
             let too_old = segment_ms > 0 && now - active.created_at_ms > segment_ms;
             let index_full = active.index_entries() >= INDEX_ENTRIES_MAX;
             if active.size_bytes() + run_bytes > 0 && (too_big || too_old || index_full) {
+                self.index_aborted(log, &active, &mut run_aborted)?;
                 active.append(&run).await?;
                 run.clear();
                 run_bytes = 0;
@@ -547,14 +736,33 @@ impl Partition {
                 self.snapshot_producers(log);
             }
             run.extend(pending.batches.iter().cloned());
+            run_aborted.extend(pending.aborted);
             run_bytes += pending.bytes as u64;
             sync |= pending.acks == Acks::Synced;
         }
-        log.active().append(&run).await?;
+        let active = log.active();
+        self.index_aborted(log, &active, &mut run_aborted)?;
+        active.append(&run).await?;
+        drop(active);
         self.unsynced.set(true);
         if sync {
             log.active().sync().await?;
             self.unsynced.set(false);
+        }
+        Ok(())
+    }
+
+    /// Makes the index entries of the abort markers about to be written to `active` durable
+    /// first, in its `.txnindex` file: a marker on disk always has its entry (an entry whose marker
+    /// a crash lost lies past the recovered end and is dropped on open).
+    fn index_aborted(&self, log: &Log, active: &crate::segment::Segment, entries: &mut Vec<AbortedTxn>) -> LogResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        AbortedIndex::append_to_file(log.dir(), active.base_offset, entries).map_err(|error| LogError::io(log.dir(), error))?;
+        let mut txns = self.txns.borrow_mut();
+        for entry in entries.drain(..) {
+            txns.aborted.insert(entry, active.base_offset);
         }
         Ok(())
     }
@@ -567,25 +775,40 @@ impl Partition {
     }
 
     /// Reads from `offset`: the cache for the tail, the segment files (sendfile) below it.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> LogResult<ReadResult> {
+    /// ReadUncommitted stops at the high watermark; ReadCommitted at the last stable offset (a
+    /// transaction starts at a batch boundary, so no batch straddles it) and returns the aborted
+    /// transactions the data may overlap.
+    pub fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> LogResult<ReadResult> {
         let high_watermark = self.high_watermark.get();
         let log_start_offset = self.log_start_offset();
         let log_end_offset = self.next_offset.get();
         if offset < log_start_offset || offset > log_end_offset {
             return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: log_end_offset });
         }
-        let mut result = ReadResult { chunks: Vec::new(), high_watermark, log_start_offset };
-        if offset >= high_watermark {
-            // Between the high watermark and the log end: not readable yet, but not out of range.
+        let last_stable_offset = self.last_stable_offset();
+        let end = match isolation {
+            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        let mut result =
+            ReadResult { chunks: Vec::new(), high_watermark, log_start_offset, last_stable_offset, aborted: Vec::new() };
+        if offset >= end {
+            // Between the readable end and the log end: not readable yet, but not out of range.
             return Ok(result);
         }
-        if let Some(batches) = self.cache.borrow().read(offset, max_bytes, high_watermark) {
+        // Every returned batch lies below this (the segment end bounds a file slice cheaply).
+        let upper_bound_offset;
+        if let Some(batches) = self.cache.borrow().read(offset, max_bytes, end) {
+            upper_bound_offset =
+                batches.last().and_then(|last| batch::BatchHeader::parse(last).ok()).map_or(end, |header| header.next_offset());
             result.chunks = batches.into_iter().map(Chunk::Memory).collect();
-            return Ok(result);
+        } else {
+            let slice = self.with_log(|log| log.read_bounded(offset, max_bytes, end)).unwrap_or(Ok(None))?;
+            upper_bound_offset = slice.as_ref().map_or(end, |(_, segment_end)| (*segment_end).min(end));
+            result.chunks.extend(slice.map(|(slice, _)| Chunk::File(slice)));
         }
-        let slice = self.with_log(|log| log.read(offset, max_bytes, high_watermark)).unwrap_or(Ok(None))?;
-        if let Some(slice) = slice {
-            result.chunks.push(Chunk::File(slice));
+        if isolation == Isolation::ReadCommitted && !result.chunks.is_empty() {
+            result.aborted = self.txns.borrow().aborted.collect(offset, upper_bound_offset);
         }
         Ok(result)
     }
@@ -610,10 +833,17 @@ impl Partition {
         };
         log.truncate_to(offset, now_ms()).await?;
         let end = log.end_offset();
-        *self.producers.borrow_mut() = recover_producers(&log)?;
+        let producers = {
+            let mut txns = self.txns.borrow_mut();
+            txns.unreplicated.clear();
+            txns.aborted.truncate_to(log.dir(), end).map_err(|error| LogError::io(log.dir(), error))?;
+            recover_producers(&log, &mut txns.aborted)?
+        };
+        *self.producers.borrow_mut() = producers;
         self.cache.borrow_mut().truncate_to(offset);
         self.next_offset.set(end);
         self.high_watermark.set(self.high_watermark.get().min(end));
+        self.announce_last_stable_offset();
         Ok(())
     }
 
@@ -662,29 +892,75 @@ impl Partition {
     }
 }
 
-/// The idempotent batches of an append at `base_offset`, with their offsets and timestamps.
-fn producer_batches(headers: &[batch::BatchHeader], base_offset: i64, append_time_ms: Option<i64>) -> Vec<ProducerBatch> {
+/// The idempotent batches of an append at `base_offset`, with their offsets and timestamps, each
+/// flagged transactional or not.
+fn producer_batches(headers: &[batch::BatchHeader], base_offset: i64, append_time_ms: Option<i64>) -> Vec<(ProducerBatch, bool)> {
     let mut offset = base_offset;
     let mut batches = Vec::new();
     for header in headers {
         let timestamp_ms = append_time_ms.unwrap_or(header.max_timestamp);
-        batches.extend(ProducerBatch::from_header(header, offset, timestamp_ms));
+        batches.extend(ProducerBatch::from_header(header, offset, timestamp_ms).map(|batch| (batch, header.is_transactional())));
         offset += header.last_offset_delta as i64 + 1;
     }
     batches
 }
 
 /// Producer state of `log` as of its end: the newest snapshot at or below the end (snapshots
-/// past it, from appends a crash lost, are removed), then the batch headers after it.
-fn recover_producers(log: &Log) -> LogResult<ProducerStateTable> {
+/// past it, from appends a crash lost, are removed), then the batches after it — data batches'
+/// headers, and the end-transaction markers of control batches (Kafka's `loadProducersFromRecords`).
+/// An abort marker missing from `aborted` (its index file lost) gets its entry back.
+fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<ProducerStateTable> {
     let end = log.end_offset();
     let (from, mut table) = producer_state::load_snapshot_at_or_below(log.dir(), end).unwrap_or_default();
-    let scanned = log.scan_headers(from, |header| {
-        if let Some(batch) = ProducerBatch::from_header(header, header.base_offset, header.max_timestamp) {
-            table.replay(&batch);
+    let mut missing: Vec<AbortedTxn> = Vec::new();
+    let log_start_offset = log.log_start_offset();
+    let scanned = log.scan_batches(from, |header, marker| {
+        if header.producer_id < 0 {
+            return;
+        }
+        if header.is_control() {
+            let Some(marker) = marker else { return };
+            let completed = table.replay_marker(&MarkerBatch {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                marker,
+                offset: header.base_offset,
+                timestamp_ms: header.max_timestamp,
+            });
+            if completed.aborted && completed.last_offset >= log_start_offset && !aborted.contains(completed.last_offset) {
+                missing.push(AbortedTxn {
+                    producer_id: completed.producer_id,
+                    first_offset: completed.first_offset,
+                    last_offset: completed.last_offset,
+                    last_stable_offset: table.first_ongoing_offset().unwrap_or(completed.last_offset + 1),
+                });
+            }
+        } else if let Some(batch) = ProducerBatch::from_header(header, header.base_offset, header.max_timestamp) {
+            table.replay_batch(&batch, header.is_transactional());
         }
     })?;
-    tracing::debug!(dir = %log.dir().display(), snapshot_offset = from, scanned, producers = table.len(), "producer state recovered");
+    if !missing.is_empty() {
+        tracing::info!(dir = %log.dir().display(), entries = missing.len(), "aborted transaction index rebuilt from the log");
+    }
+    let mut position = 0;
+    while position < missing.len() {
+        let bucket = log.segment_base_of(missing[position].last_offset);
+        let count = missing[position..].iter().take_while(|txn| log.segment_base_of(txn.last_offset) == bucket).count();
+        let group = &missing[position..position + count];
+        AbortedIndex::append_to_file(log.dir(), bucket, group).map_err(|error| LogError::io(log.dir(), error))?;
+        for txn in group {
+            aborted.insert(*txn, bucket);
+        }
+        position += count;
+    }
+    tracing::debug!(
+        dir = %log.dir().display(),
+        snapshot_offset = from,
+        scanned,
+        producers = table.len(),
+        open_txns = table.ongoing_txns().len(),
+        "producer state recovered"
+    );
     Ok(table)
 }
 

@@ -16,19 +16,30 @@
 //! The partition runs [`ProducerStateTable::check`] and [`ProducerStateTable::commit`] in the same
 //! synchronous section that assigns offsets, so no other append of the shard comes between.
 //!
+//! Transactions (KIP-98, Kafka's `ProducerStateManager`): a transactional batch from a producer
+//! with no open transaction opens one at the batch's first offset (`current_txn_first_offset`);
+//! a non-transactional batch while one is open is INVALID_TXN_STATE (48). An end-transaction
+//! marker from the coordinator (a control batch) closes it: its epoch must not be below the
+//! producer's (47) nor its coordinator epoch below the one of the last marker (52); it becomes a
+//! [`CompletedTxn`], the producer takes the marker's epoch (a higher one forgets the retained
+//! batches, as a bump does) and the marker's coordinator epoch. Markers never touch sequences.
+//! The open transactions are also kept by first offset, so the first unstable offset is a lookup.
+//!
 //! Persistence (Kafka's `<offset>.snapshot` files): the whole table is written to
 //! `<offset>.snapshot` in the partition directory when a segment rolls and on a clean close;
 //! opening a partition loads the newest snapshot at or below the log end and replays the batch
 //! headers after it. Retention and DeleteRecords keep the state (KIP-360: only expiry removes a
 //! producer); truncation reloads it from a snapshot at or below the new end.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use ahash::AHashMap;
 
-use crate::batch::BatchHeader;
+pub use crate::batch::ControlType;
+use crate::batch::{BatchHeader, EndTxnMarker};
 use crate::limits::{PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_RETAINED, PRODUCER_SNAPSHOTS_RETAINED};
+pub use crate::txn_index::AbortedTxn;
 
 /// Kafka's RecordBatch.NO_PRODUCER_EPOCH / NO_SEQUENCE.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
@@ -51,13 +62,24 @@ pub struct BatchMetadata {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub last_timestamp_ms: i64,
+    /// First offset of the producer's open transaction on this partition (Kafka's
+    /// `currentTxnFirstOffset`).
+    pub current_txn_first_offset: Option<i64>,
+    /// Coordinator epoch of the last marker written for this producer; -1 before any.
+    pub coordinator_epoch: i32,
     /// Oldest first; at most [`PRODUCER_BATCHES_RETAINED`], all of `epoch`.
     batches: VecDeque<BatchMetadata>,
 }
 
 impl ProducerEntry {
     fn new(epoch: i16) -> ProducerEntry {
-        ProducerEntry { epoch, last_timestamp_ms: -1, batches: VecDeque::new() }
+        ProducerEntry {
+            epoch,
+            last_timestamp_ms: -1,
+            current_txn_first_offset: None,
+            coordinator_epoch: -1,
+            batches: VecDeque::new(),
+        }
     }
 
     /// Last sequence written by this epoch, or -1.
@@ -96,6 +118,52 @@ impl ProducerEntry {
         self.batches.push_back(batch.metadata());
         self.last_timestamp_ms = batch.timestamp_ms;
     }
+
+    /// A transactional batch opens a transaction unless one is open (Kafka's `appendDataBatch`).
+    fn note_data(&mut self, batch: &ProducerBatch, transactional: bool) {
+        if transactional && self.current_txn_first_offset.is_none() {
+            self.current_txn_first_offset = Some(batch.first_offset);
+        }
+    }
+
+    /// An end-transaction marker closes the open transaction (Kafka's `appendEndTxnMarker` then
+    /// `ProducerStateEntry.update`). A higher epoch forgets the retained batches.
+    fn end_txn(&mut self, marker: &MarkerBatch) -> CompletedTxn {
+        let completed = CompletedTxn {
+            producer_id: marker.producer_id,
+            first_offset: self.current_txn_first_offset.unwrap_or(marker.offset),
+            last_offset: marker.offset,
+            aborted: marker.marker.control == ControlType::Abort,
+        };
+        if marker.epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = marker.epoch;
+        }
+        self.coordinator_epoch = marker.marker.coordinator_epoch;
+        self.last_timestamp_ms = marker.timestamp_ms;
+        self.current_txn_first_offset = None;
+        completed
+    }
+}
+
+/// An end-transaction marker as producer state sees it, with the offset it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub marker: EndTxnMarker,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// A transaction closed by a marker (Kafka's `CompletedTxn`). A marker for a producer with no open
+/// transaction completes an empty one at the marker's own offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 /// One batch of an append, as producer state sees it, with the offsets it is given.
@@ -167,6 +235,12 @@ pub enum ProducerError {
     NewEpochNotAtZero { producer_id: i64, epoch: i16, sequence: i32, current_epoch: i16 },
     #[error("epoch {epoch} of producer {producer_id} is older than its current epoch {current_epoch}")]
     InvalidEpoch { producer_id: i64, epoch: i16, current_epoch: i16 },
+    #[error("producer {producer_id} sent a non-transactional batch while its transaction from offset {first_offset} is open")]
+    InvalidTxnState { producer_id: i64, first_offset: i64 },
+    #[error(
+        "marker of producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current_coordinator_epoch}"
+    )]
+    CoordinatorFenced { producer_id: i64, coordinator_epoch: i32, current_coordinator_epoch: i32 },
 }
 
 impl ProducerError {
@@ -176,6 +250,8 @@ impl ProducerError {
             // Since Kafka 2.7 (KIP-588) a stale epoch of a produce is INVALID_PRODUCER_EPOCH, not
             // PRODUCER_FENCED.
             ProducerError::InvalidEpoch { .. } => 47,
+            ProducerError::InvalidTxnState { .. } => 48,   // INVALID_TXN_STATE
+            ProducerError::CoordinatorFenced { .. } => 52, // TRANSACTION_COORDINATOR_FENCED
         }
     }
 }
@@ -201,10 +277,27 @@ impl Staged {
     }
 }
 
+/// A marker's producer entry, applied only once the marker is accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StagedMarker {
+    producer_id: i64,
+    entry: ProducerEntry,
+    completed: CompletedTxn,
+}
+
+impl StagedMarker {
+    pub fn completed(&self) -> CompletedTxn {
+        self.completed
+    }
+}
+
 /// The producers of one partition. Lives on the shard that owns the partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: AHashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id (Kafka's `ongoingTxns`). Always the
+    /// `current_txn_first_offset` of the entries, kept in step by [`ProducerStateTable::put`].
+    ongoing: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateTable {
@@ -218,6 +311,41 @@ impl ProducerStateTable {
         self.producers.get(&producer_id)
     }
 
+    /// First offset of the oldest open transaction (Kafka's first undecided offset among the
+    /// ongoing transactions).
+    pub fn first_ongoing_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Open transactions, oldest first: (producer id, epoch, first offset).
+    pub fn ongoing_txns(&self) -> Vec<(i64, i16, i64)> {
+        self.ongoing
+            .iter()
+            .map(|(first_offset, producer_id)| {
+                (*producer_id, self.producers.get(producer_id).map_or(NO_PRODUCER_EPOCH, |entry| entry.epoch), *first_offset)
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces an entry, keeping the index of open transactions in step.
+    fn put(&mut self, producer_id: i64, entry: ProducerEntry) {
+        if let Some(first_offset) = entry.current_txn_first_offset {
+            self.ongoing.insert(first_offset, producer_id);
+        }
+        if let Some(old) = self.producers.insert(producer_id, entry) {
+            let new = self.producers[&producer_id].current_txn_first_offset;
+            if let Some(first_offset) = old.current_txn_first_offset.filter(|old| Some(*old) != new) {
+                self.ongoing.remove(&first_offset);
+            }
+        }
+    }
+
+    fn remove(&mut self, producer_id: i64) {
+        if let Some(first_offset) = self.producers.remove(&producer_id).and_then(|entry| entry.current_txn_first_offset) {
+            self.ongoing.remove(&first_offset);
+        }
+    }
+
     /// Producers sorted by id, for DescribeProducers and tests.
     pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
         let mut all: Vec<_> = self.producers.iter().map(|(id, entry)| (*id, entry.clone())).collect();
@@ -229,9 +357,18 @@ impl ProducerStateTable {
     /// Kafka's `analyzeAndValidateProducerState` does for a client append: a duplicate of a
     /// retained batch wins over every other check; otherwise each batch must follow the one
     /// before it of the same producer, including earlier batches of this append.
+    /// Batches of non-transactional producers; see [`ProducerStateTable::check_append`].
     pub fn check(&self, batches: &[ProducerBatch]) -> Result<Verdict, ProducerError> {
+        let flagged: Vec<(ProducerBatch, bool)> = batches.iter().map(|batch| (*batch, false)).collect();
+        self.check_append(&flagged)
+    }
+
+    /// [`ProducerStateTable::check`] for batches flagged transactional or not (the batch's
+    /// attribute bit 4): a transactional batch opens a transaction; a non-transactional one while a
+    /// transaction is open is INVALID_TXN_STATE.
+    pub fn check_append(&self, batches: &[(ProducerBatch, bool)]) -> Result<Verdict, ProducerError> {
         let mut staged = Staged::default();
-        for batch in batches {
+        for (batch, transactional) in batches {
             if let Some(duplicate) = self.producers.get(&batch.producer_id).and_then(|entry| entry.find_duplicate(batch)) {
                 return Ok(Verdict::Duplicate(duplicate));
             }
@@ -242,6 +379,8 @@ impl ProducerStateTable {
                     // Kafka's `updatedEntry`: the current epoch, no batches yet.
                     let mut updated = ProducerEntry::new(current.map_or(NO_PRODUCER_EPOCH, |entry| entry.epoch));
                     updated.last_timestamp_ms = current.map_or(-1, |entry| entry.last_timestamp_ms);
+                    updated.current_txn_first_offset = current.and_then(|entry| entry.current_txn_first_offset);
+                    updated.coordinator_epoch = current.map_or(-1, |entry| entry.coordinator_epoch);
                     staged.entries.push((batch.producer_id, updated));
                     staged.entries.len() - 1
                 }
@@ -256,9 +395,58 @@ impl ProducerStateTable {
                     entry.batches = current.batches.clone();
                 }
             }
+            if let (false, Some(first_offset)) = (*transactional, entry.current_txn_first_offset) {
+                return Err(ProducerError::InvalidTxnState { producer_id: batch.producer_id, first_offset });
+            }
             entry.add(batch);
+            entry.note_data(batch, *transactional);
         }
         Ok(Verdict::Append(staged))
+    }
+
+    /// Checks an end-transaction marker as Kafka's `appendEndTxnMarker` does for the coordinator:
+    /// the producer epoch (47) and the coordinator epoch (52). A producer with no state is accepted.
+    pub fn check_marker(&self, marker: &MarkerBatch) -> Result<StagedMarker, ProducerError> {
+        let current = self.producers.get(&marker.producer_id);
+        if let Some(current) = current {
+            if marker.epoch < current.epoch {
+                return Err(ProducerError::InvalidEpoch {
+                    producer_id: marker.producer_id,
+                    epoch: marker.epoch,
+                    current_epoch: current.epoch,
+                });
+            }
+            if marker.marker.coordinator_epoch < current.coordinator_epoch {
+                return Err(ProducerError::CoordinatorFenced {
+                    producer_id: marker.producer_id,
+                    coordinator_epoch: marker.marker.coordinator_epoch,
+                    current_coordinator_epoch: current.coordinator_epoch,
+                });
+            }
+        }
+        let mut entry = current.cloned().unwrap_or_else(|| ProducerEntry::new(marker.epoch));
+        let completed = entry.end_txn(marker);
+        Ok(StagedMarker { producer_id: marker.producer_id, entry, completed })
+    }
+
+    /// Applies an accepted marker; returns the transaction it completed.
+    pub fn commit_marker(&mut self, staged: StagedMarker) -> CompletedTxn {
+        if !self.producers.contains_key(&staged.producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+            self.evict_least_recent();
+        }
+        self.put(staged.producer_id, staged.entry);
+        staged.completed
+    }
+
+    /// Records a marker read back from the log (recovery): no checks.
+    pub fn replay_marker(&mut self, marker: &MarkerBatch) -> CompletedTxn {
+        let mut entry = self.producers.get(&marker.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(marker.epoch));
+        let completed = entry.end_txn(marker);
+        if !self.producers.contains_key(&marker.producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+            self.evict_least_recent();
+        }
+        self.put(marker.producer_id, entry);
+        completed
     }
 
     /// Applies the entries of an accepted append.
@@ -267,49 +455,67 @@ impl ProducerStateTable {
             if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
                 self.evict_least_recent();
             }
-            self.producers.insert(producer_id, entry);
+            self.put(producer_id, entry);
         }
     }
 
     /// Records a batch read back from the log (recovery): no checks, as Kafka's load from the log.
     pub fn replay(&mut self, batch: &ProducerBatch) {
+        self.replay_batch(batch, false);
+    }
+
+    /// [`ProducerStateTable::replay`] of a batch flagged transactional or not.
+    pub fn replay_batch(&mut self, batch: &ProducerBatch, transactional: bool) {
         if !self.producers.contains_key(&batch.producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
             self.evict_least_recent();
         }
-        self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry::new(batch.epoch)).add(batch);
+        let mut entry = self.producers.get(&batch.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(batch.epoch));
+        entry.add(batch);
+        entry.note_data(batch, transactional);
+        self.put(batch.producer_id, entry);
     }
 
     /// Removes producers idle for at least `expiration_ms` (producer.id.expiration.ms; Kafka's
-    /// `isProducerExpired` compares the last batch timestamp). Returns how many went.
+    /// `isProducerExpired` compares the last batch timestamp and never expires a producer with an
+    /// open transaction). Returns how many went.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, entry| now_ms - entry.last_timestamp_ms < expiration_ms);
+        self.producers
+            .retain(|_, entry| entry.current_txn_first_offset.is_some() || now_ms - entry.last_timestamp_ms < expiration_ms);
         before - self.producers.len()
     }
 
-    /// The producer least recently active goes when a partition holds too many.
+    /// The producer least recently active goes when a partition holds too many; never one with an
+    /// open transaction (its records would turn visible to read_committed consumers).
     fn evict_least_recent(&mut self) {
-        let oldest = self.producers.iter().min_by_key(|(id, entry)| (entry.last_timestamp_ms, **id)).map(|(id, _)| *id);
+        let oldest = self
+            .producers
+            .iter()
+            .filter(|(_, entry)| entry.current_txn_first_offset.is_none())
+            .min_by_key(|(id, entry)| (entry.last_timestamp_ms, **id))
+            .map(|(id, _)| *id);
         if let Some(oldest) = oldest {
             tracing::warn!(
                 producer_id = oldest,
                 max = PRODUCERS_PER_PARTITION_MAX,
                 "too many producers on a partition: evicting the least recent"
             );
-            self.producers.remove(&oldest);
+            self.remove(oldest);
         }
     }
 
     /// Encodes the table (see the layout at [`ProducerStateTable::decode`]).
     pub fn encode(&self, offset: i64) -> Vec<u8> {
         let producers = self.producers();
-        let mut body = Vec::with_capacity(16 + producers.len() * (19 + PRODUCER_BATCHES_RETAINED * 32));
+        let mut body = Vec::with_capacity(16 + producers.len() * (31 + PRODUCER_BATCHES_RETAINED * 32));
         body.extend_from_slice(&offset.to_be_bytes());
         body.extend_from_slice(&(producers.len() as u32).to_be_bytes());
         for (producer_id, entry) in &producers {
             body.extend_from_slice(&producer_id.to_be_bytes());
             body.extend_from_slice(&entry.epoch.to_be_bytes());
             body.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            body.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            body.extend_from_slice(&entry.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
             body.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 body.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -328,11 +534,17 @@ impl ProducerStateTable {
     }
 
     /// Decodes a snapshot: `FJPS` | version u8 | crc32c u32 of the rest | offset i64 | count u32 |
-    /// per producer: id i64, epoch i16, last timestamp i64, batch count u8, per batch: first
+    /// per producer: id i64, epoch i16, last timestamp i64, [version 2: coordinator epoch i32,
+    /// open transaction's first offset i64 (-1: none)], batch count u8, per batch: first
     /// sequence i32, last sequence i32, first offset i64, last offset i64, timestamp i64
-    /// (big-endian). `None` if anything is off: a snapshot that cannot be trusted is not used.
+    /// (big-endian). Version 1 files (before transactions) still load. `None` if anything is off:
+    /// a snapshot that cannot be trusted is not used.
     pub fn decode(bytes: &[u8]) -> Option<(i64, ProducerStateTable)> {
-        if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC || bytes[4] != SNAPSHOT_VERSION {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC {
+            return None;
+        }
+        let version = bytes[4];
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return None;
         }
         let body = &bytes[SNAPSHOT_HEADER_BYTES..];
@@ -350,6 +562,14 @@ impl ProducerStateTable {
             let producer_id = reader.i64()?;
             let mut entry = ProducerEntry::new(reader.i16()?);
             entry.last_timestamp_ms = reader.i64()?;
+            if version >= 2 {
+                entry.coordinator_epoch = reader.i32()?;
+                let first_offset = reader.i64()?;
+                if first_offset < -1 {
+                    return None;
+                }
+                entry.current_txn_first_offset = (first_offset >= 0).then_some(first_offset);
+            }
             let batches = reader.u8()? as usize;
             if batches > PRODUCER_BATCHES_RETAINED {
                 return None;
@@ -363,7 +583,12 @@ impl ProducerStateTable {
                     timestamp_ms: reader.i64()?,
                 });
             }
-            table.producers.insert(producer_id, entry);
+            if table.producers.contains_key(&producer_id)
+                || entry.current_txn_first_offset.is_some_and(|first_offset| table.ongoing.contains_key(&first_offset))
+            {
+                return None;
+            }
+            table.put(producer_id, entry);
         }
         reader.bytes.is_empty().then_some((offset, table))
     }
@@ -407,7 +632,8 @@ fn check_batch(batch: &ProducerBatch, current: Option<&ProducerEntry>, updated: 
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"FJPS";
-const SNAPSHOT_VERSION: u8 = 1;
+/// 2: transactions (coordinator epoch, open transaction). Version 1 files are still read.
+const SNAPSHOT_VERSION: u8 = 2;
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 1 + 4;
 
 struct Reader<'a> {

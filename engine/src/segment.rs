@@ -240,6 +240,13 @@ impl Segment {
         }
     }
 
+    /// Reads `length` bytes at `position` (a whole batch whose header was read).
+    pub fn read_bytes(&self, position: u64, length: usize) -> LogResult<Vec<u8>> {
+        let mut bytes = vec![0u8; length];
+        self.reader.read_exact_at(&mut bytes, position).map_err(|error| LogError::io(&self.path, error))?;
+        Ok(bytes)
+    }
+
     fn note_batch(&self, header: &BatchHeader, position: u64) {
         let relative_offset = (header.base_offset - self.base_offset) as u32;
         let since = self.bytes_since_index.get();
@@ -412,9 +419,7 @@ impl Segment {
     }
 
     fn record_timestamps_at(&self, position: u64, header: &BatchHeader) -> LogResult<Vec<(i64, i64)>> {
-        let mut bytes = vec![0u8; header.size_bytes];
-        self.reader.read_exact_at(&mut bytes, position).map_err(|error| LogError::io(&self.path, error))?;
-        Ok(batch::record_timestamps(&bytes)?)
+        Ok(batch::record_timestamps(&self.read_bytes(position, header.size_bytes)?)?)
     }
 
     pub fn size_bytes(&self) -> u64 {

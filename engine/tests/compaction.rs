@@ -18,7 +18,7 @@ use common::*;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::compaction::{clean_offset, CleanReport, CompactOptions, CrashPoint};
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{now_ms, Acks, Partition};
+use fjord_engine::partition::{now_ms, Acks, Isolation, Partition};
 use fjord_engine::topic_config::{CleanupPolicy, TopicConfig};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use proptest::prelude::*;
@@ -131,7 +131,8 @@ fn read_all(partition: &Partition) -> Result<Vec<Rec>, String> {
         if offset >= end {
             break;
         }
-        let result = partition.read(offset, 1 << 20).map_err(|error| format!("read at {offset}: {error}"))?;
+        let result =
+            partition.read(offset, 1 << 20, Isolation::ReadUncommitted).map_err(|error| format!("read at {offset}: {error}"))?;
         let (records, next) = decode(&result_bytes(&result))?;
         let Some(next) = next else { break };
         for record in records {
@@ -160,7 +161,8 @@ fn read_all(partition: &Partition) -> Result<Vec<Rec>, String> {
 /// before it; the consumer then continues after that batch, as Kafka clients do.
 fn next_record_from(partition: &Partition, mut offset: i64) -> Result<Option<i64>, String> {
     for _ in 0..10_000 {
-        let result = partition.read(offset, 1).map_err(|error| format!("read at {offset}: {error}"))?;
+        let result =
+            partition.read(offset, 1, Isolation::ReadUncommitted).map_err(|error| format!("read at {offset}: {error}"))?;
         let (records, next) = decode(&result_bytes(&result))?;
         if let Some(record) = records.iter().find(|record| record.offset >= offset) {
             return Ok(Some(record.offset));
@@ -630,7 +632,7 @@ fn every_codec_is_rewritten_with_its_own_codec() {
             }
             let report = compact(&partition, &forced()).await.expect("a pass ran");
             assert_eq!(read_all(&partition).unwrap(), model_pass(&model, report.end_offset, -1, false));
-            let result = partition.read(0, 1).unwrap();
+            let result = partition.read(0, 1, Isolation::ReadUncommitted).unwrap();
             let bytes = result_bytes(&result);
             assert_eq!(i16::from_be_bytes([bytes[21], bytes[22]]) & 7, code as i16, "codec kept");
             assert_eq!(i32::from_be_bytes(bytes[23..27].try_into().unwrap()), 5, "last offset delta kept");

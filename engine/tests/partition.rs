@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::*;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Acks, Chunk, Partition};
+use fjord_engine::partition::{Acks, Chunk, Isolation, Partition};
 use fjord_engine::shard::{partition_dir, PartitionSpec, ShardStore, ShardTable};
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
@@ -210,7 +210,8 @@ async fn concurrent_produce_case(cache_bytes: usize) {
                 let high_watermark = partition.high_watermark();
                 if high_watermark > 0 {
                     let offset = (reads as i64 * 7919) % high_watermark;
-                    let result = partition.read(offset, 16 * 1024).expect("read below the high watermark");
+                    let result =
+                        partition.read(offset, 16 * 1024, Isolation::ReadUncommitted).expect("read below the high watermark");
                     let bytes = result_bytes(&result);
                     let (found, partial_bytes) = whole_batches(&bytes);
                     for batch in &found {
@@ -325,7 +326,7 @@ fn tiny_cache_budget_serves_older_batches_from_the_files_correctly() {
             "test precondition: several segments"
         );
         for batch in &model.batches[..model.batches.len() - 4] {
-            let result = partition.read(batch.base_offset, 1 << 20).expect("read");
+            let result = partition.read(batch.base_offset, 1 << 20, Isolation::ReadUncommitted).expect("read");
             assert!(
                 result.chunks.iter().all(|chunk| matches!(chunk, Chunk::File(_))),
                 "read at {} of an evicted batch comes from the file, got {:?}",
@@ -334,7 +335,7 @@ fn tiny_cache_budget_serves_older_batches_from_the_files_correctly() {
             );
         }
         let newest = model.batches.last().unwrap();
-        let result = partition.read(newest.base_offset, 1 << 20).expect("read");
+        let result = partition.read(newest.base_offset, 1 << 20, Isolation::ReadUncommitted).expect("read");
         assert_eq!(chunk_kinds(&result), ["memory"], "the newest batch is still cached");
         must(check_whole_log(&partition, &model));
         must(check_reads_at_every_batch(&partition, &model));
@@ -355,7 +356,7 @@ fn zero_cache_budget_serves_every_written_batch_from_the_files() {
         let (store, partition, model) = fill_store(data_dir.path().to_path_buf(), 0).await;
         assert_eq!(store.cache_used_bytes(), 0, "written batches are evicted at once");
         for batch in &model.batches {
-            let result = partition.read(batch.base_offset, 1).expect("read");
+            let result = partition.read(batch.base_offset, 1, Isolation::ReadUncommitted).expect("read");
             assert_eq!(chunk_kinds(&result), ["file"], "read at {}", batch.base_offset);
         }
         must(check_whole_log(&partition, &model));
@@ -371,7 +372,7 @@ fn recent_batches_are_served_from_the_cache_not_the_disk() {
         let data_dir = temp_dir();
         let (store, partition, model) = fill_store(data_dir.path().to_path_buf(), 8 << 20).await;
         for batch in &model.batches {
-            let result = partition.read(batch.base_offset, 1 << 20).expect("read");
+            let result = partition.read(batch.base_offset, 1 << 20, Isolation::ReadUncommitted).expect("read");
             assert!(
                 result.chunks.iter().all(|chunk| matches!(chunk, Chunk::Memory(_))),
                 "read at {}: {:?}",
@@ -621,12 +622,12 @@ fn read_outside_the_log_is_offset_out_of_range() {
         let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(1 << 20)).await;
         let model = five_record_batches(&partition, 2).await;
         for offset in [-1, 11, 1_000] {
-            match partition.read(offset, 1024) {
+            match partition.read(offset, 1024, Isolation::ReadUncommitted) {
                 Err(error @ LogError::OffsetOutOfRange { .. }) => assert_eq!(error.kafka_error_code(), 1),
                 other => panic!("read at {offset}: expected OFFSET_OUT_OF_RANGE, got {other:?}"),
             }
         }
-        let at_end = partition.read(10, 1024).expect("read at the log end");
+        let at_end = partition.read(10, 1024, Isolation::ReadUncommitted).expect("read at the log end");
         assert_eq!(at_end.bytes(), 0, "a read at the high watermark is empty (a long poll waits)");
         must(check_whole_log(&partition, &model));
         partition.close().await.expect("clean close");

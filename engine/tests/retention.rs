@@ -12,7 +12,7 @@ use common::*;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
 use fjord_engine::log::RemovalCause;
-use fjord_engine::partition::{Acks, Partition};
+use fjord_engine::partition::{Acks, Isolation, Partition};
 use fjord_engine::topic_config::{CleanupPolicy, TopicConfig};
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
@@ -35,7 +35,7 @@ async fn filled(dir: &std::path::Path, config: TopicConfig) -> (Rc<Partition>, M
 fn check_readable_from(partition: &Partition, model: &Model, start: i64) {
     assert_eq!(partition.log_start_offset(), start, "log start offset");
     if start > 0 {
-        match partition.read(start - 1, 1 << 20) {
+        match partition.read(start - 1, 1 << 20, Isolation::ReadUncommitted) {
             Err(LogError::OffsetOutOfRange { .. }) => {}
             other => panic!("read below the log start offset {start}: {other:?}"),
         }
@@ -121,7 +121,11 @@ fn retention_ms_removes_segments_whose_newest_record_is_older_and_rolls_an_expir
         }
         assert_eq!(segment_files(dir.path()).len(), 1, "only the fresh active segment is left");
         assert_eq!(partition.log_start_offset(), model.end_offset());
-        assert!(partition.read(model.end_offset(), 1 << 20).expect("read at the end").chunks.is_empty());
+        assert!(partition
+            .read(model.end_offset(), 1 << 20, Isolation::ReadUncommitted)
+            .expect("read at the end")
+            .chunks
+            .is_empty());
         let produced = BatchSpec::simple(2, 50, 99, later).encode();
         assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, model.end_offset());
         partition.close().await.expect("close");
@@ -161,7 +165,7 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         assert!(removed.segments > 0 && removed.bytes > 0, "{removed:?}");
         assert_eq!(segment_files(dir.path())[0].0, files[2].0, "the two segments below are gone");
         assert_eq!(partition.log_start_offset(), target);
-        match partition.read(target - 1, 1 << 20) {
+        match partition.read(target - 1, 1 << 20, Isolation::ReadUncommitted) {
             Err(LogError::OffsetOutOfRange { .. }) => {}
             other => panic!("read below the new start: {other:?}"),
         }
@@ -174,7 +178,11 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
         assert_eq!(partition.log_start_offset(), target, "the start offset survives a restart");
         assert_eq!(partition.delete_records(-1).await.expect("to the high watermark").0, model.end_offset());
-        assert!(partition.read(model.end_offset(), 1 << 20).expect("read at the end").chunks.is_empty());
+        assert!(partition
+            .read(model.end_offset(), 1 << 20, Isolation::ReadUncommitted)
+            .expect("read at the end")
+            .chunks
+            .is_empty());
         partition.close().await.expect("close");
     });
 }

@@ -825,7 +825,7 @@ fn control_commits(key: &[u8]) -> Option<bool> {
 
 /// The bytes at `offset`: from the cache or the segment file.
 fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
-    let result = log.read(offset, LOAD_READ_BYTES).map_err(|error| std::io::Error::other(error.to_string()))?;
+    let result = log.read(offset, LOAD_READ_BYTES, fjord_engine::partition::Isolation::ReadUncommitted).map_err(|error| std::io::Error::other(error.to_string()))?;
     let mut out = BytesMut::with_capacity(result.bytes());
     for chunk in result.chunks {
         match chunk {

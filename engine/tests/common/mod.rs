@@ -20,7 +20,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Chunk, Partition, PartitionSettings, ReadResult};
+use fjord_engine::partition::{Chunk, Isolation, Partition, PartitionSettings, ReadResult};
 use fjord_engine::topic_config::{resolve_topic_config, BrokerConfigs, TopicConfig};
 
 pub const TOPIC: &str = "orders";
@@ -390,7 +390,7 @@ impl Model {
 pub fn check_read(partition: &Partition, model: &Model, offset: i64, max_bytes: usize) -> Result<(), String> {
     let high_watermark = partition.high_watermark();
     let log_end_offset = partition.log_end_offset();
-    let outcome = partition.read(offset, max_bytes);
+    let outcome = partition.read(offset, max_bytes, Isolation::ReadUncommitted);
     if offset < 0 || offset > log_end_offset {
         return match outcome {
             Err(error @ LogError::OffsetOutOfRange { .. }) if error.kafka_error_code() == 1 => Ok(()),
@@ -493,7 +493,9 @@ pub fn check_whole_log(partition: &Partition, model: &Model) -> Result<(), Strin
     let mut batches_seen = 0;
     while offset < model.end_offset() {
         check_read(partition, model, offset, 1 << 20)?;
-        let (found, _) = whole_batches(&result_bytes(&partition.read(offset, 1 << 20).map_err(|e| e.to_string())?));
+        let (found, _) = whole_batches(&result_bytes(
+            &partition.read(offset, 1 << 20, Isolation::ReadUncommitted).map_err(|e| e.to_string())?,
+        ));
         batches_seen += found.len();
         offset = found.last().expect("check_read saw a whole batch").last_offset + 1;
     }
@@ -510,7 +512,8 @@ pub fn check_reads_at_every_batch(partition: &Partition, model: &Model) -> Resul
     for batch in &model.batches {
         for offset in [batch.base_offset, batch.base_offset + batch.record_count / 2, batch.last_offset()] {
             check_read(partition, model, offset, 1)?;
-            let (found, _) = whole_batches(&result_bytes(&partition.read(offset, 1).map_err(|e| e.to_string())?));
+            let (found, _) =
+                whole_batches(&result_bytes(&partition.read(offset, 1, Isolation::ReadUncommitted).map_err(|e| e.to_string())?));
             if found.len() != 1 {
                 return Err(format!(
                     "read at {offset} with max_bytes 1 returned {} whole batches, expected exactly 1",
