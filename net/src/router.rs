@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Acks, Chunk};
+use fjord_engine::partition::{Acks, Chunk, Isolation};
 use fjord_engine::rt;
 use fjord_engine::shard::PartitionSpec;
 use fjord_engine::topic_config::TopicConfig;
@@ -251,7 +251,7 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
     let mut results = Vec::with_capacity(parts.len());
     for part in parts {
         let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes, fjord_engine::partition::Isolation::ReadUncommitted) {
+            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes, Isolation::ReadUncommitted) {
                 Ok(read) => FetchResult {
                     error_code: 0,
                     high_watermark: read.high_watermark,
