@@ -25,11 +25,13 @@
 //! batches, as a bump does) and the marker's coordinator epoch. Markers never touch sequences.
 //! The open transactions are also kept by first offset, so the first unstable offset is a lookup.
 //!
-//! Persistence (Kafka's `<offset>.snapshot` files): the whole table is written to
+//! Persistence (Kafka's `<offset>.snapshot` files, version 2 with each producer's coordinator
+//! epoch and open transaction; version 1 files still load): the whole table is written to
 //! `<offset>.snapshot` in the partition directory when a segment rolls and on a clean close;
 //! opening a partition loads the newest snapshot at or below the log end and replays the batch
-//! headers after it. Retention and DeleteRecords keep the state (KIP-360: only expiry removes a
-//! producer); truncation reloads it from a snapshot at or below the new end.
+//! headers (and the markers of control batches) after it. Retention and DeleteRecords keep the
+//! state (KIP-360: only expiry removes a producer); truncation reloads it from a snapshot at or
+//! below the new end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
