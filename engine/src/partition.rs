@@ -166,7 +166,7 @@ pub struct Partition {
     pending: RefCell<VecDeque<PendingAppend>>,
     pending_bytes: Cell<usize>,
     flusher_wake: Rc<Notify>,
-    /// Fired whenever the high watermark moves or the partition closes.
+    /// Fired whenever the high watermark or the last stable offset moves, or the partition closes.
     pub data_arrived: Rc<Notify>,
     flushed: Rc<Notify>,
     unsynced: Cell<bool>,

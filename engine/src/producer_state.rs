@@ -25,11 +25,13 @@
 //! batches, as a bump does) and the marker's coordinator epoch. Markers never touch sequences.
 //! The open transactions are also kept by first offset, so the first unstable offset is a lookup.
 //!
-//! Persistence (Kafka's `<offset>.snapshot` files): the whole table is written to
+//! Persistence (Kafka's `<offset>.snapshot` files, version 2 with each producer's coordinator
+//! epoch and open transaction; version 1 files still load): the whole table is written to
 //! `<offset>.snapshot` in the partition directory when a segment rolls and on a clean close;
 //! opening a partition loads the newest snapshot at or below the log end and replays the batch
-//! headers after it. Retention and DeleteRecords keep the state (KIP-360: only expiry removes a
-//! producer); truncation reloads it from a snapshot at or below the new end.
+//! headers (and the markers of control batches) after it. Retention and DeleteRecords keep the
+//! state (KIP-360: only expiry removes a producer); truncation reloads it from a snapshot at or
+//! below the new end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -844,6 +846,113 @@ mod tests {
             assert_eq!(ProducerStateTable::decode(&bad), None, "flip at {position}");
         }
         assert_eq!(ProducerStateTable::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    fn end_marker(producer_id: i64, epoch: i16, coordinator_epoch: i32, control: ControlType, offset: i64) -> MarkerBatch {
+        MarkerBatch {
+            producer_id,
+            epoch,
+            marker: EndTxnMarker { control, coordinator_epoch },
+            offset,
+            timestamp_ms: 5000 + offset,
+        }
+    }
+
+    fn txn_append(table: &mut ProducerStateTable, batch: ProducerBatch, transactional: bool) -> Result<(), ProducerError> {
+        match table.check_append(&[(batch, transactional)])? {
+            Verdict::Append(staged) => table.commit(staged),
+            Verdict::Duplicate(_) => panic!("unexpected duplicate"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn transactional_batch_opens_a_txn_that_a_marker_completes_kip_98() {
+        let mut table = ProducerStateTable::default();
+        txn_append(&mut table, batch(1, 0, 0, 2, 10), true).unwrap();
+        txn_append(&mut table, batch(1, 0, 2, 2, 14), true).unwrap();
+        assert_eq!(table.get(1).unwrap().current_txn_first_offset, Some(10), "the first batch opened it");
+        assert_eq!(table.first_ongoing_offset(), Some(10));
+        let staged = table.check_marker(&end_marker(1, 0, 3, ControlType::Abort, 20)).unwrap();
+        let completed = table.commit_marker(staged);
+        assert_eq!(completed, CompletedTxn { producer_id: 1, first_offset: 10, last_offset: 20, aborted: true });
+        let entry = table.get(1).unwrap();
+        assert_eq!((entry.current_txn_first_offset, entry.coordinator_epoch, entry.last_sequence()), (None, 3, 3));
+        assert_eq!(table.first_ongoing_offset(), None);
+        // The sequence carries on after a marker of the same epoch: markers never touch sequences.
+        txn_append(&mut table, batch(1, 0, 4, 1, 21), true).unwrap();
+    }
+
+    #[test]
+    fn marker_with_a_higher_epoch_forgets_the_batches_and_stale_markers_are_fenced() {
+        let mut table = ProducerStateTable::default();
+        txn_append(&mut table, batch(1, 2, 0, 2, 0), true).unwrap();
+        let stale_epoch = table.check_marker(&end_marker(1, 1, 0, ControlType::Commit, 2)).unwrap_err();
+        assert_eq!(stale_epoch.kafka_error_code(), 47);
+        let staged = table.check_marker(&end_marker(1, 3, 5, ControlType::Commit, 2)).unwrap();
+        assert!(!table.commit_marker(staged).aborted);
+        let entry = table.get(1).unwrap();
+        assert_eq!((entry.epoch, entry.batches().count()), (3, 0), "a bump forgets the retained batches");
+        let fenced = table.check_marker(&end_marker(1, 3, 4, ControlType::Abort, 3)).unwrap_err();
+        assert_eq!(fenced.kafka_error_code(), 52);
+        // A producer without state: accepted, an empty transaction at the marker's own offset.
+        let staged = table.check_marker(&end_marker(9, 0, 0, ControlType::Abort, 7)).unwrap();
+        assert_eq!(table.commit_marker(staged), CompletedTxn { producer_id: 9, first_offset: 7, last_offset: 7, aborted: true });
+    }
+
+    #[test]
+    fn non_transactional_batch_during_an_open_txn_is_invalid_txn_state() {
+        let mut table = ProducerStateTable::default();
+        txn_append(&mut table, batch(1, 0, 0, 1, 0), true).unwrap();
+        let before = table.clone();
+        assert_eq!(txn_append(&mut table, batch(1, 0, 1, 1, 1), false).unwrap_err().kafka_error_code(), 48);
+        assert_eq!(table, before);
+    }
+
+    #[test]
+    fn expiry_keeps_producers_with_an_open_txn() {
+        let mut table = ProducerStateTable::default();
+        txn_append(&mut table, batch(1, 0, 0, 1, 0), true).unwrap();
+        append(&mut table, batch(2, 0, 0, 1, 1)).unwrap();
+        assert_eq!(table.expire(i64::MAX / 2, 1), 1);
+        assert!(table.get(1).is_some());
+    }
+
+    #[test]
+    fn snapshot_v2_keeps_open_txns_and_v1_files_still_load() {
+        let mut table = ProducerStateTable::default();
+        txn_append(&mut table, batch(1, 0, 0, 2, 0), true).unwrap();
+        append(&mut table, batch(2, 4, 0, 1, 2)).unwrap();
+        let staged = table.check_marker(&end_marker(2, 4, 6, ControlType::Commit, 3)).unwrap();
+        table.commit_marker(staged);
+        let (offset, decoded) = ProducerStateTable::decode(&table.encode(4)).unwrap();
+        assert_eq!((offset, &decoded), (4, &table));
+        assert_eq!(decoded.ongoing_txns(), vec![(1, 0, 0)]);
+        assert_eq!(decoded.get(2).unwrap().coordinator_epoch, 6);
+        // A version 1 file (before transactions): producer 7, epoch 1, one batch.
+        let mut body = Vec::new();
+        body.extend_from_slice(&100i64.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&7i64.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1234i64.to_be_bytes());
+        body.push(1);
+        for value in [0i32, 4] {
+            body.extend_from_slice(&value.to_be_bytes());
+        }
+        for value in [90i64, 94, 1234] {
+            body.extend_from_slice(&value.to_be_bytes());
+        }
+        let mut v1 = b"FJPS".to_vec();
+        v1.push(1);
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        v1.extend_from_slice(&body);
+        let (offset, loaded) = ProducerStateTable::decode(&v1).expect("version 1 loads");
+        let entry = loaded.get(7).unwrap();
+        assert_eq!(
+            (offset, entry.epoch, entry.last_sequence(), entry.current_txn_first_offset, entry.coordinator_epoch),
+            (100, 1, 4, None, -1)
+        );
     }
 
     #[test]

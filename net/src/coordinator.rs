@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Partition};
+use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Isolation, Partition};
 use fjord_engine::rt::{self, Notify};
 use fjord_group::classic::{self, ClassicConfig, Groups, Outcome, Reply, RequestContext, Token};
 use fjord_group::consumer::{self, ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, TopicsView};
@@ -825,7 +825,9 @@ fn control_commits(key: &[u8]) -> Option<bool> {
 
 /// The bytes at `offset`: from the cache or the segment file.
 fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
-    let result = log.read(offset, LOAD_READ_BYTES, fjord_engine::partition::Isolation::ReadUncommitted).map_err(|error| std::io::Error::other(error.to_string()))?;
+    let result = log
+        .read(offset, LOAD_READ_BYTES, Isolation::ReadUncommitted)
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
     let mut out = BytesMut::with_capacity(result.bytes());
     for chunk in result.chunks {
         match chunk {

@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use fjord_engine::partition::{now_ms, Acks, AppendTicket, ControlType, Partition};
+use fjord_engine::batch::ControlType;
+use fjord_engine::partition::{now_ms, Acks, AppendTicket, Partition};
 use fjord_engine::rt::{self, Notify};
 use fjord_group::txn::{self, MarkerJob, Outcome, TxnConfig, TxnRecord, TxnReply, Transactions};
 use futures::channel::oneshot;
@@ -85,7 +86,8 @@ pub enum TxnAnswer {
     Reply(TxnReply),
     /// Per verified partition: 0 or a Kafka error code.
     Verified(Vec<i16>),
-    Listed(Vec<ListedTxn>),
+    /// The partition's transactions, or an error code (loading).
+    Listed(Result<Vec<ListedTxn>, i16>),
     Described(DescribedTxn),
 }
 
@@ -180,7 +182,11 @@ impl TxnCoordinator {
                     return;
                 }
                 TxnCall::List(request) => {
-                    let _ = reply.send(TxnAnswer::Listed(state.list(&request, now)));
+                    let listed = match state.list_error(&request) {
+                        Some(code) => Err(code),
+                        None => Ok(state.list(&request, now)),
+                    };
+                    let _ = reply.send(TxnAnswer::Listed(listed));
                     return;
                 }
                 TxnCall::Describe(transactional_id) => {
@@ -455,7 +461,7 @@ pub async fn write_markers_local(ctx: &Rc<ShardContext>, parts: Vec<MarkerPart>,
     enum Waiting {
         Done(i16),
         Data(AppendTicket),
-        Offsets(oneshot::Receiver<i16>),
+        Offsets(oneshot::Receiver<coordinator::GroupReply>),
     }
     let mut waiting = Vec::with_capacity(parts.len());
     for part in parts {
@@ -480,7 +486,10 @@ pub async fn write_markers_local(ctx: &Rc<ShardContext>, parts: Vec<MarkerPart>,
             codes.push(match item {
                 Waiting::Done(code) => code,
                 Waiting::Data(ticket) => ticket.wait().await.err().unwrap_or(0),
-                Waiting::Offsets(receiver) => receiver.await.unwrap_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE),
+                Waiting::Offsets(receiver) => match receiver.await {
+                    Ok(coordinator::GroupReply::Marker(code)) => code,
+                    _ => crate::api::codes::COORDINATOR_NOT_AVAILABLE,
+                },
             });
         }
         let _ = reply.send(codes);

@@ -288,4 +288,6 @@ pub mod codes {
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     pub const PRODUCER_FENCED: i16 = 90;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 }

@@ -115,9 +115,15 @@ async fn verify_transactional(ctx: &Rc<ShardContext>, request: &ProduceRequest) 
         .into_iter()
         .zip(verdicts)
         .filter(|(_, code)| *code != codes::NONE)
-        // KIP-588: a produce reports a fenced epoch as INVALID_PRODUCER_EPOCH.
         .map(|((topic, partition), code)| {
-            (topic, partition, if code == codes::PRODUCER_FENCED { codes::INVALID_PRODUCER_EPOCH } else { code })
+            let code = match code {
+                // KIP-588: a produce reports a fenced epoch as INVALID_PRODUCER_EPOCH.
+                codes::PRODUCER_FENCED => codes::INVALID_PRODUCER_EPOCH,
+                // A transaction being decided: a retriable error for produce (as Kafka, KIP-890).
+                codes::CONCURRENT_TRANSACTIONS => codes::NOT_ENOUGH_REPLICAS,
+                code => code,
+            };
+            (topic, partition, code)
         })
         .collect())
 }

@@ -319,22 +319,20 @@ pub async fn describe_transactions(
 }
 
 /// ListTransactions: every `__transaction_state` partition's transactions, with KIP-664's state
-/// and producer filters (unknown state names are echoed back, as Kafka does).
+/// and producer filters, v1's duration filter (KIP-994); unknown state names are echoed back.
 pub async fn list_transactions(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     request: ListTransactionsRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
-    const STATES: [&str; 8] =
-        ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort", "Dead", "PrepareEpochFence"];
     let mut response = ListTransactionsResponse::default();
-    response.unknown_state_filters =
-        request.state_filters.iter().filter(|state| !STATES.contains(&state.as_str())).cloned().collect();
+    response.unknown_state_filters = fjord_group::txn::unknown_state_filters(&request);
     if let Some(info) = ctx.topic(TXN_TOPIC) {
         for partition in 0..info.partition_count {
             let call = TxnCall::List(request.clone());
             match txn_coordinator::call_partition(&ctx, partition, call, header.request_api_version).await {
-                Ok(TxnAnswer::Listed(listed)) => response.transaction_states.extend(listed),
+                Ok(TxnAnswer::Listed(Ok(listed))) => response.transaction_states.extend(listed),
+                Ok(TxnAnswer::Listed(Err(code))) => response.error_code = code,
                 Ok(_) => response.error_code = codes::COORDINATOR_NOT_AVAILABLE,
                 Err(code) => response.error_code = code,
             }
