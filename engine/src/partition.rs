@@ -289,6 +289,16 @@ impl Partition {
     /// Everything before the first await of the returned ticket happens in call order, so two
     /// appends from one connection land in the order they were made.
     pub async fn append(&self, records: Bytes, acks: Acks) -> LogResult<AppendTicket> {
+        self.append_from(records, acks, false).await
+    }
+
+    /// An append by a coordinator for a producer (the group coordinator's TxnOffsetCommit
+    /// records): producer epochs and transactions are checked and tracked, sequences are not.
+    pub async fn append_as_coordinator(&self, records: Bytes, acks: Acks) -> LogResult<AppendTicket> {
+        self.append_from(records, acks, true).await
+    }
+
+    async fn append_from(&self, records: Bytes, acks: Acks, coordinator: bool) -> LogResult<AppendTicket> {
         while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
             self.flushed.notified().await;
         }
@@ -313,7 +323,10 @@ impl Partition {
         let staged = if producer_batches.is_empty() {
             None
         } else {
-            match self.producers.borrow().check_append(&producer_batches)? {
+            let producers = self.producers.borrow();
+            let verdict =
+                if coordinator { producers.check_coordinator_append(&producer_batches) } else { producers.check_append(&producer_batches) };
+            match verdict? {
                 Verdict::Duplicate(original) => return Ok(self.acknowledge_duplicate(original, acks)),
                 Verdict::Append(staged) => Some(staged),
             }

@@ -369,9 +369,24 @@ impl ProducerStateTable {
     /// attribute bit 4): a transactional batch opens a transaction; a non-transactional one while a
     /// transaction is open is INVALID_TXN_STATE.
     pub fn check_append(&self, batches: &[(ProducerBatch, bool)]) -> Result<Verdict, ProducerError> {
+        self.check_append_from(batches, Origin::Client)
+    }
+
+    /// Checks batches a coordinator writes for a producer (TxnOffsetCommit records, sequence
+    /// -1): Kafka's AppendOrigin.COORDINATOR checks the epoch and transaction state, not
+    /// sequences, and finds no duplicates.
+    pub fn check_coordinator_append(&self, batches: &[(ProducerBatch, bool)]) -> Result<Verdict, ProducerError> {
+        self.check_append_from(batches, Origin::Coordinator)
+    }
+
+    fn check_append_from(&self, batches: &[(ProducerBatch, bool)], origin: Origin) -> Result<Verdict, ProducerError> {
         let mut staged = Staged::default();
         for (batch, transactional) in batches {
-            if let Some(duplicate) = self.producers.get(&batch.producer_id).and_then(|entry| entry.find_duplicate(batch)) {
+            let duplicate = match origin {
+                Origin::Client => self.producers.get(&batch.producer_id).and_then(|entry| entry.find_duplicate(batch)),
+                Origin::Coordinator => None,
+            };
+            if let Some(duplicate) = duplicate {
                 return Ok(Verdict::Duplicate(duplicate));
             }
             let position = match staged.entries.iter().position(|(id, _)| *id == batch.producer_id) {
@@ -389,7 +404,17 @@ impl ProducerStateTable {
             };
             let current = self.producers.get(&batch.producer_id);
             let updated = &staged.entries[position].1;
-            check_batch(batch, current, updated)?;
+            match origin {
+                Origin::Client => check_batch(batch, current, updated)?,
+                Origin::Coordinator if batch.epoch < updated.epoch => {
+                    return Err(ProducerError::InvalidEpoch {
+                        producer_id: batch.producer_id,
+                        epoch: batch.epoch,
+                        current_epoch: updated.epoch,
+                    })
+                }
+                Origin::Coordinator => {}
+            }
             // A fresh append carries over the retained batches of the same epoch.
             let entry = &mut staged.entries[position].1;
             if entry.batches.is_empty() {
@@ -594,6 +619,13 @@ impl ProducerStateTable {
         }
         reader.bytes.is_empty().then_some((offset, table))
     }
+}
+
+/// Who writes a batch (Kafka's AppendOrigin, without replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Coordinator,
 }
 
 /// Kafka's `checkProducerEpoch` then `checkSequence` (client appends only).
