@@ -860,8 +860,10 @@ pub(crate) fn encode_batch(group_records: &[(Bytes, Option<Bytes>)], producer: O
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
             // The encoder starts a new batch wherever offset − sequence changes: counting up
-            // from -1 keeps one batch (base sequence -1: not an idempotent producer).
-            sequence: (-1i32).wrapping_add(index as i32),
+            // keeps one batch. Base sequence -1 without a producer; 0 for a producer's records
+            // (the broker refuses a producer id with a negative sequence, and a coordinator's
+            // append is not sequence-checked).
+            sequence: if producer.is_some() { index as i32 } else { (-1i32).wrapping_add(index as i32) },
             timestamp: now,
             key: Some(key.clone()),
             value: value.clone(),
