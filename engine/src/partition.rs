@@ -324,8 +324,11 @@ impl Partition {
             None
         } else {
             let producers = self.producers.borrow();
-            let verdict =
-                if coordinator { producers.check_coordinator_append(&producer_batches) } else { producers.check_append(&producer_batches) };
+            let verdict = if coordinator {
+                producers.check_coordinator_append(&producer_batches)
+            } else {
+                producers.check_append(&producer_batches)
+            };
             match verdict? {
                 Verdict::Duplicate(original) => return Ok(self.acknowledge_duplicate(original, acks)),
                 Verdict::Append(staged) => Some(staged),

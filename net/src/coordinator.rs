@@ -496,14 +496,16 @@ impl CoordinatorPartition {
             let _ = reply.send(GroupReply::Marker(crate::api::codes::COORDINATOR_LOAD_IN_PROGRESS));
             return;
         };
-        let ticket =
-            match log.append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control()).await {
-                Ok(ticket) => ticket,
-                Err(error) => {
-                    let _ = reply.send(GroupReply::Marker(error.kafka_error_code()));
-                    return;
-                }
-            };
+        let ticket = match log
+            .append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control())
+            .await
+        {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                let _ = reply.send(GroupReply::Marker(error.kafka_error_code()));
+                return;
+            }
+        };
         let pending = self.pending_txn.borrow_mut().remove(&marker.producer_id).unwrap_or_default();
         if marker.commit {
             let mut groups = self.groups.borrow_mut();
@@ -604,7 +606,12 @@ impl CoordinatorPartition {
                         1
                     }
                     Err(error) => {
-                        tracing::warn!(partition = self.index, offset = record.offset, ?error, "skipping an undecodable consumer group record");
+                        tracing::warn!(
+                            partition = self.index,
+                            offset = record.offset,
+                            ?error,
+                            "skipping an undecodable consumer group record"
+                        );
                         0
                     }
                 }

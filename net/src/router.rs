@@ -302,7 +302,12 @@ pub async fn fetch_local(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<Fetch
 
 /// Waits on this shard until one of `parts` has data past its offset, the requester gives up
 /// (drops its receiver) or a bound passes.
-pub async fn watch_local(ctx: &ShardContext, parts: Vec<(String, i32, i64)>, isolation: Isolation, mut reply: oneshot::Sender<()>) {
+pub async fn watch_local(
+    ctx: &ShardContext,
+    parts: Vec<(String, i32, i64)>,
+    isolation: Isolation,
+    mut reply: oneshot::Sender<()>,
+) {
     const WATCH_BOUND: Duration = Duration::from_secs(60);
     let partitions: Vec<_> = parts
         .iter()

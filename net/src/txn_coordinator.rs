@@ -26,7 +26,7 @@ use std::time::Duration;
 use fjord_engine::batch::ControlType;
 use fjord_engine::partition::{now_ms, Acks, AppendTicket, Partition};
 use fjord_engine::rt::{self, Notify};
-use fjord_group::txn::{self, MarkerJob, Outcome, TxnConfig, TxnRecord, TxnReply, Transactions};
+use fjord_group::txn::{self, MarkerJob, Outcome, Transactions, TxnConfig, TxnRecord, TxnReply};
 use futures::channel::oneshot;
 use kafka_protocol::messages::describe_transactions_response::TransactionState as DescribedTxn;
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTxn;
@@ -73,10 +73,18 @@ pub enum TxnCall {
     InitProducerId(InitProducerIdRequest),
     /// v0–3, or v4+ holding exactly one transaction (the handler splits batches).
     AddPartitions(AddPartitionsToTxnRequest),
-    AddOffsets { request: AddOffsetsToTxnRequest, offsets_partition: i32 },
+    AddOffsets {
+        request: AddOffsetsToTxnRequest,
+        offsets_partition: i32,
+    },
     EndTxn(EndTxnRequest),
     /// KIP-890: may this producer write these partitions in its open transaction?
-    Verify { transactional_id: String, producer_id: i64, producer_epoch: i16, partitions: Vec<(String, i32)> },
+    Verify {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    },
     List(ListTransactionsRequest),
     Describe(String),
 }
@@ -198,9 +206,8 @@ impl TxnCoordinator {
                     state.init_producer_id(token, api_version, &request, now, &mut allocate)
                 }
                 TxnCall::AddPartitions(request) => {
-                    let exists = |topic: &str, index: i32| {
-                        ctx.topic(topic).is_some_and(|info| index >= 0 && index < info.partition_count)
-                    };
+                    let exists =
+                        |topic: &str, index: i32| ctx.topic(topic).is_some_and(|info| index >= 0 && index < info.partition_count);
                     state.add_partitions(token, api_version, &request, now, &exists)
                 }
                 TxnCall::AddOffsets { request, offsets_partition } => {
@@ -219,7 +226,8 @@ impl TxnCoordinator {
             return partition.clone();
         }
         // One node: the coordinator epoch is the state partition's leader epoch, which stays 0.
-        let coordinator_epoch = ctx.topic(TXN_TOPIC).and_then(|info| info.leader_epochs.get(index as usize).copied()).unwrap_or(0);
+        let coordinator_epoch =
+            ctx.topic(TXN_TOPIC).and_then(|info| info.leader_epochs.get(index as usize).copied()).unwrap_or(0);
         let partition = Rc::new(TxnPartition {
             index,
             state: RefCell::new(Transactions::new_loading(self.settings.config.clone(), coordinator_epoch)),
@@ -287,7 +295,12 @@ impl TxnPartition {
                     self.state.borrow_mut().replay(&decoded);
                     records += 1;
                 }
-                Err(error) => tracing::warn!(partition = self.index, offset = record.offset, ?error, "skipping an undecodable transaction record"),
+                Err(error) => tracing::warn!(
+                    partition = self.index,
+                    offset = record.offset,
+                    ?error,
+                    "skipping an undecodable transaction record"
+                ),
             }
         })
         .await;
@@ -386,7 +399,8 @@ async fn complete_transaction(ctx: Rc<ShardContext>, partition: Rc<TxnPartition>
             match code {
                 crate::api::codes::NONE => {}
                 // Deleted meanwhile: nothing left to mark.
-                crate::api::codes::UNKNOWN_TOPIC_OR_PARTITION if ctx.topic(&topic).is_none_or(|info| index >= info.partition_count) => {}
+                crate::api::codes::UNKNOWN_TOPIC_OR_PARTITION
+                    if ctx.topic(&topic).is_none_or(|info| index >= info.partition_count) => {}
                 crate::api::codes::INVALID_PRODUCER_EPOCH | crate::api::codes::TRANSACTION_COORDINATOR_FENCED => {
                     tracing::warn!(
                         transactional_id = %job.transactional_id,
@@ -411,7 +425,8 @@ async fn complete_transaction(ctx: Rc<ShardContext>, partition: Rc<TxnPartition>
             backoff = (backoff * 2).min(MARKER_RETRY_BACKOFF_MAX);
         }
     }
-    let outcome = partition.state.borrow_mut().markers_written(&job.transactional_id, job.producer_id, job.producer_epoch, now_ms());
+    let outcome =
+        partition.state.borrow_mut().markers_written(&job.transactional_id, job.producer_id, job.producer_epoch, now_ms());
     partition.submit(outcome).await;
 }
 
@@ -457,7 +472,12 @@ pub struct MarkerPart {
 /// On the owner shard: appends the marker to each part in order, then (spawned) waits for them
 /// to be durable and replies. `__consumer_offsets` parts go through the group coordinator, which
 /// applies or drops the transaction's offsets.
-pub async fn write_markers_local(ctx: &Rc<ShardContext>, parts: Vec<MarkerPart>, marker: Marker, reply: oneshot::Sender<Vec<i16>>) {
+pub async fn write_markers_local(
+    ctx: &Rc<ShardContext>,
+    parts: Vec<MarkerPart>,
+    marker: Marker,
+    reply: oneshot::Sender<Vec<i16>>,
+) {
     enum Waiting {
         Done(i16),
         Data(AppendTicket),
@@ -471,7 +491,9 @@ pub async fn write_markers_local(ctx: &Rc<ShardContext>, parts: Vec<MarkerPart>,
         }
         let appended = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
             Ok(partition) => {
-                partition.append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control()).await
+                partition
+                    .append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control())
+                    .await
             }
             Err(error) => Err(error),
         };

@@ -51,7 +51,10 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
                 }
                 (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
                 (Ok(_), Some(_)) if unverified.iter().any(|(topic, partition, _)| *topic == name && *partition == index) => {
-                    let code = unverified.iter().find(|(topic, partition, _)| *topic == name && *partition == index).map_or(0, |found| found.2);
+                    let code = unverified
+                        .iter()
+                        .find(|(topic, partition, _)| *topic == name && *partition == index)
+                        .map_or(0, |found| found.2);
                     Slot::Failed(code, Some("the partition is not part of the producer's open transaction".into()))
                 }
                 (Ok(topic), Some(records)) => {

@@ -50,9 +50,14 @@ fn expect_reply<T>(answer: Result<TxnAnswer, i16>, pick: impl FnOnce(TxnReply) -
 }
 
 /// InitProducerId for a transactional producer: the coordinator of its id answers.
-pub async fn init_producer_id(ctx: &Rc<ShardContext>, header: &RequestHeader, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    ctx: &Rc<ShardContext>,
+    header: &RequestHeader,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
-    let answer = txn_coordinator::route(ctx, &transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
+    let answer =
+        txn_coordinator::route(ctx, &transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
     expect_reply(answer, |reply| match reply {
         TxnReply::InitProducerId(response) => Some(response),
         _ => None,
@@ -158,7 +163,11 @@ pub async fn add_offsets(
     respond(&header, &response).map(Some)
 }
 
-pub async fn end_txn(ctx: Rc<ShardContext>, header: RequestHeader, request: EndTxnRequest) -> Result<Option<OutFrame>, RequestError> {
+pub async fn end_txn(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    request: EndTxnRequest,
+) -> Result<Option<OutFrame>, RequestError> {
     let transactional_id = request.transactional_id.0.to_string();
     let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
     let response = expect_reply(answer, |reply| match reply {
