@@ -23,7 +23,6 @@ from kafka_wire import Writer
 
 INIT_PRODUCER_ID = 22
 DESCRIBE_PRODUCERS = 61
-COORDINATOR_NOT_AVAILABLE = 15
 INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
@@ -343,9 +342,12 @@ def test_raw_retry_gets_the_original_offset_gap_and_stale_epoch_store_nothing(br
         assert record_count(conn, topic) == (7, 7)
 
 
-def test_init_producer_id_refuses_transactional_ids_until_transactions_exist(broker):
+def test_init_producer_id_answers_kafkas_errors_and_gives_transactional_ids_epochs(broker):
     with broker.connect() as conn:
-        assert init_producer_id(conn, "my-transactional-id")[0] == COORDINATOR_NOT_AVAILABLE
+        # A transactional id goes to its coordinator: epoch 0, then a bump per InitProducerId.
+        error, transactional_producer, epoch = init_producer_id(conn, "my-transactional-id")
+        assert (error, epoch) == (0, 0) and transactional_producer >= 0
+        assert init_producer_id(conn, "my-transactional-id") == (0, transactional_producer, 1)
         assert init_producer_id(conn, "")[0] == INVALID_REQUEST
         assert init_producer_id(conn, None, producer_id=5, epoch=-1)[0] == INVALID_REQUEST
         # KIP-360 request with the current id and epoch: Kafka hands an idempotent producer a new id.
