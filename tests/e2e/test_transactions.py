@@ -271,7 +271,7 @@ def describe_transactions(conn: kafka_wire.KafkaConnection, transactional_ids: l
         timeout_ms = r.int32()
         start_ms = r.int64()
         producer_id = r.int64()
-        epoch = r.int32()
+        epoch = r.int16()  # int16 in the released schema (an early draft had int32)
         partitions = {}
         for _ in range(r.array_len()):
             name = r.string()
