@@ -8,7 +8,10 @@
       settings except enable.idempotence, a fixed rate (--rate records/s of RECORD_SIZE bytes)
       for --latency-seconds per run after a warm-up, runs alternating plain / idempotent
       (--runs of each); latency is produce() to the delivery callback; reports the median over
-      runs of p50 / p99 / p99.9 and the idempotent/plain ratio.
+      runs of p50 / p99 / p99.9 and the idempotent/plain ratio. librdkafka caps an idempotent
+      producer at 5 requests in flight per connection (plain: max.in.flight 1000000), so the
+      ratio compares the two client set-ups as applications get them, not only the broker's
+      sequence checks.
 
     .venv/bin/python scripts/bench-txn.py              # starts its own broker (about 2.5 minutes)
     .venv/bin/python scripts/bench-txn.py --quick      # 5 s + 2 x 5 s runs: a smoke test
