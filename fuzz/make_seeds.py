@@ -12,6 +12,7 @@ Seeds are well-formed inputs built with the e2e suite's hand-written Kafka codec
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 from pathlib import Path
 
@@ -93,13 +94,42 @@ def snapshot_seeds() -> list[bytes]:
     ]
 
 
+def _txn_key(transactional_id: str) -> bytes:
+    raw = transactional_id.encode()
+    return struct.pack(">hh", 0, len(raw)) + raw
+
+
+def _txn_value_v0(producer_id: int, epoch: int, state: int, partitions: dict[str, list[int]]) -> bytes:
+    """TransactionLogValue v0: producer id, epoch, timeout, state, [topic, [partition]], times."""
+    out = struct.pack(">hqhib", 0, producer_id, epoch, 60_000, state) + struct.pack(">i", len(partitions))
+    for topic, indexes in partitions.items():
+        out += struct.pack(">h", len(topic)) + topic.encode() + struct.pack(">i", len(indexes))
+        out += b"".join(struct.pack(">i", index) for index in indexes)
+    return out + struct.pack(">qq", 1_700_000_000_000, 1_700_000_000_000)
+
+
+def txn_seeds() -> list[bytes]:
+    """key length byte | TransactionLogKey | TransactionLogValue; then 34-byte .txnindex entries."""
+    seeds = []
+    for key, value in [
+        (_txn_key("tx-1"), _txn_value_v0(7, 0, 0, {})),
+        (_txn_key("tx-2"), _txn_value_v0(8, 3, 1, {"orders": [0, 1, 2], "__consumer_offsets": [17]})),
+        (_txn_key("tx-3"), b""),
+    ]:
+        seeds.append(bytes([len(key)]) + key + value)
+    entries = [struct.pack(">hqqqq", 0, 7, 10, 20, 10), struct.pack(">hqqqq", 0, 8, 30, 31, 25)]
+    seeds.append(b"".join(entries))
+    return seeds
+
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("request_decode", "segment_recovery", "producer_snapshot"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("request_decode", "segment_recovery", "producer_snapshot", "txn_state"):
         print(__doc__, file=sys.stderr)
         return 2
     target, corpus = sys.argv[1], Path(sys.argv[2])
     corpus.mkdir(parents=True, exist_ok=True)
-    seeds = {"request_decode": request_seeds, "segment_recovery": segment_seeds, "producer_snapshot": snapshot_seeds}[target]()
+    seeds = {"request_decode": request_seeds, "segment_recovery": segment_seeds, "producer_snapshot": snapshot_seeds,
+             "txn_state": txn_seeds}[target]()
     for seed in seeds:
         (corpus / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
     return 0
