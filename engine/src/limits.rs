@@ -7,6 +7,12 @@ pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
 /// Largest single DMA write the appender issues; bigger appends are split. DESIGN.md: DMA appends
 /// reach the disk's limit with 1 MiB buffers.
 pub const DMA_WRITE_BYTES_MAX: usize = 1024 * 1024;
+/// A busy active segment (at least `SEGMENT_FILL_FROM_BYTES` of data) keeps this much written
+/// (zeros) ahead of its data, filled one chunk at a time between the flusher's writes: see
+/// `Segment::fill_ahead`.
+pub const SEGMENT_FILL_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+pub const SEGMENT_FILL_CHUNK_BYTES: usize = DMA_WRITE_BYTES_MAX;
+pub const SEGMENT_FILL_FROM_BYTES: u64 = 1024 * 1024;
 
 /// Registered io_uring memory per shard. RLIMIT_MEMLOCK on our hosts is 8 MiB and glommio refuses to
 /// start below 512 KiB; buffers beyond this come from the heap (still aligned).
@@ -77,6 +83,8 @@ pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
 pub const ABORTED_TXNS_PER_READ_MAX: usize = 256 * 1024;
 
 const _: () = assert!((DMA_WRITE_BYTES_MAX as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
+const _: () = assert!((SEGMENT_FILL_CHUNK_BYTES as u64).is_multiple_of(DMA_ALIGNMENT_BYTES));
+const _: () = assert!(SEGMENT_FILL_AHEAD_BYTES >= 2 * SEGMENT_FILL_CHUNK_BYTES as u64);
 const _: () = assert!(BATCH_BYTES_MAX <= DMA_WRITE_BYTES_MAX * 64);
 const _: () = assert!(BATCH_HEADER_BYTES > BATCH_LOG_OVERHEAD_BYTES);
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= 512 * 1024);

@@ -9,8 +9,10 @@
 //!                                               ^ tail: the partial last block, kept in memory
 //!                                                 and rewritten in front of the next append
 //! ```
-//! `size_bytes` is the logical end. The padding past it exists only in the active segment; sealing
-//! truncates the file to its logical size, and recovery cuts at the first torn or corrupt batch.
+//! `size_bytes` is the logical end. The padding past it exists only in the active segment, which
+//! a busy partition's flusher also fills with zeros ahead of its appends (`allocated_bytes`, see
+//! [`Segment::fill_ahead`]); sealing truncates the file to its logical size, and recovery cuts at
+//! the first torn or corrupt batch (zeros past the data are padding).
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -23,7 +25,10 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, LogResult};
 use crate::index::SegmentIndex;
-use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, DMA_ALIGNMENT_BYTES, INDEX_INTERVAL_BYTES};
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_HEADER_BYTES, DMA_ALIGNMENT_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FILL_AHEAD_BYTES,
+    SEGMENT_FILL_CHUNK_BYTES, SEGMENT_FILL_FROM_BYTES,
+};
 use crate::rt::DmaFile;
 
 pub const LOG_SUFFIX: &str = "log";
@@ -59,6 +64,8 @@ pub struct Segment {
     dma: DmaFile,
     reader: Arc<File>,
     size_bytes: Cell<u64>,
+    /// The file's size on disk: at least the aligned end of the data, more once preallocated.
+    allocated_bytes: Cell<u64>,
     tail: RefCell<Vec<u8>>,
     index: RefCell<SegmentIndex>,
     bytes_since_index: Cell<u64>,
@@ -108,6 +115,7 @@ impl Segment {
             dma,
             reader: Arc::new(reader),
             size_bytes: Cell::new(0),
+            allocated_bytes: Cell::new(0),
             tail: RefCell::new(Vec::new()),
             index: RefCell::new(SegmentIndex::default()),
             bytes_since_index: Cell::new(u64::MAX),
@@ -138,6 +146,7 @@ impl Segment {
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
                 segment.adopt_stored_index(index, file_bytes)?;
+                segment.allocated_bytes.set(file_bytes);
                 segment.load_tail()?;
                 let report = RecoveryReport { valid_bytes: file_bytes, truncated_bytes: 0, batches: 0 };
                 return Ok((segment, report));
@@ -159,6 +168,7 @@ impl Segment {
             segment.dma.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
             segment.dma.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
         }
+        segment.allocated_bytes.set(segment.size_bytes.get());
         segment.load_tail()?;
         Ok((segment, report))
     }
@@ -212,11 +222,11 @@ impl Segment {
         Ok(RecoveryReport { valid_bytes: position, truncated_bytes: file_bytes - position, batches })
     }
 
-    /// Whether `[from, to)` holds only zeros (the padding of the last aligned write).
+    /// Whether `[from, to)` holds only zeros: the padding of the last aligned write, then the
+    /// preallocated space. Only the first write's length is read: writes go one at a time, so a
+    /// torn one lies within that much of the data's end, and preallocated space reads as zeros.
     fn is_zero_padding(&self, from: u64, to: u64) -> bool {
-        if to - from > crate::limits::DMA_WRITE_BYTES_MAX as u64 {
-            return false;
-        }
+        let to = to.min(from + crate::limits::DMA_WRITE_BYTES_MAX as u64);
         let mut bytes = vec![0u8; (to - from) as usize];
         self.reader.read_exact_at(&mut bytes, from).is_ok() && bytes.iter().all(|byte| *byte == 0)
     }
@@ -287,6 +297,7 @@ impl Segment {
             tail.extend_from_slice(&bytes[new_tail_start..tail_len + total]);
         }
         let written = self.dma.write_at(buffer, aligned_start).await.map_err(|error| LogError::io(&self.path, error))?;
+        self.allocated_bytes.set(self.allocated_bytes.get().max(aligned_start + buffer_len as u64));
         if written < buffer_len {
             return Err(LogError::io(&self.path, std::io::Error::new(std::io::ErrorKind::WriteZero, "short DMA write")));
         }
@@ -300,6 +311,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes one chunk of zeros past the data when a busy segment has less than
+    /// [`SEGMENT_FILL_AHEAD_BYTES`] written ahead of its end, so that later appends overwrite
+    /// written blocks: such a write is issued inline by io_uring and its fdatasync has no
+    /// allocation to commit, where a write that extends the file goes to a kernel worker thread
+    /// and its fdatasync commits the new size and extents. (fallocate is no help on ext4: it
+    /// leaves unwritten extents that each write must convert; measured slower than extending.)
+    /// The flusher calls this between its writes, so it never races an append. A failure (a full
+    /// disk) only costs speed: appends then extend the file and report the real error.
+    pub async fn fill_ahead(&self) {
+        let size = self.size_bytes.get();
+        let allocated = self.allocated_bytes.get();
+        if size < SEGMENT_FILL_FROM_BYTES || allocated >= size + SEGMENT_FILL_AHEAD_BYTES {
+            return;
+        }
+        let position = allocated.max(size.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES);
+        let mut zeros = self.dma.alloc_buffer(SEGMENT_FILL_CHUNK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        match self.dma.write_at(zeros, position).await {
+            Ok(written) => self.allocated_bytes.set(position + written as u64),
+            Err(error) => tracing::debug!(segment = %self.path.display(), %error, "cannot write ahead; appends extend the file"),
+        }
+    }
+
     pub async fn sync(&self) -> LogResult<()> {
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))
     }
@@ -310,6 +344,7 @@ impl Segment {
         self.sync().await?;
         let size = self.size_bytes.get();
         self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
+        self.allocated_bytes.set(size);
         self.index.borrow().store(&self.index_path, size).map_err(|error| LogError::io(&self.index_path, error))?;
         Ok(())
     }
@@ -322,6 +357,7 @@ impl Segment {
         self.dma.truncate(position).await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.size_bytes.set(position);
+        self.allocated_bytes.set(position);
         self.index.borrow_mut().truncate_to_position(position as u32, relative);
         self.max_timestamp_ms.set(self.index.borrow().times.last().map_or(-1, |entry| entry.timestamp_ms));
         self.bytes_since_index.set(u64::MAX);

@@ -447,3 +447,33 @@ fn torn_first_batch_of_the_last_segment_leaves_it_empty_and_appends_continue_at_
         reopen_and_check(dir.path(), segment_bytes, model, Some(0)).await;
     });
 }
+
+#[test]
+fn zeros_written_ahead_of_a_busy_segment_are_padding_after_a_crash_and_cut_at_close() {
+    // A busy acks=all segment keeps 4 MiB of zeros written past its data (Segment::fill_ahead):
+    // a crash leaves them in the file, recovery must read them as padding (no acknowledged batch
+    // lost, nothing extra served), and a clean close must cut them.
+    run(|| async {
+        let dir = temp_dir();
+        let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
+        let mut model = Model::default();
+        for seed in 0..48u64 {
+            let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
+            let base_offset = model.append(&produced);
+            assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        }
+        let segments = segment_files(dir.path());
+        let (_, active) = segments.last().expect("a segment");
+        let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
+        assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it fills");
+        assert!(file_len(active) >= data_bytes + (1 << 20), "zeros were written ahead of the data");
+        let crashed = temp_dir();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
+        }
+        partition.close().await.expect("clean close");
+        assert_eq!(file_len(active), data_bytes, "a clean close cuts what was written ahead");
+        reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
+    });
+}
