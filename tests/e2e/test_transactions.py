@@ -604,7 +604,7 @@ def test_transaction_older_than_its_timeout_is_aborted_and_its_producer_fenced(b
 # 5. offsets in a transaction
 
 
-def test_offsets_sent_to_a_transaction_are_visible_only_after_commit(broker_factory, topic):
+def test_offsets_sent_to_a_transaction_are_visible_only_after_commit_also_after_sigkill(broker_factory, topic):
     broker = broker_factory.start(GROUP_ARGS)
     fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
     fjordtest.produce(broker.bootstrap, topic, [{"value": f"{i}".encode(), "partition": i % 2} for i in range(20)])
@@ -639,6 +639,11 @@ def test_offsets_sent_to_a_transaction_are_visible_only_after_commit(broker_fact
         assert {(tp.topic, tp.partition): tp.offset for tp in stable} == committed
     finally:
         consumer.close()
+    # Replayed from __consumer_offsets after a SIGKILL: the committed transaction's offsets are
+    # there (its commit marker applies them), the aborted one's are not (its marker drops them).
+    broker.kill()
+    broker.start()
+    assert _committed_offsets(broker.bootstrap, group) == committed, "transactional offsets after SIGKILL and replay"
 
 
 # ---------------------------------------------------------------------------------------------
