@@ -886,29 +886,40 @@ pub(crate) fn encode_batch(group_records: &[(Bytes, Option<Bytes>)], producer: O
 /// Creates `__consumer_offsets` (compacted, offsets.topic.num.partitions) if it does not exist.
 /// Error: a Kafka error code (COORDINATOR_NOT_AVAILABLE when it cannot be created).
 pub async fn ensure_offsets_topic(ctx: &ShardContext) -> Result<Rc<crate::context::TopicInfo>, i16> {
-    if let Some(info) = ctx.topic(OFFSETS_TOPIC) {
+    ensure_internal_topic(ctx, OFFSETS_TOPIC, ctx.coordinator.offsets_topic_partitions(), OFFSETS_SEGMENT_BYTES).await
+}
+
+/// Creates a coordinator's internal topic (compacted, `partitions`, `segment_bytes`) if it does
+/// not exist. Error: COORDINATOR_NOT_AVAILABLE when it cannot be created.
+pub(crate) async fn ensure_internal_topic(
+    ctx: &ShardContext,
+    name: &str,
+    partitions: i32,
+    segment_bytes: u64,
+) -> Result<Rc<crate::context::TopicInfo>, i16> {
+    if let Some(info) = ctx.topic(name) {
         return Ok(info);
     }
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("segment.bytes".to_string(), OFFSETS_SEGMENT_BYTES.to_string());
+    configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
     let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        num_partitions: ctx.coordinator.offsets_topic_partitions(),
+        name: name.to_string(),
+        num_partitions: partitions,
         replication_factor: 1,
         assignments: None,
         configs,
         validate_only: false,
     };
     match admin::create_topic(ctx, topic).await {
-        Ok(_) => tracing::info!(partitions = ctx.coordinator.offsets_topic_partitions(), "created {OFFSETS_TOPIC}"),
+        Ok(_) => tracing::info!(partitions, "created {name}"),
         Err(error) if error.code == crate::api::codes::TOPIC_ALREADY_EXISTS => {}
         Err(error) => {
-            tracing::warn!(code = error.code, message = %error.message, "cannot create {OFFSETS_TOPIC}");
+            tracing::warn!(code = error.code, message = %error.message, "cannot create {name}");
             return Err(crate::api::codes::COORDINATOR_NOT_AVAILABLE);
         }
     }
-    ctx.topic(OFFSETS_TOPIC).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
+    ctx.topic(name).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
 }
 
 /// Sends a group call to the owner of `group_id`'s partition and waits for the reply. Error: a

@@ -19,7 +19,7 @@
 //! [`crate::coordinator`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -34,7 +34,6 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ListTransactionsRequest,
 };
 
-use crate::admin::{self, NewTopic};
 use crate::context::ShardContext;
 use crate::coordinator::{self, OFFSETS_TOPIC};
 use crate::router::ShardRequest;
@@ -544,29 +543,7 @@ async fn open_log(ctx: &Rc<ShardContext>, index: i32) -> Result<Rc<Partition>, S
 /// Creates `__transaction_state` (compacted, transaction.state.log.num.partitions) if it does not
 /// exist. Error: COORDINATOR_NOT_AVAILABLE when it cannot be created.
 pub async fn ensure_txn_topic(ctx: &ShardContext) -> Result<Rc<crate::context::TopicInfo>, i16> {
-    if let Some(info) = ctx.topic(TXN_TOPIC) {
-        return Ok(info);
-    }
-    let mut configs = BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("segment.bytes".to_string(), TXN_SEGMENT_BYTES.to_string());
-    let topic = NewTopic {
-        name: TXN_TOPIC.to_string(),
-        num_partitions: ctx.transactions.state_partitions(),
-        replication_factor: 1,
-        assignments: None,
-        configs,
-        validate_only: false,
-    };
-    match admin::create_topic(ctx, topic).await {
-        Ok(_) => tracing::info!(partitions = ctx.transactions.state_partitions(), "created {TXN_TOPIC}"),
-        Err(error) if error.code == crate::api::codes::TOPIC_ALREADY_EXISTS => {}
-        Err(error) => {
-            tracing::warn!(code = error.code, message = %error.message, "cannot create {TXN_TOPIC}");
-            return Err(crate::api::codes::COORDINATOR_NOT_AVAILABLE);
-        }
-    }
-    ctx.topic(TXN_TOPIC).ok_or(crate::api::codes::COORDINATOR_NOT_AVAILABLE)
+    coordinator::ensure_internal_topic(ctx, TXN_TOPIC, ctx.transactions.state_partitions(), TXN_SEGMENT_BYTES).await
 }
 
 /// Sends a transaction call to the owner of `transactional_id`'s partition and waits for the
