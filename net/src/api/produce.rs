@@ -44,19 +44,18 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
             let index = partition_data.index;
+            let refused =
+                unverified.iter().find(|(topic, partition, _)| *topic == name && *partition == index).map(|found| found.2);
             let slot = match (&topic, partition_data.records) {
                 (Err(code), _) => Slot::Failed(*code, None),
                 (Ok(topic), _) if index < 0 || index >= topic.partition_count => {
                     Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None)
                 }
                 (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
-                (Ok(_), Some(_)) if unverified.iter().any(|(topic, partition, _)| *topic == name && *partition == index) => {
-                    let code = unverified
-                        .iter()
-                        .find(|(topic, partition, _)| *topic == name && *partition == index)
-                        .map_or(0, |found| found.2);
-                    Slot::Failed(code, Some("the partition is not part of the producer's open transaction".into()))
-                }
+                (Ok(_), Some(_)) if refused.is_some() => Slot::Failed(
+                    refused.unwrap_or_default(),
+                    Some("the partition is not part of the producer's open transaction".into()),
+                ),
                 (Ok(topic), Some(records)) => {
                     ctx.metrics().produce_bytes.add(records.len() as u64);
                     routed.push((
