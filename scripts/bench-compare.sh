@@ -2,8 +2,9 @@
 # Fjord against a peer broker (Tansu, the Kafka-compatible broker in Rust, memory engine) and
 # against the machine's own limits, in one run on this machine:
 #
-#   1. limits   fio: O_DIRECT sequential write, 1 MiB blocks (MB/s); 4 KiB append + fdatasync
-#               (latency); iperf3: loopback TCP, 1 and 2 streams (MB/s)
+#   1. limits   fio: O_DIRECT sequential write and read, 1 MiB blocks, and a buffered read with a
+#               cold page cache (MB/s); 4 KiB append + fdatasync (latency); iperf3: loopback TCP,
+#               1 and 2 streams (MB/s)
 #   2. runs     every workload of bench/workloads/ against Fjord and Tansu, alternating brokers
 #               run by run (F T, T F, F T, ...), each run on a freshly started broker
 #   3. summary  medians over runs, ratios Fjord/Tansu and Fjord/limit, one picture per workload:
@@ -238,6 +239,16 @@ measure_disk() {
     fio --name=seqwrite --directory="$fio_dir" --filename=fio-seqwrite --rw=write --bs=1M \
         --size=2G --direct=1 --ioengine=libaio --iodepth=8 --time_based --runtime="$limit_seconds" \
         --end_fsync=1 --output-format=json >"$out_dir/raw/fio-seqwrite.json"
+    # Reads of the file just written: O_DIRECT (the device), then buffered with its page cache
+    # dropped first (fio's invalidate), which is how sendfile meets data no reader has touched.
+    log "fio: O_DIRECT sequential read, 1 MiB blocks, ${limit_seconds}s"
+    fio --name=seqread --directory="$fio_dir" --filename=fio-seqwrite --rw=read --bs=1M \
+        --size=2G --direct=1 --ioengine=libaio --iodepth=8 --time_based --runtime="$limit_seconds" \
+        --output-format=json >"$out_dir/raw/fio-seqread.json"
+    log "fio: buffered sequential read, cold page cache, 1 MiB blocks, ${limit_seconds}s"
+    fio --name=seqread-buffered --directory="$fio_dir" --filename=fio-seqwrite --rw=read --bs=1M \
+        --size=2G --direct=0 --invalidate=1 --ioengine=psync --runtime="$limit_seconds" \
+        --output-format=json >"$out_dir/raw/fio-seqread-buffered.json"
     rm -f "$fio_dir/fio-seqwrite"
     log "fio: 4 KiB appends, fdatasync after each, ${limit_seconds}s"
     # fallocate=none: each write extends the file, as a log append does.
@@ -274,10 +285,14 @@ write_limits() {
     jq -n \
         --slurpfile seq "$out_dir/raw/fio-seqwrite.json" \
         --slurpfile append "$out_dir/raw/fio-append-fdatasync.json" \
+        --slurpfile read "$out_dir/raw/fio-seqread.json" \
+        --slurpfile readbuf "$out_dir/raw/fio-seqread-buffered.json" \
         --slurpfile net1 "$out_dir/raw/iperf3-1stream.json" \
         --slurpfile net2 "$out_dir/raw/iperf3-2stream.json" \
         '{
             disk_write_mb_per_second: ($seq[0].jobs[0].write.bw_bytes / 1e6),
+            disk_read_mb_per_second: ($read[0].jobs[0].read.bw_bytes / 1e6),
+            disk_read_buffered_mb_per_second: ($readbuf[0].jobs[0].read.bw_bytes / 1e6),
             append_fdatasync_per_second: $append[0].jobs[0].write.iops,
             append_write_p50_us: ($append[0].jobs[0].write.clat_ns.percentile["50.000000"] / 1e3),
             fdatasync_p50_us: ($append[0].jobs[0].sync.lat_ns.percentile["50.000000"] / 1e3),

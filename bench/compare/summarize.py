@@ -150,7 +150,12 @@ def rows_for(mode, workload_meta, limits):
     disk, loopback = limits["disk_write_mb_per_second"], limits["loopback_1stream_mb_per_second"]
     rows = []
     if mode == "consume":
-        rows.append(("read throughput (MB/s)", "throughput_mb_per_second", [(loopback, "loopback")]))
+        # Catch-up reads come from the disk through the page cache (sendfile); older limits.json
+        # files have no read figures.
+        reads = [(limits[key], name) for key, name in
+                 [("disk_read_mb_per_second", "disk read"), ("disk_read_buffered_mb_per_second", "cold buffered read")]
+                 if limits.get(key)]
+        rows.append(("read throughput (MB/s)", "throughput_mb_per_second", reads + [(loopback, "loopback")]))
     else:
         if fixed_rate:
             rows.append(("produce throughput (MB/s, fixed rate)", "throughput_mb_per_second", []))
@@ -212,6 +217,9 @@ def header(meta, limits):
         "| limit | value |",
         "|---|---|",
         f"| O_DIRECT sequential write, 1 MiB blocks | {number(limits['disk_write_mb_per_second'])} MB/s |",
+        *([f"| O_DIRECT sequential read, 1 MiB blocks | {number(limits['disk_read_mb_per_second'])} MB/s |",
+           f"| buffered sequential read, cold page cache | {number(limits['disk_read_buffered_mb_per_second'])} MB/s |"]
+          if limits.get("disk_read_mb_per_second") else []),
         f"| 4 KiB append + fdatasync | {number(limits['append_fdatasync_per_second'])} per second; "
         f"fdatasync p50 {number(limits['fdatasync_p50_us'])} µs, p99 {number(limits['fdatasync_p99_us'])} µs, "
         f"p99.9 {number(limits['fdatasync_p99_9_us'])} µs (the write itself p50 {number(limits['append_write_p50_us'])} µs) |",
