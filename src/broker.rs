@@ -98,7 +98,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         cache_bytes_per_shard: config.batch_cache_bytes / config.shards,
         partition_settings: PartitionSettings { flush_interval_ms: config.log_flush_interval_ms },
         shard_count: config.shards,
-        metrics: Arc::new(Metrics::new(config.shards)),
+        metrics: Arc::new(Metrics::new(config.shards).with_api_names(fjord_net::api::api_names())),
         shutdown: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
         listening: AtomicUsize::new(0),

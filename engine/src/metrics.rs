@@ -3,7 +3,9 @@
 //! Each shard writes only its own [`ShardMetrics`] (relaxed atomic adds on a cache-line-aligned
 //! block, so shards never share a line); the `/metrics` endpoint reads every shard's block from
 //! its own thread and labels each sample with `shard`. Counters only go up; a restart starts
-//! them at zero, which Prometheus' `rate()` understands.
+//! them at zero, which Prometheus' `rate()` understands. Request times are Prometheus histograms
+//! (fixed buckets), one per API the shard has answered: Kafka's `RequestMetrics.TotalTimeMs`, from
+//! the request read off the socket to its response written.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,66 @@ impl Gauge {
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the request-time buckets, in microseconds (the `+Inf` bucket follows). From
+/// a tenth of a millisecond, below an fdatasync on a fast disk, to Kafka's 30 s request timeout.
+pub const REQUEST_TIME_BUCKETS_US: [u64; 17] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000,
+];
+
+/// API keys with a request-time histogram; higher (and negative) keys are counted under the last.
+pub const API_KEYS_TIMED: usize = 128;
+
+/// A Prometheus histogram of durations with the [`REQUEST_TIME_BUCKETS_US`] buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative; the last is `+Inf`.
+    buckets: [Counter; REQUEST_TIME_BUCKETS_US.len() + 1],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, duration: std::time::Duration) {
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = REQUEST_TIME_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[bucket].add(1);
+        self.sum_us.add(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Counter::get).sum()
+    }
+
+    /// Cumulative counts per bucket bound, `+Inf` last (what Prometheus' `_bucket` series show).
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut total = 0;
+        self.buckets
+            .iter()
+            .map(|bucket| {
+                total += bucket.get();
+                total
+            })
+            .collect()
+    }
+}
+
+/// One request-time histogram per API key.
+#[derive(Debug)]
+pub struct RequestTimes(Vec<Histogram>);
+
+impl Default for RequestTimes {
+    fn default() -> Self {
+        RequestTimes((0..API_KEYS_TIMED).map(|_| Histogram::default()).collect())
+    }
+}
+
+impl RequestTimes {
+    pub fn api(&self, api_key: i16) -> &Histogram {
+        let key = usize::try_from(api_key).unwrap_or(API_KEYS_TIMED - 1);
+        &self.0[key.min(API_KEYS_TIMED - 1)]
     }
 }
 
@@ -69,6 +131,8 @@ pub struct ShardMetrics {
     pub partitions: Gauge,
     /// Bytes held by this shard's batch cache.
     pub cache_bytes: Gauge,
+    /// Time from a request read to its response written, per API key.
+    pub request_time: RequestTimes,
 }
 
 impl ShardMetrics {
@@ -85,11 +149,19 @@ type Series = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> u6
 #[derive(Debug)]
 pub struct Metrics {
     shards: Vec<ShardMetrics>,
+    /// The `api` label of each API key's request times (the key itself where unnamed).
+    api_names: Vec<String>,
 }
 
 impl Metrics {
     pub fn new(shard_count: usize) -> Metrics {
-        Metrics { shards: (0..shard_count).map(|_| ShardMetrics::default()).collect() }
+        Metrics { shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(), api_names: Vec::new() }
+    }
+
+    /// Names the APIs in the request-time series (`api_names[key]`, Kafka's request names).
+    pub fn with_api_names(mut self, api_names: Vec<String>) -> Metrics {
+        self.api_names = api_names;
+        self
     }
 
     pub fn shard(&self, shard_id: usize) -> &ShardMetrics {
@@ -151,7 +223,33 @@ impl Metrics {
                 }
             }
         }
+        self.render_request_times(&mut out);
         out
+    }
+
+    fn render_request_times(&self, out: &mut String) {
+        let name = "fjord_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a request read off the socket to its response written, per API.\n# TYPE {name} histogram"
+        );
+        for (shard, metrics) in self.shards.iter().enumerate() {
+            for (key, histogram) in metrics.request_time.0.iter().enumerate() {
+                let count = histogram.count();
+                if count == 0 {
+                    continue;
+                }
+                let api = self.api_names.get(key).cloned().unwrap_or_else(|| key.to_string());
+                let labels = format!("shard=\"{shard}\",api=\"{api}\"");
+                let cumulative = histogram.cumulative();
+                for (bound, total) in REQUEST_TIME_BUCKETS_US.iter().zip(&cumulative) {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {total}", *bound as f64 / 1e6);
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", cumulative[cumulative.len() - 1]);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_us.get() as f64 / 1e6);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+            }
+        }
     }
 }
 
@@ -161,7 +259,8 @@ mod tests {
 
     #[test]
     fn render_labels_every_shard_and_cause() {
-        let metrics = Metrics::new(2);
+        let metrics = Metrics::new(2).with_api_names(vec!["Produce".into(), "Fetch".into()]);
+        metrics.shard(1).request_time.api(0).observe(std::time::Duration::from_micros(700));
         metrics.shard(1).produce_bytes.add(1024);
         metrics.shard(0).retention_removed(RetentionCause::Size, 2, 4096);
         metrics.shard(1).retention_removed(RetentionCause::Time, 1, 100);
@@ -177,8 +276,38 @@ mod tests {
                 declared.insert(rest.split(' ').next().unwrap().to_string());
             } else if !line.starts_with('#') {
                 let name = line.split('{').next().unwrap();
+                let name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|base| declared.contains(*base)))
+                    .unwrap_or(name);
                 assert!(declared.contains(name), "{name} sampled before its # TYPE");
             }
         }
+    }
+
+    #[test]
+    fn request_times_render_as_cumulative_prometheus_histograms() {
+        let metrics = Metrics::new(1).with_api_names(vec!["Produce".into()]);
+        let produce = metrics.shard(0).request_time.api(0);
+        for us in [50, 100, 101, 900, 40_000_000] {
+            produce.observe(std::time::Duration::from_micros(us));
+        }
+        metrics.shard(0).request_time.api(3).observe(std::time::Duration::from_millis(2));
+        let text = metrics.render();
+        let series = "fjord_request_duration_seconds";
+        // A bound counts observations at or below it; the bounds are seconds.
+        assert!(text.contains(&format!("{series}_bucket{{shard=\"0\",api=\"Produce\",le=\"0.0001\"}} 2\n")), "{text}");
+        assert!(text.contains(&format!("{series}_bucket{{shard=\"0\",api=\"Produce\",le=\"0.00025\"}} 3\n")), "{text}");
+        assert!(text.contains(&format!("{series}_bucket{{shard=\"0\",api=\"Produce\",le=\"0.001\"}} 4\n")), "{text}");
+        assert!(text.contains(&format!("{series}_bucket{{shard=\"0\",api=\"Produce\",le=\"30\"}} 4\n")), "{text}");
+        assert!(text.contains(&format!("{series}_bucket{{shard=\"0\",api=\"Produce\",le=\"+Inf\"}} 5\n")), "{text}");
+        assert!(text.contains(&format!("{series}_count{{shard=\"0\",api=\"Produce\"}} 5\n")), "{text}");
+        assert!(text.contains(&format!("{series}_sum{{shard=\"0\",api=\"Produce\"}} 40.001151\n")), "{text}");
+        // An API without a name is labelled with its key; APIs never answered are left out.
+        assert!(text.contains(&format!("{series}_count{{shard=\"0\",api=\"3\"}} 1\n")), "{text}");
+        assert!(!text.contains("api=\"1\""), "{text}");
+        // Keys past the table share its last histogram instead of indexing out of it.
+        metrics.shard(0).request_time.api(i16::MAX).observe(std::time::Duration::from_millis(1));
+        assert_eq!(metrics.shard(0).request_time.api((API_KEYS_TIMED - 1) as i16).count(), 1);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use fjord_engine::partition::Chunk;
@@ -33,6 +34,13 @@ enum Pending {
     Task(rt::Task<Result<Option<OutFrame>, api::RequestError>>),
 }
 
+/// A request in the writer's queue: its answer, and what its request-time sample needs.
+struct Queued {
+    pending: Pending,
+    api_key: i16,
+    read_at: Instant,
+}
+
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let peer_address = stream.peer_addr().ok();
     let peer = peer_address.map(|address| address.to_string()).unwrap_or_else(|| "unknown".into());
@@ -45,8 +53,8 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let stream = rt::buffered(stream, RECEIVE_BUFFER_BYTES);
     let (mut reader, writer) = stream.split();
-    let (mut queue, responses) = mpsc::channel::<Pending>(IN_FLIGHT_REQUESTS_MAX);
-    let writer_task = rt::spawn(write_responses(writer, fd, responses, peer.clone()));
+    let (mut queue, responses) = mpsc::channel::<Queued>(IN_FLIGHT_REQUESTS_MAX);
+    let writer_task = rt::spawn(write_responses(ctx.clone(), writer, fd, responses, peer.clone()));
     let max_bytes = ctx.settings.socket_request_max_bytes;
     loop {
         let shutdown = ctx.shutdown.notified();
@@ -65,6 +73,9 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
+        let read_at = Instant::now();
+        // read_frame returns only frames with a whole request header, which starts with the key.
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let pending = match api::dispatch(&ctx, frame, &client_host).await {
             Ok(Dispatched::Ready(frame)) => Pending::Ready(frame),
             Ok(Dispatched::Deferred(future)) => Pending::Task(rt::spawn(future)),
@@ -73,7 +84,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
-        if queue.send(pending).await.is_err() {
+        if queue.send(Queued { pending, api_key, read_at }).await.is_err() {
             break; // the writer stopped: the socket is gone
         }
     }
@@ -81,8 +92,14 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     writer_task.await;
 }
 
-async fn write_responses<W: AsyncWrite + Unpin>(mut writer: W, fd: RawFd, mut responses: mpsc::Receiver<Pending>, peer: String) {
-    while let Some(pending) = responses.next().await {
+async fn write_responses<W: AsyncWrite + Unpin>(
+    ctx: Rc<ShardContext>,
+    mut writer: W,
+    fd: RawFd,
+    mut responses: mpsc::Receiver<Queued>,
+    peer: String,
+) {
+    while let Some(Queued { pending, api_key, read_at }) = responses.next().await {
         let frame = match pending {
             Pending::Ready(frame) => frame,
             Pending::Task(task) => match task.await {
@@ -95,14 +112,17 @@ async fn write_responses<W: AsyncWrite + Unpin>(mut writer: W, fd: RawFd, mut re
                 }
             },
         };
-        let Some(frame) = frame else { continue };
-        if let Err(error) = write_frame(&mut writer, fd, frame).await {
-            tracing::debug!(%peer, %error, "write failed; dropping connection");
-            // Drain so the reader's sends do not block, then stop.
-            responses.close();
-            while responses.next().await.is_some() {}
-            return;
+        if let Some(frame) = frame {
+            if let Err(error) = write_frame(&mut writer, fd, frame).await {
+                tracing::debug!(%peer, %error, "write failed; dropping connection");
+                // Drain so the reader's sends do not block, then stop.
+                responses.close();
+                while responses.next().await.is_some() {}
+                return;
+            }
         }
+        // Requests without a response (acks=0) count once handled, as in Kafka.
+        ctx.metrics().request_time.api(api_key).observe(read_at.elapsed());
     }
     let _ = writer.close().await;
 }

@@ -32,6 +32,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::context::ShardContext;
 use crate::response::{self, OutFrame};
+use fjord_engine::metrics::API_KEYS_TIMED;
 use fjord_engine::partition::Chunk;
 
 /// A version range an API module serves.
@@ -109,6 +110,17 @@ pub enum RequestError {
 
 /// Decodes and handles one request frame.
 /// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
+/// Kafka's name of each API key below [`API_KEYS_TIMED`] (`Produce`, `Fetch`, ...), the key itself
+/// where the protocol has none: the `api` label of the request-time metrics.
+pub fn api_names() -> Vec<String> {
+    (0..API_KEYS_TIMED)
+        .map(|key| match i16::try_from(key).ok().and_then(|key| ApiKey::try_from(key).ok()) {
+            Some(api) => format!("{api:?}"),
+            None => key.to_string(),
+        })
+        .collect()
+}
+
 pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
