@@ -113,6 +113,8 @@ clean_e2e_scratch
 
 step "cargo test --release --workspace"
 cargo test --release --workspace
+# fjord-bench against a real broker (ignored in plain `cargo test`: it needs the binary above).
+cargo test --release -p fjord-bench --test smoke -- --ignored
 
 run_fuzz_targets
 

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod broker_metrics;
 pub mod broker_probe;
 pub mod consumer;
 pub mod error;

@@ -55,6 +55,10 @@ struct RunArgs {
     /// Sample this process's CPU time and memory from /proc (the broker, on this host).
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// host:port of the broker's Prometheus endpoint (`fjord start --metrics-listen`): the report
+    /// adds the broker-side request times of the measured part (its fjord_request_duration_seconds).
+    #[arg(long)]
+    broker_metrics: Option<String>,
     /// Pin worker threads to cores (off by default: client and broker often share cores).
     #[arg(long)]
     pin_cores: bool,
@@ -160,6 +164,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
         label: args.label.clone(),
         pin_cores: args.pin_cores,
         broker_pid: args.broker_pid,
+        broker_metrics: args.broker_metrics.clone(),
         timeouts: Timeouts { connect: Duration::from_millis(args.io_timeout_ms), io: Duration::from_millis(args.io_timeout_ms) },
         prefill_timeout: Duration::from_secs(args.prefill_timeout_seconds),
         progress: !args.quiet,

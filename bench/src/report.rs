@@ -79,6 +79,9 @@ pub struct Report {
     pub produce: Option<Side>,
     pub consume: Option<Side>,
     pub broker: Option<BrokerFigures>,
+    /// Broker-side time of the requests answered while measuring (`--broker-metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_request_times: Vec<crate::broker_metrics::RequestTimes>,
     /// (Kafka error code, count) of error responses.
     pub broker_errors: Vec<(i16, u64)>,
     pub time_series: Vec<SecondSample>,
@@ -119,6 +122,7 @@ pub mod tests {
             produce: Some(Side::new(totals, 2.0, summarize(&recorder.total()))),
             consume: Some(Side::new(totals, 2.0, summarize(&recorder.total()))),
             broker: None,
+            broker_request_times: vec![],
             broker_errors: vec![],
             time_series: (1..=5)
                 .map(|s| SecondSample {

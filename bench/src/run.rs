@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{ensure_topic, list_offsets, TopicLayout, OFFSET_EARLIEST, OFFSET_LATEST};
 use crate::batch::realtime_ns;
+use crate::broker_metrics;
 use crate::broker_probe::{self, BrokerFigures, ProcSample};
 use crate::consumer::{run_consumer, ConsumerPlan};
 use crate::error::{BenchError, Result};
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub label: String,
     pub pin_cores: bool,
     pub broker_pid: Option<u32>,
+    /// host:port of the broker's Prometheus endpoint, for broker-side request times.
+    pub broker_metrics: Option<String>,
     pub timeouts: Timeouts,
     pub prefill_timeout: Duration,
     pub progress: bool,
@@ -303,6 +306,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
     let probe_pid = options.broker_pid;
     let mut broker_start: Option<ProcSample> = None;
     let mut rss_peak_bytes = 0u64;
+    let mut metrics_start: Option<String> = None;
     let mut baseline = (CounterSnapshot::default(), CounterSnapshot::default());
     let mut measuring = false;
     sleep_until(start, &shared.fatal);
@@ -323,6 +327,9 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
             baseline = (shared.produced.snapshot(), shared.consumed.snapshot());
             if let Some(pid) = probe_pid {
                 broker_start = Some(broker_probe::sample(pid)?);
+            }
+            if let Some(address) = &options.broker_metrics {
+                metrics_start = Some(broker_metrics::scrape(address)?);
             }
         }
         let caught_up = workload.mode == Mode::Consume && shared.consumers_caught_up.load(Ordering::SeqCst) >= consumer_workers;
@@ -346,6 +353,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
     let final_produced = shared.produced.snapshot();
     let final_consumed = shared.consumed.snapshot();
     let broker_end = probe_pid.map(broker_probe::sample).transpose()?;
+    let metrics_end = options.broker_metrics.as_deref().map(broker_metrics::scrape).transpose()?;
 
     shared.stop_producers.store(true, Ordering::SeqCst);
     if workload.mode == Mode::E2e {
@@ -374,6 +382,18 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
         (Some(pid), Some(start), Some(end)) => Some(broker_probe::figures(pid, start, end, rss_peak_bytes, produced.batch_bytes)),
         _ => None,
     };
+    let apis: &[&str] = match workload.mode {
+        Mode::Produce => &["Produce"],
+        Mode::Consume => &["Fetch"],
+        Mode::E2e => &["Produce", "Fetch"],
+    };
+    let broker_request_times = match (&metrics_start, &metrics_end) {
+        (Some(start), Some(end)) => apis
+            .iter()
+            .map(|api| broker_metrics::parse_buckets(end, api).since(&broker_metrics::parse_buckets(start, api)).times(api))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut recorded = workload.clone();
     recorded.warmup_seconds = warmup.as_secs();
     Ok(Report {
@@ -393,6 +413,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
         consume: (workload.mode != Mode::Produce)
             .then(|| Side::new(consumed, measured_seconds, summarize(&shared.e2e_latency.total()))),
         broker,
+        broker_request_times,
         broker_errors: shared.broker_errors(),
         time_series: tracker.samples,
     })
@@ -428,6 +449,17 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
             broker.cpu_seconds,
             broker.cpu_seconds_per_gb_produced.map_or("-".to_string(), |v| format!("{v:.2} s")),
             broker.rss_peak_sampled_bytes as f64 / 1e6
+        ));
+    }
+    let ms = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for times in &report.broker_request_times {
+        lines.push(format!(
+            "broker-side {} time: {} requests, ms p50 {} p99 {} p99.9 {} (bucket estimates)",
+            times.api,
+            times.requests,
+            ms(times.p50_ms),
+            ms(times.p99_ms),
+            ms(times.p99_9_ms)
         ));
     }
     lines

@@ -39,9 +39,15 @@ fn fjord_binary() -> PathBuf {
     path
 }
 
-fn start_broker() -> (Broker, String) {
+fn free_address() -> String {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let address = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+/// Starts a broker; returns it, its Kafka address and its metrics address.
+fn start_broker() -> (Broker, String, String) {
+    let address = free_address();
+    let metrics_address = free_address();
     // On disk under target/, never tmpfs: Fjord writes with O_DIRECT.
     let data_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-smoke-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -49,7 +55,7 @@ fn start_broker() -> (Broker, String) {
     let child = Command::new(fjord_binary())
         .args(["start", "--data-dir"])
         .arg(&data_dir)
-        .args(["--listen", &address, "--advertise", &address, "--shards", "2"])
+        .args(["--listen", &address, "--advertise", &address, "--shards", "2", "--metrics-listen", &metrics_address])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -60,13 +66,13 @@ fn start_broker() -> (Broker, String) {
         assert!(Instant::now() < deadline, "broker did not listen on {address} within {BROKER_READY_WAIT_MAX:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (broker, address)
+    (broker, address, metrics_address)
 }
 
 #[test]
 #[ignore = "needs the release broker binary (target/release/fjord or FJORD_BIN)"]
 fn two_second_end_to_end_run_against_fjord_measures_both_sides() {
-    let (broker, address) = start_broker();
+    let (broker, address, metrics_address) = start_broker();
     let workload = Workload {
         name: "smoke".to_string(),
         mode: Mode::E2e,
@@ -86,6 +92,7 @@ fn two_second_end_to_end_run_against_fjord_measures_both_sides() {
         label: "fjord".to_string(),
         pin_cores: false,
         broker_pid: Some(broker.child.id()),
+        broker_metrics: Some(metrics_address),
         timeouts: Timeouts { connect: Duration::from_secs(5), io: Duration::from_secs(5) },
         prefill_timeout: Duration::from_secs(60),
         progress: false,
@@ -100,6 +107,16 @@ fn two_second_end_to_end_run_against_fjord_measures_both_sides() {
     assert!(produce.latency.as_ref().unwrap().p99_ms > 0.0);
     assert!(consume.latency.as_ref().unwrap().count > 0);
     assert!(report.broker.as_ref().unwrap().cpu_seconds >= 0.0);
+    // The broker's own request times for the measured part, from its /metrics: every
+    // acknowledged batch went in a produce request the broker timed, and fetches ran throughout.
+    let times: Vec<&str> = report.broker_request_times.iter().map(|t| t.api.as_str()).collect();
+    assert_eq!(times, ["Produce", "Fetch"]);
+    let produce_times = &report.broker_request_times[0];
+    // The two count over slightly different windows (scrape vs acknowledgement), never by 2x.
+    let (broker_count, client_count) = (produce_times.requests as f64, produce.requests as f64);
+    assert!(broker_count > 0.5 * client_count && broker_count < 1.5 * client_count + 10.0, "{produce_times:?} vs {client_count}");
+    assert!(produce_times.p99_ms.unwrap() > 0.0, "{produce_times:?}");
+    assert!(report.broker_request_times[1].requests > 0, "{:?}", report.broker_request_times[1]);
     let svg = fjord_bench::svg::render(std::slice::from_ref(&report));
     assert_eq!(svg.matches("<polyline").count(), 4);
     drop(broker);
