@@ -20,6 +20,7 @@ workloads=(1kb-8p-acks1-max 1kb-8p-acksall-max 1kb-8p-acksall-50mbps)
 out="$repo_root/bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 port=19392
+metrics_port=19393
 broker_pid=""
 
 stop_broker() {
@@ -36,7 +37,7 @@ run_one() {
     local label="$1" bin="$2" workload="$3" round="$4"
     local data
     data="$(mktemp -d "$repo_root/target/bench-ab-data.XXXXXX")"
-    "$bin" start --data-dir "$data" --listen "127.0.0.1:$port" --metrics-listen off --log warn \
+    "$bin" start --data-dir "$data" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" --log warn \
         >"$out/$label-$workload-$round.broker.log" 2>&1 &
     broker_pid=$!
     for _ in $(seq 1 100); do
@@ -45,7 +46,7 @@ run_one() {
     done
     timeout $((duration + 120)) "$bench_bin" run -w "$repo_root/bench/workloads/$workload.toml" \
         --bootstrap "127.0.0.1:$port" --label "$label" --warmup 3 --duration "$duration" \
-        --broker-pid "$broker_pid" --quiet --json "$out/$label-$workload-$round.json" >/dev/null 2>&1 || true
+        --broker-pid "$broker_pid" --broker-metrics "127.0.0.1:$metrics_port" --quiet --json "$out/$label-$workload-$round.json" >/dev/null 2>&1 || true
     stop_broker
     rm -rf "$data"
     python3 - "$out/$label-$workload-$round.json" <<'EOF'
@@ -56,8 +57,10 @@ except (OSError, ValueError):
     print(f"{sys.argv[1]}: no report")
     sys.exit(0)
 p, b = r["produce"], r["broker"]
+inside = next((t for t in r.get("broker_request_times", []) if t["api"] == "Produce"), None)
+inside = f"  broker-side p50 {inside['p50_ms']:.2f} p99 {inside['p99_ms']:.2f} ms" if inside and inside["p99_ms"] is not None else ""
 print(f"{r['workload']['name']:24} {r['label']:9} {p['mb_per_second']:8.1f} MB/s  p50 {p['latency']['p50_ms']:6.2f}  "
-      f"p99 {p['latency']['p99_ms']:7.2f}  p99.9 {p['latency']['p99_9_ms']:7.2f} ms  {b['cpu_seconds_per_gb_produced']:5.2f} CPU-s/GB")
+      f"p99 {p['latency']['p99_ms']:7.2f}  p99.9 {p['latency']['p99_9_ms']:7.2f} ms  {b['cpu_seconds_per_gb_produced']:5.2f} CPU-s/GB{inside}")
 EOF
 }
 

@@ -307,6 +307,8 @@ write_limits() {
 
 broker_pid=""
 broker_port=""
+# Fjord's Prometheus endpoint for the run: fjord-bench reads the broker-side request times there.
+broker_metrics_port=""
 
 # start_broker NAME DATA_DIR LOG [PORT]: starts Fjord or Tansu on PORT or a free loopback port.
 start_broker() {
@@ -315,8 +317,10 @@ start_broker() {
     case "$name" in
         fjord)
             mkdir -p "$data"
+            broker_metrics_port="$(free_port)"
             "$bin_dir/fjord" start --data-dir "$data" --listen "127.0.0.1:$broker_port" \
-                --advertise "127.0.0.1:$broker_port" --shards "$shards" >>"$broker_log" 2>&1 &
+                --advertise "127.0.0.1:$broker_port" --shards "$shards" \
+                --metrics-listen "127.0.0.1:$broker_metrics_port" >>"$broker_log" 2>&1 &
             ;;
         tansu)
             # Memory engine: an in-memory object store (DynoStore over object_store's InMemory), so
@@ -452,9 +456,11 @@ run_one() {
     fi
 
     local status=0
+    local metrics_args=()
+    [ "$name" != "fjord" ] || metrics_args=(--broker-metrics "127.0.0.1:$broker_metrics_port")
     timeout "$bound_seconds" "$bin_dir/fjord-bench" run -w "$file" --bootstrap "127.0.0.1:$broker_port" \
         --label "$name" --prefill-timeout-seconds "$prefill_timeout_seconds" "${overrides[@]}" \
-        --broker-pid "$broker_pid" --json "$stem.json" --svg "$stem.svg" >>"$bench_log" 2>&1 || status=$?
+        --broker-pid "$broker_pid" "${metrics_args[@]}" --json "$stem.json" --svg "$stem.svg" >>"$bench_log" 2>&1 || status=$?
     local broker_alive=1
     kill -0 "$broker_pid" 2>/dev/null || broker_alive=0
     stop_broker
