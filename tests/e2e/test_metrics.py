@@ -107,6 +107,19 @@ def test_prometheus_scrapes_produce_fetch_and_retention_counters(broker_factory,
         fetched = prometheus.wait_for("sum(fjord_fetch_bytes_total)", lambda v: v >= 5_000_000)
         assert fetched is not None and fetched >= 5_000_000, fetched
 
+        # Request times (Kafka's TotalTimeMs): one observation per produce request answered, in a
+        # histogram Prometheus can take quantiles of.
+        produce_requests = prometheus.query("sum(fjord_produce_requests_total)")
+        assert produce_requests is not None and produce_requests >= 1, produce_requests
+        untimed = prometheus.wait_for('sum(fjord_produce_requests_total) - '
+                                      'sum(fjord_request_duration_seconds_count{api="Produce"})', lambda v: v == 0)
+        assert untimed == 0, untimed
+        p99 = prometheus.query('histogram_quantile(0.99, sum by (le) '
+                               '(fjord_request_duration_seconds_bucket{api="Produce"}))')
+        assert p99 is not None and 0 < p99 <= 30, p99
+        fetches = prometheus.query('sum(fjord_request_duration_seconds_count{api="Fetch"})')
+        assert fetches is not None and fetches >= 1, fetches
+
         # DeleteRecords moves the start offset; the next retention pass removes the segments below.
         admin = fjordtest.admin(broker.bootstrap)
         from confluent_kafka import TopicPartition
