@@ -51,9 +51,9 @@ pub fn scrape(address: &str) -> Result<String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| BenchError::Protocol { address: address.to_string(), detail: "no HTTP header end".into() })?;
-    if !head.lines().next().is_some_and(|status| status.split(' ').nth(1) == Some("200")) {
-        let status = head.lines().next().unwrap_or("").to_string();
-        return Err(BenchError::Protocol { address: address.to_string(), detail: format!("/metrics answered {status}") });
+    let status = head.lines().next().unwrap_or("");
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(BenchError::Protocol { address: address.to_string(), detail: format!("/metrics answered {status:?}") });
     }
     Ok(body.to_string())
 }
