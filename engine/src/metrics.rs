@@ -235,17 +235,19 @@ impl Metrics {
         );
         for (shard, metrics) in self.shards.iter().enumerate() {
             for (key, histogram) in metrics.request_time.0.iter().enumerate() {
-                let count = histogram.count();
+                // One read of the buckets, so `_count` equals the `+Inf` bucket even while the
+                // shard keeps observing.
+                let cumulative = histogram.cumulative();
+                let count = cumulative[cumulative.len() - 1];
                 if count == 0 {
                     continue;
                 }
                 let api = self.api_names.get(key).cloned().unwrap_or_else(|| key.to_string());
                 let labels = format!("shard=\"{shard}\",api=\"{api}\"");
-                let cumulative = histogram.cumulative();
                 for (bound, total) in REQUEST_TIME_BUCKETS_US.iter().zip(&cumulative) {
                     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {total}", *bound as f64 / 1e6);
                 }
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", cumulative[cumulative.len() - 1]);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
                 let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_us.get() as f64 / 1e6);
                 let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
             }
