@@ -108,8 +108,6 @@ pub enum RequestError {
     Encode(#[from] response::EncodeError),
 }
 
-/// Decodes and handles one request frame.
-/// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
 /// Kafka's name of each API key below [`API_KEYS_TIMED`] (`Produce`, `Fetch`, ...), the key itself
 /// where the protocol has none: the `api` label of the request-time metrics.
 pub fn api_names() -> Vec<String> {
@@ -121,6 +119,8 @@ pub fn api_names() -> Vec<String> {
         .collect()
 }
 
+/// Decodes and handles one request frame.
+/// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
 pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);

@@ -46,17 +46,16 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
             let index = partition_data.index;
             let refused =
                 unverified.iter().find(|(topic, partition, _)| *topic == name && *partition == index).map(|found| found.2);
-            let slot = match (&topic, partition_data.records) {
-                (Err(code), _) => Slot::Failed(*code, None),
-                (Ok(topic), _) if index < 0 || index >= topic.partition_count => {
+            let slot = match (&topic, partition_data.records, refused) {
+                (Err(code), _, _) => Slot::Failed(*code, None),
+                (Ok(topic), _, _) if index < 0 || index >= topic.partition_count => {
                     Slot::Failed(codes::UNKNOWN_TOPIC_OR_PARTITION, None)
                 }
-                (Ok(_), None) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
-                (Ok(_), Some(_)) if refused.is_some() => Slot::Failed(
-                    refused.unwrap_or_default(),
-                    Some("the partition is not part of the producer's open transaction".into()),
-                ),
-                (Ok(topic), Some(records)) => {
+                (Ok(_), None, _) => Slot::Failed(codes::CORRUPT_MESSAGE, Some("produce request without records".into())),
+                (Ok(_), Some(_), Some(code)) => {
+                    Slot::Failed(code, Some("the partition is not part of the producer's open transaction".into()))
+                }
+                (Ok(topic), Some(records), None) => {
                     ctx.metrics().produce_bytes.add(records.len() as u64);
                     routed.push((
                         position,
