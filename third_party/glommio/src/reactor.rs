@@ -206,7 +206,10 @@ impl Reactor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }
+        // FJORD PATCH: or the preempt deadline has passed (upstream: a TIMEOUT on the latency
+        // ring, whose completion made head and tail differ).
+        (unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) })
+            || self.sys.preempt_deadline_passed()
     }
 
     pub(crate) fn id(&self) -> usize {

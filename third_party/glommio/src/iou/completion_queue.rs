@@ -60,6 +60,27 @@ impl<'ring> CompletionQueue<'ring> {
         self.wait_inner(count).map(|_| ())
     }
 
+    /// FJORD PATCH: block until at least `count` CQEs are ready or `timeout` has passed
+    /// (`ETIME`). Only for kernels with IORING_FEAT_EXT_ARG: older ones would queue a TIMEOUT
+    /// SQE with liburing's reserved user_data.
+    pub fn wait_with_timeout(&mut self, count: u32, timeout: std::time::Duration) -> io::Result<()> {
+        let ts = uring_sys::__kernel_timespec {
+            tv_sec: timeout.as_secs() as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        unsafe {
+            let mut cqe = MaybeUninit::uninit();
+            resultify(uring_sys::io_uring_wait_cqes(
+                self.ring.as_ptr(),
+                cqe.as_mut_ptr(),
+                count as _,
+                &ts,
+                ptr::null(),
+            ))?;
+        }
+        Ok(())
+    }
+
     #[inline(always)]
     fn wait_inner(&mut self, count: u32) -> io::Result<&mut uring_sys::io_uring_cqe> {
         unsafe {

@@ -1044,7 +1044,15 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// FJORD PATCH: whether `sleep` can bound its wait itself (IORING_FEAT_EXT_ARG, Linux 5.11).
+    fn has_wait_timeout(&self) -> bool {
+        const IORING_FEAT_EXT_ARG: libc::c_uint = 1 << 8;
+        self.ring.raw().features & IORING_FEAT_EXT_ARG != 0
+    }
+
+    /// FJORD PATCH: `timeout` bounds the wait (only with `has_wait_timeout`); upstream armed a
+    /// TIMEOUT on the latency ring for that and cancelled it after every wake.
+    fn sleep(&mut self, link: &Source, timeout: Option<Duration>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1087,10 +1095,16 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
+                let waited = match timeout {
+                    Some(timeout) => self.ring.cq().wait_with_timeout(1, timeout),
+                    None => self.ring.cq().wait(1),
+                };
+                waited
                     .map(|_| 1)
+                    .or_else(|error| match error.raw_os_error() {
+                        Some(libc::ETIME) => Ok(1),
+                        _ => Err(error),
+                    })
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
                     .or_else(Reactor::intr_ok)
@@ -1222,9 +1236,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    // FJORD PATCH: the duration the pending latency timer was armed with, when it is a preempt
-    // timer (None when it is a user timer or nothing is armed).
-    latency_preemption_armed_for: Cell<Option<Duration>>,
+    // FJORD PATCH: when the running task queue must yield (see `wait` and `need_preempt`).
+    preempt_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1356,7 +1369,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_preemption_armed_for: Cell::new(None),
+            preempt_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1729,7 +1742,11 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1737,7 +1754,17 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        ring.sleep(&link_rings, timeout)
+            .or_else(Self::busy_ok)
+            .map(|_| {})
+    }
+
+    /// FJORD PATCH: whether the running task queue has used up its preempt timer.
+    #[inline(always)]
+    pub(crate) fn preempt_deadline_passed(&self) -> bool {
+        self.preempt_deadline
+            .get()
+            .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1818,33 +1845,14 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        //
-        // FJORD PATCH: unless a preempt timer of the same duration is still pending. Upstream
-        // cancels and re-arms it on every turn, which is two submissions (TIMEOUT and
-        // ASYNC_CANCEL) per turn; keeping it means a task queue is preempted within the
-        // duration of when the timer was armed rather than of this turn, which only matters
-        // when several task queues compete.
-        let preempt = preempt_timer();
-        let kept_preempt = match self.latency_preemption_timeout_src.take() {
-            Some(src)
-                if preempt.is_some()
-                    && self.latency_preemption_armed_for.get() == preempt
-                    && src.result().is_none() =>
-            {
-                Some(src)
-            }
-            other => {
-                self.latency_preemption_armed_for.set(None);
-                drop(other);
-                None
-            }
-        };
+        // FJORD PATCH: the preempt timer is a clock deadline (`preempt_deadline`, checked by
+        // `need_preempt`) instead of a TIMEOUT on the latency ring, and a sleep's user timer is
+        // the wait's own timeout (IORING_ENTER_EXT_ARG) where the kernel has it. Upstream
+        // cancelled and re-armed a TIMEOUT on every turn and on every sleep, and cancelled the
+        // sleep's TIMEOUT after every wake: two to four submissions a turn for bookkeeping.
+        // `latency_preemption_timeout_src` now only holds a sleep's user timer on kernels
+        // without EXT_ARG; it is cancelled here as upstream did.
+        drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1881,21 +1889,26 @@ impl Reactor {
             && lat_ring.can_sleep();
 
         if should_sleep {
-            // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
-            }
+            let wait_timeout = if main_ring.has_wait_timeout() {
+                user_timer
+            } else {
+                // We are about to go to sleep. It's ok to sleep, but if there
+                // is a timer set, we need to make sure we wake up to handle it.
+                if let Some(dur) = user_timer {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
+                None
+            };
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
+            // details. Upstream uses `sys_membarrier()` /
+            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED` here.
             //
             // FJORD PATCH: a SeqCst fence here, paired with one in `SleepNotifier::notify` before
             // it reads the flag, orders the flag store above before the channel checks below
@@ -1906,7 +1919,7 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
+                    self.link_rings_and_sleep(&mut main_ring, wait_timeout)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -1918,23 +1931,8 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            // FJORD PATCH: a still-pending preempt timer of this duration stays armed.
-            match kept_preempt {
-                Some(src) if self.latency_preemption_armed_for.get() == Some(preempt) => {
-                    self.latency_preemption_timeout_src.set(Some(src));
-                }
-                other => {
-                    drop(other);
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                    self.latency_preemption_armed_for.set(Some(preempt));
-                    flush_rings!(lat_ring, main_ring)?;
-                }
-            }
-        } else {
-            drop(kept_preempt);
-        }
+        self.preempt_deadline
+            .set(preempt_timer().map(|preempt| Instant::now() + preempt));
 
         // A Note about `need_preempt`:
         //
