@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use fjord_engine::limits::IO_MEMORY_BYTES_PER_SHARD;
 use fjord_engine::metrics::Metrics;
 use fjord_engine::partition::PartitionSettings;
 use fjord_engine::rt::{self, ShardRuntimeConfig};
-use fjord_net::server::{self, Shared};
+use fjord_net::server::{self, Shared, StartupPhase};
 use fjord_net::settings::BrokerSettings;
 use fjord_replication::metadata::Controller;
 
@@ -103,6 +103,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         drained: AtomicUsize::new(0),
         listening: AtomicUsize::new(0),
         startup_error: Mutex::new(None),
+        startup_phases: (0..config.shards).map(|_| AtomicU8::new(StartupPhase::ConnectingMesh as u8)).collect(),
     });
     if let Some(listen) = config.metrics_listen {
         match crate::metrics_http::spawn(listen, shared.metrics.clone()) {
@@ -180,6 +181,9 @@ fn probe_port(config: &StartConfig) -> Result<(), String> {
     }
 }
 
+/// How often a start-up that is not ready yet says which shard is doing what.
+const STARTUP_SLOW_REPORT: Duration = Duration::from_secs(10);
+
 /// How long start-up waits for a port that something still answers on.
 const PORT_RELEASE_WAIT_MAX: Duration = Duration::from_secs(5);
 
@@ -222,9 +226,19 @@ fn spawn_ready_reporter(shared: Arc<Shared>, config: StartConfig) {
     std::thread::Builder::new()
         .name("fjord-ready".into())
         .spawn(move || {
-            for _ in 0..6000 {
+            let started = std::time::Instant::now();
+            let mut next_report = STARTUP_SLOW_REPORT;
+            loop {
                 if shared.shutdown.load(Ordering::SeqCst) {
                     return;
+                }
+                if started.elapsed() >= next_report {
+                    // A watchdog, not a deadline: recovering a large log can take long.
+                    let stragglers = shared.startup_stragglers();
+                    let waiting: Vec<String> =
+                        stragglers.iter().map(|(shard, phase)| format!("shard {shard} is {phase}")).collect();
+                    tracing::warn!(seconds = next_report.as_secs(), "start-up is slow: {}", waiting.join("; "));
+                    next_report += STARTUP_SLOW_REPORT;
                 }
                 if shared.listening.load(Ordering::SeqCst) == shared.shard_count {
                     tracing::info!(

@@ -7,7 +7,7 @@ use fjord_engine::metrics::{Metrics, RetentionCause};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,53 @@ pub struct Shared {
     pub listening: AtomicUsize,
     /// First fatal startup error of any shard.
     pub startup_error: Mutex<Option<String>>,
+    /// Where each shard is in start-up, so a slow or stuck start can say where (see
+    /// [`StartupPhase`]); indexed by shard.
+    pub startup_phases: Vec<AtomicU8>,
+}
+
+/// The steps of a shard's start-up, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StartupPhase {
+    /// The executor is up and connecting to the other shards (before `run_shard` runs).
+    ConnectingMesh = 0,
+    /// Opening, and so recovering, the partitions this shard owns.
+    OpeningPartitions = 1,
+    /// Loading the group and transaction coordinators' state.
+    LoadingCoordinators = 2,
+    /// Binding the client listener.
+    Binding = 3,
+    /// Accepting clients.
+    Listening = 4,
+}
+
+impl StartupPhase {
+    pub fn describe(phase: u8) -> &'static str {
+        match phase {
+            0 => "connecting the shard mesh",
+            1 => "opening (recovering) its partitions",
+            2 => "loading the group and transaction coordinators",
+            3 => "binding the listener",
+            _ => "listening",
+        }
+    }
+}
+
+impl Shared {
+    fn enter_phase(&self, shard_id: usize, phase: StartupPhase) {
+        self.startup_phases[shard_id].store(phase as u8, Ordering::SeqCst);
+        tracing::debug!(shard = shard_id, phase = StartupPhase::describe(phase as u8), "start-up");
+    }
+
+    /// Shards not yet listening, with what each is doing.
+    pub fn startup_stragglers(&self) -> Vec<(usize, &'static str)> {
+        let listening = StartupPhase::Listening as u8;
+        (self.startup_phases.iter().map(|phase| phase.load(Ordering::SeqCst)).enumerate())
+            .filter(|&(_, phase)| phase != listening)
+            .map(|(shard, phase)| (shard, StartupPhase::describe(phase)))
+            .collect()
+    }
 }
 
 /// How long shutdown waits for in-flight requests (a long poll ends early on shutdown).
@@ -67,12 +114,15 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     ));
     let serving_ctx = ctx.clone();
     ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
+    shared.enter_phase(shard_id, StartupPhase::OpeningPartitions);
     open_owned_partitions(&ctx).await;
+    shared.enter_phase(shard_id, StartupPhase::LoadingCoordinators);
     crate::coordinator::Coordinator::load_owned(&ctx);
     crate::txn_coordinator::TxnCoordinator::load_owned(&ctx);
     if shard_id == 0 {
         remove_orphan_partition_dirs(&ctx, &shared.data_dir);
     }
+    shared.enter_phase(shard_id, StartupPhase::Binding);
     let listener = match rt::bind_listener(shared.listen) {
         Ok(listener) => listener,
         Err(error) => {
@@ -88,6 +138,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
             return;
         }
     };
+    shared.enter_phase(shard_id, StartupPhase::Listening);
     shared.listening.fetch_add(1, Ordering::SeqCst);
     rt::spawn_background(run_retention(ctx.clone()));
     rt::spawn_background(run_cleaner(ctx.clone()));
@@ -305,6 +356,7 @@ async fn open_owned_partitions(ctx: &Rc<ShardContext>) {
             if ctx.table.owner(&topic.name, partition) != ctx.shard_id {
                 continue;
             }
+            tracing::debug!(shard = ctx.shard_id, topic = %topic.name, partition, "opening partition");
             if let Err(error) = ctx.store.get_or_open(&topic.name, partition, &info.spec(partition)).await {
                 tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
             }
