@@ -52,25 +52,34 @@ pub struct Shared {
 #[repr(u8)]
 pub enum StartupPhase {
     /// The executor is up and connecting to the other shards (before `run_shard` runs).
-    ConnectingMesh = 0,
+    ConnectingMesh,
     /// Opening, and so recovering, the partitions this shard owns.
-    OpeningPartitions = 1,
+    OpeningPartitions,
     /// Loading the group and transaction coordinators' state.
-    LoadingCoordinators = 2,
+    LoadingCoordinators,
     /// Binding the client listener.
-    Binding = 3,
+    Binding,
     /// Accepting clients.
-    Listening = 4,
+    Listening,
 }
 
 impl StartupPhase {
-    pub fn describe(phase: u8) -> &'static str {
-        match phase {
-            0 => "connecting the shard mesh",
-            1 => "opening (recovering) its partitions",
-            2 => "loading the group and transaction coordinators",
-            3 => "binding the listener",
-            _ => "listening",
+    /// Every phase, indexed by its `u8` value (as stored in [`Shared::startup_phases`]).
+    const ALL: [StartupPhase; 5] = [
+        StartupPhase::ConnectingMesh,
+        StartupPhase::OpeningPartitions,
+        StartupPhase::LoadingCoordinators,
+        StartupPhase::Binding,
+        StartupPhase::Listening,
+    ];
+
+    fn description(self) -> &'static str {
+        match self {
+            StartupPhase::ConnectingMesh => "connecting the shard mesh",
+            StartupPhase::OpeningPartitions => "opening (recovering) its partitions",
+            StartupPhase::LoadingCoordinators => "loading the group and transaction coordinators",
+            StartupPhase::Binding => "binding the listener",
+            StartupPhase::Listening => "listening",
         }
     }
 }
@@ -78,15 +87,14 @@ impl StartupPhase {
 impl Shared {
     fn enter_phase(&self, shard_id: usize, phase: StartupPhase) {
         self.startup_phases[shard_id].store(phase as u8, Ordering::SeqCst);
-        tracing::debug!(shard = shard_id, phase = StartupPhase::describe(phase as u8), "start-up");
+        tracing::debug!(shard = shard_id, phase = phase.description(), "start-up");
     }
 
     /// Shards not yet listening, with what each is doing.
     pub fn startup_stragglers(&self) -> Vec<(usize, &'static str)> {
-        let listening = StartupPhase::Listening as u8;
-        (self.startup_phases.iter().map(|phase| phase.load(Ordering::SeqCst)).enumerate())
-            .filter(|&(_, phase)| phase != listening)
-            .map(|(shard, phase)| (shard, StartupPhase::describe(phase)))
+        (self.startup_phases.iter().map(|phase| StartupPhase::ALL[phase.load(Ordering::SeqCst) as usize]).enumerate())
+            .filter(|&(_, phase)| phase != StartupPhase::Listening)
+            .map(|(shard, phase)| (shard, phase.description()))
             .collect()
     }
 }
