@@ -251,6 +251,17 @@ where
     /// Wakes a waker.
     unsafe fn wake(ptr: *const ()) {
         dbg_context!(ptr, "wake", {
+            // FJORD PATCH: a foreign thread sends this waker home as it is, its reference with
+            // it (the owner wakes the task and drops the reference there), instead of sending a
+            // clone and then dropping this one here (see `drop_waker`).
+            let raw = Self::from_ptr(ptr);
+            if Self::thread_id() != Some(raw.my_id()) {
+                raw.notifier().queue_waker(
+                    Waker::from_raw(RawWaker::new(ptr, &Self::RAW_WAKER_VTABLE)),
+                    (*raw.header).latency_matters,
+                );
+                return;
+            }
             Self::do_wake(ptr);
             Self::drop_waker(ptr);
         });
@@ -300,16 +311,32 @@ where
 
             if Self::thread_id() != Some(raw.my_id()) {
                 dbg_context!(ptr, "foreign", {
-                    // In case the task complete before the last foreign waker
-                    // is dropped, schedule it once more to ensure the task
-                    // will be destroyed
-                    if Self::decrement_references(&*(raw.header as *mut Header)) == 0 {
-                        let notifier = raw.notifier();
-                        notifier.queue_waker(
-                            Waker::from_raw(Self::clone_waker(ptr)),
-                            (*raw.header).latency_matters,
-                        );
+                    // FJORD PATCH: a foreign thread never takes the count to zero. Upstream
+                    // decremented and, on reaching zero, incremented again to send a waker
+                    // home: between the two the owner could find no references left and free
+                    // the task (`JoinHandle` drop of a completed task), and the waker sent home
+                    // then freed it a second time ("double free detected in tcache" under load,
+                    // where a vCPU can be descheduled inside that window). Now a reference that
+                    // is not the last is dropped here, and the last goes home as it is: the
+                    // owner wakes the task once (harmless: a completed task ignores it) and
+                    // drops the reference on its own thread.
+                    let header = &*(raw.header as *mut Header);
+                    let mut refs = header.references.load(Ordering::Relaxed);
+                    while refs > 1 {
+                        match header.references.compare_exchange_weak(
+                            refs,
+                            refs - 1,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => return,
+                            Err(actual) => refs = actual,
+                        }
                     }
+                    raw.notifier().queue_waker(
+                        Waker::from_raw(RawWaker::new(ptr, &Self::RAW_WAKER_VTABLE)),
+                        (*raw.header).latency_matters,
+                    );
                     return;
                 });
             }
