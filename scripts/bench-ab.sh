@@ -6,7 +6,8 @@
 # Each round runs every workload below against a fresh broker of each binary (BASE first, then
 # CANDIDATE, then the order flips the next round), with fjord-bench sampling the broker's CPU. It
 # prints one line per run and a Markdown table of medians: MB/s, produce p50/p99/p99.9 and broker
-# CPU-seconds per GB. Results (JSON per run) go to bench/results/ab-<UTC time>/.
+# CPU-seconds per GB. Results (JSON per run) go to bench/results/ab-<UTC time>/. WORKLOADS (names
+# under bench/workloads/, space-separated) replaces the default three produce workloads.
 # Bounded: every run has a timeout; only brokers this script started are stopped, by PID.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ candidate_bin="${2:?candidate fjord binary}"
 rounds="${3:-2}"
 duration="${4:-15}"
 bench_bin="$repo_root/target/release/fjord-bench"
-workloads=(1kb-8p-acks1-max 1kb-8p-acksall-max 1kb-8p-acksall-50mbps)
+workloads=(${WORKLOADS:-1kb-8p-acks1-max 1kb-8p-acksall-max 1kb-8p-acksall-50mbps})
 out="$repo_root/bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 port=19392

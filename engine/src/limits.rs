@@ -8,7 +8,7 @@ pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
 /// reach the disk's limit with 1 MiB buffers.
 pub const DMA_WRITE_BYTES_MAX: usize = 1024 * 1024;
 /// A busy active segment (at least `SEGMENT_FILL_FROM_BYTES` of data) keeps this much written
-/// (zeros) ahead of its data, filled one chunk at a time between the flusher's writes: see
+/// (zeros) ahead of its data, one chunk at a time from a background task: see
 /// `Segment::fill_ahead`.
 pub const SEGMENT_FILL_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
 pub const SEGMENT_FILL_CHUNK_BYTES: usize = DMA_WRITE_BYTES_MAX;

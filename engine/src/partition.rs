@@ -666,11 +666,12 @@ impl Partition {
     async fn flush_once(&self) {
         self.flushing.set(true);
         self.flush_group().await;
-        // Zeros written ahead make the next acks=all writes overwrites, whose fdatasync is
-        // cheaper; acks=1 only pays the extra writes, so it does not fill (measured: see README).
+        // Zeros written ahead (by a background task) make the next acks=all writes overwrites,
+        // whose fdatasync is cheaper; acks=1 only pays the extra writes, so it does not fill
+        // (measured: see README).
         if self.last_group_synced.get() && !self.poisoned.get() {
             if let Some(active) = self.with_log(|log| log.active()) {
-                active.fill_ahead().await;
+                active.fill_ahead();
             }
         }
         self.flushing.set(false);

@@ -371,9 +371,11 @@ impl Drop for Notified {
     }
 }
 
-/// An O_DIRECT file for appends. Every write is aligned to [`DMA_ALIGNMENT_BYTES`].
+/// An O_DIRECT file for appends. Every write is aligned to [`DMA_ALIGNMENT_BYTES`]. Clones share
+/// the descriptor (a segment's background write-ahead holds one while it runs).
+#[derive(Clone)]
 pub struct DmaFile {
-    file: glommio::io::DmaFile,
+    file: Rc<glommio::io::DmaFile>,
 }
 
 /// An aligned buffer for [`DmaFile::write_at`].
@@ -396,7 +398,7 @@ impl DmaFile {
     pub async fn open_rw(path: &Path) -> io::Result<DmaFile> {
         let file =
             glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(io::Error::from)?;
-        Ok(DmaFile { file })
+        Ok(DmaFile { file: Rc::new(file) })
     }
 
     pub fn alloc_buffer(&self, size_bytes: usize) -> DmaBuffer {
@@ -417,8 +419,9 @@ impl DmaFile {
         self.file.truncate(size_bytes).await.map_err(io::Error::from)
     }
 
+    /// Closes the descriptor; a clone still held elsewhere keeps it open until dropped.
     pub async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(io::Error::from)
+        self.file.close_rc().await.map(drop).map_err(io::Error::from)
     }
 }
 

@@ -10,14 +10,21 @@
 //!                                                 and rewritten in front of the next append
 //! ```
 //! `size_bytes` is the logical end. The padding past it exists only in the active segment, which
-//! a busy partition's flusher also fills with zeros ahead of its appends (`allocated_bytes`, see
-//! [`Segment::fill_ahead`]); sealing truncates the file to its logical size, and recovery cuts at
-//! the first torn or corrupt batch (zeros past the data are padding).
+//! a busy acks=all partition also fills with zeros ahead of its appends, from a background task
+//! (`WriteAhead`, see [`Segment::fill_ahead`]); sealing truncates the file to its logical size,
+//! and recovery cuts at the first torn or corrupt batch (zeros past the data are padding).
+//!
+//! ```text
+//!  file:  |== data ==|pad|0000 written ahead 0000|0000 task in flight 0000|
+//!                    ^ size_bytes                ^ in_flight_from         ^ allocated when done
+//!  an append whose aligned end passes in_flight_from waits for the task first
+//! ```
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,7 +36,7 @@ use crate::limits::{
     BATCH_BYTES_MAX, BATCH_HEADER_BYTES, DMA_ALIGNMENT_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FILL_AHEAD_BYTES,
     SEGMENT_FILL_CHUNK_BYTES, SEGMENT_FILL_FROM_BYTES,
 };
-use crate::rt::DmaFile;
+use crate::rt::{self, DmaFile, Notify};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -56,6 +63,16 @@ pub struct RecoveryReport {
     pub batches: usize,
 }
 
+/// The zeros past the data of the active segment, shared with the background task writing them.
+#[derive(Default)]
+struct WriteAhead {
+    /// The file's size on disk: at least the aligned end of the data, more once written ahead.
+    allocated_bytes: Cell<u64>,
+    /// Where the task's write starts while it runs: no append may reach past it meanwhile.
+    in_flight_from: Cell<Option<u64>>,
+    done: Rc<Notify>,
+}
+
 /// A segment of one partition's log. Lives on the shard that owns the partition.
 pub struct Segment {
     pub base_offset: i64,
@@ -64,8 +81,7 @@ pub struct Segment {
     dma: DmaFile,
     reader: Arc<File>,
     size_bytes: Cell<u64>,
-    /// The file's size on disk: at least the aligned end of the data, more once preallocated.
-    allocated_bytes: Cell<u64>,
+    ahead: Rc<WriteAhead>,
     tail: RefCell<Vec<u8>>,
     index: RefCell<SegmentIndex>,
     bytes_since_index: Cell<u64>,
@@ -115,7 +131,7 @@ impl Segment {
             dma,
             reader: Arc::new(reader),
             size_bytes: Cell::new(0),
-            allocated_bytes: Cell::new(0),
+            ahead: Rc::new(WriteAhead::default()),
             tail: RefCell::new(Vec::new()),
             index: RefCell::new(SegmentIndex::default()),
             bytes_since_index: Cell::new(u64::MAX),
@@ -146,7 +162,7 @@ impl Segment {
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
                 segment.adopt_stored_index(index, file_bytes)?;
-                segment.allocated_bytes.set(file_bytes);
+                segment.ahead.allocated_bytes.set(file_bytes);
                 segment.load_tail()?;
                 let report = RecoveryReport { valid_bytes: file_bytes, truncated_bytes: 0, batches: 0 };
                 return Ok((segment, report));
@@ -168,7 +184,7 @@ impl Segment {
             segment.dma.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
             segment.dma.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
         }
-        segment.allocated_bytes.set(segment.size_bytes.get());
+        segment.ahead.allocated_bytes.set(segment.size_bytes.get());
         segment.load_tail()?;
         Ok((segment, report))
     }
@@ -223,7 +239,7 @@ impl Segment {
     }
 
     /// Whether `[from, to)` holds only zeros: the padding of the last aligned write, then the
-    /// preallocated space. Only the first write's length is read: writes go one at a time, so a
+    /// preallocated space. Only the first write's length is read: data writes go one at a time, so a
     /// torn one lies within that much of the data's end, and preallocated space reads as zeros.
     fn is_zero_padding(&self, from: u64, to: u64) -> bool {
         let to = to.min(from + crate::limits::DMA_WRITE_BYTES_MAX as u64);
@@ -281,6 +297,9 @@ impl Segment {
         let tail_len = self.tail.borrow().len();
         let aligned_start = start - tail_len as u64;
         let buffer_len = round_up(tail_len + total, DMA_ALIGNMENT_BYTES as usize);
+        if self.ahead.in_flight_from.get().is_some_and(|from| aligned_start + buffer_len as u64 > from) {
+            self.wait_write_ahead().await;
+        }
         let mut buffer = self.dma.alloc_buffer(buffer_len);
         {
             let bytes = buffer.as_bytes_mut();
@@ -297,7 +316,7 @@ impl Segment {
             tail.extend_from_slice(&bytes[new_tail_start..tail_len + total]);
         }
         let written = self.dma.write_at(buffer, aligned_start).await.map_err(|error| LogError::io(&self.path, error))?;
-        self.allocated_bytes.set(self.allocated_bytes.get().max(aligned_start + buffer_len as u64));
+        self.ahead.allocated_bytes.set(self.ahead.allocated_bytes.get().max(aligned_start + buffer_len as u64));
         if written < buffer_len {
             return Err(LogError::io(&self.path, std::io::Error::new(std::io::ErrorKind::WriteZero, "short DMA write")));
         }
@@ -311,26 +330,36 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes one chunk of zeros past the data when a busy segment has less than
+    /// Starts writing one chunk of zeros past the data when a busy segment has less than
     /// [`SEGMENT_FILL_AHEAD_BYTES`] written ahead of its end, so that later appends overwrite
     /// written blocks: such a write is issued inline by io_uring and its fdatasync has no
     /// allocation to commit, where a write that extends the file goes to a kernel worker thread
     /// and its fdatasync commits the new size and extents. (fallocate is no help on ext4: it
     /// leaves unwritten extents that each write must convert; measured slower than extending.)
-    /// The flusher calls this between its writes, so it never races an append. A failure (a full
-    /// disk) only costs speed: appends then extend the file and report the real error.
-    pub async fn fill_ahead(&self) {
+    /// A background task writes the chunk, so the appends queued behind it do not wait for it;
+    /// an append that would reach the chunk in flight waits for the task. The new size is
+    /// committed by the next acks=all fdatasync (a task committing it with its own was measured
+    /// worse). A failed write (a full disk) only costs speed: appends then extend the file and
+    /// report the real error.
+    pub fn fill_ahead(&self) {
         let size = self.size_bytes.get();
-        let allocated = self.allocated_bytes.get();
-        if size < SEGMENT_FILL_FROM_BYTES || allocated >= size + SEGMENT_FILL_AHEAD_BYTES {
+        let allocated = self.ahead.allocated_bytes.get();
+        if self.ahead.in_flight_from.get().is_some()
+            || size < SEGMENT_FILL_FROM_BYTES
+            || allocated >= size + SEGMENT_FILL_AHEAD_BYTES
+        {
             return;
         }
-        let position = allocated.max(size.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES);
-        let mut zeros = self.dma.alloc_buffer(SEGMENT_FILL_CHUNK_BYTES);
-        zeros.as_bytes_mut().fill(0);
-        match self.dma.write_at(zeros, position).await {
-            Ok(written) => self.allocated_bytes.set(position + written as u64),
-            Err(error) => tracing::debug!(segment = %self.path.display(), %error, "cannot write ahead; appends extend the file"),
+        let from = allocated.max(size.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES);
+        let to = from + SEGMENT_FILL_CHUNK_BYTES as u64;
+        self.ahead.in_flight_from.set(Some(from));
+        rt::spawn_detached(write_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), from, to));
+    }
+
+    /// Waits until no write-ahead task runs (it holds the file and writes past the data).
+    async fn wait_write_ahead(&self) {
+        while self.ahead.in_flight_from.get().is_some() {
+            self.ahead.done.notified().await;
         }
     }
 
@@ -341,10 +370,11 @@ impl Segment {
     /// Makes a segment that will take no more appends exact on disk: data synced, padding cut,
     /// index stored.
     pub async fn seal(&self) -> LogResult<()> {
+        self.wait_write_ahead().await;
         self.sync().await?;
         let size = self.size_bytes.get();
         self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
-        self.allocated_bytes.set(size);
+        self.ahead.allocated_bytes.set(size);
         self.index.borrow().store(&self.index_path, size).map_err(|error| LogError::io(&self.index_path, error))?;
         Ok(())
     }
@@ -354,10 +384,11 @@ impl Segment {
     pub async fn truncate_to_offset(&self, offset: i64) -> LogResult<i64> {
         let position = self.position_of_batch_starting_at_or_after(offset)?;
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
+        self.wait_write_ahead().await;
         self.dma.truncate(position).await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.size_bytes.set(position);
-        self.allocated_bytes.set(position);
+        self.ahead.allocated_bytes.set(position);
         self.index.borrow_mut().truncate_to_position(position as u32, relative);
         self.max_timestamp_ms.set(self.index.borrow().times.last().map_or(-1, |entry| entry.timestamp_ms));
         self.bytes_since_index.set(u64::MAX);
@@ -490,6 +521,7 @@ impl Segment {
 
     /// Removes the segment's files (retention, truncation, topic deletion).
     pub async fn delete(self) -> LogResult<()> {
+        self.wait_write_ahead().await;
         let Segment { dma, path, index_path, .. } = self;
         let _ = dma.close().await;
         std::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
@@ -500,11 +532,36 @@ impl Segment {
     /// Closes the segment, cutting the padding past its logical end so a clean restart finds an
     /// exact file.
     pub async fn close(self) -> LogResult<()> {
+        self.wait_write_ahead().await;
         let size = self.size_bytes.get();
         self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.close().await.map_err(|error| LogError::io(&self.path, error))
     }
+}
+
+/// The write-ahead task (see [`Segment::fill_ahead`]): zeros from `from` until at least `to`.
+/// Any write failure ends it early.
+async fn write_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, from: u64, to: u64) {
+    let mut position = from;
+    while position < to {
+        let mut zeros = dma.alloc_buffer(SEGMENT_FILL_CHUNK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        match dma.write_at(zeros, position).await {
+            Ok(0) => break,
+            Ok(written) => {
+                position += written as u64;
+                ahead.allocated_bytes.set(ahead.allocated_bytes.get().max(position));
+            }
+            Err(error) => {
+                tracing::debug!(segment = %path.display(), %error, "cannot write ahead; appends extend the file");
+                break;
+            }
+        }
+    }
+    drop(dma);
+    ahead.in_flight_from.set(None);
+    ahead.done.notify_all();
 }
 
 fn round_up(value: usize, alignment: usize) -> usize {
