@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::limits::{DMA_ALIGNMENT_BYTES, MESH_CHANNEL_CAPACITY};
+use crate::limits::{DMA_ALIGNMENT_BYTES, IO_MEMORY_BYTES_PER_SHARD, MESH_CHANNEL_CAPACITY, SEGMENT_FILL_CHUNK_BYTES};
 
 pub use glommio::net::{TcpListener, TcpStream};
 
@@ -49,6 +49,8 @@ pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
 pub const BACKGROUND_SHARES: usize = 100;
 
 thread_local! {
+    /// The shard's shared buffer of zeros (see [`DmaFile::write_zeros_at`]).
+    static ZEROS: RefCell<Option<Rc<glommio::io::DmaBuffer>>> = const { RefCell::new(None) };
     /// (executor id, queue) of the background queue on this thread's executor, made on first use.
     static BACKGROUND_QUEUE: Cell<Option<(usize, glommio::TaskQueueHandle)>> = const { Cell::new(None) };
 }
@@ -409,6 +411,24 @@ impl DmaFile {
     pub async fn write_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<usize> {
         debug_assert_eq!(position % DMA_ALIGNMENT_BYTES, 0);
         self.file.write_at(buffer.0, position).await.map_err(io::Error::from)
+    }
+
+    /// Writes [`SEGMENT_FILL_CHUNK_BYTES`] of zeros at `position` from one buffer of zeros that
+    /// every such write of this shard shares (filled once, never written to), so writing ahead
+    /// costs no allocation, no page faults and no fill. The buffer is asked for larger than the
+    /// registered I/O memory, so it comes from the heap and leaves that memory to the appends.
+    pub async fn write_zeros_at(&self, position: u64) -> io::Result<usize> {
+        debug_assert_eq!(position % DMA_ALIGNMENT_BYTES, 0);
+        let zeros = ZEROS.with(|cell| {
+            Rc::clone(cell.borrow_mut().get_or_insert_with(|| {
+                let outside_registered = IO_MEMORY_BYTES_PER_SHARD + DMA_ALIGNMENT_BYTES as usize;
+                let mut buffer = self.file.alloc_dma_buffer(SEGMENT_FILL_CHUNK_BYTES.max(outside_registered));
+                buffer.trim_to_size(SEGMENT_FILL_CHUNK_BYTES);
+                buffer.as_bytes_mut().fill(0);
+                Rc::new(buffer)
+            }))
+        });
+        self.file.write_rc_at(zeros, position).await.map_err(io::Error::from)
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {

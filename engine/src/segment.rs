@@ -545,9 +545,7 @@ impl Segment {
 async fn write_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, from: u64, to: u64) {
     let mut position = from;
     while position < to {
-        let mut zeros = dma.alloc_buffer(SEGMENT_FILL_CHUNK_BYTES);
-        zeros.as_bytes_mut().fill(0);
-        match dma.write_at(zeros, position).await {
+        match dma.write_zeros_at(position).await {
             Ok(0) => break,
             Ok(written) => {
                 position += written as u64;

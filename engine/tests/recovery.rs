@@ -468,6 +468,10 @@ fn zeros_written_ahead_of_a_busy_segment_are_padding_after_a_crash_and_cut_at_cl
         let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
         assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it fills");
         assert!(file_len(active) >= data_bytes + (1 << 20), "zeros were written ahead of the data");
+        // Every chunk is written from one shared buffer of zeros: what lies past the data is zeros.
+        let file = std::fs::read(active).unwrap();
+        let ahead = &file[data_bytes as usize..];
+        assert!(ahead.iter().all(|&byte| byte == 0), "{} non-zero bytes written ahead", ahead.iter().filter(|&&byte| byte != 0).count());
         let crashed = temp_dir();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let path = entry.unwrap().path();
