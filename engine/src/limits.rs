@@ -13,6 +13,8 @@ pub const DMA_WRITE_BYTES_MAX: usize = 1024 * 1024;
 pub const SEGMENT_FILL_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
 pub const SEGMENT_FILL_CHUNK_BYTES: usize = DMA_WRITE_BYTES_MAX;
 pub const SEGMENT_FILL_FROM_BYTES: u64 = 1024 * 1024;
+/// An acks=1 segment reserves this much past its data at a time: see `Segment::reserve_ahead`.
+pub const SEGMENT_RESERVE_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Registered io_uring memory per shard. RLIMIT_MEMLOCK on our hosts is 8 MiB and glommio refuses to
 /// start below 512 KiB; buffers beyond this come from the heap (still aligned).

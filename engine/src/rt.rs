@@ -439,6 +439,12 @@ impl DmaFile {
         self.file.truncate(size_bytes).await.map_err(io::Error::from)
     }
 
+    /// fallocate(2) up to `size_bytes`, growing the file to it: new blocks are unwritten extents
+    /// (read as zeros), data already written is untouched.
+    pub async fn reserve(&self, size_bytes: u64) -> io::Result<()> {
+        self.file.pre_allocate(size_bytes, false).await.map_err(io::Error::from)
+    }
+
     /// Closes the descriptor; a clone still held elsewhere keeps it open until dropped.
     pub async fn close(self) -> io::Result<()> {
         self.file.close_rc().await.map(drop).map_err(io::Error::from)

@@ -11,8 +11,10 @@
 //! ```
 //! `size_bytes` is the logical end. The padding past it exists only in the active segment, which
 //! a busy acks=all partition also fills with zeros ahead of its appends, from a background task
-//! (`WriteAhead`, see [`Segment::fill_ahead`]); sealing truncates the file to its logical size,
-//! and recovery cuts at the first torn or corrupt batch (zeros past the data are padding).
+//! (`WriteAhead`, see [`Segment::fill_ahead`]), and a busy acks=1 partition reserves
+//! (fallocate, read as zeros; [`Segment::reserve_ahead`]); sealing truncates the file to its
+//! logical size, and recovery cuts at the first torn or corrupt batch (zeros past the data are
+//! padding).
 //!
 //! ```text
 //!  file:  |== data ==|pad|0000 written ahead 0000|0000 task in flight 0000|
@@ -34,7 +36,7 @@ use crate::error::{LogError, LogResult};
 use crate::index::SegmentIndex;
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_HEADER_BYTES, DMA_ALIGNMENT_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FILL_AHEAD_BYTES,
-    SEGMENT_FILL_CHUNK_BYTES, SEGMENT_FILL_FROM_BYTES,
+    SEGMENT_FILL_CHUNK_BYTES, SEGMENT_FILL_FROM_BYTES, SEGMENT_RESERVE_CHUNK_BYTES,
 };
 use crate::rt::{self, DmaFile, Notify};
 
@@ -68,9 +70,20 @@ pub struct RecoveryReport {
 struct WriteAhead {
     /// The file's size on disk: at least the aligned end of the data, more once written ahead.
     allocated_bytes: Cell<u64>,
+    /// The file's size once space past `allocated_bytes` is reserved (unwritten extents, read as
+    /// zeros; see [`Segment::reserve_ahead`]); at most `allocated_bytes` otherwise.
+    reserved_bytes: Cell<u64>,
     /// Where the task's write starts while it runs: no append may reach past it meanwhile.
     in_flight_from: Cell<Option<u64>>,
     done: Rc<Notify>,
+}
+
+impl WriteAhead {
+    /// The file was cut (or found) at `size_bytes`: nothing is written or reserved past it.
+    fn set_file_size(&self, size_bytes: u64) {
+        self.allocated_bytes.set(size_bytes);
+        self.reserved_bytes.set(size_bytes);
+    }
 }
 
 /// A segment of one partition's log. Lives on the shard that owns the partition.
@@ -162,7 +175,7 @@ impl Segment {
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
                 segment.adopt_stored_index(index, file_bytes)?;
-                segment.ahead.allocated_bytes.set(file_bytes);
+                segment.ahead.set_file_size(file_bytes);
                 segment.load_tail()?;
                 let report = RecoveryReport { valid_bytes: file_bytes, truncated_bytes: 0, batches: 0 };
                 return Ok((segment, report));
@@ -184,7 +197,7 @@ impl Segment {
             segment.dma.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
             segment.dma.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
         }
-        segment.ahead.allocated_bytes.set(segment.size_bytes.get());
+        segment.ahead.set_file_size(segment.size_bytes.get());
         segment.load_tail()?;
         Ok((segment, report))
     }
@@ -334,8 +347,8 @@ impl Segment {
     /// [`SEGMENT_FILL_AHEAD_BYTES`] written ahead of its end, so that later appends overwrite
     /// written blocks: such a write is issued inline by io_uring and its fdatasync has no
     /// allocation to commit, where a write that extends the file goes to a kernel worker thread
-    /// and its fdatasync commits the new size and extents. (fallocate is no help on ext4: it
-    /// leaves unwritten extents that each write must convert; measured slower than extending.)
+    /// and its fdatasync commits the new size and extents. (fallocate is no help here: it leaves
+    /// unwritten extents that each write converts and each fdatasync commits; measured slower.)
     /// A background task writes the chunk, so the appends queued behind it do not wait for it;
     /// an append that would reach the chunk in flight waits for the task. The new size is
     /// committed by the next acks=all fdatasync (a task writing 4 MiB at a time and committing it
@@ -356,6 +369,24 @@ impl Segment {
         rt::spawn_detached(write_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), from, to));
     }
 
+    /// Starts reserving space past the data (fallocate: unwritten extents, the file's size set past
+    /// them) when a busy segment has less than [`SEGMENT_FILL_AHEAD_BYTES`] reserved or written
+    /// ahead of its end. An append into reserved space does not extend the file, so ext4 neither
+    /// journals a new size for it nor makes the io_uring worker that issues it wait for the device.
+    /// For acks=1, which has no fdatasync to pay for converting the unwritten extents (acks=all
+    /// writes zeros instead, see [`Segment::fill_ahead`]). A failure (a full disk) only costs speed.
+    pub fn reserve_ahead(&self) {
+        let size = self.size_bytes.get();
+        let ahead = self.ahead.reserved_bytes.get().max(self.ahead.allocated_bytes.get());
+        if self.ahead.in_flight_from.get().is_some() || size < SEGMENT_FILL_FROM_BYTES || ahead >= size + SEGMENT_FILL_AHEAD_BYTES {
+            return;
+        }
+        let to = (size + SEGMENT_RESERVE_CHUNK_BYTES).div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
+        // No append waits for a reservation (fallocate never changes written data); closing does.
+        self.ahead.in_flight_from.set(Some(u64::MAX));
+        rt::spawn_detached(reserve_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), to));
+    }
+
     /// Waits until no write-ahead task runs (it holds the file and writes past the data).
     async fn wait_write_ahead(&self) {
         while self.ahead.in_flight_from.get().is_some() {
@@ -374,7 +405,7 @@ impl Segment {
         self.sync().await?;
         let size = self.size_bytes.get();
         self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
-        self.ahead.allocated_bytes.set(size);
+        self.ahead.set_file_size(size);
         self.index.borrow().store(&self.index_path, size).map_err(|error| LogError::io(&self.index_path, error))?;
         Ok(())
     }
@@ -388,7 +419,7 @@ impl Segment {
         self.dma.truncate(position).await.map_err(|error| LogError::io(&self.path, error))?;
         self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.size_bytes.set(position);
-        self.ahead.allocated_bytes.set(position);
+        self.ahead.set_file_size(position);
         self.index.borrow_mut().truncate_to_position(position as u32, relative);
         self.max_timestamp_ms.set(self.index.borrow().times.last().map_or(-1, |entry| entry.timestamp_ms));
         self.bytes_since_index.set(u64::MAX);
@@ -556,6 +587,17 @@ async fn write_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, from: u
                 break;
             }
         }
+    }
+    drop(dma);
+    ahead.in_flight_from.set(None);
+    ahead.done.notify_all();
+}
+
+/// The reservation task (see [`Segment::reserve_ahead`]).
+async fn reserve_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, to: u64) {
+    match dma.reserve(to).await {
+        Ok(()) => ahead.reserved_bytes.set(ahead.reserved_bytes.get().max(to)),
+        Err(error) => tracing::debug!(segment = %path.display(), %error, "cannot reserve ahead; appends extend the file"),
     }
     drop(dma);
     ahead.in_flight_from.set(None);

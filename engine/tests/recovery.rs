@@ -484,6 +484,44 @@ fn zeros_written_ahead_of_a_busy_segment_are_padding_after_a_crash_and_cut_at_cl
 }
 
 #[test]
+fn space_reserved_ahead_of_a_busy_acks1_segment_is_padding_after_a_crash_and_cut_at_close() {
+    // A busy acks=1 segment reserves space past its data (Segment::reserve_ahead: fallocate, read
+    // as zeros): a crash leaves the larger file, recovery must read the reserved space as padding
+    // (no acknowledged batch lost, nothing extra served), and a clean close must cut it.
+    run(|| async {
+        let dir = temp_dir();
+        let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
+        let mut model = Model::default();
+        for seed in 0..48u64 {
+            let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
+            let base_offset = model.append(&produced);
+            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+        }
+        let segments = segment_files(dir.path());
+        let (_, active) = segments.last().expect("a segment");
+        let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
+        assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it reserves");
+        // The reservation runs in the background: wait for it (bounded).
+        let mut waited = 0;
+        while file_len(active) < data_bytes + (4 << 20) && waited < 200 {
+            fjord_engine::rt::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(file_len(active) >= data_bytes + (4 << 20), "space was reserved ahead of the data");
+        let file = std::fs::read(active).unwrap();
+        assert!(file[data_bytes as usize..].iter().all(|&byte| byte == 0), "reserved space reads as zeros");
+        let crashed = temp_dir();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
+        }
+        partition.close().await.expect("clean close");
+        assert_eq!(file_len(active), data_bytes, "a clean close cuts the reserved space");
+        reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
+    });
+}
+
+#[test]
 fn an_append_into_zeros_still_being_written_ahead_keeps_its_data() {
     // Segment::fill_ahead writes its chunk from a background task, and an append issued right
     // after it reaches into that chunk: the zeros must never land on the appended data. (On this
