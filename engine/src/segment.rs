@@ -378,7 +378,8 @@ impl Segment {
     pub fn reserve_ahead(&self) {
         let size = self.size_bytes.get();
         let ahead = self.ahead.reserved_bytes.get().max(self.ahead.allocated_bytes.get());
-        if self.ahead.in_flight_from.get().is_some() || size < SEGMENT_FILL_FROM_BYTES || ahead >= size + SEGMENT_FILL_AHEAD_BYTES {
+        if self.ahead.in_flight_from.get().is_some() || size < SEGMENT_FILL_FROM_BYTES || ahead >= size + SEGMENT_FILL_AHEAD_BYTES
+        {
             return;
         }
         let to = (size + SEGMENT_RESERVE_CHUNK_BYTES).div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;

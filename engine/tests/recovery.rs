@@ -13,12 +13,13 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
 use fjord_engine::cache::CacheBudget;
-use fjord_engine::partition::Acks;
+use fjord_engine::partition::{Acks, Partition};
 use fjord_engine::segment::Segment;
 
 const ONE_SEGMENT_BYTES: u64 = 1 << 30;
@@ -46,7 +47,7 @@ fn twelve_batches() -> Vec<(usize, usize)> {
     (0..12).map(|index| (3 + index % 4, 150)).collect()
 }
 
-fn last_segment(dir: &Path) -> std::path::PathBuf {
+fn last_segment(dir: &Path) -> PathBuf {
     segment_files(dir).last().expect("a segment file").1.clone()
 }
 
@@ -449,75 +450,79 @@ fn torn_first_batch_of_the_last_segment_leaves_it_empty_and_appends_continue_at_
     });
 }
 
+/// A busy active segment: 48 batches of about 64 KB appended one by one with `acks`, more than
+/// the 1 MiB after which a segment writes zeros (acks=all) or reserves space (acks=1) ahead of
+/// its data. Returns the open partition, its model, the active segment's file and the data's size.
+async fn busy_segment(dir: &Path, acks: Acks) -> (Rc<Partition>, Model, PathBuf, u64) {
+    let partition = open_partition(dir, topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
+    let mut model = Model::default();
+    for seed in 0..48u64 {
+        let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
+        let base_offset = model.append(&produced);
+        assert_eq!(append_and_wait(&partition, produced, acks).await, base_offset);
+    }
+    let (_, active) = segment_files(dir).pop().expect("a segment");
+    let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
+    assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it looks ahead");
+    (partition, model, active, data_bytes)
+}
+
+/// What lies past the data reads as zeros; a copy of the open partition's files (what a crash
+/// leaves behind) reopens with every batch and nothing more; a clean close cuts the padding.
+async fn padding_is_zeros_survives_a_crash_and_is_cut_at_close(
+    dir: &Path,
+    partition: Rc<Partition>,
+    model: Model,
+    active: &Path,
+    data_bytes: u64,
+) {
+    let file = std::fs::read(active).unwrap();
+    let ahead = &file[data_bytes as usize..];
+    assert!(
+        ahead.iter().all(|&byte| byte == 0),
+        "{} non-zero bytes past the data",
+        ahead.iter().filter(|&&byte| byte != 0).count()
+    );
+    let crashed = temp_dir();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
+    }
+    partition.close().await.expect("clean close");
+    assert_eq!(file_len(active), data_bytes, "a clean close cuts what lies past the data");
+    reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
+}
+
 #[test]
 fn zeros_written_ahead_of_a_busy_segment_are_padding_after_a_crash_and_cut_at_close() {
-    // A busy acks=all segment keeps 4 MiB of zeros written past its data (Segment::fill_ahead):
-    // a crash leaves them in the file, recovery must read them as padding (no acknowledged batch
-    // lost, nothing extra served), and a clean close must cut them.
+    // A busy acks=all segment keeps 4 MiB of zeros written past its data (Segment::fill_ahead),
+    // every chunk from one shared buffer of zeros: a crash leaves them in the file, recovery must
+    // read them as padding (no acknowledged batch lost, nothing extra served), and a clean close
+    // must cut them.
     run(|| async {
         let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
-        let mut model = Model::default();
-        for seed in 0..48u64 {
-            let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
-        }
-        let segments = segment_files(dir.path());
-        let (_, active) = segments.last().expect("a segment");
-        let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
-        assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it fills");
-        assert!(file_len(active) >= data_bytes + (1 << 20), "zeros were written ahead of the data");
-        // Every chunk is written from one shared buffer of zeros: what lies past the data is zeros.
-        let file = std::fs::read(active).unwrap();
-        let ahead = &file[data_bytes as usize..];
-        assert!(ahead.iter().all(|&byte| byte == 0), "{} non-zero bytes written ahead", ahead.iter().filter(|&&byte| byte != 0).count());
-        let crashed = temp_dir();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
-        }
-        partition.close().await.expect("clean close");
-        assert_eq!(file_len(active), data_bytes, "a clean close cuts what was written ahead");
-        reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
+        let (partition, model, active, data_bytes) = busy_segment(dir.path(), Acks::Synced).await;
+        assert!(file_len(&active) >= data_bytes + (1 << 20), "zeros were written ahead of the data");
+        padding_is_zeros_survives_a_crash_and_is_cut_at_close(dir.path(), partition, model, &active, data_bytes).await;
     });
 }
 
 #[test]
 fn space_reserved_ahead_of_a_busy_acks1_segment_is_padding_after_a_crash_and_cut_at_close() {
     // A busy acks=1 segment reserves space past its data (Segment::reserve_ahead: fallocate, read
-    // as zeros): a crash leaves the larger file, recovery must read the reserved space as padding
-    // (no acknowledged batch lost, nothing extra served), and a clean close must cut it.
+    // as zeros), with the same promises as zeros written ahead.
     run(|| async {
         let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
-        let mut model = Model::default();
-        for seed in 0..48u64 {
-            let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
-        }
-        let segments = segment_files(dir.path());
-        let (_, active) = segments.last().expect("a segment");
-        let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
-        assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it reserves");
+        let (partition, model, active, data_bytes) = busy_segment(dir.path(), Acks::Written).await;
         // The reservation runs in the background: wait for it (bounded).
-        let mut waited = 0;
-        while file_len(active) < data_bytes + (4 << 20) && waited < 200 {
+        for _ in 0..200 {
+            if file_len(&active) >= data_bytes + (4 << 20) {
+                break;
+            }
             fjord_engine::rt::sleep(std::time::Duration::from_millis(10)).await;
-            waited += 1;
         }
-        assert!(file_len(active) >= data_bytes + (4 << 20), "space was reserved ahead of the data");
-        let file = std::fs::read(active).unwrap();
-        assert!(file[data_bytes as usize..].iter().all(|&byte| byte == 0), "reserved space reads as zeros");
-        let crashed = temp_dir();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
-        }
-        partition.close().await.expect("clean close");
-        assert_eq!(file_len(active), data_bytes, "a clean close cuts the reserved space");
-        reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
+        assert!(file_len(&active) >= data_bytes + (4 << 20), "space was reserved ahead of the data");
+        padding_is_zeros_survives_a_crash_and_is_cut_at_close(dir.path(), partition, model, &active, data_bytes).await;
     });
 }
 

@@ -92,9 +92,25 @@ def _produce_until_killed(broker, topic: str, acked: set[bytes], first_key_index
     return index
 
 
+def _check_every_acked_record_survived(broker, topic: str, acked: set[bytes], value_size: int) -> None:
+    """At-least-once: every acknowledged key is there with its own value (unacknowledged ones may
+    or may not be, retries may duplicate), and offsets stay dense per partition through every
+    recovery."""
+    records = fjordtest.consume(broker.bootstrap, topic, expected=len(acked))
+    read: set[bytes] = set()
+    for record in records:
+        assert record.value == _value(record.key, value_size), f"record {record.key} has a foreign value"
+        read.add(record.key)
+    missing = acked - read
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    for partition in (0, 1):
+        offsets = sorted(r.offset for r in records if r.partition == partition)
+        assert offsets == list(range(len(offsets)))
+
+
 def test_sigkill_during_acks_all_produce_loses_no_acknowledged_record(broker_factory, topic):
     """Three SIGKILL/restart cycles under acks=all load; every acknowledged record survives all
-    of them (at-least-once: unacknowledged ones may or may not be there, retries may duplicate)."""
+    of them."""
     broker = broker_factory.start()
     fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
     acked: set[bytes] = set()
@@ -103,17 +119,7 @@ def test_sigkill_during_acks_all_produce_loses_no_acknowledged_record(broker_fac
         next_key = _produce_until_killed(broker, topic, acked, next_key)
         broker.start()
 
-    records = fjordtest.consume(broker.bootstrap, topic, expected=len(acked))
-    read: set[bytes] = set()
-    for record in records:
-        assert record.value == _value(record.key, 0), f"record {record} has a foreign value"
-        read.add(record.key)
-    missing = acked - read
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
-    # Offsets stay dense per partition through every recovery.
-    for partition in (0, 1):
-        offsets = sorted(r.offset for r in records if r.partition == partition)
-        assert offsets == list(range(len(offsets)))
+    _check_every_acked_record_survived(broker, topic, acked, value_size=0)
 
 
 def test_sigkill_during_acks_1_produce_loses_no_acknowledged_record(broker_factory, topic):
@@ -136,16 +142,7 @@ def test_sigkill_during_acks_1_produce_loses_no_acknowledged_record(broker_facto
         broker.start()
     assert reserved_seen > 0, "no kill found an active segment with space reserved past its data"
 
-    records = fjordtest.consume(broker.bootstrap, topic, expected=len(acked))
-    read: set[bytes] = set()
-    for record in records:
-        assert record.value == _value(record.key, 1024), f"record {record.key} has a foreign value"
-        read.add(record.key)
-    missing = acked - read
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
-    for partition in (0, 1):
-        offsets = sorted(r.offset for r in records if r.partition == partition)
-        assert offsets == list(range(len(offsets)))
+    _check_every_acked_record_survived(broker, topic, acked, value_size=1024)
 
 
 # ---------------------------------------------------------------------------------------------
