@@ -49,7 +49,8 @@ pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
 pub const BACKGROUND_SHARES: usize = 100;
 
 thread_local! {
-    /// The shard's shared buffer of zeros (see [`DmaFile::write_zeros_at`]).
+    /// The shard's shared buffer of zeros (see [`DmaFile::write_zeros_at`]); a shard's thread runs
+    /// one executor for its whole life, so the buffer never outlives its ring.
     static ZEROS: RefCell<Option<Rc<glommio::io::DmaBuffer>>> = const { RefCell::new(None) };
     /// (executor id, queue) of the background queue on this thread's executor, made on first use.
     static BACKGROUND_QUEUE: Cell<Option<(usize, glommio::TaskQueueHandle)>> = const { Cell::new(None) };

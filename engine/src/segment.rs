@@ -65,7 +65,8 @@ pub struct RecoveryReport {
     pub batches: usize,
 }
 
-/// The zeros past the data of the active segment, shared with the background task writing them.
+/// What lies past the data of the active segment (zeros written ahead, or space reserved),
+/// shared with the background task writing or reserving it.
 #[derive(Default)]
 struct WriteAhead {
     /// The file's size on disk: at least the aligned end of the data, more once written ahead.
@@ -73,7 +74,8 @@ struct WriteAhead {
     /// The file's size once space past `allocated_bytes` is reserved (unwritten extents, read as
     /// zeros; see [`Segment::reserve_ahead`]); at most `allocated_bytes` otherwise.
     reserved_bytes: Cell<u64>,
-    /// Where the task's write starts while it runs: no append may reach past it meanwhile.
+    /// Where the task's write starts while it runs: no append may reach past it meanwhile
+    /// (`u64::MAX` while a reservation runs: no append waits for one).
     in_flight_from: Cell<Option<u64>>,
     done: Rc<Notify>,
 }
