@@ -349,8 +349,9 @@ impl Segment {
     /// [`SEGMENT_FILL_AHEAD_BYTES`] written ahead of its end, so that later appends overwrite
     /// written blocks: such a write is issued inline by io_uring and its fdatasync has no
     /// allocation to commit, where a write that extends the file goes to a kernel worker thread
-    /// and its fdatasync commits the new size and extents. (fallocate is no help here: it leaves
-    /// unwritten extents that each write converts and each fdatasync commits; measured slower.)
+    /// and its fdatasync commits the new size and extents. (fallocate is no help for acks=all: it
+    /// leaves unwritten extents that each write converts and each fdatasync commits; measured
+    /// slower. acks=1 reserves that way: [`Segment::reserve_ahead`].)
     /// A background task writes the chunk, so the appends queued behind it do not wait for it;
     /// an append that would reach the chunk in flight waits for the task. The new size is
     /// committed by the next acks=all fdatasync (a task writing 4 MiB at a time and committing it
@@ -359,10 +360,7 @@ impl Segment {
     pub fn fill_ahead(&self) {
         let size = self.size_bytes.get();
         let allocated = self.ahead.allocated_bytes.get();
-        if self.ahead.in_flight_from.get().is_some()
-            || size < SEGMENT_FILL_FROM_BYTES
-            || allocated >= size + SEGMENT_FILL_AHEAD_BYTES
-        {
+        if !self.wants_more_ahead(allocated) {
             return;
         }
         let from = allocated.max(size.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES);
@@ -378,16 +376,23 @@ impl Segment {
     /// For acks=1, which has no fdatasync to pay for converting the unwritten extents (acks=all
     /// writes zeros instead, see [`Segment::fill_ahead`]). A failure (a full disk) only costs speed.
     pub fn reserve_ahead(&self) {
-        let size = self.size_bytes.get();
-        let ahead = self.ahead.reserved_bytes.get().max(self.ahead.allocated_bytes.get());
-        if self.ahead.in_flight_from.get().is_some() || size < SEGMENT_FILL_FROM_BYTES || ahead >= size + SEGMENT_FILL_AHEAD_BYTES
-        {
+        if !self.wants_more_ahead(self.ahead.reserved_bytes.get().max(self.ahead.allocated_bytes.get())) {
             return;
         }
-        let to = (size + SEGMENT_RESERVE_CHUNK_BYTES).div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
+        let to = (self.size_bytes.get() + SEGMENT_RESERVE_CHUNK_BYTES).div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
         // No append waits for a reservation (fallocate never changes written data); closing does.
         self.ahead.in_flight_from.set(Some(u64::MAX));
         rt::spawn_detached(reserve_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), to));
+    }
+
+    /// Whether a busy segment (at least [`SEGMENT_FILL_FROM_BYTES`] of data) whose file is ready
+    /// up to `ahead_end` should start another write-ahead or reservation: none runs, and less than
+    /// [`SEGMENT_FILL_AHEAD_BYTES`] lies ready past the data.
+    fn wants_more_ahead(&self, ahead_end: u64) -> bool {
+        let size = self.size_bytes.get();
+        self.ahead.in_flight_from.get().is_none()
+            && size >= SEGMENT_FILL_FROM_BYTES
+            && ahead_end < size + SEGMENT_FILL_AHEAD_BYTES
     }
 
     /// Waits until no write-ahead task runs (it holds the file and writes past the data).
