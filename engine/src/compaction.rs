@@ -649,10 +649,11 @@ struct GroupCounts {
 }
 
 /// The batch as it stays in the log: unchanged, rebuilt with fewer records, or `None` when no
-/// record survives (or it belongs to an aborted transaction). Kafka keeps such an empty batch when it holds the last sequence of an
-/// idempotent producer, so the producer-id state survives cleaning; idempotence is not
-/// implemented yet (a later issue), so the batch is simply dropped. Control batches (transaction
-/// markers) stay as they are for now.
+/// record survives (or it belongs to an aborted transaction). Kafka keeps such an empty batch when
+/// it holds the last sequence of an idempotent producer, so the producer-id state survives
+/// cleaning. Here it is dropped: the producer state is restored from the snapshot written at each
+/// roll, which lies at or above every segment the cleaner rewrites (the batch headers only fill in
+/// what follows the snapshot). Control batches (transaction markers) stay as they are for now.
 fn filter_batch(bytes: Bytes, pass: &mut Pass<'_>, counts: &mut GroupCounts) -> LogResult<Option<Bytes>> {
     let header = BatchHeader::parse(&bytes)?;
     if header.is_control() {
