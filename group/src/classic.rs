@@ -49,7 +49,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use crate::offsets::{metadata_too_large, GroupOffsets, OffsetAndMetadata, OFFSET_METADATA_CHARS_MAX};
+use crate::offsets::{metadata_too_large, CommitKind, GroupOffsets, OffsetAndMetadata, OFFSET_METADATA_CHARS_MAX};
 use crate::records::{GroupMetadataValue, MemberMetadataValue, Record, STRING_BYTES_MAX};
 
 /// Identifies a pending request; chosen by the caller, echoed in [`Outcome::replies`].
@@ -1189,7 +1189,7 @@ impl Groups {
 
     pub fn offset_commit(&mut self, ctx: &RequestContext, request: &OffsetCommitRequest, now_ms: i64) -> Outcome {
         let mut out = Outcome::default();
-        let response = match self.validate_offset_commit(ctx, request, now_ms) {
+        let response = match self.validate_offset_commit(ctx, request, CommitKind::Plain, now_ms) {
             Err(error) => offset_commit_response(request, |_| Some(error)),
             Ok(group) => {
                 let expire_timestamp_ms = (request.retention_time_ms != -1).then(|| now_ms + request.retention_time_ms);
@@ -1232,6 +1232,7 @@ impl Groups {
         &mut self,
         ctx: &RequestContext,
         request: &OffsetCommitRequest,
+        kind: CommitKind,
         now_ms: i64,
     ) -> Result<String, ResponseError> {
         if self.loading {
@@ -1246,7 +1247,7 @@ impl Groups {
             if generation_id < 0 {
                 // A "simple" group (admin client, or a consumer without group management).
                 self.get_or_create(&group_id, now_ms);
-            } else if ctx.api_version >= 9 {
+            } else if kind == CommitKind::Plain && ctx.api_version >= 9 {
                 return Err(ResponseError::GroupIdNotFound);
             } else {
                 return Err(ResponseError::IllegalGeneration);
@@ -1274,12 +1275,14 @@ impl Groups {
             if generation_id != group.generation_id {
                 return Err(ResponseError::IllegalGeneration);
             }
-        } else {
-            // Without member id and generation, commits are accepted only while the group is Empty.
+        } else if kind == CommitKind::Plain {
+            // Without member id and generation, plain commits are accepted only while the group
+            // is Empty; a transactional one is accepted (its producer is fenced by epoch instead).
             return Err(ResponseError::UnknownMemberId);
         }
-        if group.state == GroupState::CompletingRebalance {
-            // The member knows the new generation but has no assignment yet.
+        if kind == CommitKind::Plain && group.state == GroupState::CompletingRebalance {
+            // The member knows the new generation but has no assignment yet. A transactional
+            // commit lands with its marker, after the rebalance; Kafka does not refuse it here.
             return Err(ResponseError::RebalanceInProgress);
         }
         Ok(group_id)

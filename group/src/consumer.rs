@@ -57,6 +57,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::assignor::{assignor_by_name, Assignment, AssignmentSpec, MemberSpec, UNIFORM_ASSIGNOR_NAME};
+use crate::offsets::CommitKind;
 pub use group::GroupState;
 use group::{is_subset, Group, Member, MemberTimers};
 pub use record::{ConsumerRecord, CurrentAssignment, MemberMetadata, MemberState, RecordError, TopicMetadata};
@@ -706,9 +707,20 @@ impl ConsumerGroups {
     /// group (admin or manual-assignment commits), otherwise the member must exist and send its
     /// current epoch. `GroupIdNotFound` means this module does not hold the group: the caller
     /// decides (classic or simple group, or ILLEGAL_GENERATION before v9).
-    pub fn validate_offset_commit(&self, group_id: &str, member_id: &str, member_epoch: i32) -> Result<(), ResponseError> {
+    pub fn validate_offset_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        kind: CommitKind,
+    ) -> Result<(), ResponseError> {
         let group = self.groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
         if member_epoch < 0 && group.members.is_empty() {
+            return Ok(());
+        }
+        if kind == CommitKind::Transactional && member_epoch < 0 && member_id.is_empty() {
+            // Kafka's ConsumerGroup.validateOffsetCommit: TxnOffsetCommit does not require the
+            // member fields, so they are checked only when given (KAFKA-18060).
             return Ok(());
         }
         let member = group.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;

@@ -11,6 +11,17 @@ use crate::records::OffsetCommitValue;
 /// (UTF-16 code units), not the UTF-8 byte count; [`metadata_too_large`] does the same.
 pub const OFFSET_METADATA_CHARS_MAX: usize = 4096;
 
+/// Which API commits: the checks differ (Kafka's `validateOffsetCommit(..., isTransactional)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitKind {
+    /// OffsetCommit: a group with members takes commits only from a member of its generation.
+    Plain,
+    /// TxnOffsetCommit: member id and generation are checked only when the request carries them
+    /// (KIP-447 fencing); v0–2 cannot carry them, and producers using the group-id-only
+    /// `sendOffsetsToTransaction` leave them empty on later versions (KAFKA-18060).
+    Transactional,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetAndMetadata {
     pub committed_offset: i64,

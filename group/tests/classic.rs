@@ -4,6 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_group::classic::{ClassicConfig, GroupState, Groups, Outcome, Reply, RequestContext, Token};
+use fjord_group::offsets::CommitKind;
 use fjord_group::records::{self, Record};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
@@ -711,6 +712,41 @@ fn commit_with_a_stale_generation_is_illegal_generation() {
     assert!(out.records.is_empty());
     let (response, _) = h.commit(8, GROUP, generation, "stranger", &[("t", 0, 1, None)]);
     assert_eq!(response.topics[0].partitions[0].error_code, code(ResponseError::UnknownMemberId));
+}
+
+/// Kafka's ClassicGroup.validateOffsetCommit(isTransactional = true): without member id and
+/// generation (TxnOffsetCommit v0–2, or a producer that sends only the group id) a
+/// transactional commit is accepted while the group is Stable or rebalancing; with them, they are
+/// checked as for OffsetCommit. A plain commit without them is refused (UNKNOWN_MEMBER_ID).
+#[test]
+fn transactional_commit_checks_member_and_generation_only_when_given() {
+    let mut h = Harness::new();
+    let (ids, generation) = stable_group(&mut h, &["c1", "c2"], &["t"]);
+    let validate = |h: &mut Harness, generation: i32, member_id: &str, kind: CommitKind| {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(s(member_id));
+        let ctx = h.ctx(3, "producer");
+        h.groups.validate_offset_commit(&ctx, &request, kind, h.now_ms).map(|_| ())
+    };
+    let txn = CommitKind::Transactional;
+    assert_eq!(validate(&mut h, -1, "", txn), Ok(()));
+    assert_eq!(validate(&mut h, -1, "", CommitKind::Plain), Err(ResponseError::UnknownMemberId));
+    assert_eq!(validate(&mut h, generation, &ids[1], txn), Ok(()));
+    assert_eq!(validate(&mut h, generation - 1, &ids[1], txn), Err(ResponseError::IllegalGeneration));
+    assert_eq!(validate(&mut h, generation, "stranger", txn), Err(ResponseError::UnknownMemberId));
+    assert_eq!(validate(&mut h, generation, "", txn), Err(ResponseError::UnknownMemberId));
+    // A missing group with a generation: ILLEGAL_GENERATION whatever the version.
+    let request = OffsetCommitRequest::default().with_group_id(GroupId(s("missing"))).with_generation_id_or_member_epoch(1);
+    let ctx = h.ctx(9, "producer");
+    assert_eq!(h.groups.validate_offset_commit(&ctx, &request, txn, h.now_ms).map(|_| ()), Err(ResponseError::IllegalGeneration));
+    // During CompletingRebalance a transactional commit of the new generation is accepted.
+    let mut h = Harness::new();
+    let (ids, generation) = form_group(&mut h, &["c1", "c2"], &["t"]);
+    assert_eq!(h.state(), GroupState::CompletingRebalance);
+    assert_eq!(validate(&mut h, generation, &ids[1], txn), Ok(()));
+    assert_eq!(validate(&mut h, generation, &ids[1], CommitKind::Plain), Err(ResponseError::RebalanceInProgress));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use fjord_group::assignor::{partition_count, Assignment};
 use fjord_group::consumer::{
     ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, GroupState, MemberState, Outcome, TopicsTable,
 };
+use fjord_group::offsets::CommitKind;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, GroupId, TopicName};
@@ -584,15 +585,37 @@ fn offset_commit_validation_follows_member_epochs() {
     let mut harness = Harness::new();
     let clients = three_stable_members(&mut harness);
     let client = &clients[0];
-    assert_eq!(harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch), Ok(()));
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch, CommitKind::Plain), Ok(()));
     assert_eq!(
-        harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch - 1),
+        harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch - 1, CommitKind::Plain),
         Err(ResponseError::StaleMemberEpoch)
     );
-    assert_eq!(harness.groups.validate_offset_commit(GROUP, "nobody", client.epoch), Err(ResponseError::UnknownMemberId));
-    assert_eq!(harness.groups.validate_offset_commit(GROUP, "", -1), Err(ResponseError::UnknownMemberId));
-    assert_eq!(harness.groups.validate_offset_commit("other", "", -1), Err(ResponseError::GroupIdNotFound));
+    assert_eq!(
+        harness.groups.validate_offset_commit(GROUP, "nobody", client.epoch, CommitKind::Plain),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, "", -1, CommitKind::Plain), Err(ResponseError::UnknownMemberId));
+    assert_eq!(harness.groups.validate_offset_commit("other", "", -1, CommitKind::Plain), Err(ResponseError::GroupIdNotFound));
     assert_eq!(harness.groups.validate_offset_fetch(GROUP, &client.member_id, client.epoch), Ok(()));
+}
+
+/// KAFKA-18060 / Kafka's ConsumerGroup.validateOffsetCommit(isTransactional = true): a
+/// TxnOffsetCommit without member fields (v0–2 cannot carry them) is accepted while the group
+/// has members; when it carries them they are checked as for OffsetCommit.
+#[test]
+fn transactional_commit_checks_member_fields_only_when_given() {
+    let mut harness = Harness::new();
+    let clients = three_stable_members(&mut harness);
+    let client = &clients[0];
+    let txn = CommitKind::Transactional;
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, "", -1, txn), Ok(()));
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch, txn), Ok(()));
+    assert_eq!(
+        harness.groups.validate_offset_commit(GROUP, &client.member_id, client.epoch - 1, txn),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, "nobody", client.epoch, txn), Err(ResponseError::UnknownMemberId));
+    assert_eq!(harness.groups.validate_offset_commit(GROUP, "", client.epoch, txn), Err(ResponseError::UnknownMemberId));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Isolation, Part
 use fjord_engine::rt::{self, Notify};
 use fjord_group::classic::{self, ClassicConfig, Groups, Outcome, Reply, RequestContext, Token};
 use fjord_group::consumer::{self, ClientInfo, ConsumerGroupConfig, ConsumerGroups, ConsumerRecord, TopicsView};
-use fjord_group::offsets::{metadata_too_large, OffsetAndMetadata};
+use fjord_group::offsets::{metadata_too_large, CommitKind, OffsetAndMetadata};
 use fjord_group::records;
 use fjord_replication::metadata::MetadataImage;
 use futures::channel::oneshot;
@@ -290,8 +290,12 @@ impl CoordinatorPartition {
             GroupCall::Heartbeat(body) => groups.heartbeat(request, &body, now).into(),
             GroupCall::Leave(body) => groups.leave_group(request, &body, now).into(),
             GroupCall::OffsetCommit(mut body) if is_consumer(&body.group_id) => {
-                let validated =
-                    consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id_or_member_epoch);
+                let validated = consumer.validate_offset_commit(
+                    &body.group_id,
+                    &body.member_id,
+                    body.generation_id_or_member_epoch,
+                    CommitKind::Plain,
+                );
                 match validated {
                     Err(error) => {
                         let response = offset_commit_error(&body, error.code());
@@ -721,8 +725,9 @@ async fn run_ticks(ctx: Rc<ShardContext>) {
     }
 }
 
-/// Kafka's `validateTransactionalOffsetCommit`: the checks of OffsetCommit (a missing group is
-/// created as a simple group when the generation is negative), a stale member epoch of a
+/// Kafka's `validateTransactionalOffsetCommit`: the checks of OffsetCommit for a transactional
+/// commit (member id and generation checked only when the request carries them; a missing group
+/// is created as a simple group when the generation is negative), a stale member epoch of a
 /// consumer group answered as ILLEGAL_GENERATION.
 fn validate_txn_offset_commit(
     groups: &mut Groups,
@@ -737,13 +742,15 @@ fn validate_txn_offset_commit(
     let mut as_commit = OffsetCommitRequest::default();
     as_commit.group_id = body.group_id.clone();
     if consumer.contains_group(&body.group_id) {
-        consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id).map_err(|error| {
-            if error.code() == crate::api::codes::STALE_MEMBER_EPOCH {
-                crate::api::codes::ILLEGAL_GENERATION
-            } else {
-                error.code()
-            }
-        })?;
+        consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id, CommitKind::Transactional).map_err(
+            |error| {
+                if error.code() == crate::api::codes::STALE_MEMBER_EPOCH {
+                    crate::api::codes::ILLEGAL_GENERATION
+                } else {
+                    error.code()
+                }
+            },
+        )?;
         // The offsets live in the Empty classic group of the same id.
         as_commit.generation_id_or_member_epoch = -1;
     } else {
@@ -751,7 +758,7 @@ fn validate_txn_offset_commit(
         as_commit.member_id = body.member_id.clone();
         as_commit.group_instance_id = body.group_instance_id.clone();
     }
-    groups.validate_offset_commit(request, &as_commit, now).map(|_| ()).map_err(|error| error.code())
+    groups.validate_offset_commit(request, &as_commit, CommitKind::Transactional, now).map(|_| ()).map_err(|error| error.code())
 }
 
 /// Starts writing a transaction marker to `__consumer_offsets-<partition>` (owned by this

@@ -31,13 +31,9 @@
 //! The broker binary is `$FJORD_BIN`, else `target/release/fjord`, else `target/debug/fjord` of
 //! this workspace; build it first (`cargo build --bin fjord`), the test does not.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -55,16 +51,16 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use support::{decode_frame, encode_request, request_header, Broker, Client};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
 // Fixed inputs
 
-const CLIENT_ID: &str = "fjord-golden";
 /// What every masked cluster id becomes.
 const MASKED_CLUSTER_ID: &str = "MASKED-CLUSTER-ID";
 /// What every masked broker port becomes.
@@ -81,11 +77,6 @@ const UNKNOWN_TOPIC_ID: Uuid = Uuid::from_u128(0x0bad_0bad_0bad_0bad_0bad_0bad_0
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-/// Upper bounds on waiting for the broker; reaching one fails the test instead of hanging it.
-const BROKER_START_WAIT_S_MAX: u64 = 30;
-const RESPONSE_WAIT_S_MAX: u64 = 30;
-const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
-
 /// Every case gets its own correlation id, fixed so the golden bytes are stable, and distinct
 /// per API and version so a response meant for another request cannot pass.
 fn correlation_id(api_key: i16, version: i16) -> i32 {
@@ -93,120 +84,16 @@ fn correlation_id(api_key: i16, version: i16) -> i32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The broker under test
+// The broker under test (tests/support) and the golden client
 
-/// A `fjord start` child process on its own data directory and port; SIGKILLed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-    cluster_id: String,
-    log: Arc<Mutex<Vec<String>>>,
-    _data_dir: tempfile::TempDir,
+trait Golden {
+    fn masks(&self) -> Masks;
 }
 
-fn fjord_binary() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if let Some(path) = std::env::var_os("FJORD_BIN") {
-        // Tests run in the crate directory; a relative path may also be meant from the workspace.
-        let path = PathBuf::from(path);
-        let found = [path.clone(), workspace.join(&path)].into_iter().find(|candidate| candidate.is_file());
-        return found.unwrap_or_else(|| panic!("FJORD_BIN={} is not a file", path.display()));
-    }
-    let target = workspace.join("target");
-    for profile in ["release", "debug"] {
-        let path = target.join(profile).join("fjord");
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!(
-        "no fjord binary: looked at $FJORD_BIN, {0}/release/fjord and {0}/debug/fjord; build it with `cargo build --bin fjord` or set FJORD_BIN",
-        target.display()
-    );
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
-
-impl Broker {
-    fn start() -> Broker {
-        // Under target/ (cargo's CARGO_TARGET_TMPDIR): a real disk, never tmpfs.
-        let data_dir = tempfile::Builder::new().prefix("golden-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp data dir");
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let binary = fjord_binary();
-        // Shown with a failing test's output: a stale binary is the usual cause of a mismatch.
-        eprintln!("golden: broker {} on port {port}", binary.display());
-        let mut child = Command::new(&binary)
-            .arg("start")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--listen", &address, "--advertise", &address, "--shards", "2"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fjord");
-        // A thread drains stderr for the broker's whole life (a full pipe would stall it), keeps
-        // the lines for failure messages, and reports the ready line.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_sender, ready) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Fjord broker ready") {
-                    let _ = ready_sender.send(());
-                }
-                lines.lock().expect("log lock").push(line);
-            }
-        });
-        let mut broker = Broker { child, port, cluster_id: String::new(), log, _data_dir: data_dir };
-        if ready.recv_timeout(Duration::from_secs(BROKER_START_WAIT_S_MAX)).is_err() {
-            panic!("fjord did not report ready; its log:\n{}", broker.log_text());
-        }
-        let properties = std::fs::read_to_string(broker._data_dir.path().join("meta.properties")).expect("meta.properties");
-        broker.cluster_id = properties
-            .lines()
-            .find_map(|line| line.strip_prefix("cluster.id="))
-            .expect("cluster.id in meta.properties")
-            .to_string();
-        broker
-    }
-
-    fn connect(&self) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to fjord");
-        stream.set_read_timeout(Some(Duration::from_secs(RESPONSE_WAIT_S_MAX))).expect("read timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Client { stream }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().expect("log lock").join("\n")
-    }
-
+impl Golden for Broker {
     fn masks(&self) -> Masks {
         Masks { port: self.port, cluster_id: self.cluster_id.clone(), topics: Vec::new() }
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // SIGKILL: only this test's own child, by its pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The raw client
-
-struct Client {
-    stream: TcpStream,
 }
 
 /// One response: the whole frame as received and its decoded body.
@@ -218,17 +105,17 @@ struct Reply<T> {
     body: T,
 }
 
-impl Client {
+trait GoldenCall {
+    fn call<R: Request>(&mut self, version: i16, request: &R) -> Reply<R::Response>;
+}
+
+impl GoldenCall for Client {
     /// Sends one request at `version` and reads its response, checking the frame's framing, the
     /// correlation id, and that kafka-protocol re-encodes the decoded response to the same bytes.
     fn call<R: Request>(&mut self, version: i16, request: &R) -> Reply<R::Response> {
         let api_key = ApiKey::try_from(R::KEY).expect("known API key");
         let correlation_id = correlation_id(R::KEY, version);
-        let mut payload = BytesMut::new();
-        request_header(R::KEY, version, correlation_id)
-            .encode(&mut payload, R::header_version(version))
-            .expect("encode request header");
-        request.encode(&mut payload, version).expect("encode request body");
+        let payload = encode_request(version, correlation_id, request);
         let frame = self.exchange(&payload);
         let body = decode_frame::<R::Response>(&frame, R::Response::header_version(version), version, correlation_id);
         let reply = Reply { api_key, version, correlation_id, frame, body };
@@ -239,43 +126,6 @@ impl Client {
         );
         reply
     }
-
-    /// Writes one size-prefixed request and returns the whole response frame, size included.
-    fn exchange(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut request = Vec::with_capacity(payload.len() + 4);
-        request.extend_from_slice(&(payload.len() as i32).to_be_bytes());
-        request.extend_from_slice(payload);
-        self.stream.write_all(&request).expect("send request");
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).expect("read response size");
-        let size = i32::from_be_bytes(size);
-        assert!(size >= 4 && (size as usize) <= RESPONSE_BYTES_MAX, "response size prefix {size} out of range");
-        let mut frame = vec![0u8; 4 + size as usize];
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.read_exact(&mut frame[4..]).expect("read response frame");
-        frame
-    }
-}
-
-fn request_header(api_key: i16, version: i16, correlation_id: i32) -> RequestHeader {
-    RequestHeader::default()
-        .with_request_api_key(api_key)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
-}
-
-/// Decodes a frame read by [`Client::exchange`]: the size prefix must be the frame's length and
-/// the body must end exactly where the frame does.
-fn decode_frame<T: Decodable>(frame: &[u8], header_version: i16, version: i16, correlation_id: i32) -> T {
-    let size = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
-    assert_eq!(size as usize, frame.len() - 4, "size prefix must equal the frame length");
-    let mut buffer = Bytes::copy_from_slice(&frame[4..]);
-    let header = ResponseHeader::decode(&mut buffer, header_version).expect("decode response header");
-    assert_eq!(header.correlation_id, correlation_id, "response correlation id");
-    let body = T::decode(&mut buffer, version).unwrap_or_else(|error| panic!("decode v{version} response body: {error}"));
-    assert!(buffer.is_empty(), "{} bytes after the v{version} response body", buffer.len());
-    body
 }
 
 impl<T: Encodable> Reply<T> {

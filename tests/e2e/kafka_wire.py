@@ -749,3 +749,143 @@ def wait_for_metadata(host: str, port: int, timeout_s: float) -> Metadata:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Added for test_compat.py: batches with a chosen header maxTimestamp (optionally gzip), and a
+# multi-partition Fetch.
+
+COMPRESSION_NONE = 0
+COMPRESSION_GZIP = 1
+BATCH_MAX_TIMESTAMP_OFFSET_BYTES = 35  # base offset 8 + length 4 + epoch 4 + magic 1 + crc 4 + attrs 2 + lod 4 + base ts 8
+BATCH_CRC_OFFSET_BYTES = 17
+BATCH_CRC_COVERS_FROM_BYTES = 21
+
+
+def build_record_batch_with_header_max_timestamp(
+    values: list[bytes | None],
+    base_timestamp: int,
+    timestamp_deltas: list[int],
+    header_max_timestamp: int,
+    compression: int = COMPRESSION_NONE,
+) -> bytes:
+    """A RecordBatch v2 (base offset 0, no producer id, CreateTime) whose records carry
+    `base_timestamp + delta` but whose header maxTimestamp is `header_max_timestamp` (any value,
+    e.g. -1 or far off the records). `compression` is COMPRESSION_NONE or COMPRESSION_GZIP (the
+    records section gzip'ed, as Kafka's GZIP codec expects). The CRC32C is correct for the bytes
+    sent."""
+    import gzip
+
+    assert compression in (COMPRESSION_NONE, COMPRESSION_GZIP)
+    plain = build_record_batch(values, base_timestamp=base_timestamp, timestamp_deltas=timestamp_deltas)
+    records = plain[BATCH_HEADER_SIZE_BYTES:]
+    if compression == COMPRESSION_GZIP:
+        records = gzip.compress(records)
+    count = len(values)
+    after_crc = bytearray()
+    after_crc += struct.pack(">h", compression)  # attributes: codec, CreateTime
+    after_crc += struct.pack(">i", count - 1)
+    after_crc += struct.pack(">q", base_timestamp)
+    after_crc += struct.pack(">q", header_max_timestamp)
+    after_crc += struct.pack(">q", -1)
+    after_crc += struct.pack(">h", -1)
+    after_crc += struct.pack(">i", -1)
+    after_crc += struct.pack(">i", count)
+    after_crc += records
+    out = bytearray()
+    out += struct.pack(">q", 0)
+    out += struct.pack(">i", 4 + 1 + 4 + len(after_crc))
+    out += struct.pack(">i", -1)
+    out += struct.pack(">b", 2)
+    out += struct.pack(">I", crc32c(bytes(after_crc)))
+    out += after_crc
+    return bytes(out)
+
+
+@dataclasses.dataclass
+class MultiFetchPartition:
+    partition: int
+    error_code: int
+    high_watermark: int
+    log_start_offset: int
+    records: bytes
+
+
+@dataclasses.dataclass
+class MultiFetchResult:
+    frame_bytes: int  # the whole response frame after its size prefix
+    top_error_code: int
+    partitions: list[MultiFetchPartition]  # in response order
+
+
+def fetch_multi_request_body(version: int, topic: str, partitions: list[tuple[int, int]], max_bytes: int,
+                             partition_max_bytes: int, max_wait_ms: int = 100, min_bytes: int = 1) -> bytes:
+    """A sessionless consumer Fetch of one topic, `partitions` = [(partition, fetch offset)] in
+    request order, each with `partition_max_bytes`, the response capped at `max_bytes`."""
+    w = Writer(version >= FLEXIBLE_FROM[FETCH])
+    w.int32(-1)
+    w.int32(max_wait_ms).int32(min_bytes).int32(max_bytes)
+    w.int8(0)
+    if version >= 7:
+        w.int32(0).int32(-1)
+    w.array_len(1).string(topic)
+    w.array_len(len(partitions))
+    for partition, offset in partitions:
+        w.int32(partition)
+        if version >= 9:
+            w.int32(-1)
+        w.int64(offset)
+        if version >= 12:
+            w.int32(-1)
+        if version >= 5:
+            w.int64(-1)
+        w.int32(partition_max_bytes)
+        w.tagged_fields()
+    w.tagged_fields()
+    if version >= 7:
+        w.array_len(0)
+    if version >= 11:
+        w.string("")
+    w.tagged_fields()
+    return w.getvalue()
+
+
+def fetch_multi(conn: KafkaConnection, topic: str, partitions: list[tuple[int, int]], max_bytes: int,
+                partition_max_bytes: int, max_wait_ms: int = 100) -> MultiFetchResult:
+    """One Fetch (the highest version both the codec and the broker speak) of several partitions."""
+    version = conn.pick_version(FETCH)
+    flexible = version >= FLEXIBLE_FROM[FETCH]
+    body = fetch_multi_request_body(version, topic, partitions, max_bytes, partition_max_bytes, max_wait_ms)
+    correlation_id, payload = conn.request_bytes(FETCH, version, body, flexible)
+    conn.send_frame(payload)
+    frame = conn.recv_frame()
+    r = Reader(frame, flexible)
+    got = r.int32()
+    assert got == correlation_id, f"correlation id {got}, expected {correlation_id}"
+    r.tagged_fields()
+    r.int32()  # throttle
+    top_error = NONE
+    if version >= 7:
+        top_error = r.int16()
+        r.int32()  # session id
+    out = []
+    for _ in range(r.array_len()):
+        r.string()
+        for _ in range(r.array_len()):
+            index = r.int32()
+            error_code = r.int16()
+            high_watermark = r.int64()
+            r.int64()  # last stable offset
+            log_start = r.int64() if version >= 5 else -1
+            aborted = r.array_len()
+            for _ in range(max(aborted, 0)):
+                r.int64()
+                r.int64()
+                r.tagged_fields()
+            if version >= 11:
+                r.int32()
+            records = r.bytes_() or b""
+            r.tagged_fields()
+            out.append(MultiFetchPartition(index, error_code, high_watermark, log_start, records))
+        r.tagged_fields()
+    return MultiFetchResult(len(frame), top_error, out)

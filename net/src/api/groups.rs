@@ -1,7 +1,7 @@
 //! The group APIs of the classic protocol: FindCoordinator (key 10, v0–6, batched keys from v4),
 //! JoinGroup (11, v0–9), Heartbeat (12, v0–4), LeaveGroup (13, v0–5), SyncGroup (14, v0–5),
-//! DescribeGroups (15, v0–5), ListGroups (16, v0–5), OffsetCommit (8, v0–9), OffsetFetch (9,
-//! v0–9, several groups from v8), DeleteGroups (42, v0–2), OffsetDelete (47, v0).
+//! DescribeGroups (15, v0–5), ListGroups (16, v0–5), OffsetCommit (8, v2–9), OffsetFetch (9,
+//! v1–9, several groups from v8), DeleteGroups (42, v0–2), OffsetDelete (47, v0).
 //!
 //! Each call goes to the shard owning the group's `__consumer_offsets` partition (see
 //! [`crate::coordinator`]); requests naming several groups are split per group and their answers
@@ -37,8 +37,8 @@ pub const LEAVE_GROUP_VERSIONS: Versions = Versions { min: 0, max: 5 };
 pub const SYNC_GROUP_VERSIONS: Versions = Versions { min: 0, max: 5 };
 pub const DESCRIBE_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 5 };
 pub const LIST_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 5 };
-pub const OFFSET_COMMIT_VERSIONS: Versions = Versions { min: 0, max: 9 };
-pub const OFFSET_FETCH_VERSIONS: Versions = Versions { min: 0, max: 9 };
+pub const OFFSET_COMMIT_VERSIONS: Versions = Versions { min: 2, max: 9 };
+pub const OFFSET_FETCH_VERSIONS: Versions = Versions { min: 1, max: 9 };
 pub const DELETE_GROUPS_VERSIONS: Versions = Versions { min: 0, max: 2 };
 pub const OFFSET_DELETE_VERSIONS: Versions = Versions { min: 0, max: 0 };
 

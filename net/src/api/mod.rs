@@ -81,6 +81,57 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::ListTransactions, transactions::LIST_TRANSACTIONS_VERSIONS),
 ];
 
+/// Every advertised range must lie inside what the codec decodes: a version advertised but not
+/// decodable closes the client's connection (OffsetCommit v0–1 and OffsetFetch v0 were, until
+/// Kafka 4.0's ranges were adopted). Checked at compile time; net/tests/every_version.rs checks
+/// the running broker answers each one.
+macro_rules! decodable {
+    ($($versions:expr => $request:ty),* $(,)?) => {
+        $(const _: () = {
+            let codec = <$request as kafka_protocol::protocol::Message>::VERSIONS;
+            assert!($versions.min >= codec.min && $versions.max <= codec.max && $versions.min <= $versions.max);
+        };)*
+    };
+}
+
+decodable! {
+    produce::VERSIONS => kafka_protocol::messages::ProduceRequest,
+    fetch::VERSIONS => kafka_protocol::messages::FetchRequest,
+    list_offsets::VERSIONS => kafka_protocol::messages::ListOffsetsRequest,
+    metadata::VERSIONS => kafka_protocol::messages::MetadataRequest,
+    api_versions::VERSIONS => kafka_protocol::messages::ApiVersionsRequest,
+    create_topics::VERSIONS => kafka_protocol::messages::CreateTopicsRequest,
+    delete_topics::VERSIONS => kafka_protocol::messages::DeleteTopicsRequest,
+    configs::DESCRIBE_VERSIONS => kafka_protocol::messages::DescribeConfigsRequest,
+    configs::ALTER_VERSIONS => kafka_protocol::messages::AlterConfigsRequest,
+    create_partitions::VERSIONS => kafka_protocol::messages::CreatePartitionsRequest,
+    configs::INCREMENTAL_ALTER_VERSIONS => kafka_protocol::messages::IncrementalAlterConfigsRequest,
+    describe_cluster::VERSIONS => kafka_protocol::messages::DescribeClusterRequest,
+    delete_records::VERSIONS => kafka_protocol::messages::DeleteRecordsRequest,
+    groups::FIND_COORDINATOR_VERSIONS => kafka_protocol::messages::FindCoordinatorRequest,
+    groups::JOIN_GROUP_VERSIONS => kafka_protocol::messages::JoinGroupRequest,
+    groups::HEARTBEAT_VERSIONS => kafka_protocol::messages::HeartbeatRequest,
+    groups::LEAVE_GROUP_VERSIONS => kafka_protocol::messages::LeaveGroupRequest,
+    groups::SYNC_GROUP_VERSIONS => kafka_protocol::messages::SyncGroupRequest,
+    groups::DESCRIBE_GROUPS_VERSIONS => kafka_protocol::messages::DescribeGroupsRequest,
+    groups::LIST_GROUPS_VERSIONS => kafka_protocol::messages::ListGroupsRequest,
+    groups::OFFSET_COMMIT_VERSIONS => kafka_protocol::messages::OffsetCommitRequest,
+    groups::OFFSET_FETCH_VERSIONS => kafka_protocol::messages::OffsetFetchRequest,
+    groups::DELETE_GROUPS_VERSIONS => kafka_protocol::messages::DeleteGroupsRequest,
+    groups::OFFSET_DELETE_VERSIONS => kafka_protocol::messages::OffsetDeleteRequest,
+    consumer_groups::HEARTBEAT_VERSIONS => kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+    consumer_groups::DESCRIBE_VERSIONS => kafka_protocol::messages::ConsumerGroupDescribeRequest,
+    init_producer_id::VERSIONS => kafka_protocol::messages::InitProducerIdRequest,
+    describe_producers::VERSIONS => kafka_protocol::messages::DescribeProducersRequest,
+    transactions::ADD_PARTITIONS_VERSIONS => kafka_protocol::messages::AddPartitionsToTxnRequest,
+    transactions::ADD_OFFSETS_VERSIONS => kafka_protocol::messages::AddOffsetsToTxnRequest,
+    transactions::END_TXN_VERSIONS => kafka_protocol::messages::EndTxnRequest,
+    transactions::WRITE_TXN_MARKERS_VERSIONS => kafka_protocol::messages::WriteTxnMarkersRequest,
+    transactions::TXN_OFFSET_COMMIT_VERSIONS => kafka_protocol::messages::TxnOffsetCommitRequest,
+    transactions::DESCRIBE_TRANSACTIONS_VERSIONS => kafka_protocol::messages::DescribeTransactionsRequest,
+    transactions::LIST_TRANSACTIONS_VERSIONS => kafka_protocol::messages::ListTransactionsRequest,
+}
+
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
     SUPPORTED.iter().find(|(key, _)| *key == api_key).map(|(_, versions)| *versions)
 }
