@@ -55,6 +55,9 @@ pub struct FileSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub length: usize,
+    /// Length of the whole batch the slice starts with: a response budget may shorten the slice
+    /// (KIP-74), never below this unless it drops the slice.
+    pub first_batch_bytes: usize,
 }
 
 /// What recovery found in a segment.
@@ -478,7 +481,8 @@ impl Segment {
             if header.last_offset() >= offset {
                 let available = (end_position - position) as usize;
                 let length = available.min(max_bytes.max(header.size_bytes));
-                return Ok(Some(FileSlice { file: self.reader.clone(), position, length }));
+                let first_batch_bytes = header.size_bytes.min(length);
+                return Ok(Some(FileSlice { file: self.reader.clone(), position, length, first_batch_bytes }));
             }
             position += header.size_bytes as u64;
         }

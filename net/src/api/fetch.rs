@@ -57,7 +57,8 @@ pub async fn handle(
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
     let isolation = if request.isolation_level == 1 { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
-    let mut results = fetch_round(&ctx, &wanted, isolation).await;
+    let max_bytes = request.max_bytes.max(0) as usize;
+    let mut results = fetch_round(&ctx, &wanted, isolation, max_bytes).await;
     loop {
         let total: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
         let any_error = results.iter().any(|result| result.error_code != 0);
@@ -66,9 +67,9 @@ pub async fn handle(
             break;
         }
         wait_for_data(&ctx, &wanted, isolation, deadline - now).await;
-        results = fetch_round(&ctx, &wanted, isolation).await;
+        results = fetch_round(&ctx, &wanted, isolation, max_bytes).await;
     }
-    apply_max_bytes(&mut results, request.max_bytes.max(0) as usize);
+    apply_max_bytes(&mut results, max_bytes);
     let sent: usize = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum::<usize>()).sum();
     ctx.metrics().fetch_requests.add(1);
     ctx.metrics().fetch_bytes.add(sent as u64);
@@ -170,8 +171,9 @@ fn session_partition(wanted: &Wanted) -> SessionPartition {
     }
 }
 
-/// One pass over every wanted partition: errors decided here, reads on the owner shards.
-async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isolation) -> Vec<FetchResult> {
+/// One pass over every wanted partition: errors decided here, reads on the owner shards, each
+/// partition at most min(partition_max_bytes, max_bytes) (the first batch always whole).
+async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isolation, max_bytes: usize) -> Vec<FetchResult> {
     let mut results: Vec<FetchResult> = Vec::with_capacity(wanted.len());
     let mut routed = Vec::new();
     for (position, item) in wanted.iter().enumerate() {
@@ -191,7 +193,7 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isola
                             partition: item.partition,
                             spec: topic.spec(item.partition),
                             fetch_offset: item.fetch_offset,
-                            max_bytes: item.max_bytes.max(0) as usize,
+                            max_bytes: (item.max_bytes.max(0) as usize).min(max_bytes),
                             isolation,
                         },
                     ));
@@ -241,23 +243,69 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Iso
     let _ = rt::timeout(wait, select(arrivals, shutdown)).await;
 }
 
-/// Keeps the response within max_bytes, in partition order; the first non-empty partition is
-/// always kept whole so a consumer can make progress (KIP-74).
-fn apply_max_bytes(results: &mut [FetchResult], max_bytes: usize) {
-    let mut total = 0usize;
+/// Bounds the whole response by the request's max_bytes, filling partitions in the order they are
+/// listed (KIP-74): each partition gets what is left of the budget, and only the first partition
+/// that returns data may exceed it, by its first batch, so a consumer always makes progress. The
+/// owner shards read in parallel, each partition up to min(partition_max_bytes, max_bytes); the
+/// shared budget is applied here, once every shard has answered, so a request split over shards
+/// is bounded as one. A partition whose first batch does not fit what is left returns no records
+/// (Kafka v3+ does the same), a later batch that does not fit is cut: a file slice at the byte
+/// budget (a partial trailing batch, which clients skip, as from Kafka), a cached batch whole.
+pub fn apply_max_bytes(results: &mut [FetchResult], max_bytes: usize) {
+    let mut remaining = max_bytes;
     let mut first = true;
     for result in results.iter_mut() {
         let size: usize = result.chunks.iter().map(Chunk::len).sum();
         if size == 0 {
             continue;
         }
-        if !first && total + size > max_bytes {
-            result.chunks.clear();
+        let first_batch_bytes = result.chunks.first().map_or(0, first_batch_bytes);
+        let allowed = if first { remaining.max(first_batch_bytes) } else { remaining };
+        if size > allowed {
+            truncate_chunks(&mut result.chunks, allowed, first_batch_bytes);
+        }
+        let kept: usize = result.chunks.iter().map(Chunk::len).sum();
+        if kept > 0 {
+            first = false;
+        }
+        remaining = remaining.saturating_sub(kept);
+    }
+}
+
+/// The whole batch a partition's data starts with (a cached chunk is exactly one batch).
+fn first_batch_bytes(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Memory(bytes) => bytes.len(),
+        Chunk::File(slice) => slice.first_batch_bytes,
+    }
+}
+
+/// Cuts a partition's chunks to at most `allowed` bytes; nothing if its first batch does not fit.
+fn truncate_chunks(chunks: &mut Vec<Chunk>, allowed: usize, first_batch_bytes: usize) {
+    if allowed < first_batch_bytes {
+        chunks.clear();
+        return;
+    }
+    let mut used = 0usize;
+    let mut keep = 0usize;
+    for chunk in chunks.iter_mut() {
+        let length = chunk.len();
+        if used + length <= allowed {
+            used += length;
+            keep += 1;
             continue;
         }
-        first = false;
-        total += size;
+        if let Chunk::File(slice) = chunk {
+            // A file slice holds whole batches from its start; the cut may end inside one.
+            slice.length = allowed - used;
+            if slice.length > 0 {
+                keep += 1;
+            }
+        }
+        break;
     }
+    chunks.truncate(keep);
+    debug_assert!(chunks.iter().map(Chunk::len).sum::<usize>() <= allowed);
 }
 
 fn build_response(
@@ -279,7 +327,13 @@ fn build_response(
             session_partitions = Some(&mut found.partitions);
         }
     }
+    // KIP-227: in an incremental session, a partition that returned records goes to the end of
+    // the session's order, so under a tight max_bytes the others get their turn.
+    let mut served = Vec::new();
     for (item, result) in wanted.into_iter().zip(results) {
+        if session.incremental && !result.chunks.is_empty() {
+            served.push((item.topic.clone(), item.partition));
+        }
         if let Some(partitions) = session_partitions.as_deref_mut() {
             if let Some(cached) = partitions.get_mut(&(item.topic.clone(), item.partition)) {
                 let changed = !result.chunks.is_empty()
@@ -334,9 +388,21 @@ fn build_response(
         }
         response.responses.last_mut().expect("pushed above").partitions.push(partition);
     }
+    if let Some(partitions) = session_partitions {
+        rotate_served(partitions, served);
+    }
     drop(sessions);
     let encoded = response::encode(ApiKey::Fetch, version, header.correlation_id, &response)?;
     Ok(Some(response::splice_records(encoded, records, version >= 12)))
+}
+
+/// Moves the partitions that returned records to the end of a session's order (KIP-227).
+pub fn rotate_served<K: std::hash::Hash + Eq, V>(partitions: &mut IndexMap<K, V>, served: Vec<K>) {
+    for key in served {
+        if let Some(cached) = partitions.shift_remove(&key) {
+            partitions.insert(key, cached);
+        }
+    }
 }
 
 fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestError> {
@@ -344,4 +410,138 @@ fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestEr
     response.error_code = code;
     let bytes = response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)?;
     Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+}
+
+#[cfg(test)]
+mod tests {
+    //! KIP-74's bound and KIP-227's rotation, over random partition counts, batch sizes, shard
+    //! splits, cache or file reads, max_bytes and partition_max_bytes.
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use fjord_engine::partition::Chunk;
+    use fjord_engine::segment::FileSlice;
+    use indexmap::IndexMap;
+    use proptest::prelude::*;
+
+    use super::{apply_max_bytes, rotate_served};
+    use crate::router::FetchResult;
+
+    /// One partition of the model: its batches' sizes, where reads come from, its owner shard.
+    #[derive(Debug, Clone)]
+    struct ModelPartition {
+        batches: Vec<usize>,
+        cached: bool,
+        shard: usize,
+    }
+
+    /// What an owner shard's read returns from batch `from` with `limit` bytes: whole cached
+    /// batches up to the limit, or one file slice cut at it; the first batch always whole.
+    fn read(partition: &ModelPartition, from: usize, limit: usize, file: &Arc<std::fs::File>) -> Vec<Chunk> {
+        let rest = &partition.batches[from.min(partition.batches.len())..];
+        let Some(&first) = rest.first() else { return Vec::new() };
+        if partition.cached {
+            let mut used = 0;
+            let mut chunks = Vec::new();
+            for &size in rest {
+                if !chunks.is_empty() && used + size > limit {
+                    break;
+                }
+                used += size;
+                chunks.push(Chunk::Memory(Bytes::from(vec![0u8; size])));
+            }
+            chunks
+        } else {
+            let total: usize = rest.iter().sum();
+            let length = total.min(limit.max(first));
+            vec![Chunk::File(FileSlice { file: file.clone(), position: 0, length, first_batch_bytes: first })]
+        }
+    }
+
+    /// Whole batches a consumer can take from what was returned (a cut trailing batch is skipped).
+    fn whole_batches(partition: &ModelPartition, from: usize, chunks: &[Chunk]) -> usize {
+        let returned: usize = chunks.iter().map(Chunk::len).sum();
+        let mut used = 0;
+        let mut count = 0;
+        for &size in &partition.batches[from..] {
+            if used + size > returned {
+                break;
+            }
+            used += size;
+            count += 1;
+        }
+        count
+    }
+
+    fn partitions() -> impl Strategy<Value = Vec<ModelPartition>> {
+        let partition = (prop::collection::vec(1usize..3000, 0..6), any::<bool>(), 0usize..3)
+            .prop_map(|(batches, cached, shard)| ModelPartition { batches, cached, shard });
+        prop::collection::vec(partition, 1..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn responses_stay_within_max_bytes_and_no_partition_is_starved(
+            model in partitions(),
+            max_bytes in 0usize..8000,
+            partition_max_bytes in 1usize..6000,
+        ) {
+            let file = Arc::new(std::fs::File::open("/dev/null").expect("/dev/null"));
+            let count = model.len();
+            let mut next = vec![0usize; count];
+            // The session's order of partitions (index into `model`).
+            let mut order: IndexMap<usize, ()> = (0..count).map(|index| (index, ())).collect();
+            let mut waited = vec![0usize; count];
+            let total_batches: usize = model.iter().map(|partition| partition.batches.len()).sum();
+            for _round in 0..=total_batches {
+                let wanted: Vec<usize> = order.keys().copied().collect();
+                // Each owner shard reads its own partitions; answers go back to request order. The
+                // shards read up to partition_max_bytes alone (the broker also caps reads at
+                // max_bytes, but the bound must not depend on it).
+                let limit = partition_max_bytes;
+                let mut results: Vec<FetchResult> = wanted.iter().map(|_| FetchResult::default()).collect();
+                for shard in 0..3 {
+                    for (position, &index) in wanted.iter().enumerate() {
+                        if model[index].shard == shard {
+                            results[position].chunks = read(&model[index], next[index], limit, &file);
+                        }
+                    }
+                }
+                let first_available = results.iter().find_map(|result| result.chunks.first().map(super::first_batch_bytes));
+                apply_max_bytes(&mut results, max_bytes);
+                let sizes: Vec<usize> = results.iter().map(|result| result.chunks.iter().map(Chunk::len).sum()).collect();
+                let total: usize = sizes.iter().sum();
+                // The bound: max_bytes, or the first batch of the first partition with data.
+                prop_assert!(total <= max_bytes.max(first_available.unwrap_or(0)), "{total} > {max_bytes} ({sizes:?})");
+                if first_available.is_some() {
+                    prop_assert!(total > 0, "data was available but the response is empty");
+                }
+                let mut served = Vec::new();
+                for (position, &index) in wanted.iter().enumerate() {
+                    let chunks = &results[position].chunks;
+                    let available = next[index] < model[index].batches.len();
+                    if sizes[position] > 0 {
+                        let taken = whole_batches(&model[index], next[index], chunks);
+                        prop_assert!(taken >= 1, "partition {index}: returned data holds no whole batch");
+                        next[index] += taken;
+                        served.push(index);
+                        waited[index] = 0;
+                    } else if available {
+                        waited[index] += 1;
+                        // KIP-227 rotation: within one pass over the session, every partition
+                        // with data is served.
+                        prop_assert!(waited[index] <= count, "partition {index} starved for {} rounds", waited[index]);
+                    }
+                }
+                rotate_served(&mut order, served);
+                if (0..count).all(|index| next[index] >= model[index].batches.len()) {
+                    return Ok(());
+                }
+            }
+            prop_assert!(false, "not every batch was consumed in {total_batches} rounds");
+        }
+    }
 }
