@@ -1550,6 +1550,26 @@ impl Groups {
         out
     }
 
+    /// Kafka's `OffsetMetadataManager.onPartitionsDeleted`: the committed offsets of deleted
+    /// topics go from every group, each with its tombstone (so a reload does not bring them back).
+    pub fn delete_topic_offsets(&mut self, topics: &[String]) -> Outcome {
+        let mut out = Outcome::default();
+        for group in self.groups.values_mut() {
+            let doomed: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(topic, _, _)| topics.iter().any(|deleted| deleted == topic))
+                .map(|(topic, partition, _)| (topic.to_owned(), partition))
+                .collect();
+            for (topic, partition) in doomed {
+                if group.offsets.remove(&topic, partition) {
+                    out.records.push(Record::OffsetCommit { group_id: group.group_id.clone(), topic, partition, value: None });
+                }
+            }
+        }
+        out
+    }
+
     /// Kafka `ClassicGroup.validateOffsetDelete`.
     fn validate_offset_delete(&mut self, group_id: &GroupId) -> Result<&mut ClassicGroup, ResponseError> {
         if self.loading {

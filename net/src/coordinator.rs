@@ -80,6 +80,8 @@ pub enum GroupCall {
     TxnOffsetCommit(TxnOffsetCommitRequest),
     /// The transaction coordinator's end-transaction marker for this partition.
     TxnMarker(Marker),
+    /// These topics were deleted: their offsets go from every group of this partition.
+    TopicsDeleted(Vec<String>),
 }
 
 /// The coordinator's answer to a [`GroupCall`].
@@ -90,6 +92,8 @@ pub enum GroupReply {
     TxnOffsetCommit(TxnOffsetCommitResponse),
     /// The marker is durable (0) or a Kafka error code.
     Marker(i16),
+    /// The call's records are durable.
+    Done,
 }
 
 pub struct GroupMessage {
@@ -389,6 +393,28 @@ impl CoordinatorPartition {
                 }
             }
             GroupCall::OffsetDelete(body) => groups.offset_delete(request, &body).into(),
+            GroupCall::TopicsDeleted(topics) => {
+                let mut outcome = groups.delete_topic_offsets(&topics);
+                // Offsets of open transactions go too, each with a tombstone: a tombstone read
+                // back drops the pending offset it names (see `replay_record`), as in Kafka.
+                for pending in self.pending_txn.borrow_mut().values_mut() {
+                    pending.retain(|record| match record {
+                        records::Record::OffsetCommit { group_id, topic, partition, .. } if topics.contains(topic) => {
+                            outcome.records.push(records::Record::OffsetCommit {
+                                group_id: group_id.clone(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                                value: None,
+                            });
+                            false
+                        }
+                        _ => true,
+                    });
+                }
+                let mut step: Step = outcome.into();
+                step.replies.push((token, GroupReply::Done));
+                step
+            }
             GroupCall::TxnOffsetCommit(body) => {
                 let validated = validate_txn_offset_commit(&mut groups, &consumer, request, &body, now);
                 self.txn_offset_commit(&groups, request.token, &body, validated, now)
@@ -625,6 +651,9 @@ impl CoordinatorPartition {
                 0
             }
             Ok(decoded) => {
+                if let records::Record::OffsetCommit { group_id, topic, partition, value: None } = &decoded {
+                    self.drop_pending(group_id, topic, *partition);
+                }
                 self.groups.borrow_mut().replay(&decoded);
                 1
             }
@@ -632,6 +661,17 @@ impl CoordinatorPartition {
                 tracing::warn!(partition = self.index, offset = record.offset, %error, "skipping an undecodable group record");
                 0
             }
+        }
+    }
+
+    /// A tombstone removes the offset from every open transaction of its group too (Kafka's
+    /// `OffsetMetadataManager.replay`), so a later commit marker cannot bring it back.
+    fn drop_pending(&self, group: &str, topic: &str, partition: i32) {
+        for pending in self.pending_txn.borrow_mut().values_mut() {
+            pending.retain(|record| {
+                !matches!(record, records::Record::OffsetCommit { group_id: g, topic: t, partition: p, .. }
+                    if g == group && t == topic && *p == partition)
+            });
         }
     }
 
@@ -942,6 +982,19 @@ pub async fn route(
     let info = ensure_offsets_topic(ctx).await?;
     let partition = records::partition_for(group_id, info.partition_count);
     call_partition(ctx, partition, call, api_version, client_id, client_host).await
+}
+
+/// Kafka's `onPartitionsDeleted`: every coordinator partition drops the committed (and pending
+/// transactional) offsets of a deleted topic, with tombstones, before this returns.
+pub async fn topic_deleted(ctx: &Rc<ShardContext>, topic: &str) {
+    let Some(info) = ctx.topic(OFFSETS_TOPIC) else { return };
+    let calls = (0..info.partition_count).map(|partition| async move {
+        let call = GroupCall::TopicsDeleted(vec![topic.to_owned()]);
+        if let Err(code) = call_partition(ctx, partition, call, 0, "", "").await {
+            tracing::warn!(topic, partition, code, "could not drop the committed offsets of a deleted topic");
+        }
+    });
+    futures::future::join_all(calls).await;
 }
 
 /// Sends a group call to the owner of `__consumer_offsets-<partition>`.

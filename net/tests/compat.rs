@@ -28,7 +28,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
 use kafka_protocol::messages::{
@@ -259,7 +261,10 @@ fn txn_offset_commit(
         .topics
         .iter()
         .flat_map(|topic| {
-            topic.partitions.iter().map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
+            topic
+                .partitions
+                .iter()
+                .map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
         })
         .collect();
     codes.sort();
@@ -296,7 +301,10 @@ fn offset_commit(client: &mut Client, version: i16, group: &str, offsets: &[Offs
         .topics
         .iter()
         .flat_map(|topic| {
-            topic.partitions.iter().map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
+            topic
+                .partitions
+                .iter()
+                .map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
         })
         .collect();
     codes.sort();
@@ -312,10 +320,7 @@ struct Fetched {
 impl Fetched {
     /// (offset, error) of one partition, `None` if not listed.
     fn partition(&self, topic: &str, partition: i32) -> Option<(i64, i16)> {
-        self.rows
-            .iter()
-            .find(|row| row.0 == topic && row.1 == partition)
-            .map(|&(_, _, offset, error)| (offset, error))
+        self.rows.iter().find(|row| row.0 == topic && row.1 == partition).map(|&(_, _, offset, error)| (offset, error))
     }
 }
 
@@ -472,7 +477,10 @@ fn txn_offset_commit_is_accepted_while_the_group_is_stable_at_the_lowest_and_hig
             if with_member && version < 3 {
                 continue; // TxnOffsetCommit carries the member fields from v3 only
             }
-            let case = format!("TxnOffsetCommit v{version} {}", if with_member { "with member id and generation" } else { "without member fields" });
+            let case = format!(
+                "TxnOffsetCommit v{version} {}",
+                if with_member { "with member id and generation" } else { "without member fields" }
+            );
             assert_eq!(heartbeat(&mut client, GROUP, &member), NONE, "{case}: the group is Stable before");
             offset += 10;
             let transactional = format!("compat-txn-v{version}-{}", if with_member { "member" } else { "anonymous" });
@@ -480,7 +488,7 @@ fn txn_offset_commit_is_accepted_while_the_group_is_stable_at_the_lowest_and_hig
             let producer = Producer { transactional_id: &transactional, producer_id, producer_epoch };
             assert_eq!(add_offsets_to_txn(&mut client, version, producer, GROUP), NONE, "{case}: AddOffsetsToTxn v{version}");
             let fields = with_member.then_some((member.id.as_str(), member.generation));
-            let codes = txn_offset_commit(&mut client, version, producer, GROUP, fields, vec![(TOPIC, 0, offset)]);
+            let codes = txn_offset_commit(&mut client, version, producer, GROUP, fields, &[(TOPIC, 0, offset)]);
             assert_eq!(codes, vec![(TOPIC.to_string(), 0, NONE)], "{case}: partition error");
             assert_eq!(end_txn(&mut client, version, producer, true), NONE, "{case}: EndTxn v{version} commit");
             let fetch_version = if version == min { 7 } else { 8 };
@@ -511,7 +519,7 @@ fn txn_offset_commit_is_accepted_while_the_group_is_stable_at_the_lowest_and_hig
         let (producer_id, producer_epoch) = init_transactional_producer(&mut client, &transactional);
         let producer = Producer { transactional_id: &transactional, producer_id, producer_epoch };
         assert_eq!(add_offsets_to_txn(&mut client, max, producer, GROUP), NONE, "{case}: AddOffsetsToTxn v{max}");
-        let codes = txn_offset_commit(&mut client, max, producer, GROUP, Some((&member_id, generation)), vec![(TOPIC, 0, offset)]);
+        let codes = txn_offset_commit(&mut client, max, producer, GROUP, Some((&member_id, generation)), &[(TOPIC, 0, offset)]);
         assert_eq!(codes, vec![(TOPIC.to_string(), 0, expected)], "{case}: partition error");
         assert_eq!(end_txn(&mut client, max, producer, false), NONE, "{case}: EndTxn v{max} abort");
         let fetched = offset_fetch(&mut client, 8, GROUP, Some(&[(TOPIC, &[0])]));
@@ -548,7 +556,7 @@ fn partition_codes(codes: Vec<PartitionCode>) -> Observed {
 
 /// The offset and error of each wanted partition, labelled `topic/partition offset|error`; a
 /// partition the answer does not list is observed as offset and error [`ABSENT`].
-fn offset_rows(fetched: &Fetched, wanted: vec![(&str, i32)]) -> Observed {
+fn offset_rows(fetched: &Fetched, wanted: &[(&str, i32)]) -> Observed {
     let mut observed = vec![label("group error", fetched.error)];
     for &(topic, partition) in wanted {
         let (offset, error) = fetched.partition(topic, partition).unwrap_or((ABSENT, ABSENT as i16));
@@ -587,7 +595,7 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
         create_topic(&mut client, TOPIC, 2);
         create_topic(&mut client, DELETED, 1);
     }
-        let known0 = format!("{TOPIC}/0");
+    let known0 = format!("{TOPIC}/0");
     let known1 = format!("{TOPIC}/1");
     let known2 = format!("{TOPIC}/2");
     let mut unknown_topics: Vec<String> = Vec::new();
@@ -610,7 +618,12 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                     label(format!("{missing}/1"), UNKNOWN_TOPIC_OR_PARTITION),
                 ],
                 move |client| {
-                    let offsets = [(TOPIC, 0, committed), (TOPIC, 2, committed), (missing.as_str(), 0, committed), (missing.as_str(), 1, committed)];
+                    let offsets = [
+                        (TOPIC, 0, committed),
+                        (TOPIC, 2, committed),
+                        (missing.as_str(), 0, committed),
+                        (missing.as_str(), 1, committed),
+                    ];
                     partition_codes(offset_commit(client, version, &group, &offsets))
                 },
             ));
@@ -683,7 +696,7 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                 let fetched = offset_fetch_until(client, 8, &group, Some(&wanted), |fetched| {
                     fetched.partition(TOPIC, 0).map(|(offset, _)| offset) == Some(committed)
                 });
-                offset_rows(&fetched, vec![(TOPIC, 0), (TOPIC, 2), (missing, 0)])
+                offset_rows(&fetched, &[(TOPIC, 0), (TOPIC, 2), (missing, 0)])
             },
         ));
     }
@@ -703,7 +716,7 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
             ],
             move |client| {
                 let group = "compat-od";
-                let setup = offset_commit(client, 8, group, vec![(TOPIC, 0, 300)]);
+                let setup = offset_commit(client, 8, group, &[(TOPIC, 0, 300)]);
                 let mut observed = vec![label("setup OffsetCommit v8", setup.first().map(|row| row.2).unwrap_or(ABSENT as i16))];
                 let request = OffsetDeleteRequest::default().with_group_id(group_id(group)).with_topics(vec![
                     OffsetDeleteRequestTopic::default()
@@ -751,7 +764,10 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                 let mut observed = Vec::new();
                 for topic in &response.results_by_topic_v3_and_below {
                     for partition in &topic.results_by_partition {
-                        observed.push(label(format!("{}/{}", topic.name.0, partition.partition_index), partition.partition_error_code));
+                        observed.push(label(
+                            format!("{}/{}", topic.name.0, partition.partition_index),
+                            partition.partition_error_code,
+                        ));
                     }
                 }
                 observed
@@ -789,9 +805,10 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
             format!("ListOffsets v{version}: {missing}/0 unknown"),
             vec![label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
             move |client| {
-                let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(topic_name(&missing))
-                    .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]);
+                let request =
+                    ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(topic_name(&missing))
+                        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]);
                 let response: ListOffsetsResponse = client.send(version, &request);
                 response
                     .topics
@@ -812,9 +829,10 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
             format!("DeleteRecords v{version}: {missing}/0 unknown"),
             vec![label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
             move |client| {
-                let request = DeleteRecordsRequest::default().with_timeout_ms(5_000).with_topics(vec![DeleteRecordsTopic::default()
-                    .with_name(topic_name(&missing))
-                    .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(0)])]);
+                let request =
+                    DeleteRecordsRequest::default().with_timeout_ms(5_000).with_topics(vec![DeleteRecordsTopic::default()
+                        .with_name(topic_name(&missing))
+                        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(0)])]);
                 let response: DeleteRecordsResponse = client.send(version, &request);
                 response
                     .topics
@@ -833,7 +851,7 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
     cases.push(case(
         format!("OffsetCommit v8 ({DELETED_GROUP}) to {DELETED}/0 and {TOPIC}/1 before {DELETED} is deleted"),
         vec![label(format!("{DELETED}/0"), NONE), label(&known1, NONE)],
-        |client| partition_codes(offset_commit(client, 8, DELETED_GROUP, vec![(DELETED, 0, 400), (TOPIC, 1, 401)])),
+        |client| partition_codes(offset_commit(client, 8, DELETED_GROUP, &[(DELETED, 0, 400), (TOPIC, 1, 401)])),
     ));
     cases.push(case(format!("DeleteTopics v6 {DELETED}"), vec![label("error", NONE)], |client| {
         vec![label("error", delete_topic(client, DELETED))]
@@ -862,7 +880,7 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
     cases.push(case(
         format!("OffsetCommit v8 ({DELETED_GROUP}) to {DELETED}/0 after {DELETED} is deleted"),
         vec![label(format!("{DELETED}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
-        |client| partition_codes(offset_commit(client, 8, DELETED_GROUP, vec![(DELETED, 0, 402)])),
+        |client| partition_codes(offset_commit(client, 8, DELETED_GROUP, &[(DELETED, 0, 402)])),
     ));
 
     // Nothing above created a topic it was refused for.

@@ -1,5 +1,5 @@
-//! DeleteTopics (key 20), v1–6: by name, or by topic id from v6. Data is removed on every shard
-//! before the response goes out.
+//! DeleteTopics (key 20), v1–6: by name, or by topic id from v6. Data is removed on every shard,
+//! and the topic's committed offsets from every group, before the response goes out.
 
 use std::rc::Rc;
 
@@ -37,8 +37,11 @@ pub async fn handle(
         result.name = resolved.clone().map(|name| TopicName(StrBytes::from_string(name)));
         match resolved {
             None => result.error_code = codes::UNKNOWN_TOPIC_ID,
-            Some(name) => match admin::delete_topic(ctx, name).await {
-                Ok(deleted) => result.topic_id = Uuid::from_bytes(deleted.id),
+            Some(name) => match admin::delete_topic(ctx, name.clone()).await {
+                Ok(deleted) => {
+                    crate::coordinator::topic_deleted(ctx, &name).await;
+                    result.topic_id = Uuid::from_bytes(deleted.id)
+                }
                 Err(error) => {
                     result.error_code = error.code;
                     result.error_message = Some(StrBytes::from_string(error.message));

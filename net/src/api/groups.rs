@@ -12,13 +12,14 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as FoundCoordinator;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetDeleteResponse,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -201,16 +202,59 @@ pub async fn offset_commit(
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    // Kept for the error answer: every partition gets the code.
-    let mut shape = OffsetCommitRequest::default();
-    shape.topics = request.topics.clone();
-    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetCommit(request), |reply| match reply {
-        Reply::OffsetCommit(response) => Some(response),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|code| coordinator::offset_commit_error(&shape, code));
+    // Only partitions that exist reach the coordinator (KafkaApis does the same); the others
+    // answer UNKNOWN_TOPIC_OR_PARTITION and no topic is created.
+    let mut known = request.clone();
+    for topic in &mut known.topics {
+        let name = topic.name.0.to_string();
+        topic.partitions.retain(|partition| partition_exists(&ctx, &name, partition.partition_index));
+    }
+    known.topics.retain(|topic| !topic.partitions.is_empty());
+    let answered = if known.topics.is_empty() {
+        OffsetCommitResponse::default()
+    } else {
+        // Kept for the error answer: every partition gets the code.
+        let mut shape = OffsetCommitRequest::default();
+        shape.topics = known.topics.clone();
+        one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetCommit(known), |reply| match reply {
+            Reply::OffsetCommit(response) => Some(response),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|code| coordinator::offset_commit_error(&shape, code))
+    };
+    let mut response = OffsetCommitResponse::default();
+    response.throttle_time_ms = answered.throttle_time_ms;
+    for topic in &request.topics {
+        let mut out = OffsetCommitResponseTopic::default();
+        out.name = topic.name.clone();
+        for partition in &topic.partitions {
+            let index = partition.partition_index;
+            let code = answered_code(
+                answered.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
+                &topic.name.0,
+                index,
+            );
+            out.partitions.push(OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code));
+        }
+        response.topics.push(out);
+    }
     respond(&header, &response).map(Some)
+}
+
+/// Whether `topic` exists with a partition `partition` (the broker's metadata image).
+pub(crate) fn partition_exists(ctx: &ShardContext, topic: &str, partition: i32) -> bool {
+    ctx.topic(topic).is_some_and(|info| (0..info.partition_count).contains(&partition))
+}
+
+/// The coordinator's code for `(topic, partition)` among `answered`, or UNKNOWN_TOPIC_OR_PARTITION
+/// when it was not sent there (it does not exist).
+pub(crate) fn answered_code<'a>(answered: impl Iterator<Item = (&'a str, i32, i16)>, topic: &str, partition: i32) -> i16 {
+    answered
+        .filter(|(name, index, _)| *name == topic && *index == partition)
+        .map(|(_, _, code)| code)
+        .next()
+        .unwrap_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
 }
 
 pub async fn offset_fetch(
@@ -375,7 +419,7 @@ pub async fn offset_delete(
         .iter()
         .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
         .collect();
-    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
+    let mut response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
         Reply::OffsetDelete(response) => Some(response),
         _ => None,
     })
@@ -396,5 +440,16 @@ pub async fn offset_delete(
         }
         response
     });
+    // Partitions that do not exist: UNKNOWN_TOPIC_OR_PARTITION, as KafkaApis answers them.
+    if response.error_code == codes::NONE {
+        for topic in &mut response.topics {
+            let name = topic.name.0.to_string();
+            for partition in &mut topic.partitions {
+                if !partition_exists(&ctx, &name, partition.partition_index) {
+                    partition.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
+                }
+            }
+        }
+    }
     respond(&header, &response).map(Some)
 }

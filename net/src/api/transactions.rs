@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
+use super::groups::{answered_code, partition_exists};
 use super::{codes, respond, RequestError, Versions};
 use crate::context::ShardContext;
 use crate::coordinator::{self, GroupCall, GroupReply, OFFSETS_TOPIC};
@@ -223,22 +224,42 @@ pub async fn txn_offset_commit(
         }
         Err(code) => Err(code),
     };
+    // Only partitions that exist reach the coordinator (KafkaApis does the same).
+    let mut known = request.clone();
+    for topic in &mut known.topics {
+        let name = topic.name.0.to_string();
+        topic.partitions.retain(|partition| partition_exists(&ctx, &name, partition.partition_index));
+    }
+    known.topics.retain(|topic| !topic.partitions.is_empty());
     let answer = match verified {
+        Ok(()) if known.topics.is_empty() => Ok(GroupReply::TxnOffsetCommit(TxnOffsetCommitResponse::default())),
         Ok(()) => {
             let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
-            let call = GroupCall::TxnOffsetCommit(request.clone());
+            let call = GroupCall::TxnOffsetCommit(known.clone());
             coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id, &client_host).await
         }
         Err(code) => Err(code),
     };
-    let response = match answer {
+    let answered = match answer {
         Ok(GroupReply::TxnOffsetCommit(response)) => response,
-        Ok(_) => txn_offset_commit_error(&request, codes::COORDINATOR_NOT_AVAILABLE),
-        Err(code) => txn_offset_commit_error(&request, code),
+        Ok(_) => txn_offset_commit_error(&known, codes::COORDINATOR_NOT_AVAILABLE),
+        Err(code) => txn_offset_commit_error(&known, code),
     };
+    let mut response = txn_offset_commit_error(&request, codes::NONE);
+    response.throttle_time_ms = answered.throttle_time_ms;
+    for topic in &mut response.topics {
+        for partition in &mut topic.partitions {
+            partition.error_code = answered_code(
+                answered.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
+                &topic.name.0,
+                partition.partition_index,
+            );
+        }
+    }
     respond(&header, &response).map(Some)
 }
 
+/// A response naming every partition of `request`, each with `code`.
 fn txn_offset_commit_error(request: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
     let mut response = TxnOffsetCommitResponse::default();
     for topic in &request.topics {
