@@ -48,6 +48,8 @@ pub enum BatchError {
     Invalid(&'static str),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: usize },
+    #[error("{0}")]
+    Timestamp(String),
 }
 
 impl BatchError {
@@ -56,6 +58,7 @@ impl BatchError {
         match self {
             BatchError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
             BatchError::Invalid(_) => 87,      // INVALID_RECORD
+            BatchError::Timestamp(_) => 32,    // INVALID_TIMESTAMP
             _ => 2,                            // CORRUPT_MESSAGE
         }
     }
@@ -201,6 +204,88 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec
         position += header.size_bytes;
     }
     Ok(headers)
+}
+
+/// What a produced batch's records say, read as Kafka's LogValidator reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsSummary {
+    /// The largest record timestamp (base timestamp + delta): what the header's max timestamp
+    /// must say for a CreateTime batch.
+    pub max_timestamp: i64,
+    /// The smallest record timestamp other than -1 (`i64::MAX` if none), for the topic's
+    /// `message.timestamp.before.max.ms` check.
+    pub min_timestamp: i64,
+}
+
+/// A record without a timestamp (Kafka's `RecordBatch.NO_TIMESTAMP`).
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// Reads the records of one produced batch (decompressing it if needed) as Kafka's LogValidator
+/// does: exactly `records_count` records, each inside the batch, nothing after the last, and in a
+/// compressed batch offset deltas 0, 1, 2, ... Returns their timestamp range. An uncompressed
+/// batch is walked in place, reading four varints per record and skipping keys and values.
+pub fn summarize_records(batch: &[u8], header: &BatchHeader) -> Result<RecordsSummary, BatchError> {
+    const MALFORMED: BatchError = BatchError::Invalid("records do not match the batch header");
+    if header.compression() == 0 {
+        return walk_records(&batch[BATCH_HEADER_BYTES..], header, false);
+    }
+    let plain = decompress(batch, header)?;
+    walk_records(&plain, header, true).map_err(|_| MALFORMED)
+}
+
+fn walk_records(mut records: &[u8], header: &BatchHeader, offsets_checked: bool) -> Result<RecordsSummary, BatchError> {
+    const MALFORMED: BatchError = BatchError::Invalid("records do not match the batch header");
+    let mut summary = RecordsSummary { max_timestamp: i64::MIN, min_timestamp: i64::MAX };
+    for index in 0..header.records_count {
+        let (length, used) = read_varint(records).ok_or(MALFORMED)?;
+        let length = usize::try_from(length).map_err(|_| MALFORMED)?;
+        let body = records.get(used..used + length).ok_or(MALFORMED)?;
+        // attributes (int8), timestamp delta (varlong), offset delta (varint)
+        let (timestamp_delta, at) = read_varint(body.get(1..).ok_or(MALFORMED)?).ok_or(MALFORMED)?;
+        let (offset_delta, _) = read_varint(body.get(1 + at..).ok_or(MALFORMED)?).ok_or(MALFORMED)?;
+        if offsets_checked && offset_delta != i64::from(index) {
+            return Err(BatchError::Invalid("records inside the compressed batch do not have incremental offsets"));
+        }
+        let timestamp = header.base_timestamp.wrapping_add(timestamp_delta);
+        summary.max_timestamp = summary.max_timestamp.max(timestamp);
+        if timestamp != NO_TIMESTAMP {
+            summary.min_timestamp = summary.min_timestamp.min(timestamp);
+        }
+        records = &records[used + length..];
+    }
+    if !records.is_empty() {
+        return Err(BatchError::Invalid("bytes remain after the batch's last record"));
+    }
+    Ok(summary)
+}
+
+/// The records part of a compressed batch, decompressed.
+fn decompress(batch: &[u8], header: &BatchHeader) -> Result<bytes::Bytes, BatchError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    const UNDECODABLE: BatchError = BatchError::Invalid("records inside the batch cannot be decompressed");
+    let mut compressed = bytes::Bytes::copy_from_slice(&batch[BATCH_HEADER_BYTES..]);
+    let plain = |plain: &mut bytes::Bytes| Ok(plain.clone());
+    match header.compression() {
+        1 => Gzip::decompress(&mut compressed, plain),
+        2 => Snappy::decompress(&mut compressed, plain),
+        3 => Lz4::decompress(&mut compressed, plain),
+        4 => Zstd::decompress(&mut compressed, plain),
+        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    }
+    .map_err(|_| UNDECODABLE)
+}
+
+/// Sets a CreateTime batch's max timestamp to `max_timestamp` (what its records say, as Kafka's
+/// LogValidator sets it), recomputing the CRC only when the header said otherwise.
+pub fn patch_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    let attributes = read_i16(batch, OFFSET_ATTRIBUTES);
+    if read_i64(batch, OFFSET_MAX_TIMESTAMP) == max_timestamp && attributes & ATTRIBUTE_TIMESTAMP_TYPE == 0 {
+        return;
+    }
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&(attributes & !ATTRIBUTE_TIMESTAMP_TYPE).to_be_bytes());
+    batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Writes the broker-assigned base offset and leader epoch into a batch (not covered by the CRC).
@@ -555,6 +640,81 @@ pub(crate) mod tests {
             out.push((zigzag as u8 & 0x7f) | 0x80);
             zigzag >>= 7;
         }
+    }
+
+    /// A batch of records with these timestamps, encoded by kafka-protocol with `compression`,
+    /// whose header then claims `claimed_max` (CRC recomputed, as a client would have sent it).
+    fn batch_claiming(timestamps: &[i64], compression: kafka_protocol::records::Compression, claimed_max: i64) -> Vec<u8> {
+        use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        let records: Vec<Record> = timestamps
+            .iter()
+            .enumerate()
+            .map(|(index, timestamp)| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: index as i64,
+                // One batch: kafka-protocol starts a new one where offset - sequence changes.
+                sequence: index as i32,
+                timestamp: *timestamp,
+                key: None,
+                value: Some(bytes::Bytes::from(vec![b'v'; 100])),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(&mut out, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode");
+        let mut batch = out.to_vec();
+        let header =
+            validate_stored(&batch).unwrap_or_else(|error| panic!("{compression:?} as encoded: {error}, {} bytes", batch.len()));
+        assert_eq!(header.size_bytes, batch.len());
+        batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&claimed_max.to_be_bytes());
+        let crc = compute_crc(&batch);
+        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    /// Kafka's LogValidator sets a CreateTime batch's max timestamp from its records: whatever
+    /// the header claims (-1 from older clients, too low, too high), the patched header says the
+    /// records' largest timestamp, and the CRC still holds.
+    #[test]
+    fn max_timestamp_comes_from_the_records_whatever_the_header_claims() {
+        use kafka_protocol::records::Compression;
+        let timestamps = [1_700_000_000_500, 1_700_000_002_000, 1_700_000_001_000];
+        for compression in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy] {
+            for claimed in [-1, 1_000, 1_700_000_000_000, 4_102_444_800_000] {
+                let mut batch = batch_claiming(&timestamps, compression, claimed);
+                let header = validate_produced(&batch, 1 << 20).expect("valid")[0];
+                let summary = summarize_records(&batch, &header).expect("records readable");
+                assert_eq!(summary.max_timestamp, 1_700_000_002_000, "{compression:?}, claimed {claimed}");
+                assert_eq!(summary.min_timestamp, 1_700_000_000_500);
+                patch_max_timestamp(&mut batch, summary.max_timestamp);
+                let stored = validate_stored(&batch).expect("crc recomputed");
+                assert_eq!(stored.max_timestamp, 1_700_000_002_000);
+                assert_eq!(record_timestamps(&batch).expect("decodable").len(), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn records_that_disagree_with_the_header_are_invalid_record() {
+        // One record fewer than the header's count: the walk runs off the end.
+        let mut batch = make_batch(0, 3, 10);
+        batch[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4].copy_from_slice(&4i32.to_be_bytes());
+        let header = BatchHeader::parse(&batch).expect("header");
+        assert_eq!(summarize_records(&batch, &header).unwrap_err().kafka_error_code(), 87);
+        // One record more than the header's count: bytes remain after the last one.
+        let mut batch = make_batch(0, 3, 10);
+        batch[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
+        let header = BatchHeader::parse(&batch).expect("header");
+        assert_eq!(summarize_records(&batch, &header).unwrap_err().kafka_error_code(), 87);
+        let batch = make_batch(0, 3, 10);
+        let header = BatchHeader::parse(&batch).expect("header");
+        assert!(summarize_records(&batch, &header).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //!  offset index: [relative offset u32][byte position u32] ... one entry per ~4 KiB of log
 //!  time index:   [max timestamp i64][relative offset u32] ... monotonic in timestamp
-//!  file:         ["FJIX" u32][covered segment bytes u64][entry count u32][crc32c u32][entries]
+//!  file:         ["FJI2" u32][covered segment bytes u64][entry count u32][crc32c u32][entries]
 //! ```
 //! A stored index is trusted only if it covers exactly the segment's current size and its CRC
 //! matches; otherwise it is stale and recovery rebuilds it from the batch headers.
@@ -11,7 +11,9 @@
 use std::io;
 use std::path::Path;
 
-const INDEX_MAGIC: u32 = u32::from_be_bytes(*b"FJIX");
+/// "FJI2": time entries are what the records say (an "FJIX" index trusted the producer's batch
+/// max timestamp, so it is stale and rebuilt).
+const INDEX_MAGIC: u32 = u32::from_be_bytes(*b"FJI2");
 const INDEX_FILE_HEADER_BYTES: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -308,11 +308,27 @@ impl Partition {
         if self.poisoned.get() || self.closing.get() {
             return Err(LogError::Poisoned(self.name.clone()));
         }
-        let (max_message_bytes, log_append_time) = {
+        let (max_message_bytes, log_append_time, before_max_ms, after_max_ms) = {
             let config = self.config.borrow();
-            (config.max_message_bytes as usize, config.message_timestamp_type == TimestampType::LogAppendTime)
+            (
+                config.max_message_bytes as usize,
+                config.message_timestamp_type == TimestampType::LogAppendTime,
+                config.message_timestamp_before_max_ms,
+                config.message_timestamp_after_max_ms,
+            )
         };
-        let headers = batch::validate_produced(&records, max_message_bytes)?;
+        let mut headers = batch::validate_produced(&records, max_message_bytes)?;
+        let append_time_ms = now_ms();
+        let mut position = 0usize;
+        for header in &mut headers {
+            // Kafka's LogValidator: the records decide the max timestamp, never the header.
+            let summary = batch::summarize_records(&records[position..position + header.size_bytes], header)?;
+            if !log_append_time {
+                check_timestamps(header, &summary, append_time_ms, before_max_ms, after_max_ms)?;
+                header.max_timestamp = summary.max_timestamp;
+            }
+            position += header.size_bytes;
+        }
         if self.config.borrow().cleanup_policy.compacts() {
             let mut position = 0usize;
             for header in &headers {
@@ -321,7 +337,6 @@ impl Partition {
             }
         }
         let base_offset = self.next_offset.get();
-        let append_time_ms = now_ms();
         let producer_batches = producer_batches(&headers, base_offset, log_append_time.then_some(append_time_ms));
         let staged = if producer_batches.is_empty() {
             None
@@ -346,6 +361,8 @@ impl Partition {
             batch::patch_offset_and_epoch(slice, next, self.leader_epoch.get());
             if log_append_time {
                 batch::patch_log_append_time(slice, append_time_ms);
+            } else {
+                batch::patch_max_timestamp(slice, header.max_timestamp);
             }
             position += header.size_bytes;
             next += header.last_offset_delta as i64 + 1;
@@ -922,6 +939,35 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// A CreateTime topic's timestamp rules (Kafka's `LogValidator.validateTimestamp`): no producer
+/// may mark its batch LogAppendTime, and every record timestamp other than -1 lies within
+/// [now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms].
+fn check_timestamps(
+    header: &batch::BatchHeader,
+    summary: &batch::RecordsSummary,
+    now_ms: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+) -> Result<(), batch::BatchError> {
+    if header.is_log_append_time() {
+        return Err(batch::BatchError::Timestamp("Producer should not set timestamp type to LogAppendTime".into()));
+    }
+    let earliest = now_ms.saturating_sub(before_max_ms);
+    let latest = now_ms.saturating_add(after_max_ms);
+    let out_of_range = |timestamp: i64| {
+        batch::BatchError::Timestamp(format!(
+            "Timestamp {timestamp} of a record is out of range. The timestamp should be within [{earliest}, {latest}]"
+        ))
+    };
+    if summary.max_timestamp != batch::NO_TIMESTAMP && summary.max_timestamp > latest {
+        return Err(out_of_range(summary.max_timestamp));
+    }
+    if summary.min_timestamp != i64::MAX && summary.min_timestamp < earliest {
+        return Err(out_of_range(summary.min_timestamp));
+    }
+    Ok(())
 }
 
 /// The idempotent batches of an append at `base_offset`, with their offsets and timestamps, each

@@ -234,18 +234,28 @@ impl Segment {
         let mut batches = 0usize;
         let mut buffer = Vec::new();
         while position + BATCH_HEADER_BYTES as u64 <= file_bytes {
-            let Some(header) = self.read_header(position)? else { break };
+            let Some(mut header) = self.read_header(position)? else { break };
             if header.size_bytes > BATCH_BYTES_MAX || position + header.size_bytes as u64 > file_bytes {
                 break;
             }
             if header.base_offset < self.next_offset.get() && batches > 0 {
                 break; // offsets must increase; anything else is garbage
             }
-            if position + header.size_bytes as u64 > verify_from {
+            let verified = position + header.size_bytes as u64 > verify_from;
+            // A max timestamp below the base timestamp cannot be what the records say: an older
+            // Fjord stored what the producer sent (-1 from older clients). The index is built
+            // from what the records say; batches read anyway are checked the same way.
+            let suspect = header.max_timestamp < header.base_timestamp;
+            if verified || suspect {
                 buffer.resize(header.size_bytes, 0);
                 self.reader.read_exact_at(&mut buffer, position).map_err(|error| LogError::io(&self.path, error))?;
-                if batch::validate_stored(&buffer).is_err() {
+                if verified && batch::validate_stored(&buffer).is_err() {
                     break;
+                }
+                if !header.is_log_append_time() && !header.is_control() {
+                    if let Ok(summary) = batch::summarize_records(&buffer, &header) {
+                        header.max_timestamp = summary.max_timestamp;
+                    }
                 }
             }
             self.note_batch(&header, position);
@@ -499,7 +509,9 @@ impl Segment {
         let size = self.size_bytes.get();
         while position < size {
             let Some(header) = self.read_header(position)? else { break };
-            if header.max_timestamp >= timestamp_ms {
+            // A header whose max timestamp is below its base one was stored by an older Fjord
+            // as the producer sent it: its records decide.
+            if header.max_timestamp >= timestamp_ms || header.max_timestamp < header.base_timestamp {
                 let records = self.record_timestamps_at(position, &header)?;
                 if let Some(found) = records.into_iter().find(|(_, timestamp)| *timestamp >= timestamp_ms) {
                     return Ok(Some(found));

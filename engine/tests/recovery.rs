@@ -65,7 +65,7 @@ async fn reopen_and_check(dir: &Path, segment_bytes: u64, mut expected: Model, e
     if let Some(bytes) = expected_last_segment_bytes {
         assert_eq!(file_len(&last_segment(dir)), bytes, "recovery cuts the last segment file back to its valid batches");
     }
-    let produced = BatchSpec::simple(4, 90, 9_999, 1_800_000_000_000).encode();
+    let produced = BatchSpec::simple(4, 90, 9_999, 1_760_000_000_000).encode();
     let base_offset = expected.append(&produced);
     assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset, "appends continue at the cut point");
     must(check_whole_log(&partition, &expected));
@@ -380,7 +380,7 @@ fn stale_index_of_a_shorter_prefix_of_the_same_segment_is_not_trusted() {
         let mut produced = Vec::new();
         for seed in 0..40u64 {
             // Batch 20, in segment 0 but past the shorter prefix, has the largest timestamp.
-            let timestamp = if seed == 20 { 1_900_000_000_000 } else { 1_700_000_000_000 + seed as i64 * 1000 };
+            let timestamp = if seed == 20 { 1_760_000_000_000 } else { 1_700_000_000_000 + seed as i64 * 1000 };
             produced.push(BatchSpec::simple(3, 200, seed, timestamp).encode());
         }
         let mut model = Model::default();

@@ -19,8 +19,8 @@ use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -231,7 +231,10 @@ pub async fn offset_commit(
         for partition in &topic.partitions {
             let index = partition.partition_index;
             let code = answered_code(
-                answered.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
+                answered
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
                 &topic.name.0,
                 index,
             );

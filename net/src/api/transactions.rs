@@ -250,7 +250,10 @@ pub async fn txn_offset_commit(
     for topic in &mut response.topics {
         for partition in &mut topic.partitions {
             partition.error_code = answered_code(
-                answered.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
+                answered
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(move |p| (&*t.name.0, p.partition_index, p.error_code))),
                 &topic.name.0,
                 partition.partition_index,
             );
