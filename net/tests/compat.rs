@@ -549,6 +549,13 @@ fn label(label: impl Into<String>, value: impl Into<i64>) -> (String, i64) {
     (label.into(), value.into())
 }
 
+/// Per-partition codes of a response's topics, labelled `topic/partition`.
+fn topic_partition_codes<'a, P: Iterator<Item = (i32, i16)>>(topics: impl Iterator<Item = (&'a StrBytes, P)>) -> Observed {
+    topics
+        .flat_map(|(name, partitions)| partitions.map(move |(partition, code)| label(format!("{}/{partition}", &**name), code)))
+        .collect()
+}
+
 /// Per-partition codes as observations labelled `topic/partition`.
 fn partition_codes(codes: Vec<PartitionCode>) -> Observed {
     codes.into_iter().map(|(topic, partition, code)| label(format!("{topic}/{partition}"), code)).collect()
@@ -786,15 +793,9 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                 let request = DescribeProducersRequest::default()
                     .with_topics(vec![TopicRequest::default().with_name(topic_name(&missing)).with_partition_indexes(vec![0])]);
                 let response: DescribeProducersResponse = client.send(0, &request);
-                response
-                    .topics
-                    .iter()
-                    .flat_map(|topic| {
-                        topic.partitions.iter().map(move |partition| {
-                            label(format!("{}/{}", topic.name.0, partition.partition_index), partition.error_code)
-                        })
-                    })
-                    .collect()
+                topic_partition_codes(response.topics.iter().map(|topic| {
+                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+                }))
             },
         ));
     }
@@ -810,15 +811,9 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                         .with_name(topic_name(&missing))
                         .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]);
                 let response: ListOffsetsResponse = client.send(version, &request);
-                response
-                    .topics
-                    .iter()
-                    .flat_map(|topic| {
-                        topic.partitions.iter().map(move |partition| {
-                            label(format!("{}/{}", topic.name.0, partition.partition_index), partition.error_code)
-                        })
-                    })
-                    .collect()
+                topic_partition_codes(response.topics.iter().map(|topic| {
+                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+                }))
             },
         ));
     }
@@ -834,15 +829,9 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                         .with_name(topic_name(&missing))
                         .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(0)])]);
                 let response: DeleteRecordsResponse = client.send(version, &request);
-                response
-                    .topics
-                    .iter()
-                    .flat_map(|topic| {
-                        topic.partitions.iter().map(move |partition| {
-                            label(format!("{}/{}", topic.name.0, partition.partition_index), partition.error_code)
-                        })
-                    })
-                    .collect()
+                topic_partition_codes(response.topics.iter().map(|topic| {
+                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+                }))
             },
         ));
     }

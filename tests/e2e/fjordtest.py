@@ -382,3 +382,46 @@ def consume(bootstrap: str, topic: str, partitions: list[int] | None = None, exp
     finally:
         consumer.close()
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Group coordinator helpers (confluent-kafka's admin client)
+
+COORDINATOR_LOAD_WAIT_MAX_S = 30.0
+
+
+def retry_loading(call):
+    """Retries `call` (bounded) while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS, which
+    Kafka also answers while it replays __consumer_offsets (after a restart here) and Java
+    clients retry; librdkafka's admin calls hand it to the caller."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + COORDINATOR_LOAD_WAIT_MAX_S
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offsets as OffsetFetch answers without require_stable (pending
+    transactional offsets are not waited for: the last committed value is returned)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    client = admin(bootstrap)  # alive until the future resolves
+    result = retry_loading(lambda: client.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=30))
+    out = {}
+    for tp in result.topic_partitions:
+        assert tp.error is None, f"offset fetch error for {tp}: {tp.error}"
+        if tp.offset >= 0:
+            out[(tp.topic, tp.partition)] = tp.offset
+    return out
+
+
+def describe_group(bootstrap: str, group: str):
+    client = admin(bootstrap)
+    return retry_loading(lambda: client.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30))

@@ -48,34 +48,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _retry_loading(call):
-    """Retries while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS (bounded)."""
-    deadline = time.monotonic() + WAIT_MAX_S
-    while True:
-        try:
-            return call()
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() >= deadline:
-                raise
-        time.sleep(POLL_INTERVAL_S)
 
-
-def _committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offsets (OffsetFetch through the admin client)."""
-    client = fjordtest.admin(bootstrap)  # alive until the future resolves
-    result = _retry_loading(lambda: client.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=30))
-    out = {}
-    for tp in result.topic_partitions:
-        assert tp.error is None, f"offset fetch error for {tp}: {tp.error}"
-        if tp.offset >= 0:
-            out[(tp.topic, tp.partition)] = tp.offset
-    return out
-
-
-def _describe_group(bootstrap: str, group: str):
-    client = fjordtest.admin(bootstrap)
-    return _retry_loading(lambda: client.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30))
 
 
 def _bounded(call, timeout_s: float, what: str):
@@ -459,7 +432,7 @@ def test_send_offsets_to_transaction_while_the_consumer_group_is_stable(broker_f
         return got
 
     def assert_stable_with_one_member():
-        description = _describe_group(broker.bootstrap, group)
+        description = fjordtest.describe_group(broker.bootstrap, group)
         assert description.state == ConsumerGroupState.STABLE and len(description.members) == 1, (
             f"precondition: group {group} should be Stable with the consumer as member: "
             f"{description.state}, {len(description.members)} members")
@@ -486,7 +459,7 @@ def test_send_offsets_to_transaction_while_the_consumer_group_is_stable(broker_f
         except KafkaException as e:
             raise AssertionError(
                 f"confluent-kafka send_offsets_to_transaction/commit to Stable group {group} failed: {e.args[0]}") from e
-        assert _committed_offsets(broker.bootstrap, group) == sent
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == sent
 
         # -- kafka-python: TxnOffsetCommit without member id / generation ---------------------
         fjordtest.produce(broker.bootstrap, input_topic,
@@ -513,7 +486,7 @@ def test_send_offsets_to_transaction_while_the_consumer_group_is_stable(broker_f
                 f"to Stable group {group} failed: {e!r}; the broker's TxnOffsetCommit answers (topic, partition, "
                 f"error code): {txn_offset_commit_answers} (Kafka answers 0; 25 is UNKNOWN_MEMBER_ID)") from e
         assert all(code == 0 for _, _, code in txn_offset_commit_answers), txn_offset_commit_answers
-        assert _committed_offsets(broker.bootstrap, group) == sent
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == sent
     finally:
         if kp is not None:
             kp.close(timeout=10)

@@ -94,35 +94,7 @@ def _produce_spread(bootstrap: str, topic: str, partitions: int, count: int, tag
     return {(m.partition(), m.offset()) for m in fjordtest.produce(bootstrap, topic, messages)}
 
 
-def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    client = fjordtest.admin(bootstrap)
-    result = _retry_loading(lambda: client.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=30))
-    out = {}
-    for tp in result.topic_partitions:
-        assert tp.error is None, f"offset fetch error for {tp}: {tp.error}"
-        if tp.offset >= 0:
-            out[(tp.topic, tp.partition)] = tp.offset
-    return out
 
-
-def _retry_loading(call):
-    """Retries `call` (bounded) while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS, which
-    Kafka also answers while it replays __consumer_offsets (after a restart here) and Java
-    clients retry; librdkafka's admin calls hand it to the caller."""
-    deadline = time.monotonic() + WAIT_MAX_S
-    while True:
-        try:
-            return call()
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.2)
-
-
-def _describe(bootstrap: str, group: str):
-    client = fjordtest.admin(bootstrap)
-    return _retry_loading(lambda: client.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30))
 
 
 def _member_assignments(description) -> dict[str, set[tuple[str, int]]]:
@@ -295,7 +267,7 @@ def _wait_for_split(bootstrap: str, group: str, topic: str, partitions: int, liv
         if time.monotonic() < next_describe:
             continue
         next_describe = time.monotonic() + DESCRIBE_INTERVAL_S
-        description = _describe(bootstrap, group)
+        description = fjordtest.describe_group(bootstrap, group)
         assignments = _member_assignments(description)
         seen = (description.state, assignments, [c.assignment() for c in live])
         if description.state != ConsumerGroupState.STABLE or len(assignments) != members:
@@ -330,7 +302,7 @@ def _wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int, liv
         if killed is not None:
             consumed |= set(killed.consumed())
         missing = produced - consumed
-        committed = _committed(bootstrap, group)
+        committed = fjordtest.committed_offsets(bootstrap, group)
         if not missing and all(committed.get((topic, p)) == high[p] for p in range(partitions)):
             return
     raise AssertionError(f"not caught up within {WAIT_MAX_S}s: {len(missing)} records never consumed "
@@ -386,7 +358,7 @@ def test_three_consumers_share_partitions_and_hand_over_at_committed_offsets(gro
     assert {p for p, _, _ in a.takeovers} == set(range(partitions))
     consumed = set(a.consumed) | set(b.consumed) | set(killed.consumed())
     assert produced <= consumed, sorted(produced - consumed)[:10]
-    assert _committed(bootstrap, group) == {(topic, p): o for p, o in
+    assert fjordtest.committed_offsets(bootstrap, group) == {(topic, p): o for p, o in
                                             _high_watermarks(bootstrap, topic, partitions).items()}
 
 
@@ -434,10 +406,10 @@ def test_committed_offsets_survive_sigterm_restart_and_sigkill(broker_factory, t
     offsets = {0: 7, 1: 15, 2: 29}
     _commit_explicit(broker.bootstrap, group, topic, offsets, protocol)
     expected = {(topic, p): o for p, o in offsets.items()}
-    assert _committed(broker.bootstrap, group) == expected
+    assert fjordtest.committed_offsets(broker.bootstrap, group) == expected
 
     broker.restart()
-    assert _committed(broker.bootstrap, group) == expected
+    assert fjordtest.committed_offsets(broker.bootstrap, group) == expected
     assert _first_offsets(broker.bootstrap, group, topic, 3, protocol) == offsets
 
     # Acknowledged commit, then SIGKILL right away: acks=all on __consumer_offsets before the reply.
@@ -446,7 +418,7 @@ def test_committed_offsets_survive_sigterm_restart_and_sigkill(broker_factory, t
     broker.kill()
     broker.start()
     expected = {(topic, p): o for p, o in offsets.items()}
-    assert _committed(broker.bootstrap, group) == expected
+    assert fjordtest.committed_offsets(broker.bootstrap, group) == expected
     _produce_spread(broker.bootstrap, topic, 3, 3, "b")  # offset 30 on every partition
     assert _first_offsets(broker.bootstrap, group, topic, 3, protocol) == offsets
 
@@ -479,7 +451,7 @@ def test_kafka_python_consumer_commits_and_a_second_one_resumes(group_broker, to
         consumer.commit()
     finally:
         consumer.close()
-    assert _committed(bootstrap, group) == {(topic, p): 50 for p in range(3)}
+    assert fjordtest.committed_offsets(bootstrap, group) == {(topic, p): 50 for p in range(3)}
 
     second = _produce_spread(bootstrap, topic, 3, 60, "second")
     consumer = new_consumer()
@@ -530,7 +502,7 @@ def test_static_member_rejoins_without_a_rebalance(group_broker, topic):
         # Kafka gives the returning static member a new member id (fencing the old one); the rest stays.
         assert rejoined.consumer.memberid() != static_member
         assert after[dynamic.consumer.memberid()] == before[dynamic.consumer.memberid()]
-        description = _describe(bootstrap, group)
+        description = fjordtest.describe_group(bootstrap, group)
         instances = {m.member_id: m.group_instance_id for m in description.members}
         assert instances[rejoined.consumer.memberid()] == "static-1"
         assert instances[dynamic.consumer.memberid()] is None
@@ -607,7 +579,7 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(group_broker, topi
         empty = _list_groups(client, states={ConsumerGroupState.EMPTY})
         assert group not in {g.group_id for g in empty.valid}
 
-        description = _describe(bootstrap, group)
+        description = fjordtest.describe_group(bootstrap, group)
         assert description.state == ConsumerGroupState.STABLE and not description.is_simple_consumer_group
         assert description.partition_assignor in ("range", "roundrobin")
         [described] = description.members
@@ -624,16 +596,16 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(group_broker, topi
         with group_broker.connect() as conn:
             assert _offset_delete_v0(conn, group, other_topic) == (kafka_wire.NONE, kafka_wire.NONE)
             assert _offset_delete_v0(conn, group, topic) == (kafka_wire.NONE, GROUP_SUBSCRIBED_TO_TOPIC)
-        assert _committed(bootstrap, group) == {(topic, 0): 3, (topic, 1): 4}
+        assert fjordtest.committed_offsets(bootstrap, group) == {(topic, 0): 3, (topic, 1): 4}
     finally:
         member.close()
 
-    description = _describe(bootstrap, group)
+    description = fjordtest.describe_group(bootstrap, group)
     assert description.state == ConsumerGroupState.EMPTY and not description.members
     client.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
     listed = _list_groups(client)
     assert group not in {g.group_id for g in listed.valid}
-    assert _committed(bootstrap, group) == {}
+    assert fjordtest.committed_offsets(bootstrap, group) == {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,7 +687,7 @@ def test_garbage_metadata_and_stale_generation_commits_are_answered(group_broker
         r = conn.roundtrip(LEAVE_GROUP, 0, body, flexible=False)
         assert r.int16() == kafka_wire.NONE
 
-    assert _committed(bootstrap, group) == {(topic, 0): 1}
+    assert fjordtest.committed_offsets(bootstrap, group) == {(topic, 0): 1}
     _assert_healthy(group_broker, topic)
 
 
@@ -763,9 +735,9 @@ def test_kip848_commits_are_fenced_by_member_epoch(group_broker, topic):
         assert error == kafka_wire.NONE and member_id and epoch >= 1, (error, member_id, epoch)
         assert _offset_commit_v9(conn, group, epoch + 1, member_id, topic) == STALE_MEMBER_EPOCH
         assert _offset_commit_v9(conn, group, epoch, "made-up-member", topic) == UNKNOWN_MEMBER_ID
-        assert _committed(bootstrap, group) == {}
+        assert fjordtest.committed_offsets(bootstrap, group) == {}
         assert _offset_commit_v9(conn, group, epoch, member_id, topic) == kafka_wire.NONE
-        assert _committed(bootstrap, group) == {(topic, 0): 1}
+        assert fjordtest.committed_offsets(bootstrap, group) == {(topic, 0): 1}
         # Leaving (epoch -1) empties the group; an admin-style commit (epoch -1, no member) is
         # then accepted, as Kafka accepts it for an empty consumer group.
         error, _, left_epoch = _consumer_heartbeat_v0(conn, group, member_id, -1, topic)

@@ -129,30 +129,6 @@ def _read_until(bootstrap: str, topic: str, isolation: str, last: str) -> list[s
     raise AssertionError(f"{isolation} never saw {last!r} within {WAIT_MAX_S}s; last read {values[-10:]}")
 
 
-def _retry_loading(call):
-    """Retries while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS (bounded)."""
-    deadline = time.monotonic() + WAIT_MAX_S
-    while True:
-        try:
-            return call()
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() >= deadline:
-                raise
-        time.sleep(POLL_INTERVAL_S)
-
-
-def _committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offsets as OffsetFetch answers without require_stable (so pending
-    transactional offsets are not waited for: the last committed value is returned)."""
-    client = fjordtest.admin(bootstrap)  # alive until the future resolves
-    result = _retry_loading(lambda: client.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=30))
-    out = {}
-    for tp in result.topic_partitions:
-        assert tp.error is None, f"offset fetch error for {tp}: {tp.error}"
-        if tp.offset >= 0:
-            out[(tp.topic, tp.partition)] = tp.offset
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +478,7 @@ def test_consume_transform_produce_killed_inside_a_transaction_outputs_each_reco
 
     input_ends = {(input_topic, p): total // partitions + (1 if p < total % partitions else 0)
                   for p in range(partitions)}
-    assert _committed_offsets(broker.bootstrap, group) == input_ends
+    assert fjordtest.committed_offsets(broker.bootstrap, group) == input_ends
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,17 +599,17 @@ def test_offsets_sent_to_a_transaction_are_visible_only_after_commit_also_after_
         _produce_values(producer, output, ["with-offsets"])
         producer.send_offsets_to_transaction([TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 7)],
                                              metadata, WAIT_MAX_S)
-        assert _committed_offsets(broker.bootstrap, group) == {}, "offsets visible before the commit"
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == {}, "offsets visible before the commit"
         producer.commit_transaction(WAIT_MAX_S)
         committed = {(topic, 0): 5, (topic, 1): 7}
-        assert _committed_offsets(broker.bootstrap, group) == committed
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == committed
 
         producer.begin_transaction()
         _produce_values(producer, output, ["aborted-with-offsets"])
         producer.send_offsets_to_transaction([TopicPartition(topic, 0, 9)], metadata, WAIT_MAX_S)
-        assert _committed_offsets(broker.bootstrap, group) == committed
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == committed
         producer.abort_transaction(WAIT_MAX_S)
-        assert _committed_offsets(broker.bootstrap, group) == committed, "an aborted transaction's offsets applied"
+        assert fjordtest.committed_offsets(broker.bootstrap, group) == committed, "an aborted transaction's offsets applied"
         # The require_stable path (KIP-447) returns the same once nothing is pending.
         stable = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
         assert {(tp.topic, tp.partition): tp.offset for tp in stable} == committed
@@ -643,7 +619,7 @@ def test_offsets_sent_to_a_transaction_are_visible_only_after_commit_also_after_
     # there (its commit marker applies them), the aborted one's are not (its marker drops them).
     broker.kill()
     broker.start()
-    assert _committed_offsets(broker.bootstrap, group) == committed, "transactional offsets after SIGKILL and replay"
+    assert fjordtest.committed_offsets(broker.bootstrap, group) == committed, "transactional offsets after SIGKILL and replay"
 
 
 # ---------------------------------------------------------------------------------------------
