@@ -543,6 +543,24 @@ pub fn rebuild(
     kept_raw: &[bytes::Bytes],
     max_timestamp: i64,
 ) -> Result<bytes::Bytes, BatchError> {
+    rebuild_with_codec(original, header, kept_raw, max_timestamp, header.compression())
+}
+
+/// A produced batch compressed again with `codec` (a topic's `compression.type` other than
+/// `producer`, as Kafka's LogValidator recompresses): every record kept, header fields kept
+/// but the codec, and length and CRC recomputed.
+pub fn recompress(batch: &bytes::Bytes, header: &BatchHeader, codec: i16) -> Result<bytes::Bytes, BatchError> {
+    let decoded = decode_records(batch)?;
+    rebuild_with_codec(batch, header, &decoded.raw, header.max_timestamp, codec)
+}
+
+fn rebuild_with_codec(
+    original: &[u8],
+    header: &BatchHeader,
+    kept_raw: &[bytes::Bytes],
+    max_timestamp: i64,
+    codec: i16,
+) -> Result<bytes::Bytes, BatchError> {
     use bytes::BytesMut;
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
@@ -553,7 +571,9 @@ pub fn rebuild(
     }
     let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + plain_len);
     out.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
-    let compressed = match header.compression() {
+    let attributes = (header.attributes & !ATTRIBUTE_COMPRESSION_MASK) | (codec & ATTRIBUTE_COMPRESSION_MASK);
+    out[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let compressed = match codec {
         0 => {
             out.extend_from_slice(&plain);
             Ok(())
@@ -697,6 +717,46 @@ pub(crate) mod tests {
                 assert_eq!(stored.max_timestamp, 1_700_000_002_000);
                 assert_eq!(record_timestamps(&batch).expect("decodable").len(), 3);
             }
+        }
+    }
+
+    /// A topic's `compression.type` other than `producer`: the batch is stored in that codec
+    /// with the same records, offsets, timestamps and producer fields.
+    #[test]
+    fn recompressed_batch_keeps_every_record_and_header_field_but_the_codec() {
+        use kafka_protocol::records::Compression;
+        let timestamps = [1_700_000_000_500, 1_700_000_002_000, 1_700_000_001_000];
+        for (from, to) in [(Compression::None, 3i16), (Compression::Gzip, 0), (Compression::Zstd, 2), (Compression::Lz4, 1)] {
+            let original = bytes::Bytes::from(batch_claiming(&timestamps, from, 1_700_000_002_000));
+            let header = validate_stored(&original).expect("valid");
+            let again = recompress(&original, &header, to).expect("recompressed");
+            let stored = validate_produced(&again, 1 << 20).expect("valid after recompression")[0];
+            assert_eq!(stored.compression(), to, "{from:?} -> {to}");
+            let fields = |h: &BatchHeader| {
+                (
+                    h.base_offset,
+                    h.last_offset_delta,
+                    h.base_timestamp,
+                    h.max_timestamp,
+                    h.records_count,
+                    h.producer_id,
+                    h.base_sequence,
+                )
+            };
+            assert_eq!(fields(&stored), fields(&header));
+            let before: Vec<_> = decode_records(&original)
+                .expect("decodable")
+                .records
+                .into_iter()
+                .map(|r| (r.offset, r.timestamp, r.value))
+                .collect();
+            let after: Vec<_> = decode_records(&again)
+                .expect("decodable")
+                .records
+                .into_iter()
+                .map(|r| (r.offset, r.timestamp, r.value))
+                .collect();
+            assert_eq!(before, after);
         }
     }
 

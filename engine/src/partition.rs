@@ -308,13 +308,14 @@ impl Partition {
         if self.poisoned.get() || self.closing.get() {
             return Err(LogError::Poisoned(self.name.clone()));
         }
-        let (max_message_bytes, log_append_time, before_max_ms, after_max_ms) = {
+        let (max_message_bytes, log_append_time, before_max_ms, after_max_ms, codec) = {
             let config = self.config.borrow();
             (
                 config.max_message_bytes as usize,
                 config.message_timestamp_type == TimestampType::LogAppendTime,
                 config.message_timestamp_before_max_ms,
                 config.message_timestamp_after_max_ms,
+                config.compression_type.codec(),
             )
         };
         let mut headers = batch::validate_produced(&records, max_message_bytes)?;
@@ -329,6 +330,12 @@ impl Partition {
             }
             position += header.size_bytes;
         }
+        let (records, headers) = match codec {
+            Some(codec) if !coordinator && headers.iter().any(|header| header.compression() != codec) => {
+                recompress_all(&records, &headers, codec, max_message_bytes)?
+            }
+            _ => (records, headers),
+        };
         if self.config.borrow().cleanup_policy.compacts() {
             let mut position = 0usize;
             for header in &headers {
@@ -939,6 +946,38 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// The batches of a produce request in the topic's codec (`compression.type`), each header's
+/// corrected max timestamp kept; the size limit applies to what is stored, as in Kafka.
+fn recompress_all(
+    records: &Bytes,
+    headers: &[batch::BatchHeader],
+    codec: i16,
+    max_message_bytes: usize,
+) -> Result<(Bytes, Vec<batch::BatchHeader>), batch::BatchError> {
+    let mut out = BytesMut::with_capacity(records.len());
+    let mut position = 0usize;
+    for header in headers {
+        let original = records.slice(position..position + header.size_bytes);
+        if header.compression() == codec {
+            out.extend_from_slice(&original);
+        } else {
+            out.extend_from_slice(&batch::recompress(&original, header, codec)?);
+        }
+        position += header.size_bytes;
+    }
+    let out = out.freeze();
+    let stored = batch::validate_produced(&out, max_message_bytes)?;
+    // Paired check: the same batches, the same offsets and timestamps, only the codec changed.
+    assert_eq!(stored.len(), headers.len());
+    for (stored, header) in stored.iter().zip(headers) {
+        assert_eq!(
+            (stored.last_offset_delta, stored.max_timestamp, stored.compression()),
+            (header.last_offset_delta, header.max_timestamp, codec)
+        );
+    }
+    Ok((out, stored))
 }
 
 /// A CreateTime topic's timestamp rules (Kafka's `LogValidator.validateTimestamp`): no producer

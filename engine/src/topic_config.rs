@@ -218,6 +218,20 @@ pub enum CompressionType {
     Producer,
 }
 
+impl CompressionType {
+    /// The RecordBatch attribute codec batches are stored with, `None` for the producer's own.
+    pub fn codec(self) -> Option<i16> {
+        match self {
+            CompressionType::Uncompressed => Some(0),
+            CompressionType::Gzip => Some(1),
+            CompressionType::Snappy => Some(2),
+            CompressionType::Lz4 => Some(3),
+            CompressionType::Zstd => Some(4),
+            CompressionType::Producer => None,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tables.
 // ---------------------------------------------------------------------------------------------

@@ -342,6 +342,46 @@ fn deleted_indexes_of_sealed_segments_are_rebuilt_and_lookups_still_work() {
     });
 }
 
+/// Batches stored by an older Fjord kept the max timestamp the producer sent (-1 from older
+/// clients) and its indexes were built from it. Reopened now, the stored "FJIX" indexes are
+/// stale, the time index is rebuilt from the records, and lookups by time and the log's max
+/// timestamp find what the records say (Kafka's LogValidator would have stored it so).
+#[test]
+fn batches_stored_with_a_max_timestamp_of_minus_one_are_indexed_by_their_records() {
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 12_000;
+        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        for (_, path) in segment_files(dir.path()) {
+            let mut bytes = std::fs::read(&path).expect("segment readable");
+            let mut position = 0usize;
+            while position + 61 <= bytes.len() {
+                let length = i32::from_be_bytes(bytes[position + 8..position + 12].try_into().unwrap());
+                if length <= 0 {
+                    break;
+                }
+                let end = position + 12 + length as usize;
+                let batch = &mut bytes[position..end];
+                batch[35..43].copy_from_slice(&(-1i64).to_be_bytes());
+                let crc = fjord_engine::batch::compute_crc(batch);
+                batch[17..21].copy_from_slice(&crc.to_be_bytes());
+                position = end;
+            }
+            std::fs::write(&path, &bytes).expect("segment rewritten");
+            let index = index_path(&path);
+            if let Ok(mut stored) = std::fs::read(&index) {
+                stored[0..4].copy_from_slice(b"FJIX");
+                std::fs::write(&index, stored).expect("index rewritten");
+            }
+        }
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_timestamp_lookups(&partition, &model);
+        partition.close().await.expect("clean close");
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        check_timestamp_lookups(&partition, &model);
+    });
+}
+
 #[test]
 fn stale_index_of_a_differently_shaped_older_segment_is_not_trusted() {
     // The index of an older segment 0 whose batches had other sizes: its entries point into the

@@ -340,6 +340,51 @@ def test_lz4_batch_with_explicit_timestamps_is_found_by_offsets_for_times(broker
     assert _max_timestamp_offset(broker.bootstrap, topic, 0) == (5, t0 + 9_000)
 
 
+def test_topic_compression_type_recompresses_what_producers_send(broker, topic):
+    """Kafka's LogValidator recompresses a batch whose codec differs from the topic's
+    `compression.type` (anything but `producer`): uncompressed and gzip batches sent to an lz4
+    topic are stored, and fetched, as lz4, with every record, offset and timestamp kept."""
+    fjordtest.create_topic(broker.bootstrap, topic, config={"compression.type": "lz4"})
+    now = _now_ms()
+    values = [f"value-{i}".encode() * 20 for i in range(5)]
+    plain = kafka_wire.build_record_batch_with_header_max_timestamp(
+        values, base_timestamp=now - 5_000, timestamp_deltas=[0, 1, 2, 3, 4], header_max_timestamp=-1)
+    gzipped = kafka_wire.build_record_batch_with_header_max_timestamp(
+        values, base_timestamp=now - 4_000, timestamp_deltas=[0, 1, 2, 3, 4], header_max_timestamp=now - 4_000 + 4,
+        compression=kafka_wire.COMPRESSION_GZIP)
+    assert _produce_raw(broker, topic, [plain, gzipped]) == [0, 5]
+    with broker.connect(timeout_s=30) as conn:
+        stored = kafka_wire.parse_batches(conn.fetch(topic, 0, 0).records, decode_records=False)
+    assert [(b.base_offset, b.attributes & 0x07, b.max_timestamp) for b in stored] == [
+        (0, 3, now - 5_000 + 4), (5, 3, now - 4_000 + 4)], "stored batches are not lz4 with the records' max timestamp"
+    consumed = fjordtest.consume(broker.bootstrap, topic, expected=10)
+    assert [m.value for m in consumed] == values + values
+    assert [m.timestamp for m in consumed] == [now - 5_000 + i for i in range(5)] + [now - 4_000 + i for i in range(5)]
+
+
+def test_record_timestamps_outside_the_topic_bounds_get_invalid_timestamp(broker, topic):
+    """Kafka's LogValidator.validateTimestamp for CreateTime topics: a record timestamp later than
+    now + message.timestamp.after.max.ms (Kafka 4's default: one hour, KIP-1030) or earlier than
+    now - message.timestamp.before.max.ms gets INVALID_TIMESTAMP (32) and nothing is stored;
+    -1 (no timestamp) is always accepted."""
+    fjordtest.create_topic(broker.bootstrap, topic, config={"message.timestamp.before.max.ms": "86400000"})
+    now = _now_ms()
+    cases = [
+        ("two hours ahead", now + 2 * 3_600_000, 32),
+        ("two days behind", now - 2 * 86_400_000, 32),
+        ("one minute ahead", now + 60_000, kafka_wire.NONE),
+        ("no timestamp", -1, kafka_wire.NONE),
+    ]
+    answers = []
+    with broker.connect(timeout_s=30) as conn:
+        for name, timestamp, _ in cases:
+            raw = kafka_wire.build_record_batch_with_header_max_timestamp(
+                [b"v"], base_timestamp=timestamp, timestamp_deltas=[0], header_max_timestamp=timestamp)
+            answers.append((name, conn.produce(topic, 0, raw).error_code))
+    assert answers == [(name, code) for name, _, code in cases]
+    assert _watermarks(broker.bootstrap, topic) == (0, 2), "refused batches must not be stored"
+
+
 RETENTION_CHECK_MS = 500
 SEGMENT_BYTES = 1024 * 1024  # the smallest segment.bytes Kafka 4 accepts (KIP-1030)
 
