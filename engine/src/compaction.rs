@@ -562,8 +562,8 @@ impl Log {
             let path = path.to_path_buf();
             move |error| LogError::io(path, error)
         };
-        std::fs::rename(cleaned.index_path(), &swap_index).map_err(io(&swap_index))?;
-        std::fs::rename(cleaned.path(), &swap_log).map_err(io(&swap_log))?;
+        crate::fs::rename(cleaned.index_path(), &swap_index).map_err(io(&swap_index))?;
+        crate::fs::rename(cleaned.path(), &swap_log).map_err(io(&swap_log))?;
         sync_dir(&self.dir).map_err(io(&self.dir))?;
         if stop_after == Some(CrashPoint::SwapRenamed) {
             return Ok(GroupOutcome::Stopped);
@@ -588,8 +588,8 @@ impl Log {
         if stop_after == Some(CrashPoint::OldDeleted) {
             return Ok(GroupOutcome::Stopped);
         }
-        std::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
-        std::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
+        crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
+        crate::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
         sync_dir(&self.dir).map_err(io(&self.dir))?;
         Ok(GroupOutcome::Swapped)
     }
@@ -794,7 +794,7 @@ fn swap_paths(dir: &Path, base: i64, end: i64) -> (PathBuf, PathBuf) {
 }
 
 fn remove_if_exists(path: &Path) -> LogResult<()> {
-    match std::fs::remove_file(path) {
+    match crate::fs::remove_file(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(path, error)),
         _ => Ok(()),
     }
@@ -841,10 +841,10 @@ pub fn recover_interrupted(dir: &Path) -> LogResult<()> {
         let (_, swap_index) = swap_paths(dir, *base, *end);
         let final_index = dir.join(file_name(*base, INDEX_SUFFIX));
         if swap_index.exists() {
-            std::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
+            crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
         }
         let final_log = dir.join(file_name(*base, LOG_SUFFIX));
-        std::fs::rename(swap_log, &final_log).map_err(io(&final_log))?;
+        crate::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
         sync_dir(dir).map_err(io(dir))?;
         tracing::info!(dir = %dir.display(), base, end, "completed an interrupted compaction swap");
     }

@@ -133,14 +133,9 @@ impl SegmentIndex {
         SegmentIndex::decode(&bytes, segment_bytes)
     }
 
-    /// Writes the index durably (temp file, fsync, rename).
+    /// Writes the index durably (temp file, fsync, rename, fsync of the directory).
     pub fn store(&self, path: &Path, covered_bytes: u64) -> io::Result<()> {
-        use std::io::Write;
-        let temporary = path.with_extension("index.tmp");
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&self.encode(covered_bytes))?;
-        file.sync_data()?;
-        std::fs::rename(&temporary, path)
+        crate::fs::write_durably(path, &self.encode(covered_bytes))
     }
 }
 

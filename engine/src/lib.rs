@@ -7,7 +7,8 @@
 //! commit (`partition`), idempotent and transactional producers' state (`producer_state`), the
 //! aborted-transaction index (`txn_index`), topic configuration
 //! (`topic_config`), broker counters (`metrics`) and the limits every queue and buffer is held to
-//! (`limits`).
+//! (`limits`). File-system changes outside segment appends go through `fs`, which says what is
+//! durable when; `sim_disk` watches both for crash and fault tests.
 //!
 //! Dependencies point one way: engine ← replication ← net ← fjord.
 
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod cache;
 pub mod compaction;
 pub mod error;
+pub mod fs;
 pub mod index;
 pub mod limits;
 pub mod log;
@@ -24,5 +26,6 @@ pub mod producer_state;
 pub mod rt;
 pub mod segment;
 pub mod shard;
+pub mod sim_disk;
 pub mod topic_config;
 pub mod txn_index;

@@ -95,7 +95,7 @@ impl Log {
             segments.insert(0, Rc::new(Segment::create(dir, 0, now_ms).await?));
         }
         // A truncated tail invalidates the recovery point; it is rewritten on the next seal/close.
-        let _ = std::fs::remove_file(dir.join(RECOVERY_POINT_FILE));
+        let _ = crate::fs::remove_file(&dir.join(RECOVERY_POINT_FILE));
         report.segments = segments.len();
         let first_base = *segments.keys().next().expect("at least one segment");
         let end = segments.values().next_back().expect("at least one segment").next_offset();
@@ -372,7 +372,7 @@ impl Log {
                 active.truncate_to_offset(offset).await?;
             }
         }
-        let _ = std::fs::remove_file(self.dir.join(RECOVERY_POINT_FILE));
+        let _ = crate::fs::remove_file(&self.dir.join(RECOVERY_POINT_FILE));
         Ok(())
     }
 
@@ -383,7 +383,7 @@ impl Log {
         active.sync().await?;
         let contents = format!("{} {}\n", active.base_offset, active.size_bytes());
         let path = self.dir.join(RECOVERY_POINT_FILE);
-        std::fs::write(&path, contents).map_err(|error| LogError::io(&path, error))
+        crate::fs::write(&path, contents.as_bytes()).map_err(|error| LogError::io(&path, error))
     }
 
     /// Closes every segment (files stay).
@@ -401,7 +401,7 @@ impl Log {
     pub async fn delete(self) -> LogResult<()> {
         let dir = self.dir.clone();
         self.close().await?;
-        std::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
+        crate::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
     }
 }
 
@@ -437,8 +437,8 @@ async fn delete_segment(segment: Rc<Segment>) -> LogResult<()> {
     match Rc::try_unwrap(segment) {
         Ok(segment) => segment.delete().await,
         Err(shared) => {
-            let _ = std::fs::remove_file(shared.path());
-            let _ = std::fs::remove_file(shared.path().with_extension("index"));
+            let _ = crate::fs::remove_file(shared.path());
+            let _ = crate::fs::remove_file(&shared.path().with_extension("index"));
             Ok(())
         }
     }
@@ -448,25 +448,8 @@ fn read_log_start_offset(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?.trim().parse().ok()
 }
 
-/// Writes `contents` to a temporary file, syncs it and renames it over `path`, so a crash leaves
-/// either the old or the new contents.
-pub fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Makes renames and removals in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+pub(crate) use crate::fs::sync_dir;
+pub use crate::fs::write_durably;
 
 /// Recovery's scan of raw segment bytes (for the fuzz target): length of the valid prefix.
 pub fn recover_scan(bytes: &[u8]) -> usize {

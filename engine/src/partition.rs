@@ -941,7 +941,7 @@ impl Partition {
             Some(Ok(log)) => log.delete().await,
             Some(Err(log)) => {
                 let dir = log.dir().to_path_buf();
-                std::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
+                crate::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
             }
             None => Ok(()),
         }
@@ -1091,11 +1091,13 @@ fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
         Ok(found) if found == expected => return Ok(()),
         Ok(_) => {
             tracing::warn!(dir = %dir.display(), "partition directory belongs to a deleted topic of the same name; removing it");
-            std::fs::remove_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
+            crate::fs::remove_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
         }
         Err(_) => {}
     }
     std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
-    std::fs::write(&path, expected).map_err(|error| LogError::io(&path, error))?;
+    // Durably: a torn or empty file left by a crash would read as another topic's, and the
+    // directory would be removed as that topic's at the next start.
+    crate::fs::write_durably(&path, expected.as_bytes()).map_err(|error| LogError::io(&path, error))?;
     Ok(())
 }

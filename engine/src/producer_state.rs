@@ -721,18 +721,12 @@ pub fn list_snapshots(dir: &Path) -> Vec<i64> {
 /// Writes the snapshot of `table` at `offset` durably (temporary file, fsync, rename), then
 /// removes all but the newest [`PRODUCER_SNAPSHOTS_RETAINED`] snapshots.
 pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> std::io::Result<()> {
-    use std::io::Write;
     let path = snapshot_path(dir, offset);
-    let temporary = path.with_extension("snapshot.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&table.encode(offset))?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    crate::fs::write_durably(&path, &table.encode(offset))?;
     let offsets = list_snapshots(dir);
     let excess = offsets.len().saturating_sub(PRODUCER_SNAPSHOTS_RETAINED);
     for old in &offsets[..excess] {
-        let _ = std::fs::remove_file(snapshot_path(dir, *old));
+        let _ = crate::fs::remove_file(&snapshot_path(dir, *old));
     }
     Ok(())
 }
@@ -742,7 +736,7 @@ pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> st
 pub fn load_snapshot_at_or_below(dir: &Path, offset: i64) -> Option<(i64, ProducerStateTable)> {
     let offsets = list_snapshots(dir);
     for stale in offsets.iter().filter(|found| **found > offset) {
-        let _ = std::fs::remove_file(snapshot_path(dir, *stale));
+        let _ = crate::fs::remove_file(&snapshot_path(dir, *stale));
     }
     for candidate in offsets.iter().rev().filter(|found| **found <= offset) {
         let path = snapshot_path(dir, *candidate);

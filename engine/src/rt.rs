@@ -379,6 +379,8 @@ impl Drop for Notified {
 #[derive(Clone)]
 pub struct DmaFile {
     file: Rc<glommio::io::DmaFile>,
+    /// The path, kept only while a simulated disk watches it (crash and fault tests).
+    watched: Option<Rc<Path>>,
 }
 
 /// An aligned buffer for [`DmaFile::write_at`].
@@ -399,9 +401,22 @@ impl DmaBuffer {
 impl DmaFile {
     /// Opens (creating if needed) for reading and writing with O_DIRECT.
     pub async fn open_rw(path: &Path) -> io::Result<DmaFile> {
+        let watched = crate::sim_disk::watching(path).map(|_| Rc::from(path));
+        if watched.is_some() && !path.exists() {
+            crate::sim_disk::before(path, crate::sim_disk::Op::Name)?;
+        }
         let file =
             glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(io::Error::from)?;
-        Ok(DmaFile { file: Rc::new(file) })
+        crate::sim_disk::opened(path);
+        Ok(DmaFile { file: Rc::new(file), watched })
+    }
+
+    /// The simulated disk's check before an operation (a no-op unless one watches this file).
+    fn admit(&self, op: crate::sim_disk::Op) -> io::Result<()> {
+        match &self.watched {
+            Some(path) => crate::sim_disk::before(path, op),
+            None => Ok(()),
+        }
     }
 
     pub fn alloc_buffer(&self, size_bytes: usize) -> DmaBuffer {
@@ -411,7 +426,13 @@ impl DmaFile {
 
     pub async fn write_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<usize> {
         debug_assert_eq!(position % DMA_ALIGNMENT_BYTES, 0);
-        self.file.write_at(buffer.0, position).await.map_err(io::Error::from)
+        self.admit(crate::sim_disk::Op::Write)?;
+        let length = buffer.len() as u64;
+        let written = self.file.write_at(buffer.0, position).await.map_err(io::Error::from)?;
+        if let Some(path) = &self.watched {
+            crate::sim_disk::wrote(path, position, length);
+        }
+        Ok(written)
     }
 
     /// Writes [`SEGMENT_FILL_CHUNK_BYTES`] of zeros at `position` from one buffer of zeros that
@@ -429,20 +450,32 @@ impl DmaFile {
                 Rc::new(buffer)
             }))
         });
-        self.file.write_rc_at(zeros, position).await.map_err(io::Error::from)
+        self.admit(crate::sim_disk::Op::Write)?;
+        let written = self.file.write_rc_at(zeros, position).await.map_err(io::Error::from)?;
+        if let Some(path) = &self.watched {
+            crate::sim_disk::wrote(path, position, SEGMENT_FILL_CHUNK_BYTES as u64);
+        }
+        Ok(written)
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(io::Error::from)
+        self.admit(crate::sim_disk::Op::Sync)?;
+        self.file.fdatasync().await.map_err(io::Error::from)?;
+        if let Some(path) = &self.watched {
+            crate::sim_disk::synced(path);
+        }
+        Ok(())
     }
 
     pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
+        self.admit(crate::sim_disk::Op::Write)?;
         self.file.truncate(size_bytes).await.map_err(io::Error::from)
     }
 
     /// fallocate(2) up to `size_bytes`, growing the file to it: new blocks are unwritten extents
     /// (read as zeros), data already written is untouched.
     pub async fn reserve(&self, size_bytes: u64) -> io::Result<()> {
+        self.admit(crate::sim_disk::Op::Write)?;
         self.file.pre_allocate(size_bytes, false).await.map_err(io::Error::from)
     }
 

@@ -114,10 +114,14 @@ impl Segment {
     pub async fn create(dir: &Path, base_offset: i64, now_ms: i64) -> LogResult<Segment> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
         if path.exists() {
-            std::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
+            crate::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
         }
         let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
         let segment = Segment::open_files(path, index_path, base_offset, now_ms).await?;
+        // The new name must be durable before any append to it is acknowledged as synced: a
+        // file's fdatasync does not cover its directory entry (POSIX; the simulated disk keeps
+        // exactly that).
+        crate::fs::sync_dir(dir).map_err(|error| LogError::io(dir, error))?;
         Ok(segment)
     }
 
@@ -125,7 +129,7 @@ impl Segment {
     /// cleaner writes `.cleaned` files, renamed later: see [`Segment::set_paths`]).
     pub async fn create_at(log_path: PathBuf, index_path: PathBuf, base_offset: i64, now_ms: i64) -> LogResult<Segment> {
         for path in [&log_path, &index_path] {
-            match std::fs::remove_file(path) {
+            match crate::fs::remove_file(path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io(path, error)),
                 _ => {}
             }
@@ -454,7 +458,7 @@ impl Segment {
         }
         self.next_offset.set(next_offset);
         self.load_tail()?;
-        let _ = std::fs::remove_file(&self.index_path);
+        let _ = crate::fs::remove_file(&self.index_path);
         Ok(next_offset)
     }
 
@@ -579,8 +583,8 @@ impl Segment {
         self.wait_write_ahead().await;
         let Segment { dma, path, index_path, .. } = self;
         let _ = dma.close().await;
-        std::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
-        let _ = std::fs::remove_file(&index_path);
+        crate::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
+        let _ = crate::fs::remove_file(&index_path);
         Ok(())
     }
 

@@ -166,7 +166,7 @@ impl ShardStore {
             Some(partition) => partition.delete().await,
             None => {
                 let dir = partition_dir(&self.data_dir, topic, partition);
-                match std::fs::remove_dir_all(&dir) {
+                match crate::fs::remove_dir_all(&dir) {
                     Ok(()) => Ok(()),
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
                     Err(error) => Err(LogError::io(dir, error)),

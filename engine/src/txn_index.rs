@@ -18,7 +18,6 @@
 //! recovered log end and is dropped on open.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::limits::ABORTED_TXNS_PER_READ_MAX;
@@ -108,20 +107,14 @@ fn read_file(path: &Path) -> std::io::Result<(Vec<AbortedTxn>, bool)> {
 fn rewrite_file(dir: &Path, bucket: i64, entries: &[AbortedTxn]) -> std::io::Result<()> {
     let path = txn_index_path(dir, bucket);
     if entries.is_empty() {
-        match std::fs::remove_file(&path) {
+        match crate::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
-        return crate::log::sync_dir(dir);
+        return crate::fs::sync_dir(dir);
     }
-    let temporary = path.with_extension(format!("{TXN_INDEX_SUFFIX}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    for txn in entries {
-        file.write_all(&txn.encode())?;
-    }
-    file.sync_data()?;
-    std::fs::rename(&temporary, &path)?;
-    crate::log::sync_dir(dir)
+    let bytes: Vec<u8> = entries.iter().flat_map(|txn| txn.encode()).collect();
+    crate::fs::write_durably(&path, &bytes)
 }
 
 /// Every aborted transaction of one partition whose marker is in the log. Lives on the shard
@@ -186,18 +179,11 @@ impl AbortedIndex {
             return Ok(());
         }
         let path = txn_index_path(dir, bucket);
-        let created = !path.exists();
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let mut bytes = Vec::with_capacity(entries.len() * TXN_INDEX_ENTRY_BYTES);
         for txn in entries {
             bytes.extend_from_slice(&txn.encode());
         }
-        file.write_all(&bytes)?;
-        file.sync_data()?;
-        if created {
-            crate::log::sync_dir(dir)?;
-        }
-        Ok(())
+        crate::fs::append_durably(&path, &bytes)
     }
 
     /// Kafka's `collectAbortedTxns`: entries whose marker is at or after `fetch_offset` and whose
@@ -255,6 +241,7 @@ impl AbortedIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn txn(producer_id: i64, first_offset: i64, last_offset: i64, last_stable_offset: i64) -> AbortedTxn {
         AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset }

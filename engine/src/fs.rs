@@ -1,0 +1,105 @@
+//! Every file-system change the engine makes besides its DMA segment writes (those are in
+//! `rt::DmaFile`): one place that says what is durable when, and the seam the simulated disk
+//! ([`crate::sim_disk`]) watches to decide what a crash keeps.
+//!
+//! - [`write_durably`]: temporary file, fdatasync, rename, fsync of the directory (fjall's
+//!   `rewrite_atomic`): a crash leaves the old contents or the new, never a mix.
+//! - [`rename`], [`remove_file`]: not durable until [`sync_dir`] of the directory.
+//! - [`append_durably`]: appends and syncs the data (and the name, when it creates the file).
+//! - [`write`]: replaces contents without syncing (hints whose loss or tear recovery tolerates).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::sim_disk::{self, Op};
+
+/// Writes `contents` to a temporary file, syncs it and renames it over `path`, then syncs the
+/// directory, so a crash leaves either the old or the new contents and the name is durable.
+pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    write_synced(&temporary, contents)?;
+    rename(&temporary, path)?;
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Creates or replaces `path` with `contents` and syncs its data (its name is not synced).
+pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    sim_disk::before(path, Op::Name)?;
+    let mut file = std::fs::File::create(path)?;
+    sim_disk::opened(path);
+    sim_disk::before(path, Op::Write)?;
+    file.write_all(contents)?;
+    sim_disk::wrote(path, 0, contents.len() as u64);
+    sim_disk::before(path, Op::Sync)?;
+    file.sync_data()?;
+    sim_disk::synced(path);
+    Ok(())
+}
+
+/// Appends `contents` to `path` (creating it) and syncs the data; a new file's directory is
+/// synced too, so the appended bytes cannot lose their name.
+pub fn append_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let created = !path.exists();
+    if created {
+        sim_disk::before(path, Op::Name)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    sim_disk::opened(path);
+    let position = file.metadata()?.len();
+    sim_disk::before(path, Op::Write)?;
+    file.write_all(contents)?;
+    sim_disk::wrote(path, position, contents.len() as u64);
+    sim_disk::before(path, Op::Sync)?;
+    file.sync_data()?;
+    sim_disk::synced(path);
+    if created {
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `path`'s contents without syncing anything.
+pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
+    sim_disk::before(path, Op::Write)?;
+    std::fs::write(path, contents)?;
+    sim_disk::opened(path);
+    sim_disk::wrote(path, 0, contents.len() as u64);
+    Ok(())
+}
+
+/// Renames `from` to `to` (replacing it); durable after [`sync_dir`].
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    sim_disk::before(to, Op::Name)?;
+    std::fs::rename(from, to)?;
+    sim_disk::renamed(from, to);
+    Ok(())
+}
+
+/// Unlinks `path`; durable after [`sync_dir`].
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    sim_disk::before(path, Op::Name)?;
+    std::fs::remove_file(path)?;
+    sim_disk::removed(path);
+    Ok(())
+}
+
+/// Removes a directory tree (a deleted partition).
+pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    sim_disk::before(dir, Op::Name)?;
+    std::fs::remove_dir_all(dir)?;
+    sim_disk::removed_tree(dir);
+    Ok(())
+}
+
+/// Makes the renames, creations and removals in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    sim_disk::before(dir, Op::Sync)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    sim_disk::synced_dir(dir);
+    Ok(())
+}

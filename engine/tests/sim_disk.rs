@@ -1,0 +1,320 @@
+//! Crash and fault tests on the simulated disk (engine/src/sim_disk.rs): a crash keeps only what
+//! was synced — file data as of its last fdatasync, names as of their directory's last fsync —
+//! and drops or tears the rest, so these tests fail if a sync the durability contract relies on
+//! is missing (a SIGKILL keeps the page cache and the device's written data, and could not).
+//!
+//! Each crash stops the partition without a clean close: its shard's executor ends with the
+//! partition leaked, so nothing is flushed on the way out, and only then is the disk "powered
+//! off" (`SimDisk::crash`) and the partition reopened.
+
+mod common;
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use common::*;
+use fjord_engine::cache::CacheBudget;
+use fjord_engine::partition::{Acks, Partition, PartitionSettings};
+use fjord_engine::sim_disk::{CrashMode, Fault, Op, SimDisk};
+use fjord_engine::topic_config::TopicConfig;
+
+const SEGMENT_BYTES: u64 = 6_000;
+/// Larger than everything one test appends.
+const UNROLLED_SEGMENT_BYTES: u64 = 64 << 20;
+/// Upper bound on waiting for the periodic acks=1 flush.
+const FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn open_with(dir: &Path, config: TopicConfig, flush_interval_ms: u64) -> Rc<Partition> {
+    let settings = PartitionSettings { flush_interval_ms };
+    Partition::open(
+        dir.to_path_buf(),
+        Rc::from(TOPIC),
+        PARTITION,
+        TOPIC_ID,
+        LEADER_EPOCH,
+        config,
+        settings,
+        CacheBudget::new(1 << 20),
+    )
+    .await
+    .expect("partition opens")
+}
+
+/// A partition directory watched by a simulated disk from its creation.
+fn watched_dir() -> (tempfile::TempDir, std::path::PathBuf, Arc<SimDisk>) {
+    let root = temp_dir();
+    let dir = root.path().join("topic-0");
+    let disk = SimDisk::attach(root.path()).expect("simulated disk attaches");
+    (root, dir, disk)
+}
+
+/// After a crash the log must be a prefix of what was appended that holds at least every
+/// acknowledged-as-synced batch, and read back exactly so.
+fn check_prefix(partition: &Partition, model: &Model, synced_end: i64) -> Result<(), String> {
+    let end = partition.log_end_offset();
+    if end < synced_end {
+        return Err(format!("log ends at {end} after the crash, but everything below {synced_end} was acknowledged as synced"));
+    }
+    let mut kept = Model { batches: model.batches.clone() };
+    kept.truncate_to(end);
+    check_whole_log(partition, &kept)
+}
+
+/// acks=all (DESIGN.md, README "Durability contract"): an acknowledgement is given only for data
+/// a crash cannot drop. acks=1 appends in between stay unsynced (the flush interval is long), so
+/// each crash drops or tears real unsynced writes, and the acks=all ones must survive anyway.
+/// One segment holds every round (no roll, whose seal would sync the data on its own), so only
+/// the flush's own fdatasync can make an acknowledged batch durable.
+#[test]
+fn acks_all_acknowledgements_survive_crashes_that_drop_or_tear_every_unsynced_write() {
+    let (_root, dir, disk) = watched_dir();
+    let mut model = Model::default();
+    let mut synced_end = 0;
+    for round in 0..6u64 {
+        let (partition_dir, batches_before) = (dir.clone(), model.batches.len());
+        let appended = run(move || async move {
+            let partition = open_with(&partition_dir, topic_config(UNROLLED_SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let mut appended = Vec::new();
+            for index in 0..12u64 {
+                let seed = round * 100 + index;
+                let produced = BatchSpec::simple(1 + (seed % 4) as usize, 150, seed, 1_700_000_000_000 + seed as i64).encode();
+                let acks = if index % 3 == 2 { Acks::Written } else { Acks::Synced };
+                let base_offset = append_and_wait(&partition, produced.clone(), acks).await;
+                appended.push((base_offset, produced, acks));
+            }
+            // One more acks=1 append, acknowledged and unsynced when the power goes.
+            let produced = BatchSpec::simple(3, 150, round * 100 + 99, 1_700_000_000_000).encode();
+            let base_offset = append_and_wait(&partition, produced.clone(), Acks::Written).await;
+            appended.push((base_offset, produced, Acks::Written));
+            std::mem::forget(partition); // no clean close
+            appended
+        });
+        assert!(disk.has_unsynced_writes(), "round {round}: the crash must find unsynced writes to drop");
+        let seed = round + 1;
+        disk.crash(if round % 2 == 0 { CrashMode::DropUnsynced } else { CrashMode::TearUnsynced { seed } }).expect("crash");
+        // The model of what was appended this round continues from what survived the last.
+        for (base_offset, produced, acks) in appended {
+            assert_eq!(model.append(&produced), base_offset, "round {round}: offsets continue from the recovered end");
+            if acks == Acks::Synced {
+                synced_end = model.end_offset();
+            }
+        }
+        assert!(model.batches.len() > batches_before);
+        let (partition_dir, check_model) = (dir.clone(), Model { batches: model.batches.clone() });
+        let end = run(move || async move {
+            let partition = open_with(&partition_dir, topic_config(UNROLLED_SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            assert_eq!(segment_files(&partition_dir).len(), 1, "test precondition: no roll");
+            must(check_prefix(&partition, &check_model, synced_end));
+            let end = partition.log_end_offset();
+            std::mem::forget(partition);
+            end
+        });
+        model.truncate_to(end);
+        synced_end = end;
+    }
+    assert!(synced_end > 0);
+    disk.detach();
+}
+
+/// acks=1 (README "Durability contract"): data older than `log.flush.interval.ms` survives a
+/// power loss, because the periodic flush synced it.
+#[test]
+fn acks_1_data_older_than_the_flush_interval_survives_a_crash() {
+    let (_root, dir, disk) = watched_dir();
+    let partition_dir = dir.clone();
+    let probe = disk.clone();
+    let model = run(move || async move {
+        let partition = open_with(&partition_dir, topic_config(SEGMENT_BYTES), 50).await;
+        let mut model = Model::default();
+        for seed in 0..20u64 {
+            let produced = BatchSpec::simple(2, 200, seed, 1_700_000_000_000 + seed as i64).encode();
+            assert_eq!(append_and_wait(&partition, produced.clone(), Acks::Written).await, model.append(&produced));
+        }
+        // The flush interval passes: everything written must become synced.
+        let deadline = std::time::Instant::now() + FLUSH_WAIT_MAX;
+        while probe.has_unsynced_writes() {
+            assert!(std::time::Instant::now() < deadline, "acks=1 data still unsynced {FLUSH_WAIT_MAX:?} after it was written");
+            fjord_engine::rt::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        std::mem::forget(partition);
+        model
+    });
+    disk.crash(CrashMode::DropUnsynced).expect("crash");
+    run(move || async move {
+        let partition = open_with(&dir, topic_config(SEGMENT_BYTES), 50).await;
+        must(check_whole_log(&partition, &model));
+        std::mem::forget(partition);
+    });
+    disk.detach();
+}
+
+/// A failed write or fsync poisons the partition (DESIGN.md: fsync errors are not retried
+/// blindly): the append that hit it fails, and so does every later one, with
+/// KAFKA_STORAGE_ERROR, whatever its acks.
+#[test]
+fn a_failed_write_or_fsync_fails_that_append_and_every_later_one_with_kafka_storage_error() {
+    for (op, errno) in [(Op::Sync, libc::EIO), (Op::Write, libc::ENOSPC), (Op::Write, libc::EIO)] {
+        let (_root, dir, disk) = watched_dir();
+        let probe = disk.clone();
+        run(move || async move {
+            let partition = open_with(&dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            for seed in 0..3u64 {
+                let produced = BatchSpec::simple(2, 100, seed, 1_700_000_000_000).encode();
+                append_and_wait(&partition, produced, Acks::Synced).await;
+            }
+            probe.inject(Fault { op, name_contains: ".log".into(), errno, skip: 0, count: 1 });
+            let produced = BatchSpec::simple(2, 100, 50, 1_700_000_000_000).encode();
+            let failed = match partition.append(bytes::Bytes::from(produced), Acks::Synced).await {
+                Ok(ticket) => ticket.wait().await.expect_err("the append whose write or fsync failed is not acknowledged"),
+                Err(error) => error.kafka_error_code(),
+            };
+            assert_eq!(failed, 56, "{op:?} {errno}: the failed append's error code");
+            assert_eq!(probe.failed(), 1, "the fault was injected once");
+            for (seed, acks) in [(51, Acks::Synced), (52, Acks::Written), (53, Acks::Synced), (54, Acks::Written)] {
+                let produced = BatchSpec::simple(1, 100, seed, 1_700_000_000_000).encode();
+                let error = match partition.append(bytes::Bytes::from(produced), acks).await {
+                    Ok(ticket) => ticket.wait().await.expect_err("a poisoned partition acknowledges nothing"),
+                    Err(error) => error.kafka_error_code(),
+                };
+                assert_eq!(error, 56, "{op:?} {errno}, append {seed} after the failure");
+            }
+            assert_eq!(probe.failed(), 1, "later appends fail without touching the disk");
+            std::mem::forget(partition);
+        });
+        disk.detach();
+    }
+}
+
+/// Runs `scenario` on a partition prepared by `setup` once per crash point: the disk freezes
+/// after n operations of the scenario (every later write, sync or rename fails and changes
+/// nothing), the power goes, and `check` sees the reopened partition with what the scenario
+/// reported before the freeze. n runs from 0 to the scenario's whole operation count.
+fn at_every_crash_point<S, C>(name: &str, setup: fn(&Path) -> Model, scenario: S, check: C)
+where
+    S: Fn(Rc<Partition>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<i64>>>> + Send + Sync + Copy + 'static,
+    C: Fn(&Partition, &Model, Option<i64>) -> Result<(), String> + Send + Sync + Copy + 'static,
+{
+    let mut total = None;
+    let mut point = 0usize;
+    loop {
+        let (_root, dir, disk) = watched_dir();
+        let model = setup(&dir);
+        let before = disk.operations();
+        if total.is_some() {
+            disk.freeze_after(point);
+        }
+        let partition_dir = dir.clone();
+        let reported = run(move || async move {
+            let partition = open_with(&partition_dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let reported = scenario(partition.clone()).await;
+            std::mem::forget(partition);
+            reported
+        });
+        let operations = disk.operations() - before;
+        disk.crash(CrashMode::DropUnsynced).expect("crash");
+        let check_model = Model { batches: model.batches.clone() };
+        let outcome = run(move || async move {
+            let partition = open_with(&dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let outcome = check(&partition, &check_model, reported);
+            std::mem::forget(partition);
+            outcome
+        });
+        disk.detach();
+        if let Err(message) = outcome {
+            panic!("{name}: crash after {point} of {total:?} operations: {message}");
+        }
+        match total {
+            None => total = Some(operations),
+            Some(total) if point >= total => break,
+            Some(_) => point += 1,
+        }
+    }
+    assert!(total.is_some_and(|total| total > 2), "{name}: the scenario made {total:?} operations");
+}
+
+/// A log of several segments, all synced, written before the disk is frozen.
+fn synced_log(dir: &Path) -> Model {
+    let dir = dir.to_path_buf();
+    run(move || async move {
+        let partition = open_with(&dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+        let mut model = Model::default();
+        for seed in 0..40u64 {
+            let produced = BatchSpec::simple(2 + (seed % 3) as usize, 180, seed, 1_700_000_000_000 + seed as i64).encode();
+            assert_eq!(append_and_wait(&partition, produced.clone(), Acks::Synced).await, model.append(&produced));
+        }
+        partition.close().await.expect("clean close");
+        model
+    })
+}
+
+/// DeleteRecords / retention's log start offset (KIP-107): once acknowledged it survives a crash
+/// at any point; before, the log start is the old or the new one; either way the log above it
+/// reads back exactly.
+#[test]
+fn the_log_start_offset_survives_a_crash_at_every_step_of_delete_records() {
+    at_every_crash_point(
+        "delete_records",
+        synced_log,
+        |partition| {
+            Box::pin(async move {
+                let target = partition.high_watermark() * 2 / 3;
+                partition.delete_records(target).await.ok().map(|(start, _)| start)
+            })
+        },
+        |partition, model, acknowledged| {
+            let start = partition.log_start_offset();
+            if let Some(acknowledged) = acknowledged {
+                if start < acknowledged {
+                    return Err(format!("log start {start} after the crash, but {acknowledged} was acknowledged"));
+                }
+            }
+            let mut above = Model { batches: model.batches.clone() };
+            above.batches.retain(|batch| batch.last_offset() >= start);
+            for batch in &above.batches {
+                check_read(partition, &above, batch.base_offset.max(start), 1 << 20)?;
+            }
+            if partition.log_end_offset() != model.end_offset() {
+                return Err(format!("log end {} but {} was synced", partition.log_end_offset(), model.end_offset()));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// The segment roll (with the producer-state snapshot written at it, KIP-98) at every crash
+/// point: acknowledged appends survive, and the partition reopens and appends again.
+#[test]
+fn appends_that_roll_segments_survive_a_crash_at_every_step() {
+    at_every_crash_point(
+        "roll",
+        synced_log,
+        |partition| {
+            Box::pin(async move {
+                let mut acknowledged = None;
+                for seed in 100..106u64 {
+                    let produced = BatchSpec::simple(4, 400, seed, 1_700_000_000_000).encode();
+                    match partition.append(bytes::Bytes::from(produced), Acks::Synced).await {
+                        Ok(ticket) => match ticket.wait().await {
+                            Ok(_) => acknowledged = Some(partition.high_watermark()),
+                            Err(_) => break,
+                        },
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        },
+        |partition, model, acknowledged| {
+            let end = partition.log_end_offset();
+            let needed = acknowledged.unwrap_or(model.end_offset());
+            if end < needed {
+                return Err(format!("log ends at {end}, but {needed} was acknowledged"));
+            }
+            for batch in &model.batches {
+                check_read(partition, model, batch.base_offset, 1)?;
+            }
+            Ok(())
+        },
+    );
+}
