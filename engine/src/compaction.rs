@@ -844,7 +844,7 @@ pub fn recover_interrupted(dir: &Path) -> LogResult<()> {
             crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
         }
         let final_log = dir.join(file_name(*base, LOG_SUFFIX));
-        crate::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
+        crate::fs::rename(swap_log, &final_log).map_err(io(&final_log))?;
         sync_dir(dir).map_err(io(dir))?;
         tracing::info!(dir = %dir.display(), base, end, "completed an interrupted compaction swap");
     }

@@ -16,7 +16,11 @@ use crate::sim_disk::{self, Op};
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, then syncs the
 /// directory, so a crash leaves either the old or the new contents and the name is durable.
 pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let temporary = path.with_extension("tmp");
+    // `<name>.tmp`: the whole name stays, so two files that differ only in extension (a
+    // segment's index and a snapshot at the same offset) never share a temporary file.
+    let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
+    temporary_name.push(".tmp");
+    let temporary = path.with_file_name(temporary_name);
     write_synced(&temporary, contents)?;
     rename(&temporary, path)?;
     match path.parent() {

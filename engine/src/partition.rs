@@ -273,6 +273,15 @@ impl Partition {
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.get()
     }
+    /// Whether the flusher has taken a group and its write or fdatasync is under way (tests of
+    /// races against it assert the race happened).
+    pub fn is_writing(&self) -> bool {
+        self.flushing.get()
+    }
+    /// Appends queued for the flusher and not yet taken by it.
+    pub fn queued_appends(&self) -> usize {
+        self.pending.borrow().len()
+    }
     pub fn set_config(&self, config: TopicConfig) {
         *self.config.borrow_mut() = config;
     }

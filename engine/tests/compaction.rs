@@ -231,6 +231,17 @@ fn active_snapshot(dir: &Path) -> (i64, Vec<u8>) {
     (base, std::fs::read(path).expect("active segment readable"))
 }
 
+/// A copy of every file of an open partition's directory: what a process crash leaves behind
+/// (as in recovery.rs).
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let crashed = temp_dir();
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, crashed.path().join(path.file_name().expect("a file name"))).expect("copied");
+    }
+    crashed
+}
+
 async fn compact(partition: &Partition, options: &CompactOptions) -> Option<CleanReport> {
     partition.compact(now_ms(), options).await.expect("pass succeeds")
 }
@@ -399,8 +410,16 @@ fn crash_at_each_step_of_the_swap_recovers_old_or_new_segments() {
                     assert_eq!(files_ending(dir.path(), ".index.swap").len(), 1, "{point:?}");
                 }
             }
+            // The crash: a copy of the directory while the partition is open (what a killed
+            // process leaves: no clean close, no recovery point); the original is closed only
+            // after the copy and never opened again.
+            let crashed = crash_copy(dir.path());
+            assert!(!crashed.path().join("recovery-point").exists(), "{point:?}: an open partition has no recovery point");
+            assert_eq!(files_ending(crashed.path(), ".cleaned"), files_ending(dir.path(), ".cleaned"), "{point:?}");
+            assert_eq!(files_ending(crashed.path(), ".swap"), files_ending(dir.path(), ".swap"), "{point:?}");
             partition.close().await.expect("close");
             drop(partition);
+            let dir = crashed;
 
             let partition = open_partition(dir.path(), config.clone(), CacheBudget::new(0)).await;
             assert!(

@@ -15,6 +15,7 @@ use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
 use fjord_engine::partition::{Acks, Chunk, Isolation, Partition};
 use fjord_engine::shard::{partition_dir, PartitionSpec, ShardStore, ShardTable};
+use futures::FutureExt;
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
 
@@ -591,16 +592,28 @@ fn truncate_waits_for_a_group_commit_already_in_flight() {
         let dir = temp_dir();
         let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(1 << 20)).await;
         let mut model = five_record_batches(&partition, 6).await;
+        let written_end = model.end_offset();
         // A large write (800 KB) keeps the group in flight for a while.
         let produced = BatchSpec::simple(8, 100_000, 66, BASE_TIMESTAMP_MS).encode();
         model.append(&produced);
         let ticket = partition.append(Bytes::from(produced), Acks::Synced).await.expect("append accepted");
         // Let the flusher take the group and start its write.
         glommio::executor().yield_now().await;
+        // The race happened: the flusher had taken the group and its write was under way when the
+        // truncation started (the high watermark moves only once it has completed).
+        assert!(partition.is_writing() && partition.queued_appends() == 0, "the group was not in flight at the truncation");
+        assert_eq!(
+            partition.high_watermark(),
+            written_end,
+            "the 800 KB write completed before the truncation started: the race did not happen"
+        );
         partition.truncate_to(15).await.expect("truncate");
-        let outcome = ticket.wait().await;
+        // Truncation waited for the write: its outcome was in when truncate_to returned, and it is a
+        // success (the write landed before the cut, then the cut removed it), never a poisoned log.
+        let outcome = ticket.wait().now_or_never();
+        assert_eq!(outcome, Some(Ok(())), "truncate_to returned before the in-flight append was done");
+        assert!(!partition.is_poisoned(), "the truncation racing the write poisoned the partition");
         model.truncate_to(15);
-        assert!(outcome.is_ok() || partition.is_poisoned(), "the in-flight append ends one way or the other: {outcome:?}");
         assert!(
             partition.high_watermark() <= partition.log_end_offset(),
             "high watermark {} past the log end {}",

@@ -190,33 +190,38 @@ fn a_failed_write_or_fsync_fails_that_append_and_every_later_one_with_kafka_stor
 /// after n operations of the scenario (every later write, sync or rename fails and changes
 /// nothing), the power goes, and `check` sees the reopened partition with what the scenario
 /// reported before the freeze. n runs from 0 to the scenario's whole operation count.
-fn at_every_crash_point<S, C>(name: &str, setup: fn(&Path) -> Model, scenario: S, check: C)
-where
+fn at_every_crash_point<M, S, C>(
+    name: &str,
+    config: fn() -> TopicConfig,
+    setup: fn(&Path, TopicConfig) -> M,
+    scenario: S,
+    check: C,
+) where
+    M: Clone + Send + 'static,
     S: Fn(Rc<Partition>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<i64>>>> + Send + Sync + Copy + 'static,
-    C: Fn(&Partition, &Model, Option<i64>) -> Result<(), String> + Send + Sync + Copy + 'static,
+    C: Fn(&Partition, &M, Option<i64>) -> Result<(), String> + Send + Sync + Copy + 'static,
 {
     let mut total = None;
     let mut point = 0usize;
     loop {
         let (_root, dir, disk) = watched_dir();
-        let model = setup(&dir);
+        let model = setup(&dir, config());
         let before = disk.operations();
         if total.is_some() {
             disk.freeze_after(point);
         }
         let partition_dir = dir.clone();
         let reported = run(move || async move {
-            let partition = open_with(&partition_dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let partition = open_with(&partition_dir, config(), FLUSH_INTERVAL_MS).await;
             let reported = scenario(partition.clone()).await;
             std::mem::forget(partition);
             reported
         });
         let operations = disk.operations() - before;
         disk.crash(CrashMode::DropUnsynced).expect("crash");
-        let check_model = Model { batches: model.batches.clone() };
         let outcome = run(move || async move {
-            let partition = open_with(&dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
-            let outcome = check(&partition, &check_model, reported);
+            let partition = open_with(&dir, config(), FLUSH_INTERVAL_MS).await;
+            let outcome = check(&partition, &model, reported);
             std::mem::forget(partition);
             outcome
         });
@@ -233,11 +238,15 @@ where
     assert!(total.is_some_and(|total| total > 2), "{name}: the scenario made {total:?} operations");
 }
 
+fn small_segments() -> TopicConfig {
+    topic_config(SEGMENT_BYTES)
+}
+
 /// A log of several segments, all synced, written before the disk is frozen.
-fn synced_log(dir: &Path) -> Model {
+fn synced_log(dir: &Path, config: TopicConfig) -> Model {
     let dir = dir.to_path_buf();
     run(move || async move {
-        let partition = open_with(&dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+        let partition = open_with(&dir, config, FLUSH_INTERVAL_MS).await;
         let mut model = Model::default();
         for seed in 0..40u64 {
             let produced = BatchSpec::simple(2 + (seed % 3) as usize, 180, seed, 1_700_000_000_000 + seed as i64).encode();
@@ -255,6 +264,7 @@ fn synced_log(dir: &Path) -> Model {
 fn the_log_start_offset_survives_a_crash_at_every_step_of_delete_records() {
     at_every_crash_point(
         "delete_records",
+        small_segments,
         synced_log,
         |partition| {
             Box::pin(async move {
@@ -288,6 +298,7 @@ fn the_log_start_offset_survives_a_crash_at_every_step_of_delete_records() {
 fn appends_that_roll_segments_survive_a_crash_at_every_step() {
     at_every_crash_point(
         "roll",
+        small_segments,
         synced_log,
         |partition| {
             Box::pin(async move {
@@ -313,6 +324,118 @@ fn appends_that_roll_segments_survive_a_crash_at_every_step() {
             }
             for batch in &model.batches {
                 check_read(partition, model, batch.base_offset, 1)?;
+            }
+            Ok(())
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction
+
+/// (offset, key, value) of every record appended, in offset order.
+type Records = Vec<(i64, Vec<u8>, Vec<u8>)>;
+
+fn compacted() -> TopicConfig {
+    let mut config = topic_config(SEGMENT_BYTES);
+    config.cleanup_policy = fjord_engine::topic_config::CleanupPolicy::Compact;
+    config
+}
+
+/// Keyed batches over twenty keys, all synced, in several segments.
+fn keyed_log(dir: &Path, config: TopicConfig) -> Records {
+    let dir = dir.to_path_buf();
+    run(move || async move {
+        let partition = open_with(&dir, config, FLUSH_INTERVAL_MS).await;
+        let mut records = Vec::new();
+        for seed in 0..40u64 {
+            let specs: Vec<RecordSpec> = (0..3u64)
+                .map(|index| RecordSpec {
+                    // Keys 10..19 stop early: their latest records live in segments the
+                    // cleaner rewrites, so a rewrite a crash loses loses them.
+                    key: Some(format!("key-{}", (seed * 3 + index) % if seed < 20 { 20 } else { 10 }).into_bytes()),
+                    value: pattern(seed * 10 + index, 120),
+                    timestamp_delta_ms: index as i64,
+                })
+                .collect();
+            let produced = BatchSpec { base_timestamp_ms: 1_700_000_000_000, records: specs.clone() }.encode();
+            let base_offset = append_and_wait(&partition, produced, Acks::Synced).await;
+            for (index, spec) in specs.into_iter().enumerate() {
+                records.push((base_offset + index as i64, spec.key.unwrap_or_default(), spec.value));
+            }
+        }
+        partition.close().await.expect("clean close");
+        records
+    })
+}
+
+/// Every record the partition returns, in order.
+fn read_records(partition: &Partition) -> Result<Records, String> {
+    let mut out = Vec::new();
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let read =
+            partition.read(offset, 1 << 20, fjord_engine::partition::Isolation::ReadUncommitted).map_err(|e| e.to_string())?;
+        let (batches, _) = whole_batches(&result_bytes(&read));
+        let Some(last) = batches.last() else { return Err(format!("no whole batch at {offset}")) };
+        let next = last.last_offset + 1;
+        for found in batches {
+            let decoded = fjord_engine::batch::decode_records(&bytes::Bytes::from(found.bytes)).map_err(|e| e.to_string())?;
+            for record in decoded.records {
+                let key = record.key.map(|key| key.to_vec()).unwrap_or_default();
+                let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
+                out.push((record.offset, key, value));
+            }
+        }
+        offset = next;
+    }
+    Ok(out)
+}
+
+/// Log compaction's swap (the `.cleaned`, `.swap` renames and the removal of the old segments,
+/// Kafka's LogCleaner protocol) at every crash point: the reopened log holds records only as
+/// they were appended, at their offsets, in order, and the latest record of every key.
+#[test]
+fn compaction_keeps_every_key_latest_record_whatever_step_a_crash_interrupts() {
+    at_every_crash_point(
+        "compaction",
+        compacted,
+        keyed_log,
+        |partition| {
+            Box::pin(async move {
+                let options = fjord_engine::compaction::CompactOptions { force: true, ..Default::default() };
+                let report = partition.compact(fjord_engine::partition::now_ms(), &options).await.ok().flatten();
+                report.map(|report| report.records_after as i64)
+            })
+        },
+        |partition, appended, reported| {
+            let found = read_records(partition)?;
+            if reported.is_some() && found.len() >= appended.len() {
+                return Err(format!(
+                    "the pass completed ({reported:?} records kept) but all {} records are still there",
+                    found.len()
+                ));
+            }
+            let by_offset: std::collections::HashMap<i64, (&Vec<u8>, &Vec<u8>)> =
+                appended.iter().map(|(offset, key, value)| (*offset, (key, value))).collect();
+            let mut last = -1;
+            for (offset, key, value) in &found {
+                if *offset <= last {
+                    return Err(format!("offset {offset} after {last}"));
+                }
+                last = *offset;
+                if by_offset.get(offset) != Some(&(key, value)) {
+                    return Err(format!("record at {offset} is not the one appended there"));
+                }
+            }
+            let mut latest: std::collections::HashMap<&Vec<u8>, i64> = std::collections::HashMap::new();
+            for (offset, key, _) in appended {
+                latest.insert(key, *offset);
+            }
+            for (key, offset) in latest {
+                if !found.iter().any(|(found_offset, _, _)| *found_offset == offset) {
+                    return Err(format!("the latest record of {:?} (offset {offset}) is gone", String::from_utf8_lossy(key)));
+                }
             }
             Ok(())
         },

@@ -364,12 +364,20 @@ impl TxnPartition {
             if !durable {
                 tracing::error!(partition = self.index, "transaction records were not persisted; replies and markers dropped");
             }
+            let end_txn_acked = durable && replies.iter().any(|(_, reply)| matches!(reply, TxnReply::EndTxn(_)));
             for (token, reply) in replies {
                 if let Some(sender) = self.waiting.borrow_mut().remove(&token) {
                     if durable {
                         let _ = sender.send(TxnAnswer::Reply(reply));
                     }
                 }
+            }
+            if end_txn_acked && !markers.is_empty() && stop_after_end_txn_ack() {
+                tracing::warn!(
+                    partition = self.index,
+                    "FJORD_DEBUG_STOP_AFTER_END_TXN_ACK: EndTxn acknowledged, markers never written"
+                );
+                std::future::pending::<()>().await;
             }
             if durable {
                 for job in markers {
@@ -378,6 +386,17 @@ impl TxnPartition {
             }
         }
     }
+}
+
+/// Test hook for the crash window between an EndTxn acknowledgement and its markers: with the
+/// environment variable FJORD_DEBUG_STOP_AFTER_END_TXN_ACK set (to anything; read once per
+/// process), a partition's drainer that has just sent an EndTxn reply (its PrepareCommit or
+/// PrepareAbort record durable) parks forever instead of starting the markers, so a test can
+/// SIGKILL the broker there and check that recovery completes the transaction. Never set in
+/// production; unset, this costs one cached load per drained outcome.
+fn stop_after_end_txn_ack() -> bool {
+    static STOP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STOP.get_or_init(|| std::env::var_os("FJORD_DEBUG_STOP_AFTER_END_TXN_ACK").is_some())
 }
 
 /// Writes a job's markers until every partition has one (or is gone), then records the

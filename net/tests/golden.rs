@@ -1,5 +1,7 @@
-//! Golden-file tests of Fjord's Kafka wire encoding: one test per API the broker serves, each
-//! covering at least the lowest and the highest version Fjord advertises.
+//! Golden-file tests of Fjord's Kafka wire encoding: one test per API the broker serves (one per
+//! scenario for the group and transaction APIs, which need each other), each API covered at
+//! least at the lowest and the highest version Fjord advertises. `schema.rs` walks the golden
+//! files of the group and transaction APIs with Apache Kafka's own message definitions.
 //!
 //! Each test starts the real `fjord` binary (fresh data directory, free port), sends fixed
 //! requests over a plain TCP socket — size-prefixed frames encoded with kafka-protocol at a fixed
@@ -15,7 +17,13 @@
 //! - topic id: must be the id CreateTopics v7 returned; becomes the topic name, `_`-padded to 16 bytes;
 //! - broker port: must be the port the test picked; becomes 9092;
 //! - fetch session id: must not be 0; becomes 1;
-//! - log_append_time_ms of LogAppendTime topics: must be after the records' timestamps; becomes 1.
+//! - log_append_time_ms of LogAppendTime topics: must be after the records' timestamps; becomes 1;
+//! - member ids the group coordinator generates: must be `fjord-golden-<uuid>` (classic groups,
+//!   client id + uuid) or a bare hyphenated uuid (KIP-848 groups, ConsumerGroupHeartbeat v0);
+//!   the uuid becomes `00000000-0000-0000-0000-00000000000n` for the n-th distinct id;
+//! - a transaction's start time (DescribeTransactions): must be a time during the test; becomes 1.
+//!
+//! Producer ids are not masked: a fresh data directory hands them out from 0, in request order.
 //!
 //! Everything else (throttle time 0, offsets, record bytes, error codes and messages, config
 //! values) is compared as sent. A golden file's `#` lines say what the case sends; a line starting
@@ -33,29 +41,49 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_producers_request::TopicRequest as DescribeProducersTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request as incremental;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ResponseHeader, TopicName,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, AlterConfigsRequest, ApiKey,
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, CreatePartitionsRequest, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribeProducersRequest, DescribeTransactionsRequest, EndTxnRequest,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, ProducerId, ResponseHeader,
+    SyncGroupRequest, TopicName, TransactionalId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use support::{decode_frame, encode_request, request_header, Broker, Client};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use support::{decode_frame, encode_request, request_header, Broker, Client, CLIENT_ID};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -67,6 +95,7 @@ const MASKED_CLUSTER_ID: &str = "MASKED-CLUSTER-ID";
 const MASKED_PORT: i32 = 9092;
 const MASKED_SESSION_ID: i32 = 1;
 const MASKED_LOG_APPEND_TIME_MS: i64 = 1;
+const MASKED_WALL_CLOCK_MS: i64 = 1;
 /// Creation time of the first record of the fixed batch; the others follow a second apart.
 const BATCH_TIMESTAMP_FIRST_MS: i64 = 1_700_000_000_000;
 /// Records in the fixed batch.
@@ -92,7 +121,13 @@ trait Golden {
 
 impl Golden for Broker {
     fn masks(&self) -> Masks {
-        Masks { port: self.port, cluster_id: self.cluster_id.clone(), topics: Vec::new() }
+        Masks {
+            port: self.port,
+            cluster_id: self.cluster_id.clone(),
+            topics: Vec::new(),
+            members: RefCell::new(Vec::new()),
+            started_ms: now_ms(),
+        }
     }
 }
 
@@ -107,6 +142,20 @@ struct Reply<T> {
 
 trait GoldenCall {
     fn call<R: Request>(&mut self, version: i16, request: &R) -> Reply<R::Response>;
+
+    /// [`GoldenCall::call`], repeated while `code` of the answer is one a client retries before
+    /// anything happened (the coordinator's internal topic is being created or loaded, or the
+    /// transactional id's previous transaction is completing), at most [`RETRY_WAIT_MAX`].
+    fn call_retrying<R: Request>(&mut self, version: i16, request: &R, code: impl Fn(&R::Response) -> i16) -> Reply<R::Response> {
+        let deadline = Instant::now() + RETRY_WAIT_MAX;
+        loop {
+            let reply = self.call(version, request);
+            if !RETRIABLE.contains(&code(&reply.body)) || Instant::now() >= deadline {
+                return reply;
+            }
+            std::thread::sleep(RETRY_INTERVAL);
+        }
+    }
 }
 
 impl GoldenCall for Client {
@@ -162,6 +211,10 @@ struct Masks {
     cluster_id: String,
     /// Topic ids the test learned from CreateTopics, with their topic names.
     topics: Vec<(Uuid, String)>,
+    /// Member ids the coordinator generated, in the order the test first saw them.
+    members: RefCell<Vec<String>>,
+    /// Wall-clock time when the masks were made (after the broker started).
+    started_ms: i64,
 }
 
 impl Masks {
@@ -205,6 +258,41 @@ impl Masks {
         assert_eq!(cluster_id.as_str(), self.cluster_id, "cluster id must be the one in meta.properties");
         StrBytes::from_static_str(MASKED_CLUSTER_ID)
     }
+
+    /// A member id the coordinator generated: `<client id>-<uuid>` in classic groups (Kafka's
+    /// `ClassicGroup.generateMemberId`), a bare uuid in KIP-848 consumer groups joining with
+    /// ConsumerGroupHeartbeat v0. Keeps its shape and length, the uuid becoming the n-th
+    /// distinct id the test saw (`00000000-0000-0000-0000-00000000000n`); "" stays.
+    fn member_id(&self, id: &str) -> StrBytes {
+        if id.is_empty() {
+            return StrBytes::default();
+        }
+        let prefix = format!("{CLIENT_ID}-");
+        let (prefix, uuid) = match id.strip_prefix(&prefix) {
+            Some(uuid) => (prefix.as_str(), uuid),
+            None => ("", id),
+        };
+        assert!(uuid.len() == 36 && Uuid::parse_str(uuid).is_ok(), "member id {id:?} is not [<client id>-]<hyphenated uuid>");
+        let mut members = self.members.borrow_mut();
+        let n = match members.iter().position(|known| known == id) {
+            Some(index) => index + 1,
+            None => {
+                members.push(id.to_string());
+                members.len()
+            }
+        };
+        StrBytes::from_string(format!("{prefix}{}", Uuid::from_u128(n as u128).hyphenated()))
+    }
+
+    /// A wall-clock time the broker took during the test (a transaction's start): becomes 1.
+    fn wall_clock_ms(&self, ms: i64) -> i64 {
+        assert!((self.started_ms..=now_ms()).contains(&ms), "{ms} is not a time during the test (from {})", self.started_ms);
+        MASKED_WALL_CLOCK_MS
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1140,4 +1228,982 @@ fn describe_cluster_responses_match_golden() {
         "DescribeCluster v1, endpoint_type=2 (controllers) sent to a broker.",
         &controllers.masked(mask),
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group and transaction APIs: shared pieces
+
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+/// What [`GoldenCall::call_retrying`] retries.
+const RETRIABLE: [i16; 3] = [COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS];
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(10);
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// FindCoordinator key types (KIP-98).
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+const SESSION_TIMEOUT_MS: i32 = 10_000;
+const REBALANCE_TIMEOUT_MS: i32 = 10_000;
+const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
+
+/// Groups form as soon as their members have joined.
+const GROUP_BROKER_ARGS: [&str; 2] = ["--group-initial-rebalance-delay-ms", "0"];
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(text(name))
+}
+
+fn transactional_id(name: &str) -> TransactionalId {
+    TransactionalId(text(name))
+}
+
+/// Setup, not under test: FindCoordinator v4 for `key`, retried until the coordinator's internal
+/// topic exists and is loaded, so the calls under test get their first answer.
+fn await_coordinator(client: &mut Client, key: &str, key_type: i8) {
+    let request = FindCoordinatorRequest::default().with_key_type(key_type).with_coordinator_keys(vec![text(key)]);
+    let reply = client.call_retrying(4, &request, |body| body.coordinators[0].error_code);
+    assert_eq!(reply.body.coordinators[0].error_code, 0, "FindCoordinator {key}");
+}
+
+/// A ConsumerProtocolSubscription v0 (KIP-429 layout, version 0): what a Java consumer sends as
+/// its JoinGroup protocol metadata for `topics`.
+fn consumer_subscription(topics: &[&str]) -> Bytes {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&0i16.to_be_bytes());
+    bytes.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for topic in topics {
+        bytes.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+    }
+    bytes.extend_from_slice(&(-1i32).to_be_bytes()); // user data: null
+    Bytes::from(bytes)
+}
+
+/// A ConsumerProtocolAssignment v0 of `partitions` of `topic`.
+fn consumer_assignment(topic: &str, partitions: &[i32]) -> Bytes {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&0i16.to_be_bytes());
+    bytes.extend_from_slice(&1i32.to_be_bytes());
+    bytes.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    bytes.extend_from_slice(topic.as_bytes());
+    bytes.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+    for partition in partitions {
+        bytes.extend_from_slice(&partition.to_be_bytes());
+    }
+    bytes.extend_from_slice(&(-1i32).to_be_bytes()); // user data: null
+    Bytes::from(bytes)
+}
+
+fn join_group_request(group: &str, member_id: &str, topics: &[&str]) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+        .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
+        .with_member_id(text(member_id))
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(text("range"))
+            .with_metadata(consumer_subscription(topics))])
+}
+
+fn mask_join_group(masks: &Masks, body: &mut JoinGroupResponse) {
+    body.leader = masks.member_id(&body.leader);
+    body.member_id = masks.member_id(&body.member_id);
+    for member in &mut body.members {
+        member.member_id = masks.member_id(&member.member_id);
+    }
+}
+
+fn mask_describe_groups(masks: &Masks, body: &mut DescribeGroupsResponse) {
+    for group in &mut body.groups {
+        for member in &mut group.members {
+            member.member_id = masks.member_id(&member.member_id);
+        }
+    }
+}
+
+fn offset_commit_topic(name: &str, offsets: &[(i32, i64, Option<&str>)]) -> OffsetCommitRequestTopic {
+    OffsetCommitRequestTopic::default().with_name(topic_name(name)).with_partitions(
+        offsets
+            .iter()
+            .map(|(partition, offset, metadata)| {
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(*partition)
+                    .with_committed_offset(*offset)
+                    .with_committed_metadata(metadata.map(text))
+            })
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// FindCoordinator (key 10), v0–6
+
+#[test]
+fn find_coordinator_responses_match_golden() {
+    let broker = Broker::start();
+    let mut client = broker.connect();
+    let masks = broker.masks();
+    await_coordinator(&mut client, "golden-fc-group", KEY_TYPE_GROUP);
+    await_coordinator(&mut client, "golden-fc-txn", KEY_TYPE_TRANSACTION);
+
+    // v0: one group key, the coordinator at the top level.
+    let v0 = client.call(0, &FindCoordinatorRequest::default().with_key(text("golden-fc-group")));
+    assert_eq!((v0.body.error_code, v0.body.node_id), (0, BrokerId(1)));
+    assert_golden(
+        "find_coordinator_v0",
+        "FindCoordinator v0, group golden-fc-group; masked: port.",
+        &v0.masked(|body| body.port = masks.port(body.port)),
+    );
+
+    // v4+: batched keys (KIP-699), one coordinator per key.
+    let v6 = client.call(
+        6,
+        &FindCoordinatorRequest::default()
+            .with_key_type(KEY_TYPE_GROUP)
+            .with_coordinator_keys(vec![text("golden-fc-group"), text("golden-fc-group-2")]),
+    );
+    let mask_v6 = |body: &mut FindCoordinatorResponse| {
+        for coordinator in &mut body.coordinators {
+            coordinator.port = masks.port(coordinator.port);
+        }
+    };
+    assert_golden(
+        "find_coordinator_v6",
+        "FindCoordinator v6, key type 0 (group), keys [golden-fc-group, golden-fc-group-2]; masked: ports.",
+        &v6.masked(mask_v6),
+    );
+
+    let v6_txn = client.call(
+        6,
+        &FindCoordinatorRequest::default().with_key_type(KEY_TYPE_TRANSACTION).with_coordinator_keys(vec![text("golden-fc-txn")]),
+    );
+    assert_eq!(v6_txn.body.coordinators[0].error_code, 0);
+    assert_golden(
+        "find_coordinator_v6_transaction",
+        "FindCoordinator v6, key type 1 (transaction), keys [golden-fc-txn]; masked: port.",
+        &v6_txn.masked(mask_v6),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The classic group protocol at its lowest versions: JoinGroup v0, SyncGroup v0, Heartbeat v0,
+// OffsetCommit v2, OffsetFetch v1, DescribeGroups v0, ListGroups v0, LeaveGroup v0,
+// DeleteGroups v0, OffsetDelete v0 (its only version)
+
+const GROUP_TOPIC: &str = "golden-grp";
+
+#[test]
+fn classic_group_responses_at_the_lowest_versions_match_golden() {
+    const GROUP: &str = "golden-classic-low";
+    let broker = Broker::start_with(&GROUP_BROKER_ARGS);
+    let mut client = broker.connect();
+    let mut masks = broker.masks();
+    create_topic(&mut client, &mut masks, GROUP_TOPIC, 3, &[]);
+    await_coordinator(&mut client, GROUP, KEY_TYPE_GROUP);
+
+    // v0: no MEMBER_ID_REQUIRED round (KIP-394 is v4+): the join completes at once.
+    let join = client.call_retrying(0, &join_group_request(GROUP, "", &[GROUP_TOPIC]), |body| body.error_code);
+    assert_eq!(join.body.error_code, 0);
+    assert_eq!(join.body.generation_id, 1);
+    assert_eq!(join.body.leader, join.body.member_id, "the only member leads");
+    let member_id = join.body.member_id.to_string();
+    assert_golden(
+        "join_group_v0",
+        "JoinGroup v0, group golden-classic-low, member id \"\", protocol type consumer, protocol range with a\n\
+         ConsumerProtocolSubscription v0 of [golden-grp]; broker started with group.initial.rebalance.delay.ms=0;\n\
+         masked: member ids.",
+        &join.masked(|body| mask_join_group(&masks, body)),
+    );
+
+    let sync = client.call(
+        0,
+        &SyncGroupRequest::default()
+            .with_group_id(group_id(GROUP))
+            .with_generation_id(1)
+            .with_member_id(text(&member_id))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(text(&member_id))
+                .with_assignment(consumer_assignment(GROUP_TOPIC, &[0, 1, 2]))]),
+    );
+    assert_eq!(sync.body.error_code, 0);
+    assert_eq!(sync.body.assignment, consumer_assignment(GROUP_TOPIC, &[0, 1, 2]), "the leader's assignment comes back");
+    assert_golden(
+        "sync_group_v0",
+        "SyncGroup v0 from the leader of golden-classic-low, generation 1, assigning golden-grp [0, 1, 2] to itself.",
+        &sync.frame,
+    );
+
+    let heartbeat = client.call(
+        0,
+        &HeartbeatRequest::default().with_group_id(group_id(GROUP)).with_generation_id(1).with_member_id(text(&member_id)),
+    );
+    assert_eq!(heartbeat.body.error_code, 0, "the group is Stable");
+    assert_golden("heartbeat_v0", "Heartbeat v0 of the member of golden-classic-low, generation 1 (Stable).", &heartbeat.frame);
+
+    let commit = client.call(
+        2,
+        &OffsetCommitRequest::default()
+            .with_group_id(group_id(GROUP))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(text(&member_id))
+            .with_retention_time_ms(-1)
+            .with_topics(vec![
+                offset_commit_topic(GROUP_TOPIC, &[(0, 5, Some("golden")), (1, 7, None)]),
+                offset_commit_topic("golden-grp-none", &[(0, 1, None)]),
+            ]),
+    );
+    assert_golden(
+        "offset_commit_v2",
+        "OffsetCommit v2 by the member of golden-classic-low, generation 1, retention -1: golden-grp 0 -> 5 (metadata\n\
+         \"golden\"), 1 -> 7 (null metadata), golden-grp-none 0 (UNKNOWN_TOPIC_OR_PARTITION).",
+        &commit.frame,
+    );
+
+    let fetch = client.call(
+        1,
+        &OffsetFetchRequest::default().with_group_id(group_id(GROUP)).with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name(GROUP_TOPIC))
+            .with_partition_indexes(vec![0, 1, 2])])),
+    );
+    let offsets: Vec<i64> = fetch.body.topics[0].partitions.iter().map(|partition| partition.committed_offset).collect();
+    assert_eq!(offsets, [5, 7, -1]);
+    assert_golden(
+        "offset_fetch_v1",
+        "OffsetFetch v1, golden-classic-low, golden-grp [0, 1, 2]: 5 (\"golden\"), 7, none (-1).",
+        &fetch.frame,
+    );
+
+    let describe =
+        client.call(0, &DescribeGroupsRequest::default().with_groups(vec![group_id(GROUP), group_id("golden-missing")]));
+    assert_eq!(describe.body.groups[0].group_state.as_str(), "Stable");
+    assert_golden(
+        "describe_groups_v0",
+        "DescribeGroups v0, [golden-classic-low (Stable, one member), golden-missing (Dead)]; masked: member id.",
+        &describe.masked(|body| mask_describe_groups(&masks, body)),
+    );
+
+    let list = client.call(0, &ListGroupsRequest::default());
+    assert_golden("list_groups_v0", "ListGroups v0: every group (golden-classic-low).", &list.frame);
+
+    let leave = client.call(0, &LeaveGroupRequest::default().with_group_id(group_id(GROUP)).with_member_id(text(&member_id)));
+    assert_eq!(leave.body.error_code, 0);
+    assert_golden("leave_group_v0", "LeaveGroup v0, the member of golden-classic-low.", &leave.frame);
+
+    // A group with offsets and no members (generation -1, member ""), for OffsetDelete.
+    const SIMPLE: &str = "golden-simple";
+    let simple_commit = client.call(
+        9,
+        &OffsetCommitRequest::default()
+            .with_group_id(group_id(SIMPLE))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![offset_commit_topic(GROUP_TOPIC, &[(0, 3, None), (1, 4, None)])]),
+    );
+    assert!(simple_commit.body.topics[0].partitions.iter().all(|partition| partition.error_code == 0));
+    let offset_delete = client.call(
+        0,
+        &OffsetDeleteRequest::default().with_group_id(group_id(SIMPLE)).with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(topic_name(GROUP_TOPIC))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0),
+                OffsetDeleteRequestPartition::default().with_partition_index(5),
+            ])]),
+    );
+    assert_eq!(offset_delete.body.error_code, 0);
+    assert_golden(
+        "offset_delete_v0",
+        "OffsetDelete v0, golden-simple (Empty, offsets for golden-grp 0 and 1): golden-grp 0 (deleted),\n\
+         5 (UNKNOWN_TOPIC_OR_PARTITION).",
+        &offset_delete.frame,
+    );
+
+    let delete =
+        client.call(0, &DeleteGroupsRequest::default().with_groups_names(vec![group_id(GROUP), group_id("golden-missing")]));
+    assert_golden(
+        "delete_groups_v0",
+        "DeleteGroups v0, [golden-classic-low (Empty after the leave), golden-missing (GROUP_ID_NOT_FOUND)].",
+        &delete.frame,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The classic group protocol at its highest versions: JoinGroup v9, SyncGroup v5, Heartbeat v4,
+// OffsetCommit v9, OffsetFetch v9, DescribeGroups v5, ListGroups v5, LeaveGroup v5,
+// DeleteGroups v2
+
+#[test]
+fn classic_group_responses_at_the_highest_versions_match_golden() {
+    const GROUP: &str = "golden-classic-high";
+    let broker = Broker::start_with(&GROUP_BROKER_ARGS);
+    let mut client = broker.connect();
+    let mut masks = broker.masks();
+    create_topic(&mut client, &mut masks, GROUP_TOPIC, 3, &[]);
+    await_coordinator(&mut client, GROUP, KEY_TYPE_GROUP);
+
+    // KIP-394: a v4+ join without a member id is answered MEMBER_ID_REQUIRED with the id to use.
+    let first = client.call_retrying(9, &join_group_request(GROUP, "", &[GROUP_TOPIC]), |body| body.error_code);
+    assert_eq!(first.body.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member_id = first.body.member_id.to_string();
+    assert_golden(
+        "join_group_v9_member_id_required",
+        "JoinGroup v9, group golden-classic-high, member id \"\": MEMBER_ID_REQUIRED with the member id (KIP-394);\n\
+         masked: member id.",
+        &first.masked(|body| mask_join_group(&masks, body)),
+    );
+
+    let join = client.call(9, &join_group_request(GROUP, &member_id, &[GROUP_TOPIC]).with_reason(Some(text("golden join"))));
+    assert_eq!((join.body.error_code, join.body.generation_id), (0, 1));
+    assert_eq!(join.body.member_id.as_str(), member_id);
+    assert_golden(
+        "join_group_v9",
+        "JoinGroup v9, golden-classic-high, with the member id MEMBER_ID_REQUIRED gave, reason \"golden join\";\n\
+         protocol type consumer, protocol range ([golden-grp]); masked: member ids.",
+        &join.masked(|body| mask_join_group(&masks, body)),
+    );
+
+    let sync = client.call(
+        5,
+        &SyncGroupRequest::default()
+            .with_group_id(group_id(GROUP))
+            .with_generation_id(1)
+            .with_member_id(text(&member_id))
+            .with_protocol_type(Some(text("consumer")))
+            .with_protocol_name(Some(text("range")))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(text(&member_id))
+                .with_assignment(consumer_assignment(GROUP_TOPIC, &[0, 1, 2]))]),
+    );
+    assert_eq!(sync.body.error_code, 0);
+    assert_golden(
+        "sync_group_v5",
+        "SyncGroup v5 from the leader of golden-classic-high, generation 1, protocol consumer/range,\n\
+         assigning golden-grp [0, 1, 2] to itself.",
+        &sync.frame,
+    );
+
+    let heartbeat = client.call(
+        4,
+        &HeartbeatRequest::default().with_group_id(group_id(GROUP)).with_generation_id(1).with_member_id(text(&member_id)),
+    );
+    assert_eq!(heartbeat.body.error_code, 0);
+    assert_golden("heartbeat_v4", "Heartbeat v4 of the member of golden-classic-high, generation 1 (Stable).", &heartbeat.frame);
+
+    let commit = client.call(
+        9,
+        &OffsetCommitRequest::default()
+            .with_group_id(group_id(GROUP))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(text(&member_id))
+            .with_topics(vec![
+                offset_commit_topic(GROUP_TOPIC, &[(0, 11, Some("golden")), (9, 1, None)]),
+                offset_commit_topic("golden-grp-none", &[(0, 1, None)]),
+            ]),
+    );
+    assert_golden(
+        "offset_commit_v9",
+        "OffsetCommit v9 by the member of golden-classic-high, generation 1: golden-grp 0 -> 11 (\"golden\"),\n\
+         golden-grp 9 and golden-grp-none 0 (UNKNOWN_TOPIC_OR_PARTITION).",
+        &commit.frame,
+    );
+
+    // v8+: several groups (KIP-709); require_stable (KIP-447).
+    let fetch = client.call(
+        9,
+        &OffsetFetchRequest::default().with_require_stable(true).with_groups(vec![
+            OffsetFetchRequestGroup::default().with_group_id(group_id(GROUP)).with_topics(None),
+            OffsetFetchRequestGroup::default().with_group_id(group_id("golden-missing")).with_topics(Some(vec![
+                OffsetFetchRequestTopics::default().with_name(topic_name(GROUP_TOPIC)).with_partition_indexes(vec![0]),
+            ])),
+        ]),
+    );
+    assert_eq!(fetch.body.groups[0].topics[0].partitions[0].committed_offset, 11);
+    assert_golden(
+        "offset_fetch_v9",
+        "OffsetFetch v9 require_stable: golden-classic-high all topics (golden-grp 0: 11 \"golden\"),\n\
+         golden-missing golden-grp [0] (none, -1).",
+        &fetch.frame,
+    );
+
+    let describe = client
+        .call(5, &DescribeGroupsRequest::default().with_include_authorized_operations(true).with_groups(vec![group_id(GROUP)]));
+    assert_golden(
+        "describe_groups_v5",
+        "DescribeGroups v5, [golden-classic-high], include authorized operations; masked: member id.\n\
+         KNOWN DISCREPANCY: without an authorizer Kafka reports the operations that apply to a group\n\
+         (AuthHelper.authorizedOperations: READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS = 3400);\n\
+         Fjord sends -2147483648 (not requested).",
+        &describe.masked(|body| mask_describe_groups(&masks, body)),
+    );
+
+    // A second, Empty group, which the Stable filter leaves out.
+    let simple_commit = client.call(
+        9,
+        &OffsetCommitRequest::default()
+            .with_group_id(group_id("golden-simple"))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![offset_commit_topic(GROUP_TOPIC, &[(0, 3, None)])]),
+    );
+    assert_eq!(simple_commit.body.topics[0].partitions[0].error_code, 0);
+    let list_all = client.call(5, &ListGroupsRequest::default());
+    assert_eq!(list_all.body.groups.len(), 2, "golden-classic-high and golden-simple");
+    let list = client
+        .call(5, &ListGroupsRequest::default().with_states_filter(vec![text("Stable")]).with_types_filter(vec![text("classic")]));
+    assert_golden(
+        "list_groups_v5",
+        "ListGroups v5, states filter [Stable], types filter [classic] (KIP-518, KIP-848): golden-classic-high,\n\
+         not golden-simple (Empty).",
+        &list.frame,
+    );
+
+    // v3+: several members by id (KIP-345), each with its own code.
+    let leave = client.call(
+        5,
+        &LeaveGroupRequest::default().with_group_id(group_id(GROUP)).with_members(vec![
+            MemberIdentity::default().with_member_id(text(&member_id)).with_reason(Some(text("golden leave"))),
+            MemberIdentity::default().with_member_id(text("fjord-golden-unknown")),
+        ]),
+    );
+    assert_eq!(leave.body.members[0].error_code, 0);
+    assert_eq!(leave.body.members[1].error_code, 25, "UNKNOWN_MEMBER_ID");
+    assert_golden(
+        "leave_group_v5",
+        "LeaveGroup v5, golden-classic-high, members [the member (reason \"golden leave\"), fjord-golden-unknown\n\
+         (UNKNOWN_MEMBER_ID)]; masked: member id.",
+        &leave.masked(|body| {
+            for member in &mut body.members {
+                if member.member_id.as_str() != "fjord-golden-unknown" {
+                    member.member_id = masks.member_id(&member.member_id);
+                }
+            }
+        }),
+    );
+
+    let delete =
+        client.call(2, &DeleteGroupsRequest::default().with_groups_names(vec![group_id(GROUP), group_id("golden-missing")]));
+    assert_golden(
+        "delete_groups_v2",
+        "DeleteGroups v2, [golden-classic-high (Empty after the leave), golden-missing (GROUP_ID_NOT_FOUND)].",
+        &delete.frame,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// KIP-848 consumer groups: ConsumerGroupHeartbeat (key 68) v0–1, ConsumerGroupDescribe (69) v0–1
+
+/// A member id as a Kafka 4 client makes one for ConsumerGroupHeartbeat v1 (KIP-1082):
+/// `Uuid.randomUuid().toString()`, 22 characters of URL-safe base64.
+const CLIENT_MEMBER_ID: &str = "R29sZGVuTWVtYmVySWQwMQ";
+
+fn consumer_heartbeat(group: &str, member_id: &str, topics: &[&str]) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group_id(group))
+        .with_member_id(text(member_id))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
+        .with_subscribed_topic_names(Some(topics.iter().map(|topic| topic_name(topic)).collect()))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+#[test]
+fn consumer_group_responses_match_golden() {
+    const TOPIC: &str = "golden-cg-topic";
+    let broker = Broker::start_with(&GROUP_BROKER_ARGS);
+    let mut client = broker.connect();
+    let mut masks = broker.masks();
+    create_topic(&mut client, &mut masks, TOPIC, 2, &[]);
+    await_coordinator(&mut client, "golden-cg", KEY_TYPE_GROUP);
+    let mask_heartbeat = |body: &mut ConsumerGroupHeartbeatResponse| {
+        if let Some(member_id) = &body.member_id {
+            if member_id.as_str() != CLIENT_MEMBER_ID {
+                body.member_id = Some(masks.member_id(member_id));
+            }
+        }
+        for assigned in body.assignment.iter_mut().flat_map(|assignment| assignment.topic_partitions.iter_mut()) {
+            assigned.topic_id = masks.topic_id(assigned.topic_id);
+        }
+    };
+
+    // v0: the coordinator makes the member id.
+    let v0 = client.call_retrying(0, &consumer_heartbeat("golden-cg", "", &[TOPIC]), |body| body.error_code);
+    assert_eq!(v0.body.error_code, 0);
+    assert_eq!(v0.body.member_epoch, 1);
+    assert_golden(
+        "consumer_group_heartbeat_v0",
+        "ConsumerGroupHeartbeat v0, group golden-cg, member id \"\", epoch 0 (join), subscribed [golden-cg-topic]\n\
+         (2 partitions); masked: member id, topic id.\n\
+         KNOWN DISCREPANCY: Kafka makes the member id with Uuid.randomUuid().toString() (22 characters of\n\
+         URL-safe base64); Fjord's is a 36-character hyphenated uuid.",
+        &v0.masked(mask_heartbeat),
+    );
+
+    // v1 (KIP-1082): the client makes the member id, and must send one.
+    let v1 = client.call_retrying(1, &consumer_heartbeat("golden-cg-v1", CLIENT_MEMBER_ID, &[TOPIC]), |body| body.error_code);
+    assert_eq!(v1.body.error_code, 0);
+    assert_eq!(v1.body.member_id.as_ref().map(|id| id.as_str()), Some(CLIENT_MEMBER_ID));
+    assert_golden(
+        "consumer_group_heartbeat_v1",
+        &format!(
+            "ConsumerGroupHeartbeat v1, group golden-cg-v1, member id {CLIENT_MEMBER_ID} (client-made, KIP-1082), epoch 0,\n\
+             subscribed [golden-cg-topic]; masked: topic id."
+        ),
+        &v1.masked(mask_heartbeat),
+    );
+    let v1_empty = client.call(1, &consumer_heartbeat("golden-cg-v1", "", &[TOPIC]));
+    assert_eq!(v1_empty.body.error_code, 42, "INVALID_REQUEST");
+    assert_golden(
+        "consumer_group_heartbeat_v1_empty_member_id",
+        "ConsumerGroupHeartbeat v1, group golden-cg-v1, member id \"\": INVALID_REQUEST (KIP-1082).",
+        &v1_empty.frame,
+    );
+
+    let mask_describe = |body: &mut ConsumerGroupDescribeResponse| {
+        for member in body.groups.iter_mut().flat_map(|group| group.members.iter_mut()) {
+            if member.member_id.as_str() != CLIENT_MEMBER_ID {
+                member.member_id = masks.member_id(&member.member_id);
+            }
+            for assigned in
+                member.assignment.topic_partitions.iter_mut().chain(member.target_assignment.topic_partitions.iter_mut())
+            {
+                assigned.topic_id = masks.topic_id(assigned.topic_id);
+            }
+        }
+    };
+    let describe_v0 = client.call(
+        0,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id("golden-cg"), group_id("golden-cg-none")]),
+    );
+    assert_golden(
+        "consumer_group_describe_v0",
+        "ConsumerGroupDescribe v0, [golden-cg (one member), golden-cg-none (GROUP_ID_NOT_FOUND)];\n\
+         masked: member id, topic ids.\n\
+         KNOWN DISCREPANCY: Kafka's GroupMetadataManager.consumerGroupDescribe (apache/kafka 1eb7644) answers a\n\
+         group not found with only the group id and the code (ErrorMessage null, GroupState \"\"); Fjord adds\n\
+         ErrorMessage \"Group not found.\" and GroupState \"Dead\".",
+        &describe_v0.masked(mask_describe),
+    );
+    let describe_v1 = client.call(
+        1,
+        &ConsumerGroupDescribeRequest::default()
+            .with_include_authorized_operations(true)
+            .with_group_ids(vec![group_id("golden-cg-v1")]),
+    );
+    assert_golden(
+        "consumer_group_describe_v1",
+        "ConsumerGroupDescribe v1, [golden-cg-v1], include authorized operations; masked: topic ids.\n\
+         KNOWN DISCREPANCY: without an authorizer Kafka reports the operations that apply to a group\n\
+         (AuthHelper.authorizedOperations: READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS = 3400);\n\
+         Fjord sends -2147483648 (not requested).",
+        &describe_v1.masked(mask_describe),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions: InitProducerId (22) v0–5, AddPartitionsToTxn (24) v0–5, AddOffsetsToTxn (25)
+// v0–4, TxnOffsetCommit (28) v0–4, DescribeTransactions (65) v0, ListTransactions (66) v0–1,
+// DescribeProducers (61) v0, EndTxn (26) v0–4
+
+/// Three records of one producer: idempotent (`transactional` false) or transactional, base
+/// sequence `base_sequence`, creation timestamps a second apart from [`BATCH_TIMESTAMP_FIRST_MS`].
+fn producer_batch(producer_id: i64, producer_epoch: i16, base_sequence: i32, transactional: bool) -> Bytes {
+    let records: Vec<Record> = (0..BATCH_RECORD_COUNT)
+        .map(|index| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: index,
+            sequence: base_sequence + index as i32,
+            timestamp: BATCH_TIMESTAMP_FIRST_MS + 1000 * index,
+            key: Some(Bytes::from(format!("key-{index}"))),
+            value: Some(Bytes::from(format!("value-{index}"))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buffer, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode a batch");
+    let batch = buffer.freeze();
+    assert_eq!(batch_field_i32(&batch, 57), BATCH_RECORD_COUNT as i32, "one batch holds every record");
+    assert_eq!(batch_field_i32(&batch, 53), base_sequence, "base sequence");
+    batch
+}
+
+/// Setup, not under test: produces `batch` to `topic`-`partition` (Produce v9, acks=all) for
+/// `transactional` (None: an idempotent producer); returns the base offset.
+fn produce_as(client: &mut Client, transactional: Option<&str>, topic: &str, partition: i32, batch: &Bytes) -> i64 {
+    let request = produce_request(-1, &[(topic, &[partition])], batch).with_transactional_id(transactional.map(transactional_id));
+    let reply = client.call(9, &request);
+    let result = &reply.body.responses[0].partition_responses[0];
+    assert_eq!(result.error_code, 0, "produce to {topic}-{partition} as {transactional:?}: {:?}", result.error_message);
+    result.base_offset
+}
+
+/// Setup, not under test: InitProducerId v4 for `transactional`, retried while its coordinator
+/// loads. (producer id, epoch).
+fn init_transactional(client: &mut Client, transactional: &str) -> (ProducerId, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(transactional_id(transactional)))
+        .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS);
+    let reply = client.call_retrying(4, &request, |body| body.error_code);
+    assert_eq!(reply.body.error_code, 0, "InitProducerId {transactional}");
+    (reply.body.producer_id, reply.body.producer_epoch)
+}
+
+/// Setup, not under test: AddPartitionsToTxn v3 of `partitions` of `topic`, retried while the
+/// previous transaction completes.
+fn add_partitions(client: &mut Client, transactional: &str, producer: (ProducerId, i16), topic: &str, partitions: &[i32]) {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(transactional_id(transactional))
+        .with_v3_and_below_producer_id(producer.0)
+        .with_v3_and_below_producer_epoch(producer.1)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions.to_vec())]);
+    let code =
+        |body: &AddPartitionsToTxnResponse| body.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+    let reply = client.call_retrying(3, &request, code);
+    assert_eq!(code(&reply.body), 0, "AddPartitionsToTxn {transactional} {topic} {partitions:?}");
+}
+
+fn txn_offset_commit_request(transactional: &str, producer: (ProducerId, i16), group: &str) -> TxnOffsetCommitRequest {
+    TxnOffsetCommitRequest::default()
+        .with_transactional_id(transactional_id(transactional))
+        .with_group_id(group_id(group))
+        .with_producer_id(producer.0)
+        .with_producer_epoch(producer.1)
+}
+
+fn txn_offset_commit_topic(name: &str, offsets: &[(i32, i64)]) -> TxnOffsetCommitRequestTopic {
+    TxnOffsetCommitRequestTopic::default().with_name(topic_name(name)).with_partitions(
+        offsets
+            .iter()
+            .map(|(partition, offset)| {
+                TxnOffsetCommitRequestPartition::default().with_partition_index(*partition).with_committed_offset(*offset)
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn transaction_responses_match_golden() {
+    const TOPIC: &str = "golden-txn";
+    const TXN: &str = "golden-txn-a";
+    const GROUP: &str = "golden-txn-group";
+    let broker = Broker::start_with(&GROUP_BROKER_ARGS);
+    let mut client = broker.connect();
+    let mut masks = broker.masks();
+    create_topic(&mut client, &mut masks, TOPIC, 2, &[]);
+    await_coordinator(&mut client, TXN, KEY_TYPE_TRANSACTION);
+    await_coordinator(&mut client, GROUP, KEY_TYPE_GROUP);
+
+    // Idempotent (no transactional id): the first producer id of a fresh data directory.
+    let idempotent = client.call(
+        0,
+        &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS),
+    );
+    assert_eq!((idempotent.body.error_code, idempotent.body.producer_id, idempotent.body.producer_epoch), (0, ProducerId(0), 0));
+    assert_golden(
+        "init_producer_id_v0",
+        "InitProducerId v0, no transactional id (idempotent producer): producer id 0 (the first on a fresh data dir), epoch 0.",
+        &idempotent.frame,
+    );
+
+    let init = client.call_retrying(
+        5,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(transactional_id(TXN)))
+            .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS),
+        |body| body.error_code,
+    );
+    assert_eq!((init.body.error_code, init.body.producer_id, init.body.producer_epoch), (0, ProducerId(1), 0));
+    let producer = (init.body.producer_id, init.body.producer_epoch);
+    assert_golden(
+        "init_producer_id_v5",
+        "InitProducerId v5, transactional id golden-txn-a, timeout 60000 ms, producer id/epoch -1: producer id 1, epoch 0.",
+        &init.frame,
+    );
+
+    let add_request = |partitions: Vec<i32>| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(transactional_id(TXN))
+            .with_v3_and_below_producer_id(producer.0)
+            .with_v3_and_below_producer_epoch(producer.1)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name(TOPIC))
+                .with_partitions(partitions)])
+    };
+    let add_unknown = client.call(0, &add_request(vec![0, 7]));
+    assert_golden(
+        "add_partitions_to_txn_v0_unknown_partition",
+        "AddPartitionsToTxn v0, golden-txn-a, golden-txn [0, 7]: 7 does not exist (UNKNOWN_TOPIC_OR_PARTITION),\n\
+         so 0 is not added (OPERATION_NOT_ATTEMPTED).",
+        &add_unknown.frame,
+    );
+    let add = client.call(0, &add_request(vec![0]));
+    assert_eq!(add.body.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+    assert_golden("add_partitions_to_txn_v0", "AddPartitionsToTxn v0, golden-txn-a, golden-txn [0].", &add.frame);
+
+    // Data in the transaction, and an idempotent producer's batch beside it, for DescribeProducers.
+    assert_eq!(produce_as(&mut client, Some(TXN), TOPIC, 0, &producer_batch(1, 0, 0, true)), 0);
+    assert_eq!(produce_as(&mut client, None, TOPIC, 1, &producer_batch(0, 0, 0, false)), 0);
+
+    // v4+: batched, the verify-only form partition leaders send (KIP-890).
+    let verify = client.call(
+        5,
+        &AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(transactional_id(TXN))
+            .with_producer_id(producer.0)
+            .with_producer_epoch(producer.1)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(topic_name(TOPIC)).with_partitions(vec![0])])]),
+    );
+    assert_golden(
+        "add_partitions_to_txn_v5",
+        "AddPartitionsToTxn v5, one transaction golden-txn-a, verify_only, golden-txn [0] (in the transaction).",
+        &verify.frame,
+    );
+
+    let add_offsets = |version: i16, client: &mut Client| {
+        client.call(
+            version,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(transactional_id(TXN))
+                .with_producer_id(producer.0)
+                .with_producer_epoch(producer.1)
+                .with_group_id(group_id(GROUP)),
+        )
+    };
+    let add_offsets_v0 = add_offsets(0, &mut client);
+    assert_eq!(add_offsets_v0.body.error_code, 0);
+    assert_golden("add_offsets_to_txn_v0", "AddOffsetsToTxn v0, golden-txn-a, group golden-txn-group.", &add_offsets_v0.frame);
+    let add_offsets_v4 = add_offsets(4, &mut client);
+    assert_eq!(add_offsets_v4.body.error_code, 0);
+    assert_golden(
+        "add_offsets_to_txn_v4",
+        "AddOffsetsToTxn v4, golden-txn-a, group golden-txn-group again (already in the transaction).",
+        &add_offsets_v4.frame,
+    );
+
+    let commit_v0 = client.call(
+        0,
+        &txn_offset_commit_request(TXN, producer, GROUP).with_topics(vec![txn_offset_commit_topic(TOPIC, &[(0, 3), (7, 1)])]),
+    );
+    assert_golden(
+        "txn_offset_commit_v0",
+        "TxnOffsetCommit v0, golden-txn-a, group golden-txn-group: golden-txn 0 -> 3, 7 (UNKNOWN_TOPIC_OR_PARTITION).",
+        &commit_v0.frame,
+    );
+    let commit_v4 = client.call(
+        4,
+        &txn_offset_commit_request(TXN, producer, GROUP)
+            .with_generation_id(-1)
+            .with_member_id(text(""))
+            .with_topics(vec![txn_offset_commit_topic(TOPIC, &[(1, 3)])]),
+    );
+    assert_eq!(commit_v4.body.topics[0].partitions[0].error_code, 0);
+    assert_golden(
+        "txn_offset_commit_v4",
+        "TxnOffsetCommit v4, golden-txn-a, group golden-txn-group (no member: generation -1, member \"\"): golden-txn 1 -> 3.",
+        &commit_v4.frame,
+    );
+
+    let describe = client.call(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![transactional_id(TXN), transactional_id("golden-txn-none")]),
+    );
+    assert_eq!(describe.body.transaction_states[0].transaction_state.as_str(), "Ongoing");
+    assert_golden(
+        "describe_transactions_v0",
+        "DescribeTransactions v0, [golden-txn-a (Ongoing: golden-txn 0 and the group's __consumer_offsets partition),\n\
+         golden-txn-none (TRANSACTIONAL_ID_NOT_FOUND)]; masked: transaction start time.",
+        &describe.masked(|body| {
+            for state in &mut body.transaction_states {
+                if state.error_code == 0 {
+                    state.transaction_start_time_ms = masks.wall_clock_ms(state.transaction_start_time_ms);
+                }
+            }
+        }),
+    );
+
+    let list_v0 = client.call(0, &ListTransactionsRequest::default());
+    assert_golden("list_transactions_v0", "ListTransactions v0, no filters: golden-txn-a (Ongoing).", &list_v0.frame);
+    let list_v1 = client.call(
+        1,
+        &ListTransactionsRequest::default()
+            .with_state_filters(vec![text("Ongoing"), text("NoSuchState")])
+            .with_producer_id_filters(vec![ProducerId(1), ProducerId(99)])
+            .with_duration_filter(-1),
+    );
+    assert_golden(
+        "list_transactions_v1",
+        "ListTransactions v1, state filters [Ongoing, NoSuchState], producer id filters [1, 99], duration filter -1:\n\
+         golden-txn-a; NoSuchState comes back as an unknown state filter.",
+        &list_v1.frame,
+    );
+
+    let producers = client.call(
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![DescribeProducersTopic::default()
+            .with_name(topic_name(TOPIC))
+            .with_partition_indexes(vec![0, 1, 7])]),
+    );
+    assert_golden(
+        "describe_producers_v0",
+        "DescribeProducers v0, golden-txn [0 (producer 1, open transaction from offset 0), 1 (idempotent producer 0),\n\
+         7 (UNKNOWN_TOPIC_OR_PARTITION)].",
+        &producers.frame,
+    );
+
+    let end_v0 = client.call(
+        0,
+        &EndTxnRequest::default()
+            .with_transactional_id(transactional_id(TXN))
+            .with_producer_id(producer.0)
+            .with_producer_epoch(producer.1)
+            .with_committed(true),
+    );
+    assert_eq!(end_v0.body.error_code, 0);
+    assert_golden("end_txn_v0", "EndTxn v0, golden-txn-a, commit.", &end_v0.frame);
+
+    // A second transactional id, aborted at the highest version.
+    let second = init_transactional(&mut client, "golden-txn-b");
+    assert_eq!(second, (ProducerId(2), 0));
+    add_partitions(&mut client, "golden-txn-b", second, TOPIC, &[1]);
+    let end_v4 = client.call(
+        4,
+        &EndTxnRequest::default()
+            .with_transactional_id(transactional_id("golden-txn-b"))
+            .with_producer_id(second.0)
+            .with_producer_epoch(second.1)
+            .with_committed(false),
+    );
+    assert_eq!(end_v4.body.error_code, 0);
+    assert_golden("end_txn_v4", "EndTxn v4, golden-txn-b (producer 2, golden-txn [1], no data), abort.", &end_v4.frame);
+
+    // The commit took effect: the transaction's offsets become the group's.
+    let deadline = Instant::now() + RETRY_WAIT_MAX;
+    loop {
+        let fetched: OffsetFetchResponse = client.send(
+            1,
+            &OffsetFetchRequest::default().with_group_id(group_id(GROUP)).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default().with_name(topic_name(TOPIC)).with_partition_indexes(vec![0, 1]),
+            ])),
+        );
+        let offsets: Vec<i64> = fetched.topics[0].partitions.iter().map(|partition| partition.committed_offset).collect();
+        if offsets == [3, 3] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the committed transaction's offsets never appeared: {offsets:?}");
+        std::thread::sleep(RETRY_INTERVAL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WriteTxnMarkers (key 27), v1 (its only version)
+
+/// Fetch v12 read_committed, sessionless, of partitions 0 and 1 of `topic` from offset 0.
+fn fetch_committed(client: &mut Client, topic: &str) -> FetchResponse {
+    client.send(12, &fetch_request(topic, Uuid::nil(), &[(0, 0), (1, 0)]).with_session_epoch(-1).with_isolation_level(1))
+}
+
+/// The records of a fetched partition: (offset, transactional, control, key). A control
+/// record's key is its version (0) and type (0 ABORT, 1 COMMIT), two int16s.
+fn fetched_records(records: Option<&Bytes>) -> Vec<(i64, bool, bool, Vec<u8>)> {
+    let mut bytes = records.cloned().unwrap_or_default();
+    RecordBatchDecoder::decode_all(&mut bytes)
+        .expect("fetched batches decode")
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|record| {
+            (record.offset, record.transactional, record.control, record.key.map(|key| key.to_vec()).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// What partition of a transaction's three records followed by its marker must fetch as.
+fn transaction_then_marker(commit: bool) -> Vec<(i64, bool, bool, Vec<u8>)> {
+    let mut records: Vec<_> =
+        (0..BATCH_RECORD_COUNT).map(|index| (index, true, false, format!("key-{index}").into_bytes())).collect();
+    records.push((BATCH_RECORD_COUNT, true, true, vec![0, 0, 0, u8::from(commit)]));
+    records
+}
+
+#[test]
+fn write_txn_markers_commits_and_aborts_open_transactions() {
+    const TOPIC: &str = "golden-wtm";
+    let broker = Broker::start();
+    let mut client = broker.connect();
+    let mut masks = broker.masks();
+    create_topic(&mut client, &mut masks, TOPIC, 2, &[]);
+    await_coordinator(&mut client, "golden-wtm-commit", KEY_TYPE_TRANSACTION);
+
+    // Two open transactions: one on each partition, three records each.
+    let committing = init_transactional(&mut client, "golden-wtm-commit");
+    let aborting = init_transactional(&mut client, "golden-wtm-abort");
+    assert_eq!((committing, aborting), ((ProducerId(0), 0), (ProducerId(1), 0)), "the first producer ids of a fresh data dir");
+    add_partitions(&mut client, "golden-wtm-commit", committing, TOPIC, &[0]);
+    add_partitions(&mut client, "golden-wtm-abort", aborting, TOPIC, &[1]);
+    produce_as(&mut client, Some("golden-wtm-commit"), TOPIC, 0, &producer_batch(committing.0 .0, committing.1, 0, true));
+    produce_as(&mut client, Some("golden-wtm-abort"), TOPIC, 1, &producer_batch(aborting.0 .0, aborting.1, 0, true));
+
+    // Open transactions: read_committed sees nothing yet (the last stable offset is their start).
+    let before = fetch_committed(&mut client, TOPIC);
+    for partition in &before.responses[0].partitions {
+        assert_eq!((partition.error_code, partition.high_watermark, partition.last_stable_offset), (0, 3, 0));
+        assert!(partition.records.as_ref().is_none_or(|records| records.is_empty()), "no data above the last stable offset");
+    }
+
+    let marker = |producer: (ProducerId, i16), commit: bool, partitions: Vec<i32>| {
+        WritableTxnMarker::default()
+            .with_producer_id(producer.0)
+            .with_producer_epoch(producer.1)
+            .with_transaction_result(commit)
+            .with_coordinator_epoch(0)
+            .with_topics(vec![WritableTxnMarkerTopic::default().with_name(topic_name(TOPIC)).with_partition_indexes(partitions)])
+    };
+    let written = client.call(
+        1,
+        &WriteTxnMarkersRequest::default()
+            .with_markers(vec![marker(committing, true, vec![0]), marker(aborting, false, vec![1, 9])]),
+    );
+    let codes: Vec<Vec<i16>> = written
+        .body
+        .markers
+        .iter()
+        .map(|result| result.topics[0].partitions.iter().map(|partition| partition.error_code).collect())
+        .collect();
+    assert_eq!(codes, [vec![0], vec![0, 3]]);
+    assert_golden(
+        "write_txn_markers_v1",
+        "WriteTxnMarkers v1: COMMIT for producer 0 (golden-wtm-commit) on golden-wtm [0], ABORT for producer 1\n\
+         (golden-wtm-abort) on golden-wtm [1, 9] (9: UNKNOWN_TOPIC_OR_PARTITION), coordinator epoch 0.",
+        &written.frame,
+    );
+
+    // The markers end both transactions: the committed data becomes visible to read_committed;
+    // the aborted data is listed as aborted from its first offset, which a read_committed
+    // consumer drops (Kafka's brokers return the batches, the consumer filters them).
+    let after = fetch_committed(&mut client, TOPIC);
+    let partitions = &after.responses[0].partitions;
+    for partition in partitions {
+        assert_eq!((partition.error_code, partition.high_watermark, partition.last_stable_offset), (0, 4, 4));
+    }
+    assert_eq!(fetched_records(partitions[0].records.as_ref()), transaction_then_marker(true), "the data, then a COMMIT marker");
+    assert_eq!(partitions[0].aborted_transactions.as_ref().map(Vec::len), Some(0), "nothing aborted on partition 0");
+    assert_eq!(fetched_records(partitions[1].records.as_ref()), transaction_then_marker(false), "the data, then an ABORT marker");
+    let aborted: Vec<(i64, i64)> = partitions[1]
+        .aborted_transactions
+        .as_ref()
+        .expect("read_committed lists aborted transactions")
+        .iter()
+        .map(|transaction| (transaction.producer_id.0, transaction.first_offset))
+        .collect();
+    assert_eq!(aborted, [(aborting.0 .0, 0)], "the aborted transaction, from its first offset");
 }

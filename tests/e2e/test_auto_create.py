@@ -3,8 +3,6 @@ request that names an unknown topic creates it; Produce never does."""
 
 from __future__ import annotations
 
-import time
-
 from confluent_kafka import KafkaError, Producer
 
 import fjordtest
@@ -15,6 +13,16 @@ def _partition_count(bootstrap: str, topic: str) -> int:
     metadata = fjordtest.admin(bootstrap).list_topics(topic, timeout=10).topics[topic]
     assert metadata.error is None, metadata.error
     return len(metadata.partitions)
+
+
+def _assert_absent(conn: kafka_wire.KafkaConnection, topic: str) -> None:
+    """A Metadata request naming the topic, which must not create it, answers that it does not
+    exist, and a listing of all topics leaves it out."""
+    named = conn.metadata([topic], allow_auto_topic_creation=False).topics
+    assert named[topic].error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION, named[topic]
+    assert named[topic].partitions == [], named[topic]
+    listed = conn.metadata(None).topics
+    assert topic not in listed, f"{topic} exists: {listed[topic]}"
 
 
 def test_producing_to_unknown_topic_creates_it_with_default_one_partition(broker_factory, topic):
@@ -38,8 +46,10 @@ def test_auto_create_disabled_answers_unknown_topic_or_partition(broker_factory,
         assert metadata.topics[topic].error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION
         produced = conn.produce(topic, 0, kafka_wire.build_record_batch([b"nope"]))
         assert produced.error_code == kafka_wire.UNKNOWN_TOPIC_OR_PARTITION
-    time.sleep(0.5)
-    assert topic not in fjordtest.admin(broker.bootstrap).list_topics(timeout=10).topics
+        # Auto-creation completes before the request that triggers it is answered, and this
+        # connection's requests are answered in order: a creation by either request above would
+        # be visible to this one.
+        _assert_absent(conn, topic)
 
     errors = []
     producer = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 5_000,
@@ -48,6 +58,10 @@ def test_auto_create_disabled_answers_unknown_topic_or_partition(broker_factory,
     assert producer.flush(20) == 0
     assert len(errors) == 1 and errors[0] is not None, errors
     assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), errors[0]
+    # The client's own Metadata requests (allow_auto_topic_creation=true) were answered before its
+    # delivery failed: still no topic.
+    with broker.connect() as conn:
+        _assert_absent(conn, topic)
 
 
 def test_produce_request_creates_an_unknown_topic_when_auto_create_is_on(broker_factory, topic):

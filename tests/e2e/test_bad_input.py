@@ -11,6 +11,7 @@ import dataclasses
 import random
 import socket
 import struct
+import time
 
 import pytest
 
@@ -21,6 +22,7 @@ from kafka_wire import Reader, Writer
 MESSAGE_MAX_BYTES = 100_000
 SOCKET_REQUEST_MAX_BYTES = 1 << 20
 CLOSE_TIMEOUT_S = 10.0
+UNKNOWN_API_KEY = 9999  # no such key in Kafka's protocol
 
 
 @dataclasses.dataclass
@@ -104,16 +106,33 @@ def test_truncated_request_then_close_leaves_broker_serving(guarded):
     _assert_healthy(guarded.broker)
 
 
-def test_unknown_api_key_gets_error_or_close(guarded):
-    with guarded.broker.connect() as conn:
-        correlation_id, payload = conn.request_bytes(9999, 0, b"", header_flexible=False)
-        conn.send_frame(payload)
+def _bytes_until_closed(sock: socket.socket, timeout_s: float = CLOSE_TIMEOUT_S) -> tuple[bytes, bool]:
+    """Everything the peer sends until it closes the connection (True) or `timeout_s` passes
+    with the connection still open (False)."""
+    received = bytearray()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
-            response = conn.recv_frame()
-        except (ConnectionError, OSError):
-            response = None  # closed: what Kafka does
-        if response is not None:
-            assert struct.unpack_from(">i", response)[0] == correlation_id
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return bytes(received), False
+        except (ConnectionResetError, BrokenPipeError):
+            return bytes(received), True
+        if not chunk:
+            return bytes(received), True
+        received += chunk
+    return bytes(received), False
+
+
+def test_unknown_api_key_closes_the_connection_without_a_reply(guarded):
+    # README ("Bad input"): an unknown API key closes that connection only, as Kafka does.
+    with guarded.broker.connect() as conn:
+        _, payload = conn.request_bytes(UNKNOWN_API_KEY, 0, b"", header_flexible=False)
+        conn.send_frame(payload)
+        received, closed = _bytes_until_closed(conn.sock)
+    assert closed, f"connection still open {CLOSE_TIMEOUT_S}s after an unknown API key (received {received!r})"
+    assert received == b"", f"the broker answered an unknown API key instead of closing: {received!r}"
     _assert_healthy(guarded.broker)
 
 

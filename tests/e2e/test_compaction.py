@@ -136,6 +136,28 @@ def test_compaction_keeps_the_latest_value_per_key_at_its_offset_and_then_drops_
     assert not list(partition_dir.glob("*.cleaned")) and not list(partition_dir.glob("*.swap"))
 
 
+KILL_DELAYS_S = [0.0, 0.01, 0.03, 0.08, 0.15, 0.3]
+KILL_ATTEMPTS_MAX = 8
+
+
+def _cleaner_files(partition_dir: Path) -> list[str]:
+    """The cleaner's temporary files: `.cleaned` (a group rewritten, not committed) and `.swap`
+    (committed, not yet renamed into place)."""
+    return sorted(path.name for pattern in ("*.cleaned", "*.swap") for path in partition_dir.glob(pattern))
+
+
+def _check_log(broker, topic: str, at_offset: dict, latest: dict, what: str) -> None:
+    """Every record read is what was produced at its offset, offsets strictly increase, and every
+    key's latest value is there."""
+    records = _read_all(broker.bootstrap, topic)
+    _check_offsets_strictly_increase(records)
+    last_seen: dict[bytes, bytes] = {}
+    for r in records:
+        assert at_offset.get(r.offset) == (r.key, r.value), f"{what}: offset {r.offset} is not what was produced there"
+        last_seen[r.key] = r.value
+    assert last_seen == latest, f"{what}: a key lost its latest value"
+
+
 def _wait_cleaner_files(partition_dir: Path, timeout_s: float) -> bool:
     """Polls (bounded) until the cleaner has a `.cleaned` or `.swap` file: it is rewriting."""
     deadline = time.monotonic() + timeout_s
@@ -166,22 +188,34 @@ def test_sigkill_while_the_cleaner_rewrites_loses_and_duplicates_nothing(broker_
             at_offset[m.offset()] = (m.key(), m.value())
 
     produce_rounds(0, 40, "none")  # ~16 MB in 1 MiB segments: a pass takes a while
-    hits = 0
-    for iteration, delay_s in enumerate([0.0, 0.01, 0.03, 0.08, 0.15, 0.3]):
+    codecs = ["lz4", "zstd", "gzip", "snappy", "none"]
+    rounds_produced = 40
+    landed: list[tuple[int, int, float, list[str]]] = []
+    for iteration, delay_s in enumerate(KILL_DELAYS_S):
         if iteration > 0:
-            produce_rounds(100 * iteration, 6, ["lz4", "zstd", "gzip", "snappy", "none"][iteration % 5])
-        hits += _wait_cleaner_files(partition_dir, timeout_s=15.0)
-        time.sleep(delay_s)
-        broker.kill()
-        broker.start()
-        records = _read_all(broker.bootstrap, topic)
-        _check_offsets_strictly_increase(records)
-        last_seen: dict[bytes, bytes] = {}
-        for r in records:
-            assert at_offset.get(r.offset) == (r.key, r.value), f"iteration {iteration}: offset {r.offset} is not what was produced there"
-            last_seen[r.key] = r.value
-        assert last_seen == latest, f"iteration {iteration}: a key lost its latest value"
-    print(f"\nkills during a rewrite (cleaner files present): {hits} of 6")
+            produce_rounds(rounds_produced, 6, codecs[iteration % 5])
+            rounds_produced += 6
+        # Kill while the cleaner is rewriting; a kill that came too late (the pass done, nothing of
+        # it left on disk) is retried with fresh dirty data and no delay, a bounded number of times.
+        for attempt in range(KILL_ATTEMPTS_MAX):
+            started = _wait_cleaner_files(partition_dir, timeout_s=15.0)
+            assert started, f"iteration {iteration}: the cleaner never started a rewrite"
+            time.sleep(delay_s if attempt == 0 else 0.0)
+            broker.kill()
+            leftovers = _cleaner_files(partition_dir)  # what the kill left on disk
+            broker.start()
+            _check_log(broker, topic, at_offset, latest, f"iteration {iteration}, attempt {attempt}")
+            if leftovers:
+                landed.append((iteration, attempt, delay_s, leftovers))
+                break
+            produce_rounds(rounds_produced, 6, codecs[attempt % 5])
+            rounds_produced += 6
+        else:
+            raise AssertionError(
+                f"iteration {iteration}: no SIGKILL landed mid-rewrite in {KILL_ATTEMPTS_MAX} attempts")
+    assert len(landed) == len(KILL_DELAYS_S)
+    print("\nkills during a rewrite (iteration/attempt, delay: kinds of files left): " + "; ".join(
+        f"{i}/{a}, {d}s: {sorted({'.'.join(name.split('.')[-2:]) for name in files})}" for i, a, d, files in landed))
     lines = _cleaner_lines(broker, topic)
     if lines:
         biggest = max(lines, key=lambda line: int(_report(line).get("duration_ms", "0")))

@@ -1,5 +1,5 @@
-"""Durability: clean restarts, SIGKILL under acks=all and acks=1 load, and recovery from a torn or
-corrupt tail.
+"""Durability: clean restarts, SIGKILL under acks=all and acks=1 load, SIGKILL right after a
+DeleteRecords acknowledgement, and recovery from a torn or corrupt tail.
 
 Storage layout relied on (the broker's contract): `<data-dir>/<topic>-<partition>/<20-digit base
 offset>.log` segment files holding RecordBatch v2 entries back to back (an O_DIRECT tail may be
@@ -143,6 +143,68 @@ def test_sigkill_during_acks_1_produce_loses_no_acknowledged_record(broker_facto
     assert reserved_seen > 0, "no kill found an active segment with space reserved past its data"
 
     _check_every_acked_record_survived(broker, topic, acked, value_size=1024)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeleteRecords
+
+
+DELETE_ROUNDS = 3
+RECORDS_PER_ROUND = 400
+
+
+def _log_start_offset(broker, topic: str, end_offset: int) -> int:
+    """The partition's log start offset as Fetch (v5+, at the log end) and ListOffsets(earliest)
+    report it; the two must agree."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    with broker.connect() as conn:
+        [fetched] = kafka_wire.fetch_multi(conn, topic, [(0, end_offset)], max_bytes=1024,
+                                           partition_max_bytes=1024).partitions
+    assert (fetched.error_code, fetched.high_watermark) == (kafka_wire.NONE, end_offset), fetched
+    client = fjordtest.admin(broker.bootstrap)  # alive until the future resolves
+    tp = TopicPartition(topic, 0)
+    earliest = client.list_offsets({tp: OffsetSpec.earliest()}, request_timeout=15)[tp].result(timeout=30).offset
+    assert fetched.log_start_offset == earliest, (fetched, earliest)
+    return earliest
+
+
+def test_sigkill_right_after_delete_records_keeps_the_acknowledged_log_start_offset(broker_factory, topic):
+    """DeleteRecords is acknowledged only once the new log start offset is durable: a SIGKILL right
+    after the acknowledgement never brings deleted records back, and deletes nothing more."""
+    from confluent_kafka import TopicPartition
+
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
+    values: list[bytes] = []
+    acknowledged = 0
+    for round_ in range(DELETE_ROUNDS):
+        with broker.connect() as conn:
+            for start in range(0, RECORDS_PER_ROUND, 100):
+                batch = [f"round-{round_}-{i}".encode() for i in range(start, start + 100)]
+                result = conn.produce(topic, 0, kafka_wire.build_record_batch(batch))
+                assert (result.error_code, result.base_offset) == (kafka_wire.NONE, len(values)), result
+                values += batch
+        target = len(values) - RECORDS_PER_ROUND // 2 - round_  # inside the last batch for round 1
+        client = fjordtest.admin(broker.bootstrap)
+        [(_, future)] = client.delete_records([TopicPartition(topic, 0, target)], request_timeout=15).items()
+        acknowledged = future.result(timeout=30).low_watermark
+        broker.kill()  # SIGKILL as soon as the acknowledgement is in
+        assert acknowledged == target, (acknowledged, target)
+
+        broker.start()
+        start_offset = _log_start_offset(broker, topic, len(values))
+        assert start_offset >= acknowledged, (
+            f"round {round_}: DeleteRecords acknowledged log start offset {acknowledged}, "
+            f"after SIGKILL and restart it is {start_offset}")
+        with broker.connect() as conn:
+            below = conn.fetch(topic, 0, acknowledged - 1)
+        assert below.error_code == kafka_wire.OFFSET_OUT_OF_RANGE, f"round {round_}: offset {acknowledged - 1} served"
+        # Nothing at or above the acknowledged offset went: the log starts exactly there.
+        records = fjordtest.consume(broker.bootstrap, topic, partitions=[0], expected=len(values) - acknowledged,
+                                    timeout_s=30)
+        assert [(r.offset, r.value) for r in records] == list(enumerate(values))[acknowledged:], f"round {round_}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ partition); acks lost after the write, by a proxy that cuts the broker's respons
 client's retries are answered with the original offsets, nothing is stored twice); injected
 retries, gaps and stale epochs over a raw socket (the retry gets the original offset and is
 stored once; OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH store nothing), also after
-a SIGKILL; kafka-python with enable_idempotence; DescribeProducers (raw: confluent-kafka's
+a SIGKILL, also one that restarts from the producer-state snapshot written at a segment roll;
+kafka-python with enable_idempotence; DescribeProducers (raw: confluent-kafka's
 AdminClient has no describe_producers)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
@@ -340,6 +342,81 @@ def test_raw_retry_gets_the_original_offset_gap_and_stale_epoch_store_nothing(br
         error, after_restart, _ = init_producer_id(conn)
         assert error == 0 and after_restart > max(producer_id, other), "producer ids are never reused"
         assert record_count(conn, topic) == (7, 7)
+
+
+ROLL_SEGMENT_BYTES = 1024 * 1024  # Kafka's minimum segment.bytes
+ROLL_BATCH_RECORDS = 4
+ROLL_RECORD_BYTES = 25_000
+ROLL_BATCHES_MAX = 40
+
+
+def _snapshots(partition_dir) -> list[int]:
+    """Offsets of the producer-state snapshot files (`<20-digit offset>.snapshot`)."""
+    return sorted(int(path.name.split(".")[0]) for path in partition_dir.glob("*.snapshot"))
+
+
+def _producer_state_recovered(stderr_since_start: str, partition_dir) -> dict[str, str]:
+    """The fields of the broker's debug line about the producer state it recovered for a
+    partition (the snapshot it loaded and the batch headers it replayed after it)."""
+    lines = [line for line in stderr_since_start.splitlines()
+             if "producer state recovered" in line and f"dir={partition_dir} " in line]
+    assert len(lines) == 1, f"expected one recovery line for {partition_dir}, got {lines}"
+    return dict(re.findall(r"(\w+)=(\S+)", lines[0]))
+
+
+def test_sigkill_after_a_segment_roll_restarts_from_the_roll_snapshot_and_recognises_retries(broker_factory, topic):
+    """An idempotent producer's batches roll a 1 MiB segment, which writes a producer-state
+    snapshot; one more batch follows; then SIGKILL (no snapshot on close). After the restart the
+    broker loads that snapshot and replays only the batch after it, and recognises a retry of a
+    batch known only from the snapshot, and one known from the replay, as duplicates (original
+    offsets, nothing written); the producer's next sequence is accepted."""
+    broker = broker_factory.start(["--log", "info,fjord_engine::partition=debug"])
+    fjordtest.create_topic(broker.bootstrap, topic, config={"segment.bytes": str(ROLL_SEGMENT_BYTES)})
+    partition_dir = broker.data_dir / f"{topic}-0"
+    sent: list[tuple[bytes, int]] = []  # (batch as sent, its base offset)
+    with broker.connect() as conn:
+        _, producer_id, _ = init_producer_id(conn)
+        end = 0
+
+        def send(sequence: int) -> None:
+            nonlocal end
+            values = [f"{sequence + i}:".encode().ljust(ROLL_RECORD_BYTES, b".") for i in range(ROLL_BATCH_RECORDS)]
+            batch = idempotent_batch(values, producer_id, 0, sequence)
+            result = conn.produce(topic, 0, batch)
+            assert (result.error_code, result.base_offset) == (0, end), result
+            sent.append((batch, end))
+            end += ROLL_BATCH_RECORDS
+
+        while not _snapshots(partition_dir):
+            assert len(sent) < ROLL_BATCHES_MAX, (
+                f"no segment roll after {len(sent)} batches: {sorted(partition_dir.iterdir())}")
+            send(len(sent) * ROLL_BATCH_RECORDS)
+        # The roll came with the last batch: the new segment starts at it, and the snapshot holds
+        # the state up to its end.
+        roll_snapshot = end
+        assert _snapshots(partition_dir) == [roll_snapshot], (_snapshots(partition_dir), end)
+        segments = sorted(int(path.name.split(".")[0]) for path in partition_dir.glob("*.log"))
+        assert segments == [0, sent[-1][1]], segments
+        send(len(sent) * ROLL_BATCH_RECORDS)  # replayed from its header after the snapshot
+
+    assert _snapshots(partition_dir) == [roll_snapshot], "a snapshot was written after the roll"
+    broker.kill()
+    log_before_restart = len(broker.stderr())
+    broker.start()
+    recovered = _producer_state_recovered(broker.stderr()[log_before_restart:], partition_dir)
+    assert (recovered["snapshot_offset"], recovered["scanned"], recovered["producers"]) == (
+        str(roll_snapshot), "1", "1"), recovered
+
+    with broker.connect() as conn:
+        for batch, base_offset in (sent[-2], sent[-1]):  # from the snapshot, from the replay
+            retry = conn.produce(topic, 0, batch)
+            assert (retry.error_code, retry.base_offset) == (0, base_offset), (
+                f"retry of the batch at {base_offset} after SIGKILL: {retry}")
+        assert record_count(conn, topic)[0] == end, "a retry was written again"
+        nxt = conn.produce(topic, 0, idempotent_batch([b"next"], producer_id, 0, len(sent) * ROLL_BATCH_RECORDS))
+        assert (nxt.error_code, nxt.base_offset) == (0, end), nxt
+        gap = conn.produce(topic, 0, idempotent_batch([b"gap"], producer_id, 0, len(sent) * ROLL_BATCH_RECORDS + 5))
+        assert gap.error_code == OUT_OF_ORDER_SEQUENCE_NUMBER, "the restarted broker forgot the producer's sequence"
 
 
 def test_init_producer_id_answers_kafkas_errors_and_gives_transactional_ids_epochs(broker):

@@ -6,6 +6,7 @@ address that is taken stops the broker with a clear message."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -17,9 +18,12 @@ from pathlib import Path
 import pytest
 
 import fjordtest
+import kafka_wire
 
 WAIT_MAX_S = 60.0
 SEGMENT_BYTES = 1024 * 1024
+ACKS0_REQUESTS = 200
+ACKED_REQUESTS = 37
 
 
 def _http_get(url: str) -> tuple[int, str]:
@@ -33,6 +37,59 @@ def _http_get(url: str) -> tuple[int, str]:
 def _sample_sum(text: str, name: str) -> float:
     """The sum of a series' samples over its labels in a /metrics page."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def _series(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of `name` in a /metrics page."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            out.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)))
+    return out
+
+
+def _histogram(text: str, api: str) -> list[tuple[float, float]]:
+    """The cumulative request-time buckets of `api` summed over shards: [(upper bound, count)],
+    ascending, +Inf last. Empty when the broker has timed no such request."""
+    by_bound: dict[float, float] = {}
+    for labels, value in _series(text, "fjord_request_duration_seconds_bucket"):
+        if labels["api"] == api:
+            bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+            by_bound[bound] = by_bound.get(bound, 0.0) + value
+    return sorted(by_bound.items())
+
+
+def _check_histogram_series(text: str) -> None:
+    """Every request-time series (each shard and API): bucket counts never decrease with the
+    bound, and the +Inf bucket equals _count."""
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for labels, value in _series(text, "fjord_request_duration_seconds_bucket"):
+        bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+        buckets.setdefault((labels["shard"], labels["api"]), []).append((bound, value))
+    counts = {(labels["shard"], labels["api"]): value
+              for labels, value in _series(text, "fjord_request_duration_seconds_count")}
+    assert buckets and set(buckets) == set(counts), (sorted(buckets), sorted(counts))
+    for key, series in buckets.items():
+        bounds = [bound for bound, _ in series]
+        assert bounds == sorted(bounds) and bounds[-1] == float("inf"), (key, bounds)
+        values = [value for _, value in series]
+        assert values == sorted(values), f"{key}: bucket counts decrease: {series}"
+        assert values[-1] == counts[key], f"{key}: +Inf bucket {values[-1]} != _count {counts[key]}"
+
+
+def _settled_produce_page(metrics_url: str) -> str:
+    """A /metrics page in which every Produce request received has been timed (its response
+    written, or dropped for acks=0): fjord_produce_requests_total equals the histogram's count."""
+    deadline = time.monotonic() + WAIT_MAX_S
+    while True:
+        page = _http_get(metrics_url)[1]
+        received = _sample_sum(page, "fjord_produce_requests_total")
+        histogram = _histogram(page, "Produce")
+        if histogram and histogram[-1][1] == received:
+            return page
+        assert time.monotonic() < deadline, f"{received} produce requests received, histogram {histogram}"
+        time.sleep(0.1)
 
 
 class Prometheus:
@@ -64,6 +121,13 @@ class Prometheus:
             return None
         result = json.loads(body)["data"]["result"]
         return float(result[0]["value"][1]) if result else None
+
+    def query_vector(self, expression: str) -> list[tuple[dict[str, str], float]]:
+        """Every (labels, value) of an instant-vector query (empty when Prometheus has none)."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        status, body = _http_get(url)
+        assert status == 200, (status, body)
+        return [(item["metric"], float(item["value"][1])) for item in json.loads(body)["data"]["result"]]
 
     def wait_for(self, expression: str, done) -> float | None:
         deadline = time.monotonic() + WAIT_MAX_S
@@ -113,26 +177,38 @@ def test_prometheus_scrapes_produce_fetch_and_retention_counters(broker_factory,
         assert fetched is not None and fetched >= 5_000_000, fetched
 
         # Request times (Kafka's TotalTimeMs): one observation per produce request handled, in a
-        # histogram Prometheus can take quantiles of; acks=0 requests, which get no response, too.
+        # cumulative histogram; acks=0 requests, which get no response, count too. The requests
+        # are sent on a raw socket, so the test knows exactly how many there are.
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        before = _sample_sum(_http_get(metrics_url)[1], "fjord_produce_requests_total")
-        fjordtest.produce(broker.bootstrap, f"{topic}-acks0", [{"value": b"x" * 100} for _ in range(200)],
-                          config={"acks": 0, "linger.ms": 0})
-        # acks=0 delivery reports come before the broker has the requests: read its count directly
-        # until it has grown and holds still.
+        before = _settled_produce_page(metrics_url)
+        counted_before = _histogram(before, "Produce")[-1][1]
+        with broker.connect() as conn:
+            records = kafka_wire.build_record_batch([b"x" * 100])
+            for _ in range(ACKS0_REQUESTS):
+                version, flexible, body = conn.produce_request_bytes(f"{topic}-acks0", 0, records, acks=0)
+                conn.send_frame(conn.request_bytes(kafka_wire.PRODUCE, version, body, flexible)[1])
+            for _ in range(ACKED_REQUESTS):
+                result = conn.produce(f"{topic}-acks0", 0, records, acks=1)
+                assert result.error_code == kafka_wire.NONE, result
+        sent = ACKS0_REQUESTS + ACKED_REQUESTS
+        # A request is observed once its response is written, so the last ones may trail the
+        # client by a moment: wait (bounded) for the count to reach what was sent, then require it
+        # exactly, in the page and in Prometheus.
         deadline = time.monotonic() + WAIT_MAX_S
-        previous, produce_requests = before, before
-        while (produce_requests <= before or produce_requests != previous) and time.monotonic() < deadline:
-            time.sleep(0.3)
-            previous = produce_requests
-            produce_requests = _sample_sum(_http_get(metrics_url)[1], "fjord_produce_requests_total")
-        assert produce_requests > before, (before, produce_requests)
+        page = _http_get(metrics_url)[1]
+        while _histogram(page, "Produce")[-1][1] < counted_before + sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+            page = _http_get(metrics_url)[1]
+        produce_histogram = _histogram(page, "Produce")
+        assert produce_histogram[-1][1] == counted_before + sent, (counted_before, sent, produce_histogram)
+        received = _sample_sum(page, "fjord_produce_requests_total") - _sample_sum(before, "fjord_produce_requests_total")
+        assert received == sent, (received, sent)
+        _check_histogram_series(page)
         timed = prometheus.wait_for('sum(fjord_request_duration_seconds_count{api="Produce"})',
-                                    lambda v: v >= produce_requests)
-        assert timed == produce_requests, (timed, produce_requests)
-        p99 = prometheus.query('histogram_quantile(0.99, sum by (le) '
-                               '(fjord_request_duration_seconds_bucket{api="Produce"}))')
-        assert p99 is not None and 0 < p99 <= 30, p99
+                                    lambda v: v >= counted_before + sent)
+        assert timed == counted_before + sent, (timed, counted_before, sent, prometheus.target_health())
+        scraped = prometheus.query_vector('sum by (le) (fjord_request_duration_seconds_bucket{api="Produce"})')
+        assert sorted((float(labels["le"]), value) for labels, value in scraped) == produce_histogram, scraped
         fetches = prometheus.query('sum(fjord_request_duration_seconds_count{api="Fetch"})')
         assert fetches is not None and fetches >= 1, fetches
 

@@ -11,7 +11,8 @@ DescribeTransactions, KIP-890 partition verification), single node:
 - a transaction older than transaction.timeout.ms is aborted by the broker and its producer fenced;
 - offsets sent to a transaction are visible only after it commits, never after it aborts;
 - committed data and the transactional id survive a SIGKILL of the broker; a transaction open at the
-  kill never becomes visible to read_committed;
+  kill never becomes visible to read_committed; a SIGKILL between the EndTxn acknowledgement and the
+  markers (a debug hook of the broker parks it there) ends with the markers written by recovery;
 - bad coordinator requests over a raw socket get Kafka's error codes and write nothing;
 - ListTransactions / DescribeTransactions over a raw socket (confluent-kafka 2.16's AdminClient has
   neither);
@@ -79,6 +80,7 @@ API_NAMES = {
 }
 COORDINATOR_KEY_TYPE_TRANSACTION = 1
 TRANSACTIONAL_BATCH_ATTRIBUTE = 0x10  # RecordBatch attributes bit 4
+CONTROL_BATCH_ATTRIBUTE = 0x20  # bit 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,6 +665,54 @@ def test_committed_transaction_survives_sigkill_and_an_open_one_never_becomes_vi
     with broker.connect() as conn:
         described = describe_transactions(conn, [transactional_id])[transactional_id]
     assert described["error"] == NONE and described["state"] == "CompleteCommit", described
+
+
+STOP_AFTER_END_TXN_ACK = "FJORD_DEBUG_STOP_AFTER_END_TXN_ACK"
+
+
+def test_sigkill_between_the_end_txn_acknowledgement_and_the_markers_completes_the_commit_on_restart(
+        broker_factory, topic):
+    """The broker's debug hook (net/src/txn_coordinator.rs) acknowledges EndTxn and then writes no
+    markers: the kill lands exactly after the PrepareCommit record is durable and before any
+    marker. After the restart the coordinator reloads PrepareCommit and writes the markers, and a
+    read_committed consumer sees the transaction."""
+    broker = broker_factory.start(env={STOP_AFTER_END_TXN_ACK: "1"})
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
+    transactional_id = kafka_wire.unique_name("end-txn-ack")
+    values = [f"committed-{i}" for i in range(10)]
+    producer = _txn_producer(broker.bootstrap, transactional_id)
+    producer.init_transactions(WAIT_MAX_S)
+    producer.begin_transaction()
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value.encode(), partition=i % 2)
+    producer.commit_transaction(WAIT_MAX_S)  # returns once EndTxn is acknowledged
+
+    # The acknowledged transaction has no marker: PrepareCommit, nothing visible to read_committed,
+    # the high watermarks at the data (a marker would take an offset).
+    assert "EndTxn acknowledged, markers never written" in broker.stderr()
+    with broker.connect() as conn:
+        described = describe_transactions(conn, [transactional_id])[transactional_id]
+        assert (described["error"], described["state"]) == (NONE, "PrepareCommit"), described
+        assert [_stored_records(conn, topic, p) for p in (0, 1)] == [(5, 5), (5, 5)]
+    assert _read(broker.bootstrap, topic, "read_committed") == []
+    assert sorted(_read(broker.bootstrap, topic, "read_uncommitted", expected=10)) == sorted(values)
+
+    broker.kill()
+    del producer
+    broker.env = None  # the restarted broker runs without the hook
+    broker.start()
+    with broker.connect() as conn:
+        described = _wait_for_state(conn, transactional_id, {"CompleteCommit"})
+        assert described["error"] == NONE, described
+        # One commit marker per partition (a control batch of one record), after its five records.
+        for partition in (0, 1):
+            fetched = conn.fetch(topic, partition, 0)
+            batches = kafka_wire.parse_batches(fetched.records)
+            assert fetched.high_watermark == 6 and batches[-1].base_offset == 5, (partition, batches)
+            assert not any(b.attributes & CONTROL_BATCH_ATTRIBUTE for b in batches[:-1]), (partition, batches)
+            assert batches[-1].attributes & (CONTROL_BATCH_ATTRIBUTE | TRANSACTIONAL_BATCH_ATTRIBUTE) == \
+                CONTROL_BATCH_ATTRIBUTE | TRANSACTIONAL_BATCH_ATTRIBUTE, batches[-1]
+    assert sorted(_read(broker.bootstrap, topic, "read_committed", expected=10)) == sorted(values)
 
 
 # ---------------------------------------------------------------------------------------------
