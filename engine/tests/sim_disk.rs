@@ -441,3 +441,108 @@ fn compaction_keeps_every_key_latest_record_whatever_step_a_crash_interrupts() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transactions: the aborted-transaction index and the producer-state snapshot written at a roll
+
+/// Sets the producer fields and the transactional bit of a produced batch; recomputes the CRC.
+fn transactional(mut batch: Vec<u8>, producer_id: i64, sequence: i32) -> Vec<u8> {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x10;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = fjord_engine::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Producer 1's transaction of two batches is aborted, producer 2's is committed, and more data
+/// rolls segments after the markers (each roll writes a producer-state snapshot). Returns the
+/// abort marker's offset once it is acknowledged.
+async fn two_transactions(partition: Rc<Partition>) -> Option<i64> {
+    use fjord_engine::batch::ControlType;
+    let mut abort_marker = None;
+    let steps: Vec<(i64, i32)> = vec![(1, 0), (2, 0), (1, 3)];
+    for (producer_id, sequence) in steps {
+        let produced = transactional(BatchSpec::simple(3, 400, 500 + sequence as u64, 1_700_000_000_000).encode(), producer_id, sequence);
+        let ticket = partition.append(bytes::Bytes::from(produced), Acks::Synced).await.ok()?;
+        ticket.wait().await.ok()?;
+    }
+    for (producer_id, control) in [(1, ControlType::Abort), (2, ControlType::Commit)] {
+        let ticket = partition.append_marker(producer_id, 0, 5, control).await.ok()?;
+        let offset = ticket.base_offset;
+        ticket.wait().await.ok()?;
+        if producer_id == 1 {
+            abort_marker = Some(offset);
+        }
+    }
+    // Enough after the markers to roll: the snapshot written then covers them, so recovery no
+    // longer rebuilds a lost index entry from the marker; only the entry's own sync keeps it.
+    for seed in 600..606u64 {
+        let produced = BatchSpec::simple(3, 400, seed, 1_700_000_000_000).encode();
+        let Ok(ticket) = partition.append(bytes::Bytes::from(produced), Acks::Synced).await else { break };
+        if ticket.wait().await.is_err() {
+            break;
+        }
+    }
+    abort_marker
+}
+
+/// KIP-98's aborted-transaction index and producer state at every crash point of two
+/// transactions: an abort marker in the log (acknowledged or not) always has its index entry,
+/// an acknowledged one survives, and a transaction whose data survived without its marker is
+/// still open, holding the last stable offset below its first batch.
+#[test]
+fn transaction_markers_and_their_index_survive_a_crash_at_every_step() {
+    at_every_crash_point(
+        "transactions",
+        small_segments,
+        synced_log,
+        |partition| Box::pin(two_transactions(partition)),
+        |partition, model, acknowledged| {
+            let end = partition.log_end_offset();
+            if let Some(marker) = acknowledged {
+                if end <= marker {
+                    return Err(format!("the abort marker at {marker} was acknowledged, the log ends at {end}"));
+                }
+            }
+            let aborted = partition.aborted_txns();
+            let ongoing = partition.ongoing_txns();
+            // What survived of the two transactions, read back from the log.
+            let mut batches = Vec::new();
+            let mut offset = model.end_offset();
+            while offset < partition.high_watermark() {
+                let read = partition
+                    .read(offset, 1 << 20, fjord_engine::partition::Isolation::ReadUncommitted)
+                    .map_err(|error| error.to_string())?;
+                let (found, _) = whole_batches(&result_bytes(&read));
+                let Some(last) = found.last() else { return Err(format!("no whole batch at {offset}")) };
+                offset = last.last_offset + 1;
+                batches.extend(found);
+            }
+            for batch in &batches {
+                let producer_id = i64::from_be_bytes(batch.bytes[43..51].try_into().unwrap());
+                let attributes = i16::from_be_bytes([batch.bytes[21], batch.bytes[22]]);
+                let is_marker = attributes & 0x20 != 0;
+                let has_marker = batches.iter().any(|other| {
+                    i16::from_be_bytes([other.bytes[21], other.bytes[22]]) & 0x20 != 0
+                        && i64::from_be_bytes(other.bytes[43..51].try_into().unwrap()) == producer_id
+                });
+                if is_marker && producer_id == 1 && !aborted.iter().any(|txn| txn.producer_id == 1 && txn.last_offset == batch.base_offset) {
+                    return Err(format!("abort marker at {} is in the log but not in the aborted index {aborted:?}", batch.base_offset));
+                }
+                let is_transactional = attributes & 0x10 != 0;
+                if is_transactional && !is_marker && !has_marker {
+                    if !ongoing.iter().any(|(id, _, _)| *id == producer_id) {
+                        return Err(format!("producer {producer_id}'s batch at {} has no marker yet its transaction is not open", batch.base_offset));
+                    }
+                    if partition.last_stable_offset() > batch.base_offset {
+                        return Err(format!("LSO {} past the open transaction's batch at {}", partition.last_stable_offset(), batch.base_offset));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}
