@@ -97,9 +97,22 @@ impl Log {
         // A truncated tail invalidates the recovery point; it is rewritten on the next seal/close.
         let _ = crate::fs::remove_file(&dir.join(RECOVERY_POINT_FILE));
         report.segments = segments.len();
-        let first_base = *segments.keys().next().expect("at least one segment");
+        let mut first_base = *segments.keys().next().expect("at least one segment");
         let end = segments.values().next_back().expect("at least one segment").next_offset();
         let stored = read_log_start_offset(dir).unwrap_or(first_base);
+        if stored > end {
+            // A crash lost unsynced data above an acknowledged log start (DeleteRecords of acks=1
+            // data): every batch left lies below it, and offsets below it are never given out
+            // again, so the log starts over, empty, at the log start (Kafka's
+            // truncateFullyAndStartAt).
+            tracing::warn!(dir = %dir.display(), log_start_offset = stored, end, "log ends below its log start offset; starting it empty there");
+            for (_, segment) in std::mem::take(&mut segments) {
+                delete_segment(segment).await?;
+            }
+            segments.insert(stored, Rc::new(Segment::create(dir, stored, now_ms).await?));
+            first_base = stored;
+        }
+        let end = segments.values().next_back().expect("at least one segment").next_offset();
         let log_start_offset = stored.clamp(first_base, end.max(first_base));
         let log = Log { dir: dir.to_path_buf(), segments: RefCell::new(segments), log_start_offset: Cell::new(log_start_offset) };
         Ok((log, report))

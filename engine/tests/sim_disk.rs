@@ -56,7 +56,7 @@ fn check_prefix(partition: &Partition, model: &Model, synced_end: i64) -> Result
     if end < synced_end {
         return Err(format!("log ends at {end} after the crash, but everything below {synced_end} was acknowledged as synced"));
     }
-    let mut kept = Model { batches: model.batches.clone() };
+    let mut kept = model.clone();
     kept.truncate_to(end);
     check_whole_log(partition, &kept)
 }
@@ -101,7 +101,7 @@ fn acks_all_acknowledgements_survive_crashes_that_drop_or_tear_every_unsynced_wr
             }
         }
         assert!(model.batches.len() > batches_before);
-        let (partition_dir, check_model) = (dir.clone(), Model { batches: model.batches.clone() });
+        let (partition_dir, check_model) = (dir.clone(), model.clone());
         let end = run(move || async move {
             let partition = open_with(&partition_dir, topic_config(UNROLLED_SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
             assert_eq!(segment_files(&partition_dir).len(), 1, "test precondition: no roll");
@@ -279,7 +279,7 @@ fn the_log_start_offset_survives_a_crash_at_every_step_of_delete_records() {
                     return Err(format!("log start {start} after the crash, but {acknowledged} was acknowledged"));
                 }
             }
-            let mut above = Model { batches: model.batches.clone() };
+            let mut above = model.clone();
             above.batches.retain(|batch| batch.last_offset() >= start);
             for batch in &above.batches {
                 check_read(partition, &above, batch.base_offset.max(start), 1 << 20)?;
@@ -465,7 +465,8 @@ async fn two_transactions(partition: Rc<Partition>) -> Option<i64> {
     let mut abort_marker = None;
     let steps: Vec<(i64, i32)> = vec![(1, 0), (2, 0), (1, 3)];
     for (producer_id, sequence) in steps {
-        let produced = transactional(BatchSpec::simple(3, 400, 500 + sequence as u64, 1_700_000_000_000).encode(), producer_id, sequence);
+        let produced =
+            transactional(BatchSpec::simple(3, 400, 500 + sequence as u64, 1_700_000_000_000).encode(), producer_id, sequence);
         let ticket = partition.append(bytes::Bytes::from(produced), Acks::Synced).await.ok()?;
         ticket.wait().await.ok()?;
     }
@@ -529,20 +530,165 @@ fn transaction_markers_and_their_index_survive_a_crash_at_every_step() {
                     i16::from_be_bytes([other.bytes[21], other.bytes[22]]) & 0x20 != 0
                         && i64::from_be_bytes(other.bytes[43..51].try_into().unwrap()) == producer_id
                 });
-                if is_marker && producer_id == 1 && !aborted.iter().any(|txn| txn.producer_id == 1 && txn.last_offset == batch.base_offset) {
-                    return Err(format!("abort marker at {} is in the log but not in the aborted index {aborted:?}", batch.base_offset));
+                if is_marker
+                    && producer_id == 1
+                    && !aborted.iter().any(|txn| txn.producer_id == 1 && txn.last_offset == batch.base_offset)
+                {
+                    return Err(format!(
+                        "abort marker at {} is in the log but not in the aborted index {aborted:?}",
+                        batch.base_offset
+                    ));
                 }
                 let is_transactional = attributes & 0x10 != 0;
                 if is_transactional && !is_marker && !has_marker {
                     if !ongoing.iter().any(|(id, _, _)| *id == producer_id) {
-                        return Err(format!("producer {producer_id}'s batch at {} has no marker yet its transaction is not open", batch.base_offset));
+                        return Err(format!(
+                            "producer {producer_id}'s batch at {} has no marker yet its transaction is not open",
+                            batch.base_offset
+                        ));
                     }
                     if partition.last_stable_offset() > batch.base_offset {
-                        return Err(format!("LSO {} past the open transaction's batch at {}", partition.last_stable_offset(), batch.base_offset));
+                        return Err(format!(
+                            "LSO {} past the open transaction's batch at {}",
+                            partition.last_stable_offset(),
+                            batch.base_offset
+                        ));
                     }
                 }
             }
             Ok(())
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random runs
+
+/// One step of a random run.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A produce of one batch, acknowledged as synced or as written.
+    Append { records: usize, value_bytes: usize, synced: bool },
+    /// DeleteRecords at this fraction (per mille) of the high watermark.
+    DeleteRecords { per_mille: i64 },
+    /// A power cut, dropping or tearing what was not synced, then reopen.
+    Crash { tear_seed: Option<u64> },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1usize..5, 50usize..900, any::<bool>()).prop_map(|(records, value_bytes, synced)| Step::Append { records, value_bytes, synced }),
+        1 => (0i64..1000).prop_map(|per_mille| Step::DeleteRecords { per_mille }),
+        2 => proptest::option::of(1u64..u64::MAX).prop_map(|tear_seed| Step::Crash { tear_seed }),
+    ]
+}
+
+/// The log model's promise under power cuts: after every crash the log is a prefix of what was
+/// appended (from the durable log start) that holds every batch acknowledged as synced and every
+/// acks=1 batch a later synced acknowledgement covered, and reads back exactly; the log start is
+/// never below an acknowledged DeleteRecords.
+fn run_steps(steps: Vec<Step>) -> Result<(), String> {
+    let (_root, dir, disk) = watched_dir();
+    let mut model = Model::default();
+    let mut synced_end = 0i64;
+    let mut start_acknowledged = 0i64;
+    let mut pending: Vec<Step> = Vec::new();
+    let mut seed = 0u64;
+    for step in steps.into_iter().chain([Step::Crash { tear_seed: None }]) {
+        let Step::Crash { tear_seed } = step else {
+            pending.push(step);
+            continue;
+        };
+        // Run the steps since the last crash on one open partition, then cut the power.
+        let (partition_dir, batch_steps) = (dir.clone(), std::mem::take(&mut pending));
+        let first_seed = seed;
+        seed += batch_steps.len() as u64;
+        let outcome = run(move || async move {
+            let partition = open_with(&partition_dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let mut done: Vec<(Vec<u8>, i64, bool)> = Vec::new();
+            let mut starts = Vec::new();
+            for (index, step) in batch_steps.into_iter().enumerate() {
+                match step {
+                    Step::Append { records, value_bytes, synced } => {
+                        let produced =
+                            BatchSpec::simple(records, value_bytes, first_seed + index as u64, 1_700_000_000_000).encode();
+                        let acks = if synced { Acks::Synced } else { Acks::Written };
+                        let base_offset = append_and_wait(&partition, produced.clone(), acks).await;
+                        done.push((produced, base_offset, synced));
+                    }
+                    Step::DeleteRecords { per_mille } => {
+                        let target = partition.high_watermark() * per_mille / 1000;
+                        let (start, _) = partition.delete_records(target).await.expect("delete records");
+                        starts.push(start);
+                    }
+                    Step::Crash { .. } => unreachable!(),
+                }
+            }
+            std::mem::forget(partition);
+            (done, starts)
+        });
+        let (done, starts) = outcome;
+        for (produced, base_offset, synced) in done {
+            if model.append(&produced) != base_offset {
+                return Err(format!("append got {base_offset}, the model says {}", model.end_offset() - 1));
+            }
+            if synced {
+                synced_end = model.end_offset();
+            }
+        }
+        start_acknowledged = starts.into_iter().fold(start_acknowledged, i64::max);
+        let mode = match tear_seed {
+            Some(seed) => CrashMode::TearUnsynced { seed },
+            None => CrashMode::DropUnsynced,
+        };
+        disk.crash(mode).map_err(|error| error.to_string())?;
+        let (partition_dir, check_model) = (dir.clone(), model.clone());
+        let (end, start, checked) = run(move || async move {
+            let partition = open_with(&partition_dir, topic_config(SEGMENT_BYTES), FLUSH_INTERVAL_MS).await;
+            let start = partition.log_start_offset();
+            let mut kept = check_model.clone();
+            kept.truncate_to(partition.log_end_offset());
+            let end = partition.log_end_offset();
+            let mut checked = if end < synced_end {
+                Err(format!("log ends at {end}, but {synced_end} was acknowledged as synced"))
+            } else {
+                Ok(())
+            };
+            for batch in kept.batches.iter().filter(|batch| batch.last_offset() >= start) {
+                if checked.is_ok() {
+                    checked = check_read(&partition, &kept, batch.base_offset.max(start), 1);
+                }
+            }
+            std::mem::forget(partition);
+            (end, start, checked)
+        });
+        checked?;
+        if start < start_acknowledged {
+            return Err(format!("log start {start} after the crash, but {start_acknowledged} was acknowledged"));
+        }
+        model.truncate_to(end);
+        if model.end_offset() < end {
+            // Everything left lay below an acknowledged log start: the log started over there.
+            model.batches.clear();
+            model.empty_end_offset = end;
+        }
+        synced_end = end;
+        start_acknowledged = start;
+    }
+    disk.detach();
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, max_shrink_iters: 50, ..Default::default() })]
+
+    /// Random appends (acks=1 and acks=all), DeleteRecords and power cuts that drop or tear
+    /// what was not synced, against the log model (see `run_steps`).
+    #[test]
+    fn random_runs_with_power_cuts_keep_every_synced_acknowledgement(steps in proptest::collection::vec(step(), 1..40)) {
+        if let Err(message) = run_steps(steps) {
+            proptest::prop_assert!(false, "{}", message);
+        }
+    }
 }

@@ -319,11 +319,13 @@ fn get_varint(bytes: &[u8], position: &mut usize) -> i64 {
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     pub batches: Vec<ModelBatch>,
+    /// Where the next append goes while no batch is left (a log started over at its log start).
+    pub empty_end_offset: i64,
 }
 
 impl Model {
     pub fn end_offset(&self) -> i64 {
-        self.batches.last().map_or(0, ModelBatch::next_offset)
+        self.batches.last().map_or(self.empty_end_offset, ModelBatch::next_offset)
     }
 
     /// Appends produced bytes holding one or more batches; returns the base offset they get.
