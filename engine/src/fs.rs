@@ -107,3 +107,60 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     sim_disk::synced_dir(dir);
     Ok(())
 }
+
+/// A file written only at its end (the metadata log's segments), whose writes the simulated disk
+/// sees like every other.
+#[derive(Debug)]
+pub struct AppendFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    length: u64,
+}
+
+impl AppendFile {
+    /// Creates `path`, which must not exist; its name is durable after [`sync_dir`].
+    pub fn create_new(path: &Path) -> io::Result<AppendFile> {
+        sim_disk::before(path, Op::Name)?;
+        let file = std::fs::OpenOptions::new().append(true).create_new(true).open(path)?;
+        sim_disk::opened(path);
+        Ok(AppendFile { file, path: path.to_path_buf(), length: 0 })
+    }
+
+    /// Opens an existing file to append to it.
+    pub fn open(path: &Path) -> io::Result<AppendFile> {
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let length = file.metadata()?.len();
+        sim_disk::opened(path);
+        Ok(AppendFile { file, path: path.to_path_buf(), length })
+    }
+
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        sim_disk::before(&self.path, Op::Write)?;
+        self.file.write_all(bytes)?;
+        sim_disk::wrote(&self.path, self.length, bytes.len() as u64);
+        self.length += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn sync_data(&self) -> io::Result<()> {
+        sim_disk::before(&self.path, Op::Sync)?;
+        self.file.sync_data()?;
+        sim_disk::synced(&self.path);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Cuts `path` to `length` bytes and syncs it.
+pub fn truncate_synced(path: &Path, length: u64) -> io::Result<()> {
+    sim_disk::before(path, Op::Write)?;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(length)?;
+    sim_disk::before(path, Op::Sync)?;
+    file.sync_all()?;
+    sim_disk::synced(path);
+    Ok(())
+}
