@@ -12,7 +12,7 @@
 //! ```
 //! The CRC32C covers bytes 21..end (attributes through the last record).
 
-use crate::limits::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
+use crate::limits::{BATCH_DECOMPRESSED_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 
 const OFFSET_BASE_OFFSET: usize = 0;
 const OFFSET_LENGTH: usize = 8;
@@ -107,6 +107,11 @@ impl BatchHeader {
         if magic != 2 {
             return Err(BatchError::Magic(magic));
         }
+        // Recovery and the offset index rely on offsets growing within a batch (Kafka never
+        // writes a negative delta; its producers' count check refuses one).
+        if read_i32(bytes, OFFSET_LAST_OFFSET_DELTA) < 0 {
+            return Err(BatchError::Invalid("negative lastOffsetDelta"));
+        }
         Ok(BatchHeader {
             base_offset: read_i64(bytes, OFFSET_BASE_OFFSET),
             size_bytes: length as usize + BATCH_LOG_OVERHEAD_BYTES,
@@ -124,12 +129,14 @@ impl BatchHeader {
         })
     }
 
+    /// The batch's last offset; saturates rather than wrapping for a base offset no log can
+    /// hold (the base offset is not covered by the CRC, so a corrupt one may be anything).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
     }
     /// The offset after this batch.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
     pub fn compression(&self) -> i16 {
         self.attributes & ATTRIBUTE_COMPRESSION_MASK
@@ -261,18 +268,70 @@ fn walk_records(mut records: &[u8], header: &BatchHeader, offsets_checked: bool)
 
 /// The records part of a compressed batch, decompressed.
 fn decompress(batch: &[u8], header: &BatchHeader) -> Result<bytes::Bytes, BatchError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    decompress_bounded(header.compression(), &batch[BATCH_HEADER_BYTES..]).map(bytes::Bytes::from)
+}
+
+/// Decompresses a batch's records with `codec`, refusing to produce more than
+/// [`BATCH_DECOMPRESSED_BYTES_MAX`] (the codecs' own readers, not kafka-protocol's, which inflate
+/// whatever a header claims). Snappy is Kafka's (xerial-framed) or raw, as Kafka's reader accepts.
+fn decompress_bounded(codec: i16, compressed: &[u8]) -> Result<Vec<u8>, BatchError> {
+    use std::io::Read;
     const UNDECODABLE: BatchError = BatchError::Invalid("records inside the batch cannot be decompressed");
-    let mut compressed = bytes::Bytes::copy_from_slice(&batch[BATCH_HEADER_BYTES..]);
-    let plain = |plain: &mut bytes::Bytes| Ok(plain.clone());
-    match header.compression() {
-        1 => Gzip::decompress(&mut compressed, plain),
-        2 => Snappy::decompress(&mut compressed, plain),
-        3 => Lz4::decompress(&mut compressed, plain),
-        4 => Zstd::decompress(&mut compressed, plain),
-        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    const TOO_LARGE: BatchError = BatchError::Invalid("records inside the batch decompress past the broker's limit");
+    let limit = BATCH_DECOMPRESSED_BYTES_MAX;
+    let read_all = |reader: &mut dyn Read| -> Result<Vec<u8>, BatchError> {
+        let mut out = Vec::new();
+        reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|_| UNDECODABLE)?;
+        if out.len() > limit {
+            return Err(TOO_LARGE);
+        }
+        Ok(out)
+    };
+    match codec {
+        0 => Ok(compressed.to_vec()),
+        1 => read_all(&mut flate2::read::GzDecoder::new(compressed)),
+        2 => snappy_bounded(compressed, limit).ok_or(UNDECODABLE)?.ok_or(TOO_LARGE),
+        3 => read_all(&mut lz4::Decoder::new(compressed).map_err(|_| UNDECODABLE)?),
+        4 => read_all(&mut zstd::stream::read::Decoder::new(compressed).map_err(|_| UNDECODABLE)?),
+        _ => Err(BatchError::Invalid("unknown compression codec")),
     }
-    .map_err(|_| UNDECODABLE)
+}
+
+/// Snappy as Kafka's clients write it: xerial's framing (a magic header, then blocks each with
+/// a big-endian length) or, without the magic, one raw block. `None`: undecodable;
+/// `Some(None)`: more than `limit` bytes claimed.
+fn snappy_bounded(compressed: &[u8], limit: usize) -> Option<Option<Vec<u8>>> {
+    const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let mut decoder = snap::raw::Decoder::new();
+    let mut out = Vec::new();
+    let mut block = |block: &[u8], out: &mut Vec<u8>| -> Option<bool> {
+        let length = snap::raw::decompress_len(block).ok()?;
+        if out.len() + length > limit {
+            return Some(false);
+        }
+        let start = out.len();
+        out.resize(start + length, 0);
+        decoder.decompress(block, &mut out[start..]).ok()?;
+        Some(true)
+    };
+    match compressed.strip_prefix(XERIAL_MAGIC.as_slice()) {
+        None => {
+            if !block(compressed, &mut out)? {
+                return Some(None);
+            }
+        }
+        Some(mut rest) => {
+            while !rest.is_empty() {
+                let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let body = rest.get(4..4 + length)?;
+                if !block(body, &mut out)? {
+                    return Some(None);
+                }
+                rest = &rest[4 + length..];
+            }
+        }
+    }
+    Some(Some(out))
 }
 
 /// Sets a CreateTime batch's max timestamp to `max_timestamp` (what its records say, as Kafka's
@@ -424,33 +483,12 @@ pub fn end_txn_marker(batch: &[u8]) -> Option<EndTxnMarker> {
     Some(EndTxnMarker { control: ControlType::from_code(read_i16(&key, 2))?, coordinator_epoch: read_i32(&value, 2) })
 }
 
-/// Scans bytes that should hold back-to-back batches; returns the length of the valid prefix and
-/// the headers in it. Stops at the first torn, zeroed or corrupt batch. Used by recovery.
-pub fn scan_valid_prefix(bytes: &[u8], mut visit: impl FnMut(usize, &BatchHeader)) -> usize {
-    let mut position = 0usize;
-    while position + BATCH_HEADER_BYTES <= bytes.len() {
-        let rest = &bytes[position..];
-        let header = match BatchHeader::parse(rest) {
-            Ok(header) => header,
-            Err(_) => break,
-        };
-        if header.size_bytes > rest.len() || validate_stored(&rest[..header.size_bytes]).is_err() {
-            break;
-        }
-        visit(position, &header);
-        position += header.size_bytes;
-    }
-    position
-}
-
 /// (offset, timestamp) of every record of one stored batch, decompressing if needed. Used only
 /// where the broker must look inside a batch (ListOffsets by time, KIP-734 max timestamp).
 pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
-    let header = validate_stored(batch)?;
-    let mut bytes = bytes::Bytes::copy_from_slice(batch);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
-        .map_err(|_| BatchError::Invalid("records inside the batch cannot be decoded"))?;
-    Ok(set
+    let decoded = decode_records(&bytes::Bytes::copy_from_slice(batch))?;
+    let header = decoded.header;
+    Ok(decoded
         .records
         .iter()
         .map(|record| {
@@ -472,7 +510,6 @@ pub struct DecodedBatch {
 
 /// Decodes (decompressing if needed) every record of one stored batch.
 pub fn decode_records(batch: &bytes::Bytes) -> Result<DecodedBatch, BatchError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
     use kafka_protocol::records::Compression;
 
     const UNDECODABLE: BatchError = BatchError::Invalid("records inside the batch cannot be decoded");
@@ -482,13 +519,15 @@ pub fn decode_records(batch: &bytes::Bytes) -> Result<DecodedBatch, BatchError> 
     let set = kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
         &mut input,
         Some(|records: &mut bytes::Bytes, compression: Compression| {
-            let decompressed = match compression {
-                Compression::None => Ok(records.clone()),
-                Compression::Gzip => Gzip::decompress(records, |plain| Ok(plain.clone())),
-                Compression::Snappy => Snappy::decompress(records, |plain| Ok(plain.clone())),
-                Compression::Lz4 => Lz4::decompress(records, |plain| Ok(plain.clone())),
-                Compression::Zstd => Zstd::decompress(records, |plain| Ok(plain.clone())),
-            }?;
+            let codec = match compression {
+                Compression::None => 0,
+                Compression::Gzip => 1,
+                Compression::Snappy => 2,
+                Compression::Lz4 => 3,
+                Compression::Zstd => 4,
+            };
+            let decompressed = bytes::Bytes::from(decompress_bounded(codec, records)?);
+            records.clear();
             *plain.borrow_mut() = decompressed.clone();
             Ok(decompressed)
         }),
@@ -862,14 +901,32 @@ pub(crate) mod tests {
         assert_eq!(error.kafka_error_code(), 10);
     }
 
+    /// Found by fuzzing: a 109-byte snappy batch whose records claim about 2.4 GB. The broker
+    /// refuses it (INVALID_RECORD) without inflating it, whatever path decompresses it.
     #[test]
-    fn scan_stops_at_torn_tail() {
-        let mut log = make_batch(0, 2, 5);
-        let second = make_batch(2, 2, 5);
-        let first_len = log.len();
-        log.extend(&second[..second.len() - 3]);
-        let mut seen = 0;
-        assert_eq!(scan_valid_prefix(&log, |_, _| seen += 1), first_len);
-        assert_eq!(seen, 1);
+    fn a_compressed_batch_claiming_more_than_the_limit_is_refused_not_inflated() {
+        // Raw snappy announcing 2^31 bytes of output, then xerial-framed (Kafka's own framing).
+        let mut claim = vec![0x80, 0x80, 0x80, 0x80, 0x08]; // varint 2^31
+        claim.extend_from_slice(&[0u8; 16]);
+        assert_eq!(decompress_bounded(2, &claim).unwrap_err().kafka_error_code(), 87);
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        framed.extend_from_slice(&(claim.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&claim);
+        assert_eq!(decompress_bounded(2, &framed).unwrap_err().kafka_error_code(), 87);
+    }
+
+    /// Found by fuzzing recovery: a negative lastOffsetDelta is not a batch (the offset index
+    /// would go backwards), and a base offset near i64::MAX (not covered by the CRC) does not
+    /// overflow the last offset.
+    #[test]
+    fn impossible_offsets_in_a_header_are_refused_or_saturate() {
+        let mut batch = make_batch(0, 3, 10);
+        batch[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4].copy_from_slice(&(-3i32).to_be_bytes());
+        assert!(BatchHeader::parse(&batch).is_err());
+        let mut batch = make_batch(i64::MAX - 1, 3, 10);
+        batch[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4].copy_from_slice(&2i32.to_be_bytes());
+        let header = BatchHeader::parse(&batch).expect("parses");
+        assert_eq!(header.last_offset(), i64::MAX);
+        assert_eq!(header.next_offset(), i64::MAX);
     }
 }

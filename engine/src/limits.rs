@@ -29,6 +29,10 @@ pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 /// A batch may never be larger than this, whatever max.message.bytes says.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Records of one compressed batch, decompressed: a batch claiming more is refused (INVALID_RECORD)
+/// instead of being inflated (a 109-byte snappy batch can claim gigabytes).
+pub const BATCH_DECOMPRESSED_BYTES_MAX: usize = 128 * 1024 * 1024;
+
 /// One offset-index entry every this many bytes of log (Kafka's index.interval.bytes default).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 

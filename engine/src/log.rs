@@ -463,8 +463,3 @@ fn read_log_start_offset(dir: &Path) -> Option<i64> {
 
 pub(crate) use crate::fs::sync_dir;
 pub use crate::fs::write_durably;
-
-/// Recovery's scan of raw segment bytes (for the fuzz target): length of the valid prefix.
-pub fn recover_scan(bytes: &[u8]) -> usize {
-    crate::batch::scan_valid_prefix(bytes, |_, _| {})
-}

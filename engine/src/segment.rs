@@ -245,6 +245,12 @@ impl Segment {
             if header.base_offset < self.next_offset.get() && batches > 0 {
                 break; // offsets must increase; anything else is garbage
             }
+            // Offsets outside what this segment can index (relative offsets are u32) are garbage
+            // too: the base offset is not covered by the CRC.
+            let relative_end = header.last_offset().checked_sub(self.base_offset);
+            if header.base_offset < self.base_offset || relative_end.is_none_or(|end| end >= i64::from(u32::MAX)) {
+                break;
+            }
             let verified = position + header.size_bytes as u64 > verify_from;
             // A max timestamp below the base timestamp cannot be what the records say: an older
             // Fjord stored what the producer sent (-1 from older clients). The index is built

@@ -81,55 +81,103 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::ListTransactions, transactions::LIST_TRANSACTIONS_VERSIONS),
 ];
 
-/// Every advertised range must lie inside what the codec decodes: a version advertised but not
-/// decodable closes the client's connection (OffsetCommit v0–1 and OffsetFetch v0 were, until
-/// Kafka 4.0's ranges were adopted). Checked at compile time; net/tests/every_version.rs checks
-/// the running broker answers each one.
-macro_rules! decodable {
-    ($($versions:expr => $request:ty),* $(,)?) => {
+/// The request body each API in [`SUPPORTED`] decodes (all but ApiVersions, which its module
+/// reads itself, whatever the version), with the versions it serves. Generates [`RequestBody`] and
+/// its decoder, and checks at compile time that every advertised range lies inside what the codec
+/// decodes: a version advertised but not decodable closes the client's connection (OffsetCommit
+/// v0–1 and OffsetFetch v0 were, until Kafka 4.0's ranges were adopted), and that this list and
+/// [`SUPPORTED`] name the same APIs. net/tests/every_version.rs checks the running broker answers
+/// each version.
+macro_rules! requests {
+    ($($api:ident($versions:expr) => $request:ident),* $(,)?) => {
         $(const _: () = {
-            let codec = <$request as kafka_protocol::protocol::Message>::VERSIONS;
+            let codec = <kafka_protocol::messages::$request as kafka_protocol::protocol::Message>::VERSIONS;
             assert!($versions.min >= codec.min && $versions.max <= codec.max && $versions.min <= $versions.max);
+            assert!(is_supported(ApiKey::$api), "a request body for an API that SUPPORTED does not list");
         };)*
+
+        /// A decoded request body: one variant per API in [`SUPPORTED`] but ApiVersions.
+        #[derive(Debug)]
+        #[allow(clippy::large_enum_variant)] // moved once, from the decoder to its handler
+        pub enum RequestBody {
+            $($api(kafka_protocol::messages::$request),)*
+        }
+
+        fn decode_body(api: ApiKey, version: i16, body: Bytes) -> Result<RequestBody, RequestError> {
+            match api {
+                $(ApiKey::$api => decode(api, version, body).map(RequestBody::$api),)*
+                _ => Err(RequestError::UnsupportedVersion { api, version }),
+            }
+        }
+
+        const fn has_body(api: ApiKey) -> bool {
+            matches!(api, $(ApiKey::$api)|*)
+        }
     };
 }
 
-decodable! {
-    produce::VERSIONS => kafka_protocol::messages::ProduceRequest,
-    fetch::VERSIONS => kafka_protocol::messages::FetchRequest,
-    list_offsets::VERSIONS => kafka_protocol::messages::ListOffsetsRequest,
-    metadata::VERSIONS => kafka_protocol::messages::MetadataRequest,
-    api_versions::VERSIONS => kafka_protocol::messages::ApiVersionsRequest,
-    create_topics::VERSIONS => kafka_protocol::messages::CreateTopicsRequest,
-    delete_topics::VERSIONS => kafka_protocol::messages::DeleteTopicsRequest,
-    configs::DESCRIBE_VERSIONS => kafka_protocol::messages::DescribeConfigsRequest,
-    configs::ALTER_VERSIONS => kafka_protocol::messages::AlterConfigsRequest,
-    create_partitions::VERSIONS => kafka_protocol::messages::CreatePartitionsRequest,
-    configs::INCREMENTAL_ALTER_VERSIONS => kafka_protocol::messages::IncrementalAlterConfigsRequest,
-    describe_cluster::VERSIONS => kafka_protocol::messages::DescribeClusterRequest,
-    delete_records::VERSIONS => kafka_protocol::messages::DeleteRecordsRequest,
-    groups::FIND_COORDINATOR_VERSIONS => kafka_protocol::messages::FindCoordinatorRequest,
-    groups::JOIN_GROUP_VERSIONS => kafka_protocol::messages::JoinGroupRequest,
-    groups::HEARTBEAT_VERSIONS => kafka_protocol::messages::HeartbeatRequest,
-    groups::LEAVE_GROUP_VERSIONS => kafka_protocol::messages::LeaveGroupRequest,
-    groups::SYNC_GROUP_VERSIONS => kafka_protocol::messages::SyncGroupRequest,
-    groups::DESCRIBE_GROUPS_VERSIONS => kafka_protocol::messages::DescribeGroupsRequest,
-    groups::LIST_GROUPS_VERSIONS => kafka_protocol::messages::ListGroupsRequest,
-    groups::OFFSET_COMMIT_VERSIONS => kafka_protocol::messages::OffsetCommitRequest,
-    groups::OFFSET_FETCH_VERSIONS => kafka_protocol::messages::OffsetFetchRequest,
-    groups::DELETE_GROUPS_VERSIONS => kafka_protocol::messages::DeleteGroupsRequest,
-    groups::OFFSET_DELETE_VERSIONS => kafka_protocol::messages::OffsetDeleteRequest,
-    consumer_groups::HEARTBEAT_VERSIONS => kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
-    consumer_groups::DESCRIBE_VERSIONS => kafka_protocol::messages::ConsumerGroupDescribeRequest,
-    init_producer_id::VERSIONS => kafka_protocol::messages::InitProducerIdRequest,
-    describe_producers::VERSIONS => kafka_protocol::messages::DescribeProducersRequest,
-    transactions::ADD_PARTITIONS_VERSIONS => kafka_protocol::messages::AddPartitionsToTxnRequest,
-    transactions::ADD_OFFSETS_VERSIONS => kafka_protocol::messages::AddOffsetsToTxnRequest,
-    transactions::END_TXN_VERSIONS => kafka_protocol::messages::EndTxnRequest,
-    transactions::WRITE_TXN_MARKERS_VERSIONS => kafka_protocol::messages::WriteTxnMarkersRequest,
-    transactions::TXN_OFFSET_COMMIT_VERSIONS => kafka_protocol::messages::TxnOffsetCommitRequest,
-    transactions::DESCRIBE_TRANSACTIONS_VERSIONS => kafka_protocol::messages::DescribeTransactionsRequest,
-    transactions::LIST_TRANSACTIONS_VERSIONS => kafka_protocol::messages::ListTransactionsRequest,
+requests! {
+    Produce(produce::VERSIONS) => ProduceRequest,
+    Fetch(fetch::VERSIONS) => FetchRequest,
+    ListOffsets(list_offsets::VERSIONS) => ListOffsetsRequest,
+    Metadata(metadata::VERSIONS) => MetadataRequest,
+    CreateTopics(create_topics::VERSIONS) => CreateTopicsRequest,
+    DeleteTopics(delete_topics::VERSIONS) => DeleteTopicsRequest,
+    DescribeConfigs(configs::DESCRIBE_VERSIONS) => DescribeConfigsRequest,
+    AlterConfigs(configs::ALTER_VERSIONS) => AlterConfigsRequest,
+    CreatePartitions(create_partitions::VERSIONS) => CreatePartitionsRequest,
+    IncrementalAlterConfigs(configs::INCREMENTAL_ALTER_VERSIONS) => IncrementalAlterConfigsRequest,
+    DescribeCluster(describe_cluster::VERSIONS) => DescribeClusterRequest,
+    DeleteRecords(delete_records::VERSIONS) => DeleteRecordsRequest,
+    FindCoordinator(groups::FIND_COORDINATOR_VERSIONS) => FindCoordinatorRequest,
+    JoinGroup(groups::JOIN_GROUP_VERSIONS) => JoinGroupRequest,
+    Heartbeat(groups::HEARTBEAT_VERSIONS) => HeartbeatRequest,
+    LeaveGroup(groups::LEAVE_GROUP_VERSIONS) => LeaveGroupRequest,
+    SyncGroup(groups::SYNC_GROUP_VERSIONS) => SyncGroupRequest,
+    DescribeGroups(groups::DESCRIBE_GROUPS_VERSIONS) => DescribeGroupsRequest,
+    ListGroups(groups::LIST_GROUPS_VERSIONS) => ListGroupsRequest,
+    OffsetCommit(groups::OFFSET_COMMIT_VERSIONS) => OffsetCommitRequest,
+    OffsetFetch(groups::OFFSET_FETCH_VERSIONS) => OffsetFetchRequest,
+    DeleteGroups(groups::DELETE_GROUPS_VERSIONS) => DeleteGroupsRequest,
+    OffsetDelete(groups::OFFSET_DELETE_VERSIONS) => OffsetDeleteRequest,
+    ConsumerGroupHeartbeat(consumer_groups::HEARTBEAT_VERSIONS) => ConsumerGroupHeartbeatRequest,
+    ConsumerGroupDescribe(consumer_groups::DESCRIBE_VERSIONS) => ConsumerGroupDescribeRequest,
+    InitProducerId(init_producer_id::VERSIONS) => InitProducerIdRequest,
+    DescribeProducers(describe_producers::VERSIONS) => DescribeProducersRequest,
+    AddPartitionsToTxn(transactions::ADD_PARTITIONS_VERSIONS) => AddPartitionsToTxnRequest,
+    AddOffsetsToTxn(transactions::ADD_OFFSETS_VERSIONS) => AddOffsetsToTxnRequest,
+    EndTxn(transactions::END_TXN_VERSIONS) => EndTxnRequest,
+    WriteTxnMarkers(transactions::WRITE_TXN_MARKERS_VERSIONS) => WriteTxnMarkersRequest,
+    TxnOffsetCommit(transactions::TXN_OFFSET_COMMIT_VERSIONS) => TxnOffsetCommitRequest,
+    DescribeTransactions(transactions::DESCRIBE_TRANSACTIONS_VERSIONS) => DescribeTransactionsRequest,
+    ListTransactions(transactions::LIST_TRANSACTIONS_VERSIONS) => ListTransactionsRequest,
+}
+
+// ApiVersions's module reads its body, but its range is checked against the codec the same way.
+const _: () = {
+    let codec = <kafka_protocol::messages::ApiVersionsRequest as kafka_protocol::protocol::Message>::VERSIONS;
+    assert!(api_versions::VERSIONS.min >= codec.min && api_versions::VERSIONS.max <= codec.max);
+};
+
+// Every API in SUPPORTED but ApiVersions has its body above.
+const _: () = {
+    let mut index = 0;
+    while index < SUPPORTED.len() {
+        let api = SUPPORTED[index].0;
+        assert!(matches!(api, ApiKey::ApiVersions) || has_body(api), "an API in SUPPORTED without a request body");
+        index += 1;
+    }
+};
+
+const fn is_supported(api: ApiKey) -> bool {
+    let mut index = 0;
+    while index < SUPPORTED.len() {
+        if SUPPORTED[index].0 as i16 == api as i16 {
+            return true;
+        }
+        index += 1;
+    }
+    false
 }
 
 pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
@@ -149,6 +197,8 @@ pub enum Dispatched {
 /// Why a request ends its connection instead of getting a response.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    #[error("request of {0} bytes is too short for its API key and version")]
+    TooShort(usize),
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("{api:?} version {version} is not supported")]
@@ -170,14 +220,34 @@ pub fn api_names() -> Vec<String> {
         .collect()
 }
 
-/// Decodes and handles one request frame.
-/// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
-pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
+/// A request frame decoded up to its handler.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved once, from the decoder to its handler
+pub enum DecodedRequest {
+    /// ApiVersions is answered from the frame itself, whatever its version (KIP-511): see
+    /// [`api_versions::handle`].
+    ApiVersions {
+        frame: Bytes,
+        version: i16,
+    },
+    Request {
+        header: RequestHeader,
+        body: RequestBody,
+    },
+}
+
+/// Everything a request's bytes go through before its handler: API key, the version range served,
+/// header and body. `frame` is what [`crate::frame::read_frame`] returns (the request without its
+/// size prefix). Hostile bytes give an error, never a panic (fuzz/fuzz_targets/request_decode.rs).
+pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, RequestError> {
+    let &[key_high, key_low, version_high, version_low, ..] = &frame[..] else {
+        return Err(RequestError::TooShort(frame.len()));
+    };
+    let api_key_raw = i16::from_be_bytes([key_high, key_low]);
+    let version = i16::from_be_bytes([version_high, version_low]);
     let api = ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApiKey(api_key_raw))?;
     if api == ApiKey::ApiVersions {
-        return api_versions::handle(frame, version).map(|frame| Dispatched::Ready(Some(frame)));
+        return Ok(DecodedRequest::ApiVersions { frame, version });
     }
     let Some(versions) = supported_versions(api) else {
         return Err(RequestError::UnsupportedVersion { api, version });
@@ -191,109 +261,95 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str
         version,
         reason: error.to_string(),
     })?;
+    let body = decode_body(api, version, body)?;
+    Ok(DecodedRequest::Request { header, body })
+}
+
+/// Decodes and handles one request frame.
+/// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
+pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
+    let (header, body) = match decode_request(frame)? {
+        DecodedRequest::ApiVersions { frame, version } => {
+            return api_versions::handle(frame, version).map(|frame| Dispatched::Ready(Some(frame)));
+        }
+        DecodedRequest::Request { header, body } => (header, body),
+    };
     let ctx = ctx.clone();
-    match api {
-        ApiKey::Produce => produce::handle(ctx, header, decode(api, version, body)?).await,
-        ApiKey::Fetch => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, decode(api, version, body)?)))),
-        ApiKey::ListOffsets => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, decode(api, version, body)?)))),
-        ApiKey::DeleteRecords => {
-            Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, decode(api, version, body)?))))
+    match body {
+        RequestBody::Produce(request) => produce::handle(ctx, header, request).await,
+        RequestBody::Fetch(request) => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, request)))),
+        RequestBody::ListOffsets(request) => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, request)))),
+        RequestBody::DeleteRecords(request) => Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, request)))),
+        RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&ctx, &header, request).await),
+        RequestBody::JoinGroup(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::FindCoordinator => ready(groups::find_coordinator(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::JoinGroup => {
-            Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
+        RequestBody::Heartbeat(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::Heartbeat => {
-            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, decode(api, version, body)?, client_host.clone()))))
+        RequestBody::LeaveGroup(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::LeaveGroup => {
-            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
+        RequestBody::SyncGroup(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::SyncGroup => {
-            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, decode(api, version, body)?, client_host.clone()))))
+        RequestBody::DescribeGroups(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::DescribeGroups => Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::ListGroups => {
-            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, decode(api, version, body)?, client_host.clone()))))
+        RequestBody::ListGroups(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::OffsetCommit => Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::OffsetFetch => Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::DeleteGroups => Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::OffsetDelete => Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::ConsumerGroupHeartbeat => Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::ConsumerGroupDescribe => Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::Metadata => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, decode(api, version, body)?).await?)),
-        ApiKey::CreateTopics => ready(create_topics::handle(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::DeleteTopics => ready(delete_topics::handle(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::CreatePartitions => ready(create_partitions::handle(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::DescribeConfigs => ready(configs::describe(&ctx, &header, decode(api, version, body)?)),
-        ApiKey::AlterConfigs => ready(configs::alter(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::IncrementalAlterConfigs => ready(configs::incremental_alter(&ctx, &header, decode(api, version, body)?).await),
-        ApiKey::InitProducerId => {
-            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(ctx, header, decode(api, version, body)?))))
+        RequestBody::OffsetCommit(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::AddPartitionsToTxn => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(ctx, header, decode(api, version, body)?))))
+        RequestBody::OffsetFetch(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::AddOffsetsToTxn => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(ctx, header, decode(api, version, body)?))))
+        RequestBody::DeleteGroups(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::EndTxn => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(ctx, header, decode(api, version, body)?)))),
-        ApiKey::WriteTxnMarkers => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(ctx, header, decode(api, version, body)?))))
+        RequestBody::OffsetDelete(request) => {
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::TxnOffsetCommit => Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(
-            ctx,
-            header,
-            decode(api, version, body)?,
-            client_host.clone(),
-        )))),
-        ApiKey::DescribeTransactions => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(ctx, header, decode(api, version, body)?))))
+        RequestBody::ConsumerGroupHeartbeat(request) => {
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::ListTransactions => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(ctx, header, decode(api, version, body)?))))
+        RequestBody::ConsumerGroupDescribe(request) => {
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(ctx, header, request, client_host.clone()))))
         }
-        ApiKey::DescribeProducers => {
-            Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, decode(api, version, body)?))))
+        RequestBody::Metadata(request) => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, request).await?)),
+        RequestBody::CreateTopics(request) => ready(create_topics::handle(&ctx, &header, request).await),
+        RequestBody::DeleteTopics(request) => ready(delete_topics::handle(&ctx, &header, request).await),
+        RequestBody::CreatePartitions(request) => ready(create_partitions::handle(&ctx, &header, request).await),
+        RequestBody::DescribeConfigs(request) => ready(configs::describe(&ctx, &header, request)),
+        RequestBody::AlterConfigs(request) => ready(configs::alter(&ctx, &header, request).await),
+        RequestBody::IncrementalAlterConfigs(request) => ready(configs::incremental_alter(&ctx, &header, request).await),
+        RequestBody::InitProducerId(request) => {
+            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(ctx, header, request))))
         }
-        ApiKey::DescribeCluster => ready(describe_cluster::handle(&ctx, &header, decode(api, version, body)?)),
-        _ => Err(RequestError::UnsupportedVersion { api, version }),
+        RequestBody::AddPartitionsToTxn(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(ctx, header, request))))
+        }
+        RequestBody::AddOffsetsToTxn(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(ctx, header, request))))
+        }
+        RequestBody::EndTxn(request) => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(ctx, header, request)))),
+        RequestBody::WriteTxnMarkers(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(ctx, header, request))))
+        }
+        RequestBody::TxnOffsetCommit(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(ctx, header, request, client_host.clone()))))
+        }
+        RequestBody::DescribeTransactions(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(ctx, header, request))))
+        }
+        RequestBody::ListTransactions(request) => {
+            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(ctx, header, request))))
+        }
+        RequestBody::DescribeProducers(request) => {
+            Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, request))))
+        }
+        RequestBody::DescribeCluster(request) => ready(describe_cluster::handle(&ctx, &header, request)),
     }
 }
 
