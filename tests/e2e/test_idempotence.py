@@ -403,6 +403,12 @@ def test_sigkill_after_a_segment_roll_restarts_from_the_roll_snapshot_and_recogn
     broker.kill()
     log_before_restart = len(broker.stderr())
     broker.start()
+    # Metadata can be answered by one shard while another still recovers its partitions: wait
+    # (bounded) for the whole broker's ready line of this start before reading the log.
+    deadline = time.monotonic() + 30
+    while "Fjord broker ready" not in broker.stderr()[log_before_restart:]:
+        assert time.monotonic() < deadline, "no ready line after the restart"
+        time.sleep(0.05)
     recovered = _producer_state_recovered(broker.stderr()[log_before_restart:], partition_dir)
     assert (recovered["snapshot_offset"], recovered["scanned"], recovered["producers"]) == (
         str(roll_snapshot), "1", "1"), recovered
