@@ -354,6 +354,7 @@ impl Log {
         let started = Instant::now();
         let checkpoint = Checkpoint::read(&self.dir);
         let Some(plan) = self.plan(config, now_ms, options, checkpoint, txns.last_stable_offset)? else { return Ok(None) };
+        self.note_write();
         let mut pass = Pass {
             map: OffsetMap::default(),
             previous_clean_offset: checkpoint.map_or(-1, |checkpoint| checkpoint.clean_offset),
@@ -476,7 +477,7 @@ impl Log {
                 // Kafka's rule too: the map covers whole segments; the rest waits for the next pass.
                 return Ok(Some(segment.base_offset));
             }
-            let mut reader = BatchReader::new(segment);
+            let mut reader = BatchReader::new(segment)?;
             while let Some(batches) = reader.next_chunk().await? {
                 if (pass.stop)() {
                     return Ok(None);
@@ -615,7 +616,7 @@ impl Log {
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_bytes = 0usize;
         for segment in group {
-            let mut reader = BatchReader::new(segment);
+            let mut reader = BatchReader::new(segment)?;
             while let Some(batches) = reader.next_chunk().await? {
                 if (pass.stop)() {
                     return Ok(None);
@@ -737,8 +738,8 @@ struct BatchReader {
 }
 
 impl BatchReader {
-    fn new(segment: &Segment) -> BatchReader {
-        BatchReader { file: segment.reader(), path: segment.path().to_path_buf(), position: 0, end: segment.size_bytes() }
+    fn new(segment: &Segment) -> LogResult<BatchReader> {
+        Ok(BatchReader { file: segment.reader()?, path: segment.path().to_path_buf(), position: 0, end: segment.size_bytes() })
     }
 
     async fn next_chunk(&mut self) -> LogResult<Option<Vec<Bytes>>> {

@@ -22,10 +22,20 @@ pub enum LogError {
     NotHere(String),
     #[error("partition {0} is being deleted")]
     Deleted(String),
+    /// A fetch read found the shard's descriptor budget held by descriptors in use: the read
+    /// returns no data this time (see `files`). Never reaches a client.
+    #[error("the shard's segment descriptors are all in use")]
+    DescriptorsBusy,
+    /// The process or the system ran out of file descriptors: retriable, never a storage fault.
+    #[error("out of file descriptors opening {path} (raise the open-file limit): {source}")]
+    OutOfDescriptors { path: PathBuf, source: io::Error },
 }
 
 impl LogError {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        if crate::files::is_exhausted(&source) {
+            return LogError::OutOfDescriptors { path: path.into(), source };
+        }
         LogError::Io { path: path.into(), source }
     }
 
@@ -38,6 +48,7 @@ impl LogError {
             LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
             LogError::NotHere(_) => 6,              // NOT_LEADER_OR_FOLLOWER
             LogError::Deleted(_) => 3,              // UNKNOWN_TOPIC_OR_PARTITION
+            LogError::OutOfDescriptors { .. } | LogError::DescriptorsBusy => 7, // REQUEST_TIMED_OUT: retriable
         }
     }
 }

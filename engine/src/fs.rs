@@ -32,7 +32,7 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// Creates or replaces `path` with `contents` and syncs its data (its name is not synced).
 pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
     sim_disk::before(path, Op::Name)?;
-    let mut file = std::fs::File::create(path)?;
+    let mut file = open_retrying(|| std::fs::File::create(path))?;
     sim_disk::opened(path);
     sim_disk::before(path, Op::Write)?;
     file.write_all(contents)?;
@@ -50,7 +50,7 @@ pub fn append_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
     if created {
         sim_disk::before(path, Op::Name)?;
     }
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = open_retrying(|| std::fs::OpenOptions::new().create(true).append(true).open(path))?;
     sim_disk::opened(path);
     let position = file.metadata()?.len();
     sim_disk::before(path, Op::Write)?;
@@ -103,7 +103,7 @@ pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
 /// Makes the renames, creations and removals in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     sim_disk::before(dir, Op::Sync)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    open_retrying(|| std::fs::File::open(dir))?.sync_all()?;
     sim_disk::synced_dir(dir);
     Ok(())
 }
@@ -121,14 +121,14 @@ impl AppendFile {
     /// Creates `path`, which must not exist; its name is durable after [`sync_dir`].
     pub fn create_new(path: &Path) -> io::Result<AppendFile> {
         sim_disk::before(path, Op::Name)?;
-        let file = std::fs::OpenOptions::new().append(true).create_new(true).open(path)?;
+        let file = open_retrying(|| std::fs::OpenOptions::new().append(true).create_new(true).open(path))?;
         sim_disk::opened(path);
         Ok(AppendFile { file, path: path.to_path_buf(), length: 0 })
     }
 
     /// Opens an existing file to append to it.
     pub fn open(path: &Path) -> io::Result<AppendFile> {
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let file = open_retrying(|| std::fs::OpenOptions::new().append(true).open(path))?;
         let length = file.metadata()?.len();
         sim_disk::opened(path);
         Ok(AppendFile { file, path: path.to_path_buf(), length })
@@ -157,10 +157,23 @@ impl AppendFile {
 /// Cuts `path` to `length` bytes and syncs it.
 pub fn truncate_synced(path: &Path, length: u64) -> io::Result<()> {
     sim_disk::before(path, Op::Write)?;
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let file = open_retrying(|| std::fs::OpenOptions::new().write(true).open(path))?;
     file.set_len(length)?;
     sim_disk::before(path, Op::Sync)?;
     file.sync_all()?;
     sim_disk::synced(path);
     Ok(())
+}
+
+/// Opens with `open`; out of descriptors (EMFILE/ENFILE), closes the shard's idle segment
+/// descriptors and tries once more, so a full descriptor table costs a reopen later instead of
+/// failing a write that would poison its partition.
+fn open_retrying(open: impl Fn() -> io::Result<std::fs::File>) -> io::Result<std::fs::File> {
+    match open() {
+        Err(error) if crate::files::is_exhausted(&error) => {
+            crate::files::close_all_idle();
+            open()
+        }
+        opened => opened,
+    }
 }

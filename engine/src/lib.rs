@@ -7,7 +7,7 @@
 //! commit (`partition`), idempotent and transactional producers' state (`producer_state`), the
 //! aborted-transaction index (`txn_index`), topic configuration
 //! (`topic_config`), broker counters (`metrics`) and the limits every queue and buffer is held to
-//! (`limits`). File-system changes outside segment appends go through `fs`, which says what is
+//! (`limits`); segment descriptors are opened on demand within a per-shard budget (`files`). File-system changes outside segment appends go through `fs`, which says what is
 //! durable when; `sim_disk` watches both for crash and fault tests.
 //!
 //! Dependencies point one way: engine ← replication ← net ← fjord.
@@ -16,6 +16,7 @@ pub mod batch;
 pub mod cache;
 pub mod compaction;
 pub mod error;
+pub mod files;
 pub mod fs;
 pub mod index;
 pub mod limits;

@@ -61,6 +61,10 @@ pub struct Log {
     /// Keyed by base offset. The cleaner (compaction.rs) replaces groups of closed segments here.
     pub(crate) segments: RefCell<BTreeMap<i64, Rc<Segment>>>,
     log_start_offset: Cell<i64>,
+    /// Whether the recovery-point file describes the log exactly: it was opened after a clean
+    /// close, nothing was cut, and nothing has been written since. The file is removed before the
+    /// first write (an idle partition never pays for it), and a close finds nothing to record.
+    recovery_point_exact: Cell<bool>,
 }
 
 /// What opening a log found, for the operator's log lines.
@@ -94,8 +98,12 @@ impl Log {
         if segments.is_empty() {
             segments.insert(0, Rc::new(Segment::create(dir, 0, now_ms).await?));
         }
-        // A truncated tail invalidates the recovery point; it is rewritten on the next seal/close.
-        let _ = crate::fs::remove_file(&dir.join(RECOVERY_POINT_FILE));
+        // A truncated tail invalidates the recovery point (it is rewritten on the next close);
+        // otherwise it goes before the first write (`note_write`).
+        let recovery_point_exact = recovery_point.is_some() && report.truncated_bytes == 0;
+        if recovery_point.is_some() && !recovery_point_exact {
+            let _ = crate::fs::remove_file(&dir.join(RECOVERY_POINT_FILE));
+        }
         report.segments = segments.len();
         let mut first_base = *segments.keys().next().expect("at least one segment");
         let end = segments.values().next_back().expect("at least one segment").next_offset();
@@ -111,10 +119,19 @@ impl Log {
             }
             segments.insert(stored, Rc::new(Segment::create(dir, stored, now_ms).await?));
             first_base = stored;
+            if recovery_point_exact {
+                let _ = crate::fs::remove_file(&dir.join(RECOVERY_POINT_FILE));
+            }
         }
+        let recovery_point_exact = recovery_point_exact && stored <= end;
         let end = segments.values().next_back().expect("at least one segment").next_offset();
         let log_start_offset = stored.clamp(first_base, end.max(first_base));
-        let log = Log { dir: dir.to_path_buf(), segments: RefCell::new(segments), log_start_offset: Cell::new(log_start_offset) };
+        let log = Log {
+            dir: dir.to_path_buf(),
+            segments: RefCell::new(segments),
+            log_start_offset: Cell::new(log_start_offset),
+            recovery_point_exact: Cell::new(recovery_point_exact),
+        };
         Ok((log, report))
     }
 
@@ -156,6 +173,7 @@ impl Log {
 
     /// Seals the active segment and starts a new one at `base_offset`.
     pub async fn roll(&self, base_offset: i64, now_ms: i64) -> LogResult<()> {
+        self.note_write();
         let active = self.active();
         assert!(base_offset >= active.next_offset(), "roll must not go backwards");
         if active.size_bytes() == 0 {
@@ -271,6 +289,7 @@ impl Log {
     /// effect, then removes the segments entirely below it. The caller bounds `offset` by the
     /// high watermark. Returns the new log start offset and what was removed.
     pub async fn advance_start_offset(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
+        self.note_write();
         if offset > self.log_start_offset.get() {
             let path = self.dir.join(LOG_START_OFFSET_FILE);
             write_durably(&path, format!("{offset}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
@@ -370,6 +389,7 @@ impl Log {
     /// Removes every batch at or after `offset`; used by replication when a follower's log
     /// diverges from its leader (KIP-101). The caller guarantees no append is in flight.
     pub async fn truncate_to(&self, offset: i64, now_ms: i64) -> LogResult<()> {
+        self.note_write();
         let doomed: Vec<i64> = self.segments.borrow().range(offset..).map(|(base, _)| *base).collect();
         for base in doomed {
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
@@ -385,13 +405,29 @@ impl Log {
                 active.truncate_to_offset(offset).await?;
             }
         }
-        let _ = crate::fs::remove_file(&self.dir.join(RECOVERY_POINT_FILE));
         Ok(())
+    }
+
+    /// The log (or the state kept beside it) is about to change: the recovery point no longer
+    /// describes it. Before the first write after a clean open, removes the file.
+    pub fn note_write(&self) {
+        if self.recovery_point_exact.replace(false) {
+            let _ = crate::fs::remove_file(&self.dir.join(RECOVERY_POINT_FILE));
+        }
+    }
+
+    /// Whether nothing changed since the log was opened after a clean close (so a close has
+    /// nothing to sync or record).
+    pub fn unchanged_since_clean_open(&self) -> bool {
+        self.recovery_point_exact.get()
     }
 
     /// Syncs the active segment and records how far the log is verified, so the next start
     /// CRC-checks only what came after.
     pub async fn checkpoint(&self) -> LogResult<()> {
+        if self.unchanged_since_clean_open() {
+            return Ok(());
+        }
         let active = self.active();
         active.sync().await?;
         let contents = format!("{} {}\n", active.base_offset, active.size_bytes());

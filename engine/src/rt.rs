@@ -479,6 +479,11 @@ impl DmaFile {
         self.file.pre_allocate(size_bytes, false).await.map_err(io::Error::from)
     }
 
+    /// Whether a clone of this descriptor lives elsewhere (an I/O in flight holds one).
+    pub fn is_shared(&self) -> bool {
+        Rc::strong_count(&self.file) > 1
+    }
+
     /// Closes the descriptor; a clone still held elsewhere keeps it open until dropped.
     pub async fn close(self) -> io::Result<()> {
         self.file.close_rc().await.map(drop).map_err(io::Error::from)

@@ -1,6 +1,7 @@
 //! One segment: a file of RecordBatch v2 bytes exactly as produced (after offset assignment),
 //! appended through aligned O_DIRECT writes, read back through a buffered descriptor (header walks,
-//! sendfile), with its sparse offset and time indexes.
+//! sendfile), with its sparse offset and time indexes. Both descriptors are opened on demand within
+//! the shard's budget and closed when idle ones must make room (`files`).
 //!
 //! ```text
 //!            aligned block      aligned block      aligned block
@@ -33,6 +34,7 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, LogResult};
+use crate::files::SegmentFiles;
 use crate::index::SegmentIndex;
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_HEADER_BYTES, DMA_ALIGNMENT_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FILL_AHEAD_BYTES,
@@ -96,11 +98,14 @@ pub struct Segment {
     pub base_offset: i64,
     path: PathBuf,
     index_path: PathBuf,
-    dma: DmaFile,
-    reader: Arc<File>,
+    files: Rc<SegmentFiles>,
     size_bytes: Cell<u64>,
+    /// Whether appends or a cut happened since the last fdatasync.
+    unsynced: Cell<bool>,
     ahead: Rc<WriteAhead>,
-    tail: RefCell<Vec<u8>>,
+    /// The partial last block (see the diagram), read on the first append after opening:
+    /// sealed and idle segments hold none.
+    tail: RefCell<Option<Vec<u8>>>,
     index: RefCell<SegmentIndex>,
     bytes_since_index: Cell<u64>,
     /// Offset after the last batch in this segment (base_offset when empty).
@@ -117,7 +122,8 @@ impl Segment {
             crate::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
         }
         let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
-        let segment = Segment::open_files(path, index_path, base_offset, now_ms).await?;
+        let segment = Segment::open_files(path, index_path, base_offset, now_ms);
+        segment.writer().await?; // creates the file
         // The new name must be durable before any append to it is acknowledged as synced: a
         // file's fdatasync does not cover its directory entry (POSIX; the simulated disk keeps
         // exactly that).
@@ -134,33 +140,45 @@ impl Segment {
                 _ => {}
             }
         }
-        Segment::open_files(log_path, index_path, base_offset, now_ms).await
+        let segment = Segment::open_files(log_path, index_path, base_offset, now_ms);
+        segment.writer().await?; // creates the file
+        Ok(segment)
     }
 
     /// Records that the segment's files were renamed (open descriptors follow the inode).
     pub fn set_paths(&mut self, log_path: PathBuf, index_path: PathBuf) {
+        self.files.set_path(log_path.clone());
         self.path = log_path;
         self.index_path = index_path;
     }
 
-    async fn open_files(path: PathBuf, index_path: PathBuf, base_offset: i64, created_at_ms: i64) -> LogResult<Segment> {
-        let dma = DmaFile::open_rw(&path).await.map_err(|error| LogError::io(&path, error))?;
-        let reader = File::open(&path).map_err(|error| LogError::io(&path, error))?;
-        Ok(Segment {
+    /// The segment of the file at `path`, its descriptors not opened yet.
+    fn open_files(path: PathBuf, index_path: PathBuf, base_offset: i64, created_at_ms: i64) -> Segment {
+        Segment {
             base_offset,
             index_path,
+            files: SegmentFiles::new(path.clone()),
             path,
-            dma,
-            reader: Arc::new(reader),
             size_bytes: Cell::new(0),
+            unsynced: Cell::new(false),
             ahead: Rc::new(WriteAhead::default()),
-            tail: RefCell::new(Vec::new()),
+            tail: RefCell::new(Some(Vec::new())),
             index: RefCell::new(SegmentIndex::default()),
             bytes_since_index: Cell::new(u64::MAX),
             next_offset: Cell::new(base_offset),
             max_timestamp_ms: Cell::new(-1),
             created_at_ms,
-        })
+        }
+    }
+
+    /// The buffered descriptor (opened if the budget closed it).
+    fn reader_file(&self) -> LogResult<Arc<File>> {
+        self.files.reader().map_err(|error| LogError::io(&self.path, error))
+    }
+
+    /// The O_DIRECT descriptor (opened, or created, if needed).
+    async fn writer(&self) -> LogResult<DmaFile> {
+        self.files.writer().await.map_err(|error| LogError::io(&self.path, error))
     }
 
     /// Opens an existing segment. Sealed segments trust a stored index that covers them exactly;
@@ -172,20 +190,21 @@ impl Segment {
         verify_from_position: u64,
     ) -> LogResult<(Segment, RecoveryReport)> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let modified_ms = std::fs::metadata(&path)
-            .and_then(|meta| meta.modified())
+        let metadata = std::fs::metadata(&path).map_err(|error| LogError::io(&path, error))?;
+        let modified_ms = metadata
+            .modified()
             .ok()
             .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|duration| duration.as_millis() as i64)
             .unwrap_or(0);
+        let file_bytes = metadata.len();
         let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
-        let segment = Segment::open_files(path.clone(), index_path, base_offset, modified_ms).await?;
-        let file_bytes = segment.reader.metadata().map_err(|error| LogError::io(&path, error))?.len();
+        let segment = Segment::open_files(path.clone(), index_path, base_offset, modified_ms);
         if !is_last {
             if let Some(index) = SegmentIndex::load(&segment.index_path, file_bytes) {
                 segment.adopt_stored_index(index, file_bytes)?;
                 segment.ahead.set_file_size(file_bytes);
-                segment.load_tail()?;
+                segment.forget_tail();
                 let report = RecoveryReport { valid_bytes: file_bytes, truncated_bytes: 0, batches: 0 };
                 return Ok((segment, report));
             }
@@ -203,11 +222,12 @@ impl Segment {
                     "recovery cut a torn or corrupt tail"
                 );
             }
-            segment.dma.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
-            segment.dma.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
+            let writer = segment.writer().await?;
+            writer.truncate(report.valid_bytes).await.map_err(|error| LogError::io(&path, error))?;
+            writer.fdatasync().await.map_err(|error| LogError::io(&path, error))?;
         }
         segment.ahead.set_file_size(segment.size_bytes.get());
-        segment.load_tail()?;
+        segment.forget_tail();
         Ok((segment, report))
     }
 
@@ -258,7 +278,7 @@ impl Segment {
             let suspect = header.max_timestamp < header.base_timestamp;
             if verified || suspect {
                 buffer.resize(header.size_bytes, 0);
-                self.reader.read_exact_at(&mut buffer, position).map_err(|error| LogError::io(&self.path, error))?;
+                self.reader_file()?.read_exact_at(&mut buffer, position).map_err(|error| LogError::io(&self.path, error))?;
                 if verified && batch::validate_stored(&buffer).is_err() {
                     break;
                 }
@@ -282,22 +302,33 @@ impl Segment {
     fn is_zero_padding(&self, from: u64, to: u64) -> bool {
         let to = to.min(from + crate::limits::DMA_WRITE_BYTES_MAX as u64);
         let mut bytes = vec![0u8; (to - from) as usize];
-        self.reader.read_exact_at(&mut bytes, from).is_ok() && bytes.iter().all(|byte| *byte == 0)
+        self.reader_file().is_ok_and(|reader| reader.read_exact_at(&mut bytes, from).is_ok()) && bytes.iter().all(|byte| *byte == 0)
+    }
+
+    /// The size changed under the tail (open, truncation): the next append reads it again.
+    fn forget_tail(&self) {
+        *self.tail.borrow_mut() = None;
     }
 
     fn load_tail(&self) -> LogResult<()> {
         let size = self.size_bytes.get();
         let aligned = size - size % DMA_ALIGNMENT_BYTES;
         let mut tail = vec![0u8; (size - aligned) as usize];
-        self.reader.read_exact_at(&mut tail, aligned).map_err(|error| LogError::io(&self.path, error))?;
-        *self.tail.borrow_mut() = tail;
+        if !tail.is_empty() {
+            self.reader_file()?.read_exact_at(&mut tail, aligned).map_err(|error| LogError::io(&self.path, error))?;
+        }
+        *self.tail.borrow_mut() = Some(tail);
         Ok(())
     }
 
     /// Reads the header of the batch at `position`; `None` if it is not a plausible v2 header.
     pub fn read_header(&self, position: u64) -> LogResult<Option<BatchHeader>> {
+        self.read_header_from(&*self.reader_file()?, position)
+    }
+
+    fn read_header_from(&self, reader: &File, position: u64) -> LogResult<Option<BatchHeader>> {
         let mut header = [0u8; BATCH_HEADER_BYTES];
-        match self.reader.read_exact_at(&mut header, position) {
+        match reader.read_exact_at(&mut header, position) {
             Ok(()) => Ok(BatchHeader::parse(&header).ok()),
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
             Err(error) => Err(LogError::io(&self.path, error)),
@@ -307,7 +338,7 @@ impl Segment {
     /// Reads `length` bytes at `position` (a whole batch whose header was read).
     pub fn read_bytes(&self, position: u64, length: usize) -> LogResult<Vec<u8>> {
         let mut bytes = vec![0u8; length];
-        self.reader.read_exact_at(&mut bytes, position).map_err(|error| LogError::io(&self.path, error))?;
+        self.reader_file()?.read_exact_at(&mut bytes, position).map_err(|error| LogError::io(&self.path, error))?;
         Ok(bytes)
     }
 
@@ -332,16 +363,22 @@ impl Segment {
             return Ok(());
         }
         let start = self.size_bytes.get();
-        let tail_len = self.tail.borrow().len();
+        if self.tail.borrow().is_none() {
+            self.load_tail()?;
+        }
+        let tail_len = self.tail.borrow().as_ref().map_or(0, Vec::len);
         let aligned_start = start - tail_len as u64;
         let buffer_len = round_up(tail_len + total, DMA_ALIGNMENT_BYTES as usize);
         if self.ahead.in_flight_from.get().is_some_and(|from| aligned_start + buffer_len as u64 > from) {
             self.wait_write_ahead().await;
         }
-        let mut buffer = self.dma.alloc_buffer(buffer_len);
+        let writer = self.writer().await?;
+        let mut buffer = writer.alloc_buffer(buffer_len);
         {
             let bytes = buffer.as_bytes_mut();
-            bytes[..tail_len].copy_from_slice(&self.tail.borrow());
+            let mut tail = self.tail.borrow_mut();
+            let tail = tail.get_or_insert_with(Vec::new);
+            bytes[..tail_len].copy_from_slice(tail);
             let mut at = tail_len;
             for batch in batches {
                 bytes[at..at + batch.len()].copy_from_slice(batch);
@@ -349,11 +386,11 @@ impl Segment {
             }
             bytes[at..].fill(0);
             let new_tail_start = (tail_len + total) - (tail_len + total) % DMA_ALIGNMENT_BYTES as usize;
-            let mut tail = self.tail.borrow_mut();
             tail.clear();
             tail.extend_from_slice(&bytes[new_tail_start..tail_len + total]);
         }
-        let written = self.dma.write_at(buffer, aligned_start).await.map_err(|error| LogError::io(&self.path, error))?;
+        self.unsynced.set(true);
+        let written = writer.write_at(buffer, aligned_start).await.map_err(|error| LogError::io(&self.path, error))?;
         self.ahead.allocated_bytes.set(self.ahead.allocated_bytes.get().max(aligned_start + buffer_len as u64));
         if written < buffer_len {
             return Err(LogError::io(&self.path, std::io::Error::new(std::io::ErrorKind::WriteZero, "short DMA write")));
@@ -389,7 +426,7 @@ impl Segment {
         let from = allocated.max(size.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES);
         let to = from + SEGMENT_FILL_CHUNK_BYTES as u64;
         self.ahead.in_flight_from.set(Some(from));
-        rt::spawn_detached(write_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), from, to));
+        rt::spawn_detached(write_ahead(Rc::clone(&self.files), Rc::clone(&self.ahead), self.path.clone(), from, to));
     }
 
     /// Starts reserving space past the data (fallocate: unwritten extents, the file's size set past
@@ -405,7 +442,7 @@ impl Segment {
         let to = (self.size_bytes.get() + SEGMENT_RESERVE_CHUNK_BYTES).div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
         // No append waits for a reservation (fallocate never changes written data); closing does.
         self.ahead.in_flight_from.set(Some(u64::MAX));
-        rt::spawn_detached(reserve_ahead(self.dma.clone(), Rc::clone(&self.ahead), self.path.clone(), to));
+        rt::spawn_detached(reserve_ahead(Rc::clone(&self.files), Rc::clone(&self.ahead), self.path.clone(), to));
     }
 
     /// Whether a busy segment (at least [`SEGMENT_FILL_FROM_BYTES`] of data) whose file is ready
@@ -426,7 +463,13 @@ impl Segment {
     }
 
     pub async fn sync(&self) -> LogResult<()> {
-        self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))
+        // Cleared first: an append completing during the fdatasync sets it again.
+        let was_unsynced = self.unsynced.replace(false);
+        let synced = self.writer().await?.fdatasync().await.map_err(|error| LogError::io(&self.path, error));
+        if synced.is_err() {
+            self.unsynced.set(was_unsynced);
+        }
+        synced
     }
 
     /// Makes a segment that will take no more appends exact on disk: data synced, padding cut,
@@ -435,7 +478,7 @@ impl Segment {
         self.wait_write_ahead().await;
         self.sync().await?;
         let size = self.size_bytes.get();
-        self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
+        self.writer().await?.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
         self.ahead.set_file_size(size);
         self.index.borrow().store(&self.index_path, size).map_err(|error| LogError::io(&self.index_path, error))?;
         Ok(())
@@ -447,8 +490,9 @@ impl Segment {
         let position = self.position_of_batch_starting_at_or_after(offset)?;
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
         self.wait_write_ahead().await;
-        self.dma.truncate(position).await.map_err(|error| LogError::io(&self.path, error))?;
-        self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
+        let writer = self.writer().await?;
+        writer.truncate(position).await.map_err(|error| LogError::io(&self.path, error))?;
+        writer.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
         self.size_bytes.set(position);
         self.ahead.set_file_size(position);
         self.index.borrow_mut().truncate_to_position(position as u32, relative);
@@ -463,7 +507,7 @@ impl Segment {
             walk += header.size_bytes as u64;
         }
         self.next_offset.set(next_offset);
-        self.load_tail()?;
+        self.forget_tail();
         let _ = crate::fs::remove_file(&self.index_path);
         Ok(next_offset)
     }
@@ -496,13 +540,21 @@ impl Segment {
     pub fn read_from(&self, offset: i64, max_bytes: usize, end_position: u64) -> LogResult<Option<FileSlice>> {
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
         let mut position = self.index.borrow().position_floor(relative) as u64;
+        if position >= end_position {
+            return Ok(None);
+        }
+        // Within the budget only: a large response would otherwise hold one descriptor per
+        // partition until it is sent.
+        let Some(file) = self.files.reader_for_fetch().map_err(|error| LogError::io(&self.path, error))? else {
+            return Err(LogError::DescriptorsBusy);
+        };
         while position < end_position {
-            let Some(header) = self.read_header(position)? else { return Ok(None) };
+            let Some(header) = self.read_header_from(&file, position)? else { return Ok(None) };
             if header.last_offset() >= offset {
                 let available = (end_position - position) as usize;
                 let length = available.min(max_bytes.max(header.size_bytes));
                 let first_batch_bytes = header.size_bytes.min(length);
-                return Ok(Some(FileSlice { file: self.reader.clone(), position, length, first_batch_bytes }));
+                return Ok(Some(FileSlice { file, position, length, first_batch_bytes }));
             }
             position += header.size_bytes as u64;
         }
@@ -572,9 +624,15 @@ impl Segment {
     pub fn index_path(&self) -> &Path {
         &self.index_path
     }
-    /// The buffered read descriptor (blocking reads off the shard: `rt::spawn_blocking`).
-    pub fn reader(&self) -> Arc<File> {
-        self.reader.clone()
+    /// The buffered read descriptor (blocking reads off the shard: `rt::spawn_blocking`), open
+    /// while the returned handle lives.
+    pub fn reader(&self) -> LogResult<Arc<File>> {
+        self.reader_file()
+    }
+
+    /// Descriptors this segment holds open now (tests of the budget).
+    pub fn open_descriptors(&self) -> usize {
+        self.files.open_count()
     }
     /// Max timestamp of the first batch (max.compaction.lag.ms measures from it, as Kafka does).
     pub fn first_batch_max_timestamp_ms(&self) -> LogResult<Option<i64>> {
@@ -587,8 +645,11 @@ impl Segment {
     /// Removes the segment's files (retention, truncation, topic deletion).
     pub async fn delete(self) -> LogResult<()> {
         self.wait_write_ahead().await;
-        let Segment { dma, path, index_path, .. } = self;
-        let _ = dma.close().await;
+        let Segment { files, path, index_path, .. } = self;
+        if let Some(writer) = files.take_writer() {
+            let _ = writer.close().await;
+        }
+        files.release();
         crate::fs::remove_file(&path).map_err(|error| LogError::io(&path, error))?;
         let _ = crate::fs::remove_file(&index_path);
         Ok(())
@@ -599,41 +660,57 @@ impl Segment {
     pub async fn close(self) -> LogResult<()> {
         self.wait_write_ahead().await;
         let size = self.size_bytes.get();
-        self.dma.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
-        self.dma.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
-        self.dma.close().await.map_err(|error| LogError::io(&self.path, error))
+        let exact = self.ahead.allocated_bytes.get() <= size && self.ahead.reserved_bytes.get() <= size;
+        if exact && !self.unsynced.get() {
+            // Nothing to cut or sync (an idle segment whose descriptor may be closed already).
+            self.files.release();
+            return Ok(());
+        }
+        let writer = self.writer().await?;
+        writer.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
+        writer.fdatasync().await.map_err(|error| LogError::io(&self.path, error))?;
+        self.files.take_writer();
+        self.files.release();
+        writer.close().await.map_err(|error| LogError::io(&self.path, error))
     }
 }
 
 /// The write-ahead task (see [`Segment::fill_ahead`]): zeros from `from` until at least `to`.
-/// Any write failure ends it early.
-async fn write_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, from: u64, to: u64) {
-    let mut position = from;
-    while position < to {
-        match dma.write_zeros_at(position).await {
-            Ok(0) => break,
-            Ok(written) => {
-                position += written as u64;
-                ahead.allocated_bytes.set(ahead.allocated_bytes.get().max(position));
-            }
-            Err(error) => {
-                tracing::debug!(segment = %path.display(), %error, "cannot write ahead; appends extend the file");
-                break;
+/// Any failure ends it early. It holds the descriptor while it runs, so the budget keeps it open.
+async fn write_ahead(files: Rc<SegmentFiles>, ahead: Rc<WriteAhead>, path: PathBuf, from: u64, to: u64) {
+    match files.writer().await {
+        Ok(dma) => {
+            let mut position = from;
+            while position < to {
+                match dma.write_zeros_at(position).await {
+                    Ok(0) => break,
+                    Ok(written) => {
+                        position += written as u64;
+                        ahead.allocated_bytes.set(ahead.allocated_bytes.get().max(position));
+                    }
+                    Err(error) => {
+                        tracing::debug!(segment = %path.display(), %error, "cannot write ahead; appends extend the file");
+                        break;
+                    }
+                }
             }
         }
+        Err(error) => tracing::debug!(segment = %path.display(), %error, "cannot write ahead; appends extend the file"),
     }
-    drop(dma);
     ahead.in_flight_from.set(None);
     ahead.done.notify_all();
 }
 
 /// The reservation task (see [`Segment::reserve_ahead`]).
-async fn reserve_ahead(dma: DmaFile, ahead: Rc<WriteAhead>, path: PathBuf, to: u64) {
-    match dma.reserve(to).await {
+async fn reserve_ahead(files: Rc<SegmentFiles>, ahead: Rc<WriteAhead>, path: PathBuf, to: u64) {
+    let reserved = match files.writer().await {
+        Ok(dma) => dma.reserve(to).await,
+        Err(error) => Err(error),
+    };
+    match reserved {
         Ok(()) => ahead.reserved_bytes.set(ahead.reserved_bytes.get().max(to)),
         Err(error) => tracing::debug!(segment = %path.display(), %error, "cannot reserve ahead; appends extend the file"),
     }
-    drop(dma);
     ahead.in_flight_from.set(None);
     ahead.done.notify_all();
 }
