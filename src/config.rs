@@ -108,6 +108,15 @@ pub struct StartArgs {
     /// Microseconds a shard spins before parking when idle (lower wake latency, more CPU) [default: 0]
     #[arg(long, env = "FJORD_SPIN_BEFORE_PARK_US")]
     pub spin_before_park_us: Option<u64>,
+    /// Memory for requests in flight, all shards together (each gets an equal share, at least one frame of --socket-request-max-bytes); a shard whose share is spent stops reading requests until memory is released (queued.max.request.bytes) [default: 268435456, or --socket-request-max-bytes × shards if larger]
+    #[arg(long, env = "FJORD_QUEUED_MAX_REQUEST_BYTES", allow_negative_numbers = true)]
+    pub queued_max_request_bytes: Option<i64>,
+    /// Time for a request's body to arrive once its size is read and its memory reserved; slower connections are closed [default: 30000]
+    #[arg(long, env = "FJORD_REQUEST_READ_TIMEOUT_MS")]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Connections with no request (and none in flight) for this long are closed (connections.max.idle.ms) [default: 600000]
+    #[arg(long, env = "FJORD_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "FJORD_LOG")]
     pub log: Option<String>,
@@ -149,6 +158,10 @@ pub struct StartConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
+    /// Request memory for the whole broker; each shard's share holds at least one largest frame.
+    pub queued_max_request_bytes: usize,
+    pub request_read_timeout_ms: u64,
+    pub connections_max_idle_ms: u64,
     pub log: String,
     /// Where /metrics is served (None: off).
     pub metrics_listen: Option<SocketAddr>,
@@ -165,6 +178,10 @@ pub enum ConfigFileError {
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
+
+/// queued.max.request.bytes default for the broker (Kafka's is -1, unbounded), unless one frame
+/// of socket.request.max.bytes per shard needs more.
+const QUEUED_MAX_REQUEST_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 
 /// log.cleaner.io.max.bytes.per.second default. Kafka's is unlimited; unpaced, a large pass
 /// saturated this machine's disk and produce acks at 50 MB/s reached p99 3–5 s, against 25 ms at
@@ -212,6 +229,18 @@ impl StartArgs {
         if socket_request_max_bytes < 1024 {
             return Err(ConfigFileError::Invalid("--socket-request-max-bytes must be at least 1024".into()));
         }
+        let queued_max_request_bytes = queued_max_request_bytes(
+            self.queued_max_request_bytes.or(file.queued_max_request_bytes),
+            socket_request_max_bytes,
+            shards,
+        )?;
+        let request_read_timeout_ms = pick!(self, file, request_read_timeout_ms, 30_000);
+        let connections_max_idle_ms = pick!(self, file, connections_max_idle_ms, 600_000);
+        if request_read_timeout_ms == 0 || connections_max_idle_ms == 0 {
+            return Err(ConfigFileError::Invalid(
+                "--request-read-timeout-ms and --connections-max-idle-ms must be at least 1".into(),
+            ));
+        }
         let consumer_session_ms = pick!(self, file, group_consumer_session_timeout_ms, 45_000);
         let consumer_heartbeat_ms = pick!(self, file, group_consumer_heartbeat_interval_ms, 5_000);
         if consumer_heartbeat_ms < 1 || consumer_session_ms <= consumer_heartbeat_ms {
@@ -245,6 +274,8 @@ impl StartArgs {
         note("num.partitions", set!(num_partitions));
         note("message.max.bytes", set!(message_max_bytes));
         note("socket.request.max.bytes", set!(socket_request_max_bytes));
+        note("queued.max.request.bytes", set!(queued_max_request_bytes));
+        note("connections.max.idle.ms", set!(connections_max_idle_ms));
         note("log.segment.bytes", set!(log_segment_bytes));
         note("log.roll.ms", set!(log_roll_ms));
         note("log.retention.ms", set!(log_retention_ms));
@@ -303,11 +334,35 @@ impl StartArgs {
             group_consumer_heartbeat_interval_ms: consumer_heartbeat_ms,
             batch_cache_bytes: pick!(self, file, batch_cache_bytes, 128 * 1024 * 1024),
             spin_before_park_us: pick!(self, file, spin_before_park_us, 0),
+            queued_max_request_bytes,
+            request_read_timeout_ms,
+            connections_max_idle_ms,
             log: pick!(self, file, log, "info".to_string()),
             metrics_listen,
             metrics_listen_explicit,
         })
     }
+}
+
+/// queued.max.request.bytes as set (or the default), checked against the shards and the frame
+/// size: each shard's share must hold one frame of socket.request.max.bytes, or that frame could
+/// never be read.
+fn queued_max_request_bytes(set: Option<i64>, socket_request_max_bytes: usize, shards: usize) -> Result<usize, ConfigFileError> {
+    let frames = socket_request_max_bytes.saturating_mul(shards);
+    let Some(set) = set else { return Ok(QUEUED_MAX_REQUEST_BYTES_DEFAULT.max(frames)) };
+    if set <= 0 {
+        return Err(ConfigFileError::Invalid(format!(
+            "--queued-max-request-bytes {set} must be positive: Fjord always bounds the memory of requests in flight (Kafka's -1, unbounded, is not supported)"
+        )));
+    }
+    let total = usize::try_from(set).unwrap_or(usize::MAX);
+    if total / shards < socket_request_max_bytes {
+        return Err(ConfigFileError::Invalid(format!(
+            "--queued-max-request-bytes {total} gives each of the {shards} shards {} bytes, less than one request of --socket-request-max-bytes {socket_request_max_bytes}: raise it to at least {frames} or lower --socket-request-max-bytes",
+            total / shards
+        )));
+    }
+    Ok(total)
 }
 
 impl StartConfig {
@@ -352,5 +407,25 @@ mod tests {
         std::fs::write(&path, "no-such-key = 1\n").unwrap();
         assert!(matches!(args.resolve(), Err(ConfigFileError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn request_memory_must_hold_one_largest_frame_per_shard() {
+        let resolve = |queued: Option<i64>, frame: usize, shards: usize| {
+            StartArgs {
+                queued_max_request_bytes: queued,
+                socket_request_max_bytes: Some(frame),
+                shards: Some(shards),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        // Defaults: 256 MiB, or more where the shards' frames need it.
+        assert_eq!(resolve(None, 104_857_600, 2).unwrap().queued_max_request_bytes, 256 << 20);
+        assert_eq!(resolve(None, 104_857_600, 8).unwrap().queued_max_request_bytes, 8 * 104_857_600);
+        assert_eq!(resolve(Some(64 << 20), 8 << 20, 2).unwrap().queued_max_request_bytes, 64 << 20);
+        let contradiction = resolve(Some(64 << 20), 104_857_600, 2).unwrap_err().to_string();
+        assert!(contradiction.contains("less than one request of --socket-request-max-bytes"), "{contradiction}");
+        assert!(resolve(Some(-1), 1024, 1).unwrap_err().to_string().contains("must be positive"));
     }
 }

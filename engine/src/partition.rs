@@ -668,7 +668,11 @@ impl Partition {
         };
         let (retention_ms, retention_bytes) = if deletes { (retention_ms, retention_bytes) } else { (-1, -1) };
         let reports = log.apply_retention(now_ms, retention_ms, retention_bytes).await?;
-        self.drop_aborted_below_start(&log)?;
+        // Only removals move the log start here (DeleteRecords drops its own): a pass that
+        // removes nothing lists no directory.
+        if !reports.is_empty() {
+            self.drop_aborted_below_start(&log)?;
+        }
         if log.active_expired(now_ms, retention_ms) {
             self.roll_requested.set(true);
             self.wake_flusher();
