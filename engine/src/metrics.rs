@@ -105,6 +105,37 @@ pub enum RetentionCause {
 const RETENTION_CAUSES: [(RetentionCause, &str); 3] =
     [(RetentionCause::Time, "time"), (RetentionCause::Size, "size"), (RetentionCause::StartOffset, "start_offset")];
 
+/// Why the broker closed a client connection; the index into the per-reason counters. (A client
+/// closing its own connection, and shutdown, are not counted.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request for connections.max.idle.ms with nothing in flight.
+    Idle = 0,
+    /// A request's body did not arrive within the request read timeout.
+    RequestReadTimeout = 1,
+    /// A response write made no progress for the write stall bound (the client stopped reading).
+    ResponseWriteTimeout = 2,
+    /// A frame or request the broker refuses (size, garbage, unknown API or version).
+    InvalidRequest = 3,
+    /// The client went away or the socket failed in the middle of a request.
+    AbortedRequest = 4,
+}
+
+pub const CLOSE_REASONS: [(CloseReason, &str); 5] = [
+    (CloseReason::Idle, "idle"),
+    (CloseReason::RequestReadTimeout, "request_read_timeout"),
+    (CloseReason::ResponseWriteTimeout, "response_write_timeout"),
+    (CloseReason::InvalidRequest, "invalid_request"),
+    (CloseReason::AbortedRequest, "aborted_request"),
+];
+
+impl CloseReason {
+    /// The `reason` label (also used in log lines).
+    pub fn label(self) -> &'static str {
+        CLOSE_REASONS[self as usize].1
+    }
+}
+
 /// One shard's counters. Written only by that shard.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -123,6 +154,16 @@ pub struct ShardMetrics {
     pub compaction_bytes_written: Counter,
     pub compaction_records_removed: Counter,
     pub compaction_tombstones_removed: Counter,
+    /// Bytes of requests in flight held against the shard's request memory budget: frames being
+    /// read or handled, responses until written. Set under the budget's lock, possibly by the
+    /// shard that frees a produced frame's last slice.
+    pub request_memory_bytes: Gauge,
+    /// The shard's request memory budget (queued.max.request.bytes / shards).
+    pub request_memory_budget_bytes: Gauge,
+    /// Request reads that waited for the budget.
+    pub request_reads_throttled: Counter,
+    /// Connections the broker closed, per [`CloseReason`].
+    pub connections_closed: [Counter; CLOSE_REASONS.len()],
     /// Partitions this shard has open.
     pub partitions: Gauge,
     /// Bytes held by this shard's batch cache.
@@ -219,8 +260,50 @@ impl Metrics {
                 }
             }
         }
+        self.render_connections(&mut out);
         self.render_request_times(&mut out);
         out
+    }
+
+    /// Request memory (issue 22's budget) and connection closes by reason.
+    fn render_connections(&self, out: &mut String) {
+        let series: [Series; 3] = [
+            (
+                "fjord_request_memory_bytes",
+                "gauge",
+                "Bytes of requests in flight (frames being read or handled, responses until written) held against the shard's budget.",
+                |m| m.request_memory_bytes.get(),
+            ),
+            (
+                "fjord_request_memory_budget_bytes",
+                "gauge",
+                "The shard's budget for requests in flight (queued.max.request.bytes / shards).",
+                |m| m.request_memory_budget_bytes.get(),
+            ),
+            (
+                "fjord_request_reads_throttled_total",
+                "counter",
+                "Request reads that waited for the shard's request memory budget (the socket was not read meanwhile).",
+                |m| m.request_reads_throttled.get(),
+            ),
+        ];
+        for (name, kind, help, read) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (shard, metrics) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
+            }
+        }
+        let name = "fjord_connections_closed_total";
+        let _ = writeln!(out, "# HELP {name} Connections the broker closed, by reason.\n# TYPE {name} counter");
+        for (shard, metrics) in self.shards.iter().enumerate() {
+            for (reason, label) in CLOSE_REASONS {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{shard}\",reason=\"{label}\"}} {}",
+                    metrics.connections_closed[reason as usize].get()
+                );
+            }
+        }
     }
 
     fn render_request_times(&self, out: &mut String) {
@@ -307,5 +390,24 @@ mod tests {
         // Keys past the table share its last histogram instead of indexing out of it.
         metrics.shard(0).request_time.api(i16::MAX).observe(std::time::Duration::from_millis(1));
         assert_eq!(metrics.shard(0).request_time.api((API_KEYS_TIMED - 1) as i16).cumulative().last(), Some(&1));
+    }
+
+    #[test]
+    fn request_memory_and_connection_closes_render_per_shard_and_reason() {
+        let metrics = Metrics::new(2);
+        metrics.shard(1).request_memory_bytes.set(4096);
+        metrics.shard(1).request_memory_budget_bytes.set(1 << 20);
+        metrics.shard(0).request_reads_throttled.add(3);
+        metrics.shard(1).connections_closed[CloseReason::RequestReadTimeout as usize].add(7);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE fjord_request_memory_bytes gauge\n"), "{text}");
+        assert!(text.contains("fjord_request_memory_bytes{shard=\"1\"} 4096\n"), "{text}");
+        assert!(text.contains("fjord_request_memory_budget_bytes{shard=\"1\"} 1048576\n"), "{text}");
+        assert!(text.contains("fjord_request_reads_throttled_total{shard=\"0\"} 3\n"), "{text}");
+        assert!(text.contains("fjord_connections_closed_total{shard=\"1\",reason=\"request_read_timeout\"} 7\n"), "{text}");
+        assert!(text.contains("fjord_connections_closed_total{shard=\"0\",reason=\"idle\"} 0\n"), "{text}");
+        for (reason, label) in CLOSE_REASONS {
+            assert_eq!(reason.label(), label);
+        }
     }
 }

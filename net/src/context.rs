@@ -12,7 +12,9 @@ use fjord_engine::shard::{PartitionSpec, ShardStore, ShardTable};
 use fjord_engine::topic_config::{resolve_topic_config, BrokerConfigs, TopicConfig};
 use fjord_replication::metadata::{Controller, MetadataImage, MetadataTable, TopicImage};
 
+use crate::budget::RequestBudget;
 use crate::fetch_session::FetchSessionCache;
+use crate::log_limit::{LogLimiter, LOG_WINDOW};
 use crate::router::ShardRequest;
 use crate::settings::BrokerSettings;
 
@@ -51,6 +53,10 @@ pub struct ShardContext {
     pub shutdown: Rc<Notify>,
     pub coordinator: crate::coordinator::Coordinator,
     pub transactions: crate::txn_coordinator::TxnCoordinator,
+    /// Memory for requests in flight on this shard (queued.max.request.bytes / shards).
+    pub request_budget: Arc<RequestBudget>,
+    /// Rate limits the per-connection "closing connection" warnings, per close reason.
+    pub close_warnings: LogLimiter,
     metrics: Arc<Metrics>,
     topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
 }
@@ -64,6 +70,14 @@ impl ShardContext {
         settings: Arc<BrokerSettings>,
         metrics: Arc<Metrics>,
     ) -> ShardContext {
+        let budget_bytes = settings.queued_max_request_bytes / mesh.shard_count();
+        // The configuration refuses values where it would not (src/config.rs).
+        assert!(
+            budget_bytes >= settings.socket_request_max_bytes,
+            "a shard's request memory budget ({budget_bytes} bytes) must hold one frame of socket.request.max.bytes ({})",
+            settings.socket_request_max_bytes
+        );
+        let request_budget = Arc::new(RequestBudget::new(budget_bytes, metrics.clone(), store.shard_id));
         ShardContext {
             shard_id: store.shard_id,
             table: store.table,
@@ -77,6 +91,8 @@ impl ShardContext {
             shutdown: Rc::new(Notify::default()),
             coordinator: crate::coordinator::Coordinator::new(settings.coordinator.clone()),
             transactions: crate::txn_coordinator::TxnCoordinator::new(settings.transactions.clone()),
+            request_budget,
+            close_warnings: LogLimiter::new(fjord_engine::metrics::CLOSE_REASONS.len(), LOG_WINDOW),
             metrics,
             topics: RefCell::new((i64::MIN, AHashMap::new())),
         }

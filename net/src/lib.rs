@@ -1,13 +1,16 @@
 //! Fjord's Kafka wire protocol: framing, API version negotiation, one module per API handler,
-//! connections with in-order responses, and the router that splits requests by owner shard.
+//! connections with in-order responses (bounded by each shard's request memory budget, read and
+//! idle deadlines), and the router that splits requests by owner shard.
 
 pub mod admin;
 pub mod api;
+pub mod budget;
 pub mod connection;
 pub mod context;
 pub mod coordinator;
 pub mod fetch_session;
 pub mod frame;
+pub mod log_limit;
 pub mod response;
 pub mod router;
 pub mod server;

@@ -20,11 +20,27 @@ use kafka_protocol::protocol::Encodable;
 #[derive(Debug, Default)]
 pub struct OutFrame {
     pub parts: Vec<Chunk>,
+    /// Bytes of the memory parts that are record batches shared with the batch cache, not
+    /// allocated for this response.
+    pub shared_bytes: usize,
 }
 
 impl OutFrame {
+    /// A response encoded whole into one buffer.
+    pub fn encoded(bytes: Bytes) -> OutFrame {
+        OutFrame { parts: vec![Chunk::Memory(bytes)], shared_bytes: 0 }
+    }
+
     pub fn total_bytes(&self) -> usize {
         self.parts.iter().map(Chunk::len).sum()
+    }
+
+    /// Memory this response allocated: its memory parts but the shared record batches (file
+    /// parts go out by sendfile(2) and hold none).
+    pub fn allocated_bytes(&self) -> usize {
+        let memory: usize = self.parts.iter().map(|part| if let Chunk::Memory(bytes) = part { bytes.len() } else { 0 }).sum();
+        assert!(memory >= self.shared_bytes, "{} shared bytes in {memory} bytes of memory parts", self.shared_bytes);
+        memory - self.shared_bytes
     }
 }
 
@@ -75,6 +91,7 @@ pub fn splice_records(encoded: Bytes, records: Vec<Vec<Chunk>>, compact: bool) -
     let mut extra: i64 = 0;
     let mut records: Vec<Option<Vec<Chunk>>> = records.into_iter().map(Some).collect();
     let mut search_from = 4usize;
+    let mut shared_bytes = 0usize;
     while let Some(found) = find(&encoded[search_from..], PLACEHOLDER_PREFIX) {
         let at = search_from + found;
         let index = u64::from_be_bytes(encoded[at + 8..at + 16].try_into().expect("8 bytes")) as usize;
@@ -90,6 +107,7 @@ pub fn splice_records(encoded: Bytes, records: Vec<Vec<Chunk>>, compact: bool) -
             continue;
         }
         let length: usize = chunks.iter().map(Chunk::len).sum();
+        shared_bytes += chunks.iter().map(|chunk| if let Chunk::Memory(bytes) = chunk { bytes.len() } else { 0 }).sum::<usize>();
         parts.push(Chunk::Memory(encoded.slice(cursor..at - prefix_len)));
         let mut prefix = BytesMut::with_capacity(5);
         if compact {
@@ -111,7 +129,7 @@ pub fn splice_records(encoded: Bytes, records: Vec<Vec<Chunk>>, compact: bool) -
         fixed[0..4].copy_from_slice(&(size as i32).to_be_bytes());
         *first = fixed.freeze();
     }
-    OutFrame { parts }
+    OutFrame { parts, shared_bytes }
 }
 
 fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
@@ -171,6 +189,8 @@ mod tests {
             };
             assert_eq!(&flat[body_at..body_at + 200], &[7u8; 200][..]);
             assert_eq!(&flat[flat.len() - 6..], b"xytail");
+            assert_eq!(frame.shared_bytes, 202, "the spliced records are the cache's, not the response's");
+            assert_eq!(frame.allocated_bytes(), flat.len() - 202);
         }
     }
 }

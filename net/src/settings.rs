@@ -13,6 +13,15 @@ pub struct BrokerSettings {
     pub default_replication_factor: i16,
     /// socket.request.max.bytes: frames larger than this close the connection.
     pub socket_request_max_bytes: usize,
+    /// queued.max.request.bytes for the whole broker: each shard's request memory budget is its
+    /// share (`budget`), at least one frame of `socket_request_max_bytes`.
+    pub queued_max_request_bytes: usize,
+    /// connections.max.idle.ms: a connection with nothing in flight and no request for this long
+    /// is closed.
+    pub connections_max_idle: std::time::Duration,
+    /// request.read.timeout.ms (Fjord's): a request's body must arrive within this once its memory
+    /// is reserved, or the connection is closed.
+    pub request_read_timeout: std::time::Duration,
     /// log.retention.check.interval.ms: how often each shard runs retention over its partitions.
     pub retention_check_interval: std::time::Duration,
     /// log.cleaner.backoff.ms: how long each shard's log cleaner sleeps between passes.

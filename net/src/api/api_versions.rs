@@ -4,7 +4,6 @@
 //! librdkafka 2.0.2 (kcat) breaks on them.
 
 use bytes::Bytes;
-use fjord_engine::partition::Chunk;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::Decodable;
@@ -30,7 +29,7 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     if !supported {
         response.error_code = codes::UNSUPPORTED_VERSION;
         let bytes = response::encode_with_header_version(0, 0, header.correlation_id, &response)?;
-        return Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] });
+        return Ok(OutFrame::encoded(bytes));
     }
     if version >= 3 {
         // Validate the client software fields as Kafka does; a bad body is INVALID_REQUEST.
@@ -45,7 +44,7 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     }
     // ApiVersions responses always use header v0.
     let bytes = response::encode_with_header_version(0, version, header.correlation_id, &response)?;
-    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+    Ok(OutFrame::encoded(bytes))
 }
 
 fn api_table() -> Vec<ApiVersion> {

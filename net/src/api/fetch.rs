@@ -409,7 +409,7 @@ fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestEr
     let mut response = FetchResponse::default();
     response.error_code = code;
     let bytes = response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)?;
-    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+    Ok(OutFrame::encoded(bytes))
 }
 
 #[cfg(test)]

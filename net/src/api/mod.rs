@@ -33,7 +33,6 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::context::ShardContext;
 use crate::response::{self, OutFrame};
 use fjord_engine::metrics::API_KEYS_TIMED;
-use fjord_engine::partition::Chunk;
 
 /// A version range an API module serves.
 #[derive(Debug, Clone, Copy)]
@@ -371,7 +370,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T,
 pub fn respond<R: Encodable>(header: &RequestHeader, body: &R) -> Result<OutFrame, RequestError> {
     let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApiKey(header.request_api_key))?;
     let bytes = response::encode(api, header.request_api_version, header.correlation_id, body)?;
-    Ok(OutFrame { parts: vec![Chunk::Memory(bytes)] })
+    Ok(OutFrame::encoded(bytes))
 }
 
 /// Kafka error codes used across handlers.
