@@ -39,10 +39,13 @@ pub fn start(args: StartArgs) -> i32 {
 
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour only on a terminal: logs written to a file or a pipe carry no escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn run(config: &StartConfig) -> Result<(), String> {
+    let segment_files_per_shard = segment_file_budget(config);
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_port(config)?;
     block_shutdown_signals();
@@ -101,6 +104,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         cache_bytes_per_shard: config.batch_cache_bytes / config.shards,
         partition_settings: PartitionSettings { flush_interval_ms: config.log_flush_interval_ms },
         shard_count: config.shards,
+        segment_files_per_shard,
         metrics: Arc::new(Metrics::new(config.shards).with_api_names(fjord_net::api::api_names())),
         shutdown: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
@@ -129,6 +133,43 @@ fn run(config: &StartConfig) -> Result<(), String> {
     }
     tracing::info!("stopped cleanly: every partition flushed and synced");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one, then sizes each shard's budget of segment
+/// descriptors: `--open-segment-files-max` or half the limit, split over the shards. The other
+/// half is for client connections, the metadata log, rings and transient files.
+fn segment_file_budget(config: &StartConfig) -> usize {
+    let limit = raise_open_file_limit();
+    let total = config.open_segment_files_max.unwrap_or((limit / 2) as usize);
+    let per_shard = (total / config.shards).max(fjord_engine::files::SHARD_FILES_MIN);
+    if config.open_segment_files_max.is_some_and(|max| max as u64 >= limit) {
+        tracing::warn!(open_file_limit = limit, open_segment_files_max = total, "the segment file budget leaves no descriptors for connections");
+    }
+    tracing::info!(
+        open_file_limit = limit,
+        segment_files_per_shard = per_shard,
+        shards = config.shards,
+        "descriptor budget: segment files are opened on demand and the least recently used idle ones closed"
+    );
+    per_shard
+}
+
+/// Sets the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    // RLIM_INFINITY (or anything past what a process could use) counts as a million.
+    limit.rlim_cur.min(1 << 20)
 }
 
 /// Holds an exclusive flock on `<data_dir>/.lock` for the life of the process.

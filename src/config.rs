@@ -42,6 +42,9 @@ pub struct StartArgs {
     /// Largest request frame; larger ones close the connection (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "FJORD_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<usize>,
+    /// Segment file descriptors the broker keeps open at most, over all shards; idle ones are closed least recently used first and reopened on demand [default: half the open-file limit]
+    #[arg(long, env = "FJORD_OPEN_SEGMENT_FILES_MAX")]
+    pub open_segment_files_max: Option<usize>,
     /// Segment size before a roll (log.segment.bytes) [default: 1073741824]
     #[arg(long, env = "FJORD_LOG_SEGMENT_BYTES")]
     pub log_segment_bytes: Option<u64>,
@@ -140,6 +143,8 @@ pub struct StartConfig {
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: usize,
+    /// None: half the open-file limit, decided at start once the limit is raised.
+    pub open_segment_files_max: Option<usize>,
     pub log_flush_interval_ms: u64,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_backoff_ms: u64,
@@ -310,6 +315,7 @@ impl StartArgs {
             auto_create_topics_enable: pick!(self, file, auto_create_topics_enable, true),
             num_partitions,
             socket_request_max_bytes,
+            open_segment_files_max: self.open_segment_files_max.or(file.open_segment_files_max),
             log_flush_interval_ms: pick!(self, file, log_flush_interval_ms, 1000),
             log_retention_check_interval_ms: pick!(self, file, log_retention_check_interval_ms, 300_000).max(1),
             log_cleaner_backoff_ms: pick!(self, file, log_cleaner_backoff_ms, 15_000).max(1),

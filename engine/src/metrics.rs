@@ -170,7 +170,62 @@ pub struct ShardMetrics {
     pub cache_bytes: Gauge,
     /// Time from a request read to its response written, per API key.
     pub request_time: RequestTimes,
+    /// The shard's segment descriptor cache (`files`), copied from it periodically.
+    pub segment_files: SegmentFileGauges,
 }
+
+/// Copies of the shard's [`crate::files::FileStats`]; the counts only go up.
+#[derive(Debug, Default)]
+pub struct SegmentFileGauges {
+    pub open: Gauge,
+    pub budget: Gauge,
+    pub hits: Gauge,
+    pub opens: Gauge,
+    pub evictions: Gauge,
+    pub fetch_deferrals: Gauge,
+    pub exhausted: Gauge,
+}
+
+impl SegmentFileGauges {
+    pub fn record(&self, stats: crate::files::FileStats) {
+        self.open.set(stats.open as u64);
+        self.budget.set(stats.budget as u64);
+        self.hits.set(stats.hits);
+        self.opens.set(stats.opens);
+        self.evictions.set(stats.evictions);
+        self.fetch_deferrals.set(stats.fetch_deferrals);
+        self.exhausted.set(stats.exhausted);
+    }
+}
+
+/// The segment descriptor cache's series.
+const SEGMENT_FILE_SERIES: [Series; 7] = [
+    ("fjord_segment_files_open", "gauge", "Segment file descriptors the shard holds open.", |m| m.segment_files.open.get()),
+    ("fjord_segment_files_budget", "gauge", "The shard's budget of open segment file descriptors.", |m| {
+        m.segment_files.budget.get()
+    }),
+    ("fjord_segment_file_hits_total", "counter", "Segment file uses that found the descriptor open.", |m| {
+        m.segment_files.hits.get()
+    }),
+    ("fjord_segment_file_opens_total", "counter", "Segment file descriptors opened (first use or after eviction).", |m| {
+        m.segment_files.opens.get()
+    }),
+    ("fjord_segment_file_evictions_total", "counter", "Idle segment file descriptors closed to stay within the budget.", |m| {
+        m.segment_files.evictions.get()
+    }),
+    (
+        "fjord_segment_file_fetch_deferrals_total",
+        "counter",
+        "Fetch reads that found the budget held by descriptors in use and returned no data for the partition.",
+        |m| m.segment_files.fetch_deferrals.get(),
+    ),
+    (
+        "fjord_segment_file_exhausted_total",
+        "counter",
+        "Opens that failed for want of descriptors in the process or system (EMFILE/ENFILE).",
+        |m| m.segment_files.exhausted.get(),
+    ),
+];
 
 impl ShardMetrics {
     pub fn retention_removed(&self, cause: RetentionCause, segments: u64, bytes: u64) {
@@ -237,7 +292,7 @@ impl Metrics {
             ("fjord_partitions", "gauge", "Partitions open on the shard.", |m| m.partitions.get()),
             ("fjord_batch_cache_bytes", "gauge", "Bytes held by the shard's batch cache.", |m| m.cache_bytes.get()),
         ];
-        for (name, kind, help, read) in simple {
+        for (name, kind, help, read) in simple.into_iter().chain(SEGMENT_FILE_SERIES) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (shard, metrics) in self.shards.iter().enumerate() {
                 let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));

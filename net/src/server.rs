@@ -32,6 +32,8 @@ pub struct Shared {
     pub cache_bytes_per_shard: usize,
     pub partition_settings: PartitionSettings,
     pub shard_count: usize,
+    /// Each shard's budget of open segment file descriptors (`fjord_engine::files`).
+    pub segment_files_per_shard: usize,
     /// Every shard's counters (the /metrics endpoint reads them).
     pub metrics: Arc<Metrics>,
     /// Set by the signal handler thread.
@@ -104,6 +106,7 @@ const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Shared>) {
+    fjord_engine::files::set_budget(shared.segment_files_per_shard);
     let table = ShardTable::new(shared.shard_count);
     let store = ShardStore::new(
         shard_id,
@@ -204,11 +207,13 @@ async fn run_retention(ctx: Rc<ShardContext>) {
         if rt::timeout(interval, shutdown).await.is_some() {
             break;
         }
-        for partition in ctx.store.partitions() {
+        let started = std::time::Instant::now();
+        let partitions = ctx.store.partitions();
+        for partition in &partitions {
             if ctx.shutting_down.get() {
                 break;
             }
-            refresh_config(&ctx, &partition);
+            refresh_config(&ctx, partition);
             match partition.enforce_retention(fjord_engine::partition::now_ms()).await {
                 Ok(reports) => {
                     for (cause, report) in reports {
@@ -236,6 +241,8 @@ async fn run_retention(ctx: Rc<ShardContext>) {
             }
             rt::yield_if_needed().await;
         }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(shard = ctx.shard_id, partitions = partitions.len(), elapsed_ms, "retention pass");
     }
 }
 
@@ -250,7 +257,8 @@ fn refresh_config(ctx: &ShardContext, partition: &Partition) {
 
 /// The shard's log cleaner: every log.cleaner.backoff.ms, one pass over the compacted partitions
 /// it owns (each cleaned only if it needs it: dirty ratio, lags, expired tombstones). One log line
-/// per cleaned partition, with the shard's running totals.
+/// per cleaned partition, with the shard's running totals. A pass visits only the partitions of
+/// compacted topics: 100,000 partitions of other topics cost it nothing.
 async fn run_cleaner(ctx: Rc<ShardContext>) {
     let backoff = ctx.settings.cleaner_backoff;
     let io_limit = ctx.settings.cleaner_io_bytes_per_second;
@@ -263,14 +271,11 @@ async fn run_cleaner(ctx: Rc<ShardContext>) {
         if rt::timeout(backoff, shutdown).await.is_some() {
             break;
         }
-        for partition in ctx.store.partitions() {
+        for partition in compacted_partitions(&ctx) {
             if ctx.shutting_down.get() {
                 break;
             }
             refresh_config(&ctx, &partition);
-            if !partition.config().cleanup_policy.compacts() {
-                continue;
-            }
             match partition.compact(fjord_engine::partition::now_ms(), &options).await {
                 Ok(Some(report)) => {
                     let totals = ctx.store.note_cleaning(&report);
@@ -309,6 +314,24 @@ async fn run_cleaner(ctx: Rc<ShardContext>) {
     }
 }
 
+/// The open partitions this shard owns of the topics whose cleanup policy compacts.
+fn compacted_partitions(ctx: &ShardContext) -> Vec<Rc<Partition>> {
+    let image = ctx.image();
+    let mut partitions = Vec::new();
+    for name in image.topics.keys() {
+        let Some(info) = ctx.topic(name) else { continue };
+        if !info.config.cleanup_policy.compacts() {
+            continue;
+        }
+        for index in 0..info.partition_count {
+            if ctx.table.owner(name, index) == ctx.shard_id {
+                partitions.extend(ctx.store.get(name, index));
+            }
+        }
+    }
+    partitions
+}
+
 /// The shard's producer expiry task: every producer.id.expiration.check.interval.ms, forgets
 /// the idempotent producers idle for producer.id.expiration.ms on the partitions it owns
 /// (Kafka's `removeExpiredProducers`).
@@ -338,6 +361,7 @@ async fn run_gauges(ctx: Rc<ShardContext>) {
     while !ctx.shutting_down.get() {
         ctx.metrics().partitions.set(ctx.store.partitions().len() as u64);
         ctx.metrics().cache_bytes.set(ctx.store.cache_used_bytes() as u64);
+        ctx.metrics().segment_files.record(fjord_engine::files::stats());
         let shutdown = ctx.shutdown.notified();
         if rt::timeout(GAUGE_INTERVAL, shutdown).await.is_some() {
             break;
@@ -358,6 +382,8 @@ async fn finish(ctx: &Rc<ShardContext>, shared: &Shared) {
 /// Opens (and so recovers) every partition this shard owns, so a torn tail is cut at start.
 async fn open_owned_partitions(ctx: &Rc<ShardContext>) {
     let image = ctx.image();
+    let started = std::time::Instant::now();
+    let (mut opened, mut recovered, mut recovered_bytes, mut failed) = (0usize, 0usize, 0u64, 0usize);
     for topic in image.topics.values() {
         let Some(info) = ctx.topic(&topic.name) else { continue };
         for partition in 0..info.partition_count {
@@ -365,11 +391,29 @@ async fn open_owned_partitions(ctx: &Rc<ShardContext>) {
                 continue;
             }
             tracing::debug!(shard = ctx.shard_id, topic = %topic.name, partition, "opening partition");
-            if let Err(error) = ctx.store.get_or_open(&topic.name, partition, &info.spec(partition)).await {
-                tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
+            match ctx.store.get_or_open(&topic.name, partition, &info.spec(partition)).await {
+                Ok(open) => {
+                    opened += 1;
+                    recovered += usize::from(open.recovered_bytes() > 0);
+                    recovered_bytes += open.recovered_bytes();
+                }
+                Err(error) => {
+                    failed += 1;
+                    tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
+                }
             }
+            rt::yield_if_needed().await;
         }
     }
+    tracing::info!(
+        shard = ctx.shard_id,
+        partitions = opened,
+        failed,
+        recovered_after_unclean_stop = recovered,
+        recovered_bytes_cut = recovered_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "opened partitions"
+    );
 }
 
 /// Partition directories of topics no longer in the metadata (deleted while the broker was down).
