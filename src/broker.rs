@@ -143,7 +143,11 @@ fn segment_file_budget(config: &StartConfig) -> usize {
     let total = config.open_segment_files_max.unwrap_or((limit / 2) as usize);
     let per_shard = (total / config.shards).max(fjord_engine::files::SHARD_FILES_MIN);
     if config.open_segment_files_max.is_some_and(|max| max as u64 >= limit) {
-        tracing::warn!(open_file_limit = limit, open_segment_files_max = total, "the segment file budget leaves no descriptors for connections");
+        tracing::warn!(
+            open_file_limit = limit,
+            open_segment_files_max = total,
+            "the segment file budget leaves no descriptors for connections"
+        );
     }
     tracing::info!(
         open_file_limit = limit,

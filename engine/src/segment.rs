@@ -124,9 +124,9 @@ impl Segment {
         let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
         let segment = Segment::open_files(path, index_path, base_offset, now_ms);
         segment.writer().await?; // creates the file
-        // The new name must be durable before any append to it is acknowledged as synced: a
-        // file's fdatasync does not cover its directory entry (POSIX; the simulated disk keeps
-        // exactly that).
+                                 // The new name must be durable before any append to it is acknowledged as synced: a
+                                 // file's fdatasync does not cover its directory entry (POSIX; the simulated disk keeps
+                                 // exactly that).
         crate::fs::sync_dir(dir).map_err(|error| LogError::io(dir, error))?;
         Ok(segment)
     }
@@ -302,7 +302,8 @@ impl Segment {
     fn is_zero_padding(&self, from: u64, to: u64) -> bool {
         let to = to.min(from + crate::limits::DMA_WRITE_BYTES_MAX as u64);
         let mut bytes = vec![0u8; (to - from) as usize];
-        self.reader_file().is_ok_and(|reader| reader.read_exact_at(&mut bytes, from).is_ok()) && bytes.iter().all(|byte| *byte == 0)
+        self.reader_file().is_ok_and(|reader| reader.read_exact_at(&mut bytes, from).is_ok())
+            && bytes.iter().all(|byte| *byte == 0)
     }
 
     /// The size changed under the tail (open, truncation): the next append reads it again.
