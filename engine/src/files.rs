@@ -252,6 +252,7 @@ impl SegmentFiles {
         let reader = self.reader.borrow_mut().take();
         let writer = self.writer.borrow_mut().take();
         note_closed(usize::from(reader.is_some()) + usize::from(writer.is_some()));
+        close_writer(writer);
     }
 
     /// Descriptors this handle holds open.
@@ -288,7 +289,7 @@ impl SegmentFiles {
         }
         let writer_idle = self.writer.borrow().as_ref().is_some_and(|writer| !writer.is_shared());
         if writer_idle {
-            self.writer.borrow_mut().take();
+            close_writer(self.writer.borrow_mut().take());
             closed += 1;
         }
         closed
@@ -300,6 +301,17 @@ impl Drop for SegmentFiles {
         let open = self.open_count();
         if open > 0 {
             note_closed(open);
+        }
+        close_writer(self.writer.get_mut().take());
+    }
+}
+
+/// Closes an O_DIRECT descriptor now (dropped, it would stay open until the reactor's next turn,
+/// past the budget while a loop closes many); a clone in use closes it when dropped.
+fn close_writer(writer: Option<DmaFile>) {
+    if let Some(writer) = writer {
+        if let Err(error) = writer.close_now() {
+            tracing::debug!(%error, "closing a segment file failed");
         }
     }
 }

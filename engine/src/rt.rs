@@ -484,6 +484,15 @@ impl DmaFile {
         Rc::strong_count(&self.file) > 1
     }
 
+    /// Closes the descriptor now, on this thread, unless a clone is held elsewhere (then the last
+    /// clone dropped closes it). Dropping a file leaves its close to the reactor's next turn.
+    pub fn close_now(self) -> io::Result<()> {
+        match Rc::try_unwrap(self.file) {
+            Ok(file) => file.close_now(),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Closes the descriptor; a clone still held elsewhere keeps it open until dropped.
     pub async fn close(self) -> io::Result<()> {
         self.file.close_rc().await.map(drop).map_err(io::Error::from)
