@@ -308,8 +308,15 @@ def write_summary(out: Path, figures: dict, args: argparse.Namespace) -> str:
     def fmt(value, unit="", digits=1):
         return "n/a" if value is None else f"{value:,.{digits}f}{unit}"
 
-    scale, base, hot = figures.get("scale", {}), figures.get("baseline", {}).get("hot", {}), figures.get("scale", {}).get("hot", {})
+    scale = figures.get("scale", {})
+    base, hot = figures.get("baseline", {}).get("hot", {}), scale.get("hot", {})
     n = f"{args.partitions:,}"
+
+    def idle(key: str) -> str:
+        found = scale.get(key, {})
+        return f"{fmt(found.get('rss_mib'), ' MiB')} / {found.get('descriptors', 'n/a')}"
+
+    write = scale.get("write", {})
     lines = [
         f"# Fjord at {n} partitions on one node ({figures['when']}, {os.cpu_count()} cores)",
         "",
@@ -319,14 +326,18 @@ def write_summary(out: Path, figures: dict, args: argparse.Namespace) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| broker just started: RSS / descriptors | {fmt(scale.get('start', {}).get('rss_mib'), ' MiB')} / {scale.get('start', {}).get('descriptors', 'n/a')} |",
-        f"| create {n} partitions: acknowledged / all in Metadata | {fmt(scale.get('create_acknowledged_s'), ' s', 2)} / {fmt(scale.get('create_visible_s'), ' s', 2)} |",
-        f"| write one record to each ({args.producers} idempotent producers, acks=all) | {fmt(scale.get('write', {}).get('seconds'), ' s')} ({fmt(scale.get('write', {}).get('records_per_second'), ' partitions/s', 0)}), descriptors at most {scale.get('write', {}).get('descriptors_max', 'n/a')} |",
-        f"| idle after the writes: RSS / descriptors | {fmt(scale.get('idle_after_write', {}).get('rss_mib'), ' MiB')} / {scale.get('idle_after_write', {}).get('descriptors', 'n/a')} |",
+        f"| broker just started: RSS / descriptors | {idle('start')} |",
+        f"| create {n} partitions: acknowledged / all in Metadata | "
+        f"{fmt(scale.get('create_acknowledged_s'), ' s', 2)} / {fmt(scale.get('create_visible_s'), ' s', 2)} |",
+        f"| write one record to each ({args.producers} idempotent producers, acks=all) | "
+        f"{fmt(write.get('seconds'), ' s')} ({fmt(write.get('records_per_second'), ' partitions/s', 0)}), "
+        f"descriptors at most {write.get('descriptors_max', 'n/a')} |",
+        f"| idle after the writes: RSS / descriptors | {idle('idle_after_write')} |",
         f"| SIGKILL, then start to ready | {fmt(scale.get('sigkill_ready_s'), ' s')} ({scale.get('sigkill_opened', 'n/a')}) |",
-        f"| idle after that restart: RSS / descriptors | {fmt(scale.get('idle_after_sigkill', {}).get('rss_mib'), ' MiB')} / {scale.get('idle_after_sigkill', {}).get('descriptors', 'n/a')} |",
-        f"| SIGTERM: time to exit, then start to ready | {fmt(scale.get('sigterm_stop_s'), ' s')}, {fmt(scale.get('sigterm_ready_s'), ' s')} ({scale.get('sigterm_opened', 'n/a')}) |",
-        f"| idle after that restart: RSS / descriptors | {fmt(scale.get('idle_after_sigterm', {}).get('rss_mib'), ' MiB')} / {scale.get('idle_after_sigterm', {}).get('descriptors', 'n/a')} |",
+        f"| idle after that restart: RSS / descriptors | {idle('idle_after_sigkill')} |",
+        f"| SIGTERM: time to exit, then start to ready | {fmt(scale.get('sigterm_stop_s'), ' s')}, "
+        f"{fmt(scale.get('sigterm_ready_s'), ' s')} ({scale.get('sigterm_opened', 'n/a')}) |",
+        f"| idle after that restart: RSS / descriptors | {idle('idle_after_sigterm')} |",
         f"| SIGTERM of that idle broker: time to exit | {fmt(scale.get('final_stop_s'), ' s')} |",
         "",
         f"8 hot partitions, {args.duration} s measured after {args.warmup} s warm-up (catch-up: "
