@@ -46,6 +46,12 @@ pub const SHARD_FILES_MIN: usize = 16;
 /// How long a writer waits between attempts to open while the process is out of descriptors.
 const WRITER_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Descriptors in use an open passes over before it gives up making room (unless the process ran
+/// out of descriptors): with the budget held by descriptors in use, each deferred fetch would
+/// otherwise walk the whole queue. Those passed over move to the back, so the next open looks at
+/// others.
+const EVICTION_BUSY_SCAN_MAX: usize = 256;
+
 /// At most one warning about running out of descriptors per shard in this interval.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -336,14 +342,16 @@ fn make_room(needed: usize) -> bool {
 }
 
 /// Closes up to `wanted` idle descriptors, least recently used first; returns how many it closed.
-/// Two passes over the queue at most: the first may only re-queue handles used since they were
-/// queued.
+/// Two passes over the queue at most (the first may only re-queue handles used since they were
+/// queued), giving up after [`EVICTION_BUSY_SCAN_MAX`] descriptors in use unless `wanted` is
+/// everything.
 fn close_idle(wanted: usize) -> usize {
     CACHE.with(|cache| {
         let mut closed = 0;
         let mut queue = cache.queue.borrow_mut();
         let mut scans = 2 * queue.len() + 1;
-        while closed < wanted && scans > 0 {
+        let mut busy_left = if wanted == usize::MAX { usize::MAX } else { EVICTION_BUSY_SCAN_MAX };
+        while closed < wanted && scans > 0 && busy_left > 0 {
             scans -= 1;
             let Some((tick, handle)) = queue.pop_front() else { break };
             let Some(handle) = handle.upgrade() else { continue };
@@ -356,6 +364,7 @@ fn close_idle(wanted: usize) -> usize {
             cache.open.set(cache.open.get().saturating_sub(now));
             if handle.open_count() > 0 {
                 // In use: treated as just used.
+                busy_left -= 1;
                 let tick = cache.tick.get() + 1;
                 cache.tick.set(tick);
                 handle.last_use.set(tick);

@@ -631,10 +631,6 @@ impl Segment {
         self.reader_file()
     }
 
-    /// Descriptors this segment holds open now (tests of the budget).
-    pub fn open_descriptors(&self) -> usize {
-        self.files.open_count()
-    }
     /// Max timestamp of the first batch (max.compaction.lag.ms measures from it, as Kafka does).
     pub fn first_batch_max_timestamp_ms(&self) -> LogResult<Option<i64>> {
         if self.size_bytes.get() == 0 {
