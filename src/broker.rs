@@ -69,7 +69,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
         cleaner_io_bytes_per_second: config.log_cleaner_io_max_bytes_per_second,
         producer_id_expiration_ms: config.producer_id_expiration_ms,
         producer_id_expiration_check_interval: std::time::Duration::from_millis(config.producer_id_expiration_check_interval_ms),
-        coordinator: fjord_net::coordinator::CoordinatorSettings {
+        coordinator: fjord_net::settings::CoordinatorSettings {
             classic: fjord_group::classic::ClassicConfig {
                 rebalance_delay_initial_ms: config.group_initial_rebalance_delay_ms,
                 session_timeout_ms_min: config.group_min_session_timeout_ms,
@@ -83,7 +83,7 @@ fn run(config: &StartConfig) -> Result<(), String> {
             },
             offsets_topic_partitions: config.offsets_topic_num_partitions,
         },
-        transactions: fjord_net::txn_coordinator::TxnSettings {
+        transactions: fjord_net::settings::TxnSettings {
             config: fjord_group::txn::TxnConfig {
                 transaction_max_timeout_ms: config.transaction_max_timeout_ms,
                 transactional_id_expiration_ms: config.transactional_id_expiration_ms,

@@ -7,8 +7,9 @@ use std::rc::Rc;
 use fjord_engine::rt;
 use fjord_replication::metadata::{AlterOp, ControllerError, TopicImage};
 
+use crate::codes;
 use crate::context::{ShardContext, TopicInfo};
-use crate::router::ShardRequest;
+use crate::message::ShardRequest;
 
 /// A controller failure as a Kafka error code and message.
 #[derive(Debug, Clone)]
@@ -36,6 +37,20 @@ pub async fn with_controller<R: Send + 'static>(
     rt::spawn_blocking(move || {
         let mut guard = controller.lock().map_err(|_| lost_controller())?;
         work(&mut guard).map_err(AdminError::from)
+    })
+    .await
+}
+
+/// Reserves a producer id. On a blocking thread: the controller fsyncs its reservation every
+/// 1000 ids, and a shard thread never waits on the controller's lock. Error: a Kafka error code.
+pub async fn next_producer_id(ctx: &ShardContext) -> Result<i64, i16> {
+    let controller = ctx.controller.clone();
+    rt::spawn_blocking(move || {
+        let mut controller = controller.lock().map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
+        controller.next_producer_id().map_err(|error| {
+            tracing::error!(%error, "cannot reserve producer ids");
+            codes::UNKNOWN_SERVER_ERROR
+        })
     })
     .await
 }
@@ -79,7 +94,7 @@ pub async fn auto_create(ctx: &ShardContext, name: &str) -> Result<Rc<TopicInfo>
     };
     match create_topic(ctx, topic).await {
         Ok(_) => {}
-        Err(error) if error.code == crate::api::codes::TOPIC_ALREADY_EXISTS => {}
+        Err(error) if error.code == codes::TOPIC_ALREADY_EXISTS => {}
         Err(error) => return Err(error),
     }
     ctx.topic(name).ok_or_else(lost_controller)
@@ -102,6 +117,18 @@ pub async fn delete_topic(ctx: &Rc<ShardContext>, name: String) -> Result<TopicI
         let _ = receiver.await;
     }
     Ok(deleted)
+}
+
+/// The owner half of a topic deletion: removes the data of the topic's partitions this shard owns.
+pub async fn drop_topic_on_owner(ctx: &ShardContext, topic: &str, partitions: i32) {
+    for partition in 0..partitions {
+        if ctx.table.owner(topic, partition) != ctx.shard_id {
+            continue;
+        }
+        if let Err(error) = ctx.store.remove(topic, partition).await {
+            tracing::error!(topic, partition, %error, "could not remove partition data");
+        }
+    }
 }
 
 pub async fn alter_topic_configs(

@@ -48,6 +48,7 @@ use crate::context::ShardContext;
 use crate::frame::{self, FrameError};
 use crate::log_limit::Admit;
 use crate::response::OutFrame;
+use crate::shard::Shard;
 
 /// Requests read ahead of the response being written (Kafka clients pipeline up to 5 produce
 /// requests per connection by default).
@@ -148,7 +149,8 @@ enum Stop {
     Request(api::RequestError),
 }
 
-pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let ctx = shard.ctx.clone();
     let peer_address = stream.peer_addr().ok();
     let peer = peer_address.map(|address| address.to_string()).unwrap_or_else(|| "unknown".into());
     // The client's host as Kafka shows it in DescribeGroups (Java's InetAddress.toString()).
@@ -189,7 +191,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
         let read_at = Instant::now();
         // read_frame_size admits only frames with a whole request header, which starts with the key.
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-        let pending = match api::dispatch(&ctx, frame, &client_host).await {
+        let pending = match api::dispatch(&shard, frame, &client_host).await {
             Ok(Dispatched::Ready(frame)) => Pending::Ready(frame.map(|frame| Response::charge(&ctx.request_budget, frame))),
             Ok(Dispatched::Deferred(future)) => {
                 let budget = ctx.request_budget.clone();

@@ -1,7 +1,11 @@
-//! What every request handler on a shard can reach.
+//! What every request handler on a shard can reach: the partitions it owns, the mesh to the
+//! other shards, the metadata view, settings and budgets. The coordinators, which use all of
+//! this, sit above it ([`crate::shard::Shard`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +19,7 @@ use fjord_replication::metadata::{Controller, MetadataImage, MetadataTable, Topi
 use crate::budget::RequestBudget;
 use crate::fetch_session::FetchSessionCache;
 use crate::log_limit::{LogLimiter, LOG_WINDOW};
-use crate::router::ShardRequest;
+use crate::message::ShardRequest;
 use crate::settings::BrokerSettings;
 
 /// A topic as the hot path needs it, resolved once per metadata version. Lives on one shard.
@@ -51,15 +55,18 @@ pub struct ShardContext {
     pub fetch_sessions: RefCell<FetchSessionCache>,
     pub shutting_down: Cell<bool>,
     pub shutdown: Rc<Notify>,
-    pub coordinator: crate::coordinator::Coordinator,
-    pub transactions: crate::txn_coordinator::TxnCoordinator,
     /// Memory for requests in flight on this shard (queued.max.request.bytes / shards).
     pub request_budget: Arc<RequestBudget>,
     /// Rate limits the per-connection "closing connection" warnings, per close reason.
     pub close_warnings: LogLimiter,
     metrics: Arc<Metrics>,
     topics: RefCell<(i64, AHashMap<String, Rc<TopicInfo>>)>,
+    /// Serves a message addressed to this shard (the handlers live above this module).
+    local: OnceCell<ServeLocal>,
 }
+
+/// Serves a [`ShardRequest`] on the shard it was made for.
+pub type ServeLocal = Box<dyn Fn(ShardRequest) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 impl ShardContext {
     pub fn new(
@@ -89,13 +96,23 @@ impl ShardContext {
             fetch_sessions: RefCell::new(FetchSessionCache::default()),
             shutting_down: Cell::new(false),
             shutdown: Rc::new(Notify::default()),
-            coordinator: crate::coordinator::Coordinator::new(settings.coordinator.clone()),
-            transactions: crate::txn_coordinator::TxnCoordinator::new(settings.transactions.clone()),
             request_budget,
             close_warnings: LogLimiter::new(fjord_engine::metrics::CLOSE_REASONS.len(), LOG_WINDOW),
             metrics,
             topics: RefCell::new((i64::MIN, AHashMap::new())),
+            local: OnceCell::new(),
         }
+    }
+
+    /// Installs what serves this shard's own messages; once, before the shard serves requests.
+    pub fn set_serve_local(&self, serve: ServeLocal) {
+        assert!(self.local.set(serve).is_ok(), "shard {} got two local servers", self.shard_id);
+    }
+
+    /// Serves a message addressed to this shard, as the mesh would from another shard.
+    pub async fn serve_local(&self, request: ShardRequest) {
+        let serve = self.local.get().expect("the server installs serve_local before any request");
+        serve(request).await
     }
 
     /// This shard's counters.

@@ -14,8 +14,7 @@ use indexmap::IndexMap;
 /// Kafka's max.incremental.fetch.session.cache.slots default.
 pub const FETCH_SESSIONS_MAX: usize = 1000;
 
-pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+pub use crate::codes::{FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH};
 
 /// A partition as a session remembers it.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,8 +19,9 @@ use fjord_replication::metadata::{Controller, MetadataTable};
 use futures::future::{select, Either};
 
 use crate::context::ShardContext;
-use crate::router::{self, ShardRequest};
+use crate::message::ShardRequest;
 use crate::settings::BrokerSettings;
+use crate::shard::Shard;
 
 /// State every shard starts from. Shared, read-only except for the atomics and the controller.
 pub struct Shared {
@@ -123,13 +124,24 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         shared.settings.clone(),
         shared.metrics.clone(),
     ));
-    let serving_ctx = ctx.clone();
-    ctx.mesh.serve(move |request| router::serve(serving_ctx.clone(), request));
+    let shard = Shard::new(ctx.clone());
+    // The shard serves its own messages as the mesh does; a weak reference, or the context
+    // would keep the shard (which holds it) alive.
+    let local = Rc::downgrade(&shard);
+    ctx.set_serve_local(Box::new(move |request| {
+        let shard = local.upgrade();
+        Box::pin(async move {
+            if let Some(shard) = shard {
+                crate::api::serve_owner(shard, request).await;
+            }
+        })
+    }));
+    let serving = shard.clone();
+    ctx.mesh.serve(move |request| crate::api::serve_owner(serving.clone(), request));
     shared.enter_phase(shard_id, StartupPhase::OpeningPartitions);
     open_owned_partitions(&ctx).await;
     shared.enter_phase(shard_id, StartupPhase::LoadingCoordinators);
-    crate::coordinator::Coordinator::load_owned(&ctx);
-    crate::txn_coordinator::TxnCoordinator::load_owned(&ctx);
+    shard.load_coordinators();
     if shard_id == 0 {
         remove_orphan_partition_dirs(&ctx, &shared.data_dir);
     }
@@ -172,11 +184,11 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         }
         match select(Box::pin(listener.accept()), Box::pin(shutdown)).await {
             Either::Left((Ok(stream), _)) => {
-                let ctx = ctx.clone();
+                let shard = shard.clone();
                 let connections = connections.clone();
                 connections.set(connections.get() + 1);
                 rt::spawn_detached(async move {
-                    crate::connection::serve(ctx, stream).await;
+                    crate::connection::serve(shard, stream).await;
                     connections.set(connections.get() - 1);
                 });
             }

@@ -1,6 +1,11 @@
 //! Broker-wide settings the protocol layer needs, fixed at start.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fjord_group::classic::ClassicConfig;
+use fjord_group::consumer::ConsumerGroupConfig;
+use fjord_group::txn::TxnConfig;
 
 /// Settings shared (read-only) by every shard.
 #[derive(Debug, Clone)]
@@ -34,9 +39,47 @@ pub struct BrokerSettings {
     /// producer.id.expiration.check.interval.ms: how often each shard looks for them.
     pub producer_id_expiration_check_interval: std::time::Duration,
     /// Group coordinator settings (group.*, offsets.topic.num.partitions).
-    pub coordinator: crate::coordinator::CoordinatorSettings,
+    pub coordinator: CoordinatorSettings,
     /// Transaction coordinator settings (transaction.*, transactional.id.expiration.ms).
-    pub transactions: crate::txn_coordinator::TxnSettings,
+    pub transactions: TxnSettings,
     /// Broker-level config values from the config file and flags (Kafka broker key names).
     pub static_configs: BTreeMap<String, String>,
+}
+
+/// Group coordinator settings from the broker's (group.* and offsets.topic.*).
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    pub classic: ClassicConfig,
+    pub consumer: ConsumerGroupConfig,
+    pub offsets_topic_partitions: i32,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        CoordinatorSettings {
+            classic: ClassicConfig::default(),
+            consumer: ConsumerGroupConfig::default(),
+            offsets_topic_partitions: 50,
+        }
+    }
+}
+
+/// Transaction coordinator settings (transaction.*, transactional.id.expiration.ms).
+#[derive(Debug, Clone)]
+pub struct TxnSettings {
+    pub config: TxnConfig,
+    /// transaction.state.log.num.partitions.
+    pub partitions: i32,
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms.
+    pub abort_check_interval: Duration,
+}
+
+impl Default for TxnSettings {
+    fn default() -> Self {
+        TxnSettings {
+            config: TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: 604_800_000 },
+            partitions: 50,
+            abort_check_interval: Duration::from_secs(10),
+        }
+    }
 }

@@ -8,16 +8,18 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
-use super::{codes, RequestError, Versions, SUPPORTED};
+use super::handler::{RequestError, Versions};
+use crate::codes;
 use crate::response::{self, OutFrame};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
 
-pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
-    let supported = (VERSIONS.min..=VERSIONS.max).contains(&version);
+/// `supported`: every API the broker serves, with its version range (the dispatcher's table).
+pub fn handle(frame: Bytes, version: i16, supported: &[(ApiKey, Versions)]) -> Result<OutFrame, RequestError> {
+    let version_served = (VERSIONS.min..=VERSIONS.max).contains(&version);
     // Header v2 for flexible versions (3+); an unknown version is read as v1 to find the
     // correlation id, which comes before anything version-specific.
-    let header_version = if supported { ApiKey::ApiVersions.request_header_version(version) } else { 1 };
+    let header_version = if version_served { ApiKey::ApiVersions.request_header_version(version) } else { 1 };
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, header_version).map_err(|error| RequestError::Decode {
         api: ApiKey::ApiVersions,
@@ -25,8 +27,8 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
         reason: error.to_string(),
     })?;
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = api_table();
-    if !supported {
+    response.api_keys = api_table(supported);
+    if !version_served {
         response.error_code = codes::UNSUPPORTED_VERSION;
         let bytes = response::encode_with_header_version(0, 0, header.correlation_id, &response)?;
         return Ok(OutFrame::encoded(bytes));
@@ -47,8 +49,8 @@ pub fn handle(frame: Bytes, version: i16) -> Result<OutFrame, RequestError> {
     Ok(OutFrame::encoded(bytes))
 }
 
-fn api_table() -> Vec<ApiVersion> {
-    SUPPORTED
+fn api_table(supported: &[(ApiKey, Versions)]) -> Vec<ApiVersion> {
+    supported
         .iter()
         .map(|(key, versions)| {
             let mut entry = ApiVersion::default();

@@ -14,8 +14,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
 use crate::admin::{self, AdminError};
+use crate::codes;
 use crate::context::ShardContext;
 use crate::response::OutFrame;
 use fjord_engine::topic_config::{describe_broker_configs, describe_topic_configs, ConfigEntry};

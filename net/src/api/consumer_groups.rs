@@ -13,10 +13,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, respond, RequestError, Versions};
-use crate::context::ShardContext;
-use crate::coordinator::{self, GroupCall, GroupReply};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
+use crate::coordinator::groups::expect;
+use crate::message::{GroupCall, GroupReply};
 use crate::response::OutFrame;
+use crate::shard::Shard;
 
 pub const HEARTBEAT_VERSIONS: Versions = Versions { min: consumer::HEARTBEAT_VERSION_MIN, max: consumer::HEARTBEAT_VERSION_MAX };
 pub const DESCRIBE_VERSIONS: Versions = Versions { min: consumer::DESCRIBE_VERSION_MIN, max: consumer::DESCRIBE_VERSION_MAX };
@@ -26,7 +28,7 @@ fn client_id(header: &RequestHeader) -> String {
 }
 
 pub async fn heartbeat(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: ConsumerGroupHeartbeatRequest,
     client_host: Rc<str>,
@@ -39,10 +41,9 @@ pub async fn heartbeat(
     } else {
         let group_id = request.group_id.0.to_string();
         let call = GroupCall::ConsumerHeartbeat(request);
-        let answer =
-            coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id(&header), &client_host).await;
+        let answer = shard.groups.route(&group_id, call, header.request_api_version, &client_id(&header), &client_host).await;
         match answer.and_then(|reply| {
-            coordinator::expect(reply, |reply| match reply {
+            expect(reply, |reply| match reply {
                 GroupReply::ConsumerHeartbeat(response) => Some(response),
                 _ => None,
             })
@@ -60,7 +61,7 @@ pub async fn heartbeat(
 
 /// One call per group (groups may live on different partitions), answers in request order.
 pub async fn describe(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: ConsumerGroupDescribeRequest,
     client_host: Rc<str>,
@@ -74,14 +75,14 @@ pub async fn describe(
             Err(codes::INVALID_GROUP_ID)
         } else {
             let call = GroupCall::ConsumerDescribe(single);
-            coordinator::route(&ctx, group_id, call, header.request_api_version, &client_id(&header), &client_host)
-                .await
-                .and_then(|reply| {
-                    coordinator::expect(reply, |reply| match reply {
+            shard.groups.route(group_id, call, header.request_api_version, &client_id(&header), &client_host).await.and_then(
+                |reply| {
+                    expect(reply, |reply| match reply {
                         GroupReply::ConsumerDescribe(response) => Some(response),
                         _ => None,
                     })
-                })
+                },
+            )
         };
         match answer {
             Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),

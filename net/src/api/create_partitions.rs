@@ -6,7 +6,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
 use crate::admin;
 use crate::context::ShardContext;
 use crate::response::OutFrame;

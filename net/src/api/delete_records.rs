@@ -5,13 +5,16 @@
 
 use std::rc::Rc;
 
+use fjord_engine::metrics::RetentionCause;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, RequestHeader};
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
+use crate::message::{DeleteRecordsPart, ShardRequest};
 use crate::response::OutFrame;
-use crate::router::{self, DeleteRecordsPart, ShardRequest};
+use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 
@@ -50,13 +53,10 @@ pub async fn handle(
             }
         }
     }
-    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::DeleteRecords { parts, reply }).await;
-    for (receiver, order) in receivers.into_iter().zip(orders) {
-        if let Ok(replies) = receiver.await {
-            for (position, reply) in order.into_iter().zip(replies) {
-                results[position] = reply;
-            }
+    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::DeleteRecords { parts, reply }).await {
+        if let Some(answer) = answer {
+            results[position] = answer;
         }
     }
     let mut response = DeleteRecordsResponse::default();
@@ -73,4 +73,32 @@ pub async fn handle(
         response.topics.last_mut().expect("pushed").partitions.push(partition);
     }
     respond(&header, &response).map(Some)
+}
+
+/// The owner half: moves each partition's log start offset; (error code, new low watermark)
+/// per part.
+pub async fn on_owner(ctx: &ShardContext, parts: Vec<DeleteRecordsPart>) -> Vec<(i16, i64)> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let outcome = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => partition.delete_records(part.offset).await,
+            Err(error) => Err(error),
+        };
+        results.push(match outcome {
+            Ok((low_watermark, removed)) => {
+                ctx.metrics().retention_removed(RetentionCause::StartOffset, removed.segments as u64, removed.bytes);
+                tracing::info!(
+                    topic = %part.topic,
+                    partition = part.partition,
+                    low_watermark,
+                    removed_segments = removed.segments,
+                    removed_bytes = removed.bytes,
+                    "DeleteRecords moved the log start offset"
+                );
+                (0, low_watermark)
+            }
+            Err(error) => (error.kafka_error_code(), -1),
+        });
+    }
+    results
 }

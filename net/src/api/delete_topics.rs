@@ -8,18 +8,15 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, Reques
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
 use crate::admin;
-use crate::context::ShardContext;
+use crate::codes;
 use crate::response::OutFrame;
+use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
-pub async fn handle(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: DeleteTopicsRequest,
-) -> Result<OutFrame, RequestError> {
+pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DeleteTopicsRequest) -> Result<OutFrame, RequestError> {
     let mut targets: Vec<(Option<String>, Uuid)> = Vec::new();
     if header.request_api_version >= 6 {
         targets.extend(request.topics.iter().map(|topic| (topic.name.as_ref().map(|name| name.0.to_string()), topic.topic_id)));
@@ -32,14 +29,14 @@ pub async fn handle(
         result.topic_id = id;
         let resolved = match name {
             Some(name) => Some(name),
-            None => ctx.image().topic_ids.get(id.as_bytes()).cloned(),
+            None => shard.ctx.image().topic_ids.get(id.as_bytes()).cloned(),
         };
         result.name = resolved.clone().map(|name| TopicName(StrBytes::from_string(name)));
         match resolved {
             None => result.error_code = codes::UNKNOWN_TOPIC_ID,
-            Some(name) => match admin::delete_topic(ctx, name.clone()).await {
+            Some(name) => match admin::delete_topic(&shard.ctx, name.clone()).await {
                 Ok(deleted) => {
-                    crate::coordinator::topic_deleted(ctx, &name).await;
+                    shard.groups.topic_deleted(&name).await;
                     result.topic_id = Uuid::from_bytes(deleted.id)
                 }
                 Err(error) => {

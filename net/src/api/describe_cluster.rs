@@ -6,7 +6,8 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
 use crate::response::OutFrame;
 
@@ -15,8 +16,6 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 /// DescribeCluster v1 endpoint types (KIP-919): 1 = brokers, 2 = controllers.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
-const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
-const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 
 pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeClusterRequest) -> Result<OutFrame, RequestError> {
     let image = ctx.image();
@@ -26,11 +25,11 @@ pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeC
         // As Kafka: a broker asked for controller endpoints answers MISMATCHED_ENDPOINT_TYPE.
         let (code, message) = if request.endpoint_type == ENDPOINT_TYPE_CONTROLLERS {
             (
-                MISMATCHED_ENDPOINT_TYPE,
+                codes::MISMATCHED_ENDPOINT_TYPE,
                 "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
             )
         } else {
-            (UNSUPPORTED_ENDPOINT_TYPE, "Unsupported endpoint type")
+            (codes::UNSUPPORTED_ENDPOINT_TYPE, "Unsupported endpoint type")
         };
         response.error_code = code;
         response.error_message = Some(StrBytes::from_static_str(message));

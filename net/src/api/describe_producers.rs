@@ -7,10 +7,12 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId, RequestHeader};
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
+use crate::message::{DescribeProducersPart, ProducerSummary, ShardRequest};
 use crate::response::OutFrame;
-use crate::router::{self, DescribeProducersPart, ProducerSummary, ShardRequest};
+use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
 
@@ -35,13 +37,10 @@ pub async fn handle(
             }
         }
     }
-    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::DescribeProducers { parts, reply }).await;
-    for (receiver, order) in receivers.into_iter().zip(orders) {
-        if let Ok(replies) = receiver.await {
-            for (position, reply) in order.into_iter().zip(replies) {
-                results[position] = reply;
-            }
+    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::DescribeProducers { parts, reply }).await {
+        if let Some(answer) = answer {
+            results[position] = answer;
         }
     }
     let mut response = DescribeProducersResponse::default();
@@ -74,4 +73,33 @@ pub async fn handle(
         response.topics.last_mut().expect("pushed").partitions.push(partition);
     }
     respond(&header, &response).map(Some)
+}
+
+/// The owner half: each partition's idempotent producers, with their open transaction's
+/// first offset.
+pub async fn on_owner(ctx: &ShardContext, parts: Vec<DescribeProducersPart>) -> Vec<Result<Vec<ProducerSummary>, i16>> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        results.push(match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => {
+                let open = partition.ongoing_txns();
+                Ok(partition
+                    .producers()
+                    .into_iter()
+                    .map(|(producer_id, entry)| ProducerSummary {
+                        producer_id,
+                        epoch: entry.epoch,
+                        last_sequence: entry.last_sequence(),
+                        last_timestamp_ms: entry.last_timestamp_ms,
+                        current_txn_start_offset: open
+                            .iter()
+                            .find(|(id, _, _)| *id == producer_id)
+                            .map_or(-1, |(_, _, first_offset)| *first_offset),
+                    })
+                    .collect())
+            }
+            Err(error) => Err(error.kafka_error_code()),
+        });
+    }
+    results
 }

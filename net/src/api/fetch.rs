@@ -9,25 +9,27 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::{select, select_all};
+use futures::future::{select, select_all, Either};
 use indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, RequestHeader, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{codes, RequestError, Versions};
+use fjord_engine::partition::{Chunk, Isolation, Partition};
+use fjord_engine::rt;
+use futures::channel::oneshot;
+
+use super::handler::{RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
 use crate::fetch_session::{SessionKey, SessionPartition};
+use crate::message::{FetchPart, FetchResult, ShardRequest};
 use crate::response::{self, OutFrame};
-use crate::router::{self, FetchPart, FetchResult, ShardRequest};
-use fjord_engine::partition::{Chunk, Isolation};
-use fjord_engine::rt;
+use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 17 };
 
-const FENCED_LEADER_EPOCH: i16 = 74;
-const UNKNOWN_LEADER_EPOCH: i16 = 75;
 /// Upper bound on a long poll, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 60_000;
 
@@ -182,9 +184,9 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isola
             Some(topic) if topic.id == item.topic_id && item.partition >= 0 && item.partition < topic.partition_count => {
                 let epoch = topic.leader_epochs.get(item.partition as usize).copied().unwrap_or(0);
                 if item.current_leader_epoch >= 0 && item.current_leader_epoch < epoch {
-                    result.error_code = FENCED_LEADER_EPOCH;
+                    result.error_code = codes::FENCED_LEADER_EPOCH;
                 } else if item.current_leader_epoch > epoch {
-                    result.error_code = UNKNOWN_LEADER_EPOCH;
+                    result.error_code = codes::UNKNOWN_LEADER_EPOCH;
                 } else {
                     routed.push((
                         position,
@@ -206,20 +208,11 @@ async fn fetch_round(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Isola
         }
         results.push(result);
     }
-    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let receivers = router::fan_out(ctx, by_shard, |parts, reply| ShardRequest::Fetch { parts, reply }).await;
-    for (receiver, order) in receivers.into_iter().zip(orders) {
-        match receiver.await {
-            Ok(replies) => {
-                for (position, reply) in order.into_iter().zip(replies) {
-                    results[position] = reply;
-                }
-            }
-            Err(_) => {
-                for position in order {
-                    results[position].error_code = codes::KAFKA_STORAGE_ERROR;
-                }
-            }
+    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    for (position, answer) in router::call(ctx, split, |parts, reply| ShardRequest::Fetch { parts, reply }).await {
+        match answer {
+            Some(answer) => results[position] = answer,
+            None => results[position].error_code = codes::KAFKA_STORAGE_ERROR,
         }
     }
     results
@@ -232,7 +225,7 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], isolation: Iso
         .enumerate()
         .map(|(position, item)| (position, (item.topic.clone(), item.partition, item.fetch_offset)))
         .collect();
-    let (_, by_shard) = router::split_by_owner(items, |(topic, partition, _): &WatchPart| ctx.table.owner(topic, *partition));
+    let by_shard = router::split_by_owner(items, |(topic, partition, _): &WatchPart| ctx.table.owner(topic, *partition)).by_shard;
     if by_shard.is_empty() {
         rt::sleep(wait).await;
         return;
@@ -412,6 +405,70 @@ fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestEr
     Ok(OutFrame::encoded(bytes))
 }
 
+/// The owner half of a fetch: reads each part (batch cache or sendfile ranges).
+pub async fn read_on_owner(ctx: &ShardContext, parts: Vec<FetchPart>) -> Vec<FetchResult> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let result = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => match partition.read(part.fetch_offset, part.max_bytes, part.isolation) {
+                Ok(read) => FetchResult {
+                    error_code: 0,
+                    high_watermark: read.high_watermark,
+                    last_stable_offset: read.last_stable_offset,
+                    log_start_offset: read.log_start_offset,
+                    chunks: read.chunks,
+                    aborted: read.aborted,
+                },
+                // As Kafka: an error partition carries no offsets.
+                Err(error) => FetchResult::error(error.kafka_error_code()),
+            },
+            Err(error) => FetchResult::error(error.kafka_error_code()),
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Waits on this shard until one of `parts` has data past its offset, the requester gives up
+/// (drops its receiver) or a bound passes.
+pub async fn watch_on_owner(
+    ctx: &ShardContext,
+    parts: Vec<(String, i32, i64)>,
+    isolation: Isolation,
+    mut reply: oneshot::Sender<()>,
+) {
+    const WATCH_BOUND: Duration = Duration::from_secs(60);
+    let partitions: Vec<_> = parts
+        .iter()
+        .filter_map(|(topic, partition, offset)| ctx.store.get(topic, *partition).map(|found| (found, *offset)))
+        .collect();
+    if partitions.is_empty() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + WATCH_BOUND;
+    loop {
+        let readable_end = |partition: &Partition| match isolation {
+            Isolation::ReadUncommitted => partition.high_watermark(),
+            Isolation::ReadCommitted => partition.last_stable_offset(),
+        };
+        if partitions.iter().any(|(partition, offset)| readable_end(partition) > *offset || partition.is_poisoned()) {
+            let _ = reply.send(());
+            return;
+        }
+        if std::time::Instant::now() >= deadline || ctx.shutting_down.get() {
+            return;
+        }
+        let arrivals = select_all(partitions.iter().map(|(partition, _)| Box::pin(partition.data_arrived.notified())));
+        let shutdown = ctx.shutdown.notified();
+        let canceled = reply.cancellation();
+        let waiting = select(arrivals, select(Box::pin(canceled), Box::pin(shutdown)));
+        match rt::timeout(Duration::from_secs(1), waiting).await {
+            Some(Either::Right((Either::Left(_), _))) => return, // requester gone
+            _ => continue,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! KIP-74's bound and KIP-227's rotation, over random partition counts, batch sizes, shard
@@ -426,7 +483,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{apply_max_bytes, rotate_served};
-    use crate::router::FetchResult;
+    use crate::message::FetchResult;
 
     /// One partition of the model: its batches' sizes, where reads come from, its owner shard.
     #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! v1–9, several groups from v8), DeleteGroups (42, v0–2), OffsetDelete (47, v0).
 //!
 //! Each call goes to the shard owning the group's `__consumer_offsets` partition (see
-//! [`crate::coordinator`]); requests naming several groups are split per group and their answers
+//! [`crate::coordinator::groups`]); requests naming several groups are split per group and their answers
 //! put back in request order. This single node coordinates every group.
 
 use std::rc::Rc;
@@ -24,12 +24,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
 use fjord_group::classic::Reply;
 
-use crate::coordinator::{self, ensure_offsets_topic, GroupCall};
+use crate::coordinator::groups::{expect_classic, offset_commit_error};
+use crate::message::GroupCall;
 use crate::response::OutFrame;
+use crate::shard::Shard;
 
 pub const FIND_COORDINATOR_VERSIONS: Versions = Versions { min: 0, max: 6 };
 pub const JOIN_GROUP_VERSIONS: Versions = Versions { min: 0, max: 9 };
@@ -52,18 +55,18 @@ fn client_id(header: &RequestHeader) -> String {
 }
 
 pub async fn find_coordinator(
-    ctx: &Rc<ShardContext>,
+    shard: &Rc<Shard>,
     header: &RequestHeader,
     request: FindCoordinatorRequest,
 ) -> Result<OutFrame, RequestError> {
     let version = header.request_api_version;
     let keys: Vec<StrBytes> = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
     let ready = match request.key_type {
-        KEY_TYPE_GROUP => ensure_offsets_topic(ctx).await.err().unwrap_or(codes::NONE),
-        KEY_TYPE_TRANSACTION => crate::txn_coordinator::ensure_txn_topic(ctx).await.err().unwrap_or(codes::NONE),
+        KEY_TYPE_GROUP => shard.groups.ensure_topic().await.err().unwrap_or(codes::NONE),
+        KEY_TYPE_TRANSACTION => shard.transactions.ensure_topic().await.err().unwrap_or(codes::NONE),
         _ => codes::INVALID_REQUEST,
     };
-    let settings = &ctx.settings;
+    let settings = &shard.ctx.settings;
     let answer = |key: StrBytes| -> FoundCoordinator {
         let mut found = FoundCoordinator::default();
         found.key = key;
@@ -100,25 +103,25 @@ pub async fn find_coordinator(
 
 /// One call for one group: the reply of the expected kind, or `error(code)` for the whole request.
 async fn one<T>(
-    ctx: &Rc<ShardContext>,
+    shard: &Rc<Shard>,
     header: &RequestHeader,
     group_id: &str,
     client_host: &str,
     call: GroupCall,
     pick: impl FnOnce(Reply) -> Option<T>,
 ) -> Result<T, i16> {
-    let reply = coordinator::route(ctx, group_id, call, header.request_api_version, &client_id(header), client_host).await?;
-    coordinator::expect_classic(reply, pick)
+    let reply = shard.groups.route(group_id, call, header.request_api_version, &client_id(header), client_host).await?;
+    expect_classic(reply, pick)
 }
 
 pub async fn join_group(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: JoinGroupRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = match one(&ctx, &header, &group_id, &client_host, GroupCall::Join(request), |reply| match reply {
+    let response = match one(&shard, &header, &group_id, &client_host, GroupCall::Join(request), |reply| match reply {
         Reply::JoinGroup(response) => Some(response),
         _ => None,
     })
@@ -136,13 +139,13 @@ pub async fn join_group(
 }
 
 pub async fn sync_group(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: SyncGroupRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Sync(request), |reply| match reply {
+    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Sync(request), |reply| match reply {
         Reply::SyncGroup(response) => Some(response),
         _ => None,
     })
@@ -156,13 +159,13 @@ pub async fn sync_group(
 }
 
 pub async fn heartbeat(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: HeartbeatRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Heartbeat(request), |reply| match reply {
+    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Heartbeat(request), |reply| match reply {
         Reply::Heartbeat(response) => Some(response),
         _ => None,
     })
@@ -176,13 +179,13 @@ pub async fn heartbeat(
 }
 
 pub async fn leave_group(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: LeaveGroupRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let response = one(&ctx, &header, &group_id, &client_host, GroupCall::Leave(request), |reply| match reply {
+    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Leave(request), |reply| match reply {
         Reply::LeaveGroup(response) => Some(response),
         _ => None,
     })
@@ -196,7 +199,7 @@ pub async fn leave_group(
 }
 
 pub async fn offset_commit(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: OffsetCommitRequest,
     client_host: Rc<str>,
@@ -207,7 +210,7 @@ pub async fn offset_commit(
     let mut known = request.clone();
     for topic in &mut known.topics {
         let name = topic.name.0.to_string();
-        topic.partitions.retain(|partition| partition_exists(&ctx, &name, partition.partition_index));
+        topic.partitions.retain(|partition| partition_exists(&shard.ctx, &name, partition.partition_index));
     }
     known.topics.retain(|topic| !topic.partitions.is_empty());
     let answered = if known.topics.is_empty() {
@@ -216,12 +219,12 @@ pub async fn offset_commit(
         // Kept for the error answer: every partition gets the code.
         let mut shape = OffsetCommitRequest::default();
         shape.topics = known.topics.clone();
-        one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetCommit(known), |reply| match reply {
+        one(&shard, &header, &group_id, &client_host, GroupCall::OffsetCommit(known), |reply| match reply {
             Reply::OffsetCommit(response) => Some(response),
             _ => None,
         })
         .await
-        .unwrap_or_else(|code| coordinator::offset_commit_error(&shape, code))
+        .unwrap_or_else(|code| offset_commit_error(&shape, code))
     };
     let mut response = OffsetCommitResponse::default();
     response.throttle_time_ms = answered.throttle_time_ms;
@@ -261,7 +264,7 @@ pub(crate) fn answered_code<'a>(answered: impl Iterator<Item = (&'a str, i32, i1
 }
 
 pub async fn offset_fetch(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: OffsetFetchRequest,
     client_host: Rc<str>,
@@ -269,7 +272,7 @@ pub async fn offset_fetch(
     let version = header.request_api_version;
     if version < 8 {
         let group_id = request.group_id.0.to_string();
-        let response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetFetch(request), |reply| match reply {
+        let response = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(request), |reply| match reply {
             Reply::OffsetFetch(response) => Some(response),
             _ => None,
         })
@@ -289,7 +292,7 @@ pub async fn offset_fetch(
         let group_request: OffsetFetchRequestGroup = group.clone();
         single.groups = vec![group_request];
         let group_id = group.group_id.0.to_string();
-        let answer = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetFetch(single), |reply| match reply {
+        let answer = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(single), |reply| match reply {
             Reply::OffsetFetch(response) => Some(response),
             _ => None,
         })
@@ -314,7 +317,7 @@ pub async fn offset_fetch(
 }
 
 pub async fn describe_groups(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: DescribeGroupsRequest,
     client_host: Rc<str>,
@@ -324,7 +327,7 @@ pub async fn describe_groups(
         let mut single = DescribeGroupsRequest::default();
         single.groups = vec![group_id.clone()];
         single.include_authorized_operations = request.include_authorized_operations;
-        let answer = one(&ctx, &header, &group_id.0, &client_host, GroupCall::Describe(single), |reply| match reply {
+        let answer = one(&shard, &header, &group_id.0, &client_host, GroupCall::Describe(single), |reply| match reply {
             Reply::DescribeGroups(response) => Some(response),
             _ => None,
         })
@@ -346,28 +349,23 @@ fn failed_description(group_id: &kafka_protocol::messages::GroupId, code: i16) -
 }
 
 pub async fn list_groups(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: ListGroupsRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = ListGroupsResponse::default();
-    match ensure_offsets_topic(&ctx).await {
+    match shard.groups.ensure_topic().await {
         Err(code) => response.error_code = code,
         Ok(info) => {
             for partition in 0..info.partition_count {
                 let call = GroupCall::List(request.clone());
-                let reply = coordinator::call_partition(
-                    &ctx,
-                    partition,
-                    call,
-                    header.request_api_version,
-                    &client_id(&header),
-                    &client_host,
-                )
-                .await;
+                let reply = shard
+                    .groups
+                    .call_partition(partition, call, header.request_api_version, &client_id(&header), &client_host)
+                    .await;
                 match reply.and_then(|reply| {
-                    coordinator::expect_classic(reply, |reply| match reply {
+                    expect_classic(reply, |reply| match reply {
                         Reply::ListGroups(listed) => Some(listed),
                         _ => None,
                     })
@@ -383,7 +381,7 @@ pub async fn list_groups(
 }
 
 pub async fn delete_groups(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: DeleteGroupsRequest,
     client_host: Rc<str>,
@@ -392,7 +390,7 @@ pub async fn delete_groups(
     for group_id in &request.groups_names {
         let mut single = DeleteGroupsRequest::default();
         single.groups_names = vec![group_id.clone()];
-        let answer = one(&ctx, &header, &group_id.0, &client_host, GroupCall::Delete(single), |reply| match reply {
+        let answer = one(&shard, &header, &group_id.0, &client_host, GroupCall::Delete(single), |reply| match reply {
             Reply::DeleteGroups(response) => Some(response),
             _ => None,
         })
@@ -411,7 +409,7 @@ pub async fn delete_groups(
 }
 
 pub async fn offset_delete(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: OffsetDeleteRequest,
     client_host: Rc<str>,
@@ -422,7 +420,7 @@ pub async fn offset_delete(
         .iter()
         .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
         .collect();
-    let mut response = one(&ctx, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
+    let mut response = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
         Reply::OffsetDelete(response) => Some(response),
         _ => None,
     })
@@ -448,7 +446,7 @@ pub async fn offset_delete(
         for topic in &mut response.topics {
             let name = topic.name.0.to_string();
             for partition in &mut topic.partitions {
-                if !partition_exists(&ctx, &name, partition.partition_index) {
+                if !partition_exists(&shard.ctx, &name, partition.partition_index) {
                     partition.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
                 }
             }

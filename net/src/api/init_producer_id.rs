@@ -13,24 +13,26 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader};
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
 use crate::response::OutFrame;
+use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
 pub async fn handle(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: InitProducerIdRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
     let transactional = request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty());
     let named = (request.producer_id.0, request.producer_epoch);
     if transactional && (named.0 == -1) == (named.1 == -1) {
-        let response = super::transactions::init_producer_id(&ctx, &header, request).await;
+        let response = super::transactions::init_producer_id(&shard, &header, request).await;
         return respond(&header, &response).map(Some);
     }
-    let (error_code, producer_id, producer_epoch) = answer(&ctx, &request);
+    let (error_code, producer_id, producer_epoch) = answer(&shard.ctx, &request).await;
     let mut response = InitProducerIdResponse::default();
     response.error_code = error_code;
     response.producer_id = ProducerId(producer_id);
@@ -38,7 +40,7 @@ pub async fn handle(
     respond(&header, &response).map(Some)
 }
 
-fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16) {
+async fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16) {
     const NONE: (i64, i16) = (-1, -1);
     // Kafka's KafkaApis: the current id and epoch come both or neither.
     let named = (request.producer_id.0, request.producer_epoch);
@@ -46,19 +48,10 @@ fn answer(ctx: &ShardContext, request: &InitProducerIdRequest) -> (i16, i64, i16
         return (codes::INVALID_REQUEST, NONE.0, NONE.1);
     }
     match &request.transactional_id {
-        None => {
-            let allocated = match ctx.controller.lock() {
-                Ok(mut controller) => controller.next_producer_id(),
-                Err(_) => return (codes::COORDINATOR_NOT_AVAILABLE, NONE.0, NONE.1),
-            };
-            match allocated {
-                Ok(producer_id) => (codes::NONE, producer_id, 0),
-                Err(error) => {
-                    tracing::error!(%error, "cannot reserve producer ids");
-                    (codes::UNKNOWN_SERVER_ERROR, NONE.0, NONE.1)
-                }
-            }
-        }
+        None => match crate::admin::next_producer_id(ctx).await {
+            Ok(producer_id) => (codes::NONE, producer_id, 0),
+            Err(code) => (code, NONE.0, NONE.1),
+        },
         Some(id) if id.0.is_empty() => (codes::INVALID_REQUEST, NONE.0, NONE.1),
         // Transactional ids are answered by their coordinator (see `handle`).
         Some(_) => (codes::INVALID_REQUEST, NONE.0, NONE.1),

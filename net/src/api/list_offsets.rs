@@ -9,10 +9,12 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestH
 
 use fjord_engine::partition::Isolation;
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
 use crate::context::ShardContext;
+use crate::message::{ListOffsetsPart, ListOffsetsResult, ShardRequest};
 use crate::response::OutFrame;
-use crate::router::{self, ListOffsetsPart, ListOffsetsResult, ShardRequest};
+use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
@@ -53,13 +55,10 @@ pub async fn handle(
             ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
             shape.len()
         ];
-    let (orders, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::ListOffsets { parts, reply }).await;
-    for (receiver, order) in receivers.into_iter().zip(orders) {
-        if let Ok(replies) = receiver.await {
-            for (position, reply) in order.into_iter().zip(replies) {
-                results[position] = reply;
-            }
+    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::ListOffsets { parts, reply }).await {
+        if let Some(answer) = answer {
+            results[position] = answer;
         }
     }
     let mut response = ListOffsetsResponse::default();
@@ -78,4 +77,45 @@ pub async fn handle(
         response.topics.last_mut().expect("pushed").partitions.push(partition);
     }
     respond(&header, &response).map(Some)
+}
+
+/// The owner half: each part's offset for its target timestamp (-2 earliest, -4 earliest
+/// local, -5 latest tiered, -1 latest (the last stable offset for read_committed), -3 max
+/// timestamp, else the first offset at or after the timestamp), all below the high watermark.
+pub async fn on_owner(ctx: &ShardContext, parts: Vec<ListOffsetsPart>) -> Vec<ListOffsetsResult> {
+    let mut results = Vec::with_capacity(parts.len());
+    for part in parts {
+        let partition = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => partition,
+            Err(error) => {
+                results.push(ListOffsetsResult {
+                    error_code: error.kafka_error_code(),
+                    offset: -1,
+                    timestamp: -1,
+                    leader_epoch: -1,
+                });
+                continue;
+            }
+        };
+        let epoch = partition.leader_epoch();
+        let found = match part.timestamp {
+            -2 | -4 => Ok(Some((partition.log_start_offset(), -1))),
+            // Latest tiered offset (KIP-1005): nothing is tiered.
+            -5 => Ok(None),
+            -1 if part.isolation == Isolation::ReadCommitted => Ok(Some((partition.last_stable_offset(), -1))),
+            -1 => Ok(Some((partition.high_watermark(), -1))),
+            -3 => partition.max_timestamp().map(|found| found.filter(|(offset, _)| *offset < partition.high_watermark())),
+            timestamp => partition.offset_for_timestamp(timestamp).map(|found| {
+                found
+                    .filter(|(offset, _)| *offset < partition.high_watermark())
+                    .map(|(offset, timestamp)| (offset.max(partition.log_start_offset()), timestamp))
+            }),
+        };
+        results.push(match found {
+            Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
+            Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: -1 },
+            Err(error) => ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 },
+        });
+    }
+    results
 }

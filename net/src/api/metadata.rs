@@ -9,8 +9,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Requ
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{codes, respond, RequestError, Versions};
+use super::handler::{respond, RequestError, Versions};
 use crate::admin;
+use crate::codes;
 use crate::context::ShardContext;
 use crate::response::OutFrame;
 use fjord_replication::metadata::TopicImage;

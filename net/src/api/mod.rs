@@ -16,30 +16,25 @@ pub mod describe_cluster;
 pub mod describe_producers;
 pub mod fetch;
 pub mod groups;
+pub mod handler;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod transactions;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Decodable;
 
-use crate::context::ShardContext;
-use crate::response::{self, OutFrame};
+use crate::message::ShardRequest;
+use crate::response::OutFrame;
+use crate::shard::Shard;
+
 use fjord_engine::metrics::API_KEYS_TIMED;
-
-/// A version range an API module serves.
-#[derive(Debug, Clone, Copy)]
-pub struct Versions {
-    pub min: i16,
-    pub max: i16,
-}
+pub use handler::{respond, Deferred, Dispatched, RequestError, Versions};
 
 /// Every API Fjord serves, with the versions it advertises (Kafka 4.0's ranges).
 pub const SUPPORTED: &[(ApiKey, Versions)] = &[
@@ -183,31 +178,6 @@ pub fn supported_versions(api_key: ApiKey) -> Option<Versions> {
     SUPPORTED.iter().find(|(key, _)| *key == api_key).map(|(_, versions)| *versions)
 }
 
-/// The response half still to come.
-pub type Deferred = Pin<Box<dyn Future<Output = Result<Option<OutFrame>, RequestError>>>>;
-
-pub enum Dispatched {
-    /// Response ready (or none, for acks=0).
-    Ready(Option<OutFrame>),
-    /// Response computed by a future that may wait (durability, long poll).
-    Deferred(Deferred),
-}
-
-/// Why a request ends its connection instead of getting a response.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("request of {0} bytes is too short for its API key and version")]
-    TooShort(usize),
-    #[error("unknown API key {0}")]
-    UnknownApiKey(i16),
-    #[error("{api:?} version {version} is not supported")]
-    UnsupportedVersion { api: ApiKey, version: i16 },
-    #[error("cannot decode {api:?} v{version} request: {reason}")]
-    Decode { api: ApiKey, version: i16, reason: String },
-    #[error(transparent)]
-    Encode(#[from] response::EncodeError),
-}
-
 /// Kafka's name of each API key below [`API_KEYS_TIMED`] (`Produce`, `Fetch`, ...), the key itself
 /// where the protocol has none: the `api` label of the request-time metrics.
 pub fn api_names() -> Vec<String> {
@@ -266,84 +236,85 @@ pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, RequestError> {
 
 /// Decodes and handles one request frame.
 /// `client_host` is the peer's address as Kafka shows it to group admins (`/127.0.0.1`).
-pub async fn dispatch(ctx: &Rc<ShardContext>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) -> Result<Dispatched, RequestError> {
     let (header, body) = match decode_request(frame)? {
         DecodedRequest::ApiVersions { frame, version } => {
-            return api_versions::handle(frame, version).map(|frame| Dispatched::Ready(Some(frame)));
+            return api_versions::handle(frame, version, SUPPORTED).map(|frame| Dispatched::Ready(Some(frame)));
         }
         DecodedRequest::Request { header, body } => (header, body),
     };
-    let ctx = ctx.clone();
+    let ctx = shard.ctx.clone();
+    let shard = shard.clone();
     match body {
-        RequestBody::Produce(request) => produce::handle(ctx, header, request).await,
+        RequestBody::Produce(request) => produce::handle(shard, header, request).await,
         RequestBody::Fetch(request) => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, request)))),
         RequestBody::ListOffsets(request) => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, request)))),
         RequestBody::DeleteRecords(request) => Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, request)))),
-        RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&ctx, &header, request).await),
+        RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&shard, &header, request).await),
         RequestBody::JoinGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::join_group(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::join_group(shard, header, request, client_host.clone()))))
         }
         RequestBody::Heartbeat(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(shard, header, request, client_host.clone()))))
         }
         RequestBody::LeaveGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(shard, header, request, client_host.clone()))))
         }
         RequestBody::SyncGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(shard, header, request, client_host.clone()))))
         }
         RequestBody::DescribeGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(shard, header, request, client_host.clone()))))
         }
         RequestBody::ListGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(shard, header, request, client_host.clone()))))
         }
         RequestBody::OffsetCommit(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(shard, header, request, client_host.clone()))))
         }
         RequestBody::OffsetFetch(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(shard, header, request, client_host.clone()))))
         }
         RequestBody::DeleteGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(shard, header, request, client_host.clone()))))
         }
         RequestBody::OffsetDelete(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(shard, header, request, client_host.clone()))))
         }
         RequestBody::ConsumerGroupHeartbeat(request) => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(shard, header, request, client_host.clone()))))
         }
         RequestBody::ConsumerGroupDescribe(request) => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(shard, header, request, client_host.clone()))))
         }
         RequestBody::Metadata(request) => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, request).await?)),
         RequestBody::CreateTopics(request) => ready(create_topics::handle(&ctx, &header, request).await),
-        RequestBody::DeleteTopics(request) => ready(delete_topics::handle(&ctx, &header, request).await),
+        RequestBody::DeleteTopics(request) => ready(delete_topics::handle(&shard, &header, request).await),
         RequestBody::CreatePartitions(request) => ready(create_partitions::handle(&ctx, &header, request).await),
         RequestBody::DescribeConfigs(request) => ready(configs::describe(&ctx, &header, request)),
         RequestBody::AlterConfigs(request) => ready(configs::alter(&ctx, &header, request).await),
         RequestBody::IncrementalAlterConfigs(request) => ready(configs::incremental_alter(&ctx, &header, request).await),
         RequestBody::InitProducerId(request) => {
-            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(shard, header, request))))
         }
         RequestBody::AddPartitionsToTxn(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(shard, header, request))))
         }
         RequestBody::AddOffsetsToTxn(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(shard, header, request))))
         }
-        RequestBody::EndTxn(request) => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(ctx, header, request)))),
+        RequestBody::EndTxn(request) => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(shard, header, request)))),
         RequestBody::WriteTxnMarkers(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(shard, header, request))))
         }
         RequestBody::TxnOffsetCommit(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(ctx, header, request, client_host.clone()))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(shard, header, request, client_host.clone()))))
         }
         RequestBody::DescribeTransactions(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(shard, header, request))))
         }
         RequestBody::ListTransactions(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(ctx, header, request))))
+            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(shard, header, request))))
         }
         RequestBody::DescribeProducers(request) => {
             Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, request))))
@@ -366,46 +337,37 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T,
     }
 }
 
-/// Encodes a plain response for `header`'s API and version.
-pub fn respond<R: Encodable>(header: &RequestHeader, body: &R) -> Result<OutFrame, RequestError> {
-    let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApiKey(header.request_api_key))?;
-    let bytes = response::encode(api, header.request_api_version, header.correlation_id, body)?;
-    Ok(OutFrame::encoded(bytes))
-}
-
-/// Kafka error codes used across handlers.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INVALID_TXN_STATE: i16 = 48;
-    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-    pub const PRODUCER_FENCED: i16 = 90;
-    pub const STALE_MEMBER_EPOCH: i16 = 113;
-    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// Serves a message from another shard (or this one) with its API's owner half. Awaited in
+/// arrival order per sending shard: an owner half does its ordered work (appends, offsets)
+/// before its first await, and spawns what waits (durability, long polls).
+pub async fn serve_owner(shard: Rc<Shard>, request: ShardRequest) {
+    let ctx = &shard.ctx;
+    match request {
+        ShardRequest::Produce { parts, acks, reply } => produce::on_owner(ctx, parts, acks, reply).await,
+        ShardRequest::Fetch { parts, reply } => {
+            let _ = reply.send(fetch::read_on_owner(ctx, parts).await);
+        }
+        ShardRequest::Watch { parts, isolation, reply } => {
+            let ctx = ctx.clone();
+            fjord_engine::rt::spawn_detached(async move { fetch::watch_on_owner(&ctx, parts, isolation, reply).await });
+        }
+        ShardRequest::ListOffsets { parts, reply } => {
+            let _ = reply.send(list_offsets::on_owner(ctx, parts).await);
+        }
+        ShardRequest::DeleteRecords { parts, reply } => {
+            let _ = reply.send(delete_records::on_owner(ctx, parts).await);
+        }
+        ShardRequest::DescribeProducers { parts, reply } => {
+            let _ = reply.send(describe_producers::on_owner(ctx, parts).await);
+        }
+        ShardRequest::DropTopic { topic, partitions, reply } => {
+            crate::admin::drop_topic_on_owner(ctx, &topic, partitions).await;
+            let _ = reply.send(());
+        }
+        ShardRequest::Group(message) => shard.groups.handle(message).await,
+        ShardRequest::Txn(message) => shard.transactions.handle(message).await,
+        ShardRequest::WriteMarkers { parts, marker, reply } => {
+            transactions::write_markers_on_owner(&shard, parts, marker, reply).await
+        }
+    }
 }

@@ -6,15 +6,21 @@
 use std::rc::Rc;
 
 use fjord_engine::batch::BatchHeader;
-use fjord_engine::partition::Acks;
+use fjord_engine::error::LogError;
+use fjord_engine::partition::{Acks, AppendTicket};
+use fjord_engine::rt;
+use futures::channel::oneshot;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, respond, Dispatched, RequestError, Versions};
+use super::handler::{respond, Dispatched, RequestError, Versions};
 use crate::admin;
+use crate::codes;
 use crate::context::{ShardContext, TopicInfo};
-use crate::router::{self, ProducePart, ProduceResult, ShardRequest};
+use crate::message::{ProducePart, ProduceResult, ShardRequest};
+use crate::router;
+use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 3, max: 12 };
 
@@ -24,14 +30,15 @@ enum Slot {
     Failed(i16, Option<String>),
 }
 
-pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ProduceRequest) -> Result<Dispatched, RequestError> {
+pub async fn handle(shard: Rc<Shard>, header: RequestHeader, request: ProduceRequest) -> Result<Dispatched, RequestError> {
+    let ctx = shard.ctx.clone();
     let acks = match request.acks {
         0 | 1 => Acks::Written,
         -1 => Acks::Synced,
         _ => return reply_all(&header, &request, codes::INVALID_REQUIRED_ACKS),
     };
     ctx.metrics().produce_requests.add(1);
-    let unverified = match verify_transactional(&ctx, &request).await {
+    let unverified = match verify_transactional(&shard, &request).await {
         Ok(unverified) => unverified,
         Err(code) => return reply_all(&header, &request, code),
     };
@@ -69,17 +76,16 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
         }
         shape.push((name, slots));
     }
-    let (positions, by_shard) = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    let receivers = router::fan_out(&ctx, by_shard, |parts, reply| ShardRequest::Produce { parts, acks, reply }).await;
+    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
+    let receivers = router::fan_out(&ctx, split.by_shard, |parts, reply| ShardRequest::Produce { parts, acks, reply }).await;
     let total = position;
     let no_response = request.acks == 0;
     Ok(Dispatched::Deferred(Box::pin(async move {
+        // An owner that stopped before answering: its parts' fate is unknown to the client.
         let mut results = vec![ProduceResult { error_code: codes::KAFKA_STORAGE_ERROR, ..Default::default() }; total];
-        for (receiver, order) in receivers.into_iter().zip(positions) {
-            if let Ok(replies) = receiver.await {
-                for (position, result) in order.into_iter().zip(replies) {
-                    results[position] = result;
-                }
+        for (position, result) in router::gather(split.positions, receivers).await {
+            if let Some(result) = result {
+                results[position] = result;
             }
         }
         if no_response {
@@ -94,7 +100,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Produ
 /// as its coordinator says; the partitions it refuses, with their codes. A whole-request error
 /// for transactional batches without a transactional id (Kafka answers
 /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
-async fn verify_transactional(ctx: &Rc<ShardContext>, request: &ProduceRequest) -> Result<Vec<(String, i32, i16)>, i16> {
+async fn verify_transactional(shard: &Shard, request: &ProduceRequest) -> Result<Vec<(String, i32, i16)>, i16> {
     let mut producer = None;
     let mut partitions = Vec::new();
     for topic_data in &request.topic_data {
@@ -111,7 +117,7 @@ async fn verify_transactional(ctx: &Rc<ShardContext>, request: &ProduceRequest) 
     let Some(transactional_id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else {
         return Err(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     };
-    let verdicts = super::transactions::verify(ctx, &transactional_id, producer_id, producer_epoch, partitions.clone()).await;
+    let verdicts = super::transactions::verify(shard, &transactional_id, producer_id, producer_epoch, partitions.clone()).await;
     Ok(partitions
         .into_iter()
         .zip(verdicts)
@@ -200,4 +206,70 @@ fn reply_all(header: &RequestHeader, request: &ProduceRequest, code: i16) -> Res
         response.responses.push(topic);
     }
     respond(header, &response).map(|frame| Dispatched::Ready(Some(frame)))
+}
+
+/// The owner half: appends each part in message order (validation, offsets, queued for group
+/// commit) before returning, so the sender's next message sees them; then, spawned, waits for
+/// each to be written (acks=1) or synced (acks=all) and replies one result per part.
+pub async fn on_owner(ctx: &ShardContext, parts: Vec<ProducePart>, acks: Acks, reply: oneshot::Sender<Vec<ProduceResult>>) {
+    let mut pending = Vec::with_capacity(parts.len());
+    for part in parts {
+        pending.push(append(ctx, part, acks).await);
+    }
+    rt::spawn_detached(async move {
+        let mut results = Vec::with_capacity(pending.len());
+        for appended in pending {
+            results.push(match appended {
+                Ok((ticket, log_start_offset)) => durable(ticket, log_start_offset).await,
+                Err(result) => result,
+            });
+        }
+        let _ = reply.send(results);
+    });
+}
+
+/// Validates and appends one part: its ticket and the log start offset, or its error result.
+async fn append(ctx: &ShardContext, part: ProducePart, acks: Acks) -> Result<(AppendTicket, i64), ProduceResult> {
+    let appended = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+        Ok(partition) => {
+            if !partition.config_is(&part.spec.config) {
+                partition.set_config(part.spec.config.clone());
+            }
+            let log_start = partition.log_start_offset();
+            partition.append(part.records, acks).await.map(|ticket| (ticket, log_start))
+        }
+        Err(error) => Err(error),
+    };
+    appended.map_err(|error| append_error(&part.topic, part.partition, &error))
+}
+
+fn append_error(topic: &str, partition: i32, error: &LogError) -> ProduceResult {
+    if !matches!(error, LogError::Batch(_) | LogError::Producer(_)) {
+        tracing::warn!(topic, partition, %error, "produce failed");
+    }
+    ProduceResult {
+        error_code: error.kafka_error_code(),
+        error_message: Some(error.to_string()),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// Waits until an append is written (or synced).
+async fn durable(ticket: AppendTicket, log_start_offset: i64) -> ProduceResult {
+    let base_offset = ticket.base_offset;
+    let log_append_time_ms = ticket.log_append_time_ms;
+    match ticket.wait().await {
+        Ok(()) => {
+            ProduceResult { error_code: codes::NONE, error_message: None, base_offset, log_append_time_ms, log_start_offset }
+        }
+        Err(code) => ProduceResult {
+            error_code: code,
+            error_message: Some("the write to the log failed; the partition no longer accepts writes".into()),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        },
+    }
 }

@@ -4,11 +4,14 @@
 //! v1), TxnOffsetCommit (28, v0–4), DescribeTransactions (65, v0), ListTransactions (66, v0–1).
 //!
 //! Each transactional id is coordinated by the shard owning its `__transaction_state` partition
-//! (see [`crate::txn_coordinator`]); TxnOffsetCommit goes to the group coordinator, after the
+//! (see [`crate::coordinator::transactions`]); TxnOffsetCommit goes to the group coordinator, after the
 //! transaction coordinator has verified that the producer's open transaction holds the group.
 //! EndTxn v5 (transaction version 2, KIP-890 part 2) is not served: clients then use v4.
 
 use std::rc::Rc;
+
+use fjord_engine::partition::AppendTicket;
+use fjord_engine::rt;
 
 use fjord_group::records;
 use fjord_group::txn::TxnReply;
@@ -27,12 +30,16 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
+use futures::channel::oneshot;
+
 use super::groups::{answered_code, partition_exists};
-use super::{codes, respond, RequestError, Versions};
-use crate::context::ShardContext;
-use crate::coordinator::{self, GroupCall, GroupReply, OFFSETS_TOPIC};
+use super::handler::{respond, RequestError, Versions};
+use crate::codes;
+use crate::coordinator::groups::OFFSETS_TOPIC;
+use crate::coordinator::transactions::TXN_TOPIC;
+use crate::message::{GroupCall, GroupReply, Marker, MarkerPart, TxnAnswer, TxnCall};
 use crate::response::OutFrame;
-use crate::txn_coordinator::{self, Marker, TxnAnswer, TxnCall, TXN_TOPIC};
+use crate::shard::Shard;
 
 pub const ADD_PARTITIONS_VERSIONS: Versions = Versions { min: 0, max: 5 };
 pub const ADD_OFFSETS_VERSIONS: Versions = Versions { min: 0, max: 4 };
@@ -52,13 +59,12 @@ fn expect_reply<T>(answer: Result<TxnAnswer, i16>, pick: impl FnOnce(TxnReply) -
 
 /// InitProducerId for a transactional producer: the coordinator of its id answers.
 pub async fn init_producer_id(
-    ctx: &Rc<ShardContext>,
+    shard: &Rc<Shard>,
     header: &RequestHeader,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
-    let answer =
-        txn_coordinator::route(ctx, &transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
+    let answer = shard.transactions.route(&transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
     expect_reply(answer, |reply| match reply {
         TxnReply::InitProducerId(response) => Some(response),
         _ => None,
@@ -73,7 +79,7 @@ pub async fn init_producer_id(
 }
 
 pub async fn add_partitions(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: AddPartitionsToTxnRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
@@ -85,7 +91,7 @@ pub async fn add_partitions(
     if version <= 3 {
         let transactional_id = request.v3_and_below_transactional_id.0.to_string();
         let topics = request.v3_and_below_topics.clone();
-        let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::AddPartitions(request), version).await;
+        let answer = shard.transactions.route(&transactional_id, TxnCall::AddPartitions(request), version).await;
         let response = expect_reply(answer, pick).unwrap_or_else(|code| {
             let mut response = AddPartitionsToTxnResponse::default();
             response.results_by_topic_v3_and_below = topic_results(&topics, code);
@@ -99,7 +105,7 @@ pub async fn add_partitions(
         let transactional_id = transaction.transactional_id.0.to_string();
         let topics = transaction.topics.clone();
         let single = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
-        let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::AddPartitions(single), version).await;
+        let answer = shard.transactions.route(&transactional_id, TxnCall::AddPartitions(single), version).await;
         match expect_reply(answer, pick) {
             Ok(answered) if answered.error_code != codes::NONE => {
                 response.error_code = answered.error_code;
@@ -143,16 +149,16 @@ fn topic_results(
 }
 
 pub async fn add_offsets(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: AddOffsetsToTxnRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
     let transactional_id = request.transactional_id.0.to_string();
-    let answer = match coordinator::ensure_offsets_topic(&ctx).await {
+    let answer = match shard.groups.ensure_topic().await {
         Ok(info) => {
             let offsets_partition = records::partition_for(&request.group_id, info.partition_count);
             let call = TxnCall::AddOffsets { request, offsets_partition };
-            txn_coordinator::route(&ctx, &transactional_id, call, header.request_api_version).await
+            shard.transactions.route(&transactional_id, call, header.request_api_version).await
         }
         Err(code) => Err(code),
     };
@@ -164,13 +170,9 @@ pub async fn add_offsets(
     respond(&header, &response).map(Some)
 }
 
-pub async fn end_txn(
-    ctx: Rc<ShardContext>,
-    header: RequestHeader,
-    request: EndTxnRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn end_txn(shard: Rc<Shard>, header: RequestHeader, request: EndTxnRequest) -> Result<Option<OutFrame>, RequestError> {
     let transactional_id = request.transactional_id.0.to_string();
-    let answer = txn_coordinator::route(&ctx, &transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
+    let answer = shard.transactions.route(&transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
     let response = expect_reply(answer, |reply| match reply {
         TxnReply::EndTxn(response) => Some(response),
         _ => None,
@@ -187,7 +189,7 @@ pub async fn end_txn(
 /// Asks the transaction coordinator whether the producer's open transaction holds `partitions`
 /// (KIP-890). Per partition: 0 or a Kafka error code.
 pub async fn verify(
-    ctx: &Rc<ShardContext>,
+    shard: &Shard,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
@@ -195,7 +197,7 @@ pub async fn verify(
 ) -> Vec<i16> {
     let count = partitions.len();
     let call = TxnCall::Verify { transactional_id: transactional_id.to_string(), producer_id, producer_epoch, partitions };
-    match txn_coordinator::route(ctx, transactional_id, call, 0).await {
+    match shard.transactions.route(transactional_id, call, 0).await {
         Ok(TxnAnswer::Verified(codes)) if codes.len() == count => codes,
         Ok(_) => vec![codes::COORDINATOR_NOT_AVAILABLE; count],
         Err(code) => vec![code; count],
@@ -203,18 +205,18 @@ pub async fn verify(
 }
 
 pub async fn txn_offset_commit(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: TxnOffsetCommitRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let verified = match coordinator::ensure_offsets_topic(&ctx).await {
+    let verified = match shard.groups.ensure_topic().await {
         Ok(info) => {
             let partition = records::partition_for(&group_id, info.partition_count);
             let transactional_id = request.transactional_id.0.to_string();
             let partitions = vec![(OFFSETS_TOPIC.to_string(), partition)];
-            let code = verify(&ctx, &transactional_id, request.producer_id.0, request.producer_epoch, partitions).await[0];
+            let code = verify(&shard, &transactional_id, request.producer_id.0, request.producer_epoch, partitions).await[0];
             // KIP-890: a group never added (AddOffsetsToTxn) to this open transaction.
             if code == codes::NONE {
                 Ok(())
@@ -228,7 +230,7 @@ pub async fn txn_offset_commit(
     let mut known = request.clone();
     for topic in &mut known.topics {
         let name = topic.name.0.to_string();
-        topic.partitions.retain(|partition| partition_exists(&ctx, &name, partition.partition_index));
+        topic.partitions.retain(|partition| partition_exists(&shard.ctx, &name, partition.partition_index));
     }
     known.topics.retain(|topic| !topic.partitions.is_empty());
     let answer = match verified {
@@ -236,7 +238,7 @@ pub async fn txn_offset_commit(
         Ok(()) => {
             let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
             let call = GroupCall::TxnOffsetCommit(known.clone());
-            coordinator::route(&ctx, &group_id, call, header.request_api_version, &client_id, &client_host).await
+            shard.groups.route(&group_id, call, header.request_api_version, &client_id, &client_host).await
         }
         Err(code) => Err(code),
     };
@@ -286,7 +288,7 @@ fn txn_offset_commit_error(request: &TxnOffsetCommitRequest, code: i16) -> TxnOf
 /// WriteTxnMarkers: what coordinators send partition leaders. Served for tools and tests; this
 /// node's own coordinator writes its markers directly.
 pub async fn write_txn_markers(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: WriteTxnMarkersRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
@@ -303,7 +305,7 @@ pub async fn write_txn_markers(
             coordinator_epoch: wanted.coordinator_epoch,
             commit: wanted.transaction_result,
         };
-        let mut written = txn_coordinator::write_markers(&ctx, &partitions, marker).await.into_iter();
+        let mut written = crate::coordinator::transactions::write_markers(&shard.ctx, &partitions, marker).await.into_iter();
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = wanted.producer_id;
         for topic in &wanted.topics {
@@ -322,15 +324,59 @@ pub async fn write_txn_markers(
     respond(&header, &response).map(Some)
 }
 
+/// On the owner shard: appends the marker to each part in order, then (spawned) waits for them
+/// to be durable and replies. `__consumer_offsets` parts go through the group coordinator, which
+/// applies or drops the transaction's offsets.
+pub async fn write_markers_on_owner(shard: &Rc<Shard>, parts: Vec<MarkerPart>, marker: Marker, reply: oneshot::Sender<Vec<i16>>) {
+    enum Waiting {
+        Done(i16),
+        Data(AppendTicket),
+        Offsets(oneshot::Receiver<GroupReply>),
+    }
+    let mut waiting = Vec::with_capacity(parts.len());
+    for part in parts {
+        if part.topic == OFFSETS_TOPIC {
+            waiting.push(Waiting::Offsets(shard.groups.start_txn_marker(part.partition, marker).await));
+            continue;
+        }
+        let appended = match shard.ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
+            Ok(partition) => {
+                partition
+                    .append_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.control())
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        waiting.push(match appended {
+            Ok(ticket) => Waiting::Data(ticket),
+            Err(error) => Waiting::Done(error.kafka_error_code()),
+        });
+    }
+    rt::spawn_detached(async move {
+        let mut codes = Vec::with_capacity(waiting.len());
+        for item in waiting {
+            codes.push(match item {
+                Waiting::Done(code) => code,
+                Waiting::Data(ticket) => ticket.wait().await.err().unwrap_or(0),
+                Waiting::Offsets(receiver) => match receiver.await {
+                    Ok(GroupReply::Marker(code)) => code,
+                    _ => codes::COORDINATOR_NOT_AVAILABLE,
+                },
+            });
+        }
+        let _ = reply.send(codes);
+    });
+}
+
 pub async fn describe_transactions(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: DescribeTransactionsRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = DescribeTransactionsResponse::default();
     for transactional_id in request.transactional_ids {
         let id = transactional_id.0.to_string();
-        let answer = txn_coordinator::route(&ctx, &id, TxnCall::Describe(id.clone()), header.request_api_version).await;
+        let answer = shard.transactions.route(&id, TxnCall::Describe(id.clone()), header.request_api_version).await;
         let described = match answer {
             Ok(TxnAnswer::Described(described)) => described,
             other => {
@@ -354,16 +400,16 @@ pub async fn describe_transactions(
 /// ListTransactions: every `__transaction_state` partition's transactions, with KIP-664's state
 /// and producer filters, v1's duration filter (KIP-994); unknown state names are echoed back.
 pub async fn list_transactions(
-    ctx: Rc<ShardContext>,
+    shard: Rc<Shard>,
     header: RequestHeader,
     request: ListTransactionsRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
     let mut response = ListTransactionsResponse::default();
     response.unknown_state_filters = fjord_group::txn::unknown_state_filters(&request);
-    if let Some(info) = ctx.topic(TXN_TOPIC) {
+    if let Some(info) = shard.ctx.topic(TXN_TOPIC) {
         for partition in 0..info.partition_count {
             let call = TxnCall::List(request.clone());
-            match txn_coordinator::call_partition(&ctx, partition, call, header.request_api_version).await {
+            match shard.transactions.call_partition(partition, call, header.request_api_version).await {
                 Ok(TxnAnswer::Listed(Ok(listed))) => response.transaction_states.extend(listed),
                 Ok(TxnAnswer::Listed(Err(code))) => response.error_code = code,
                 Ok(_) => response.error_code = codes::COORDINATOR_NOT_AVAILABLE,
