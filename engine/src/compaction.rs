@@ -55,7 +55,8 @@ use crate::limits::{
     BATCH_HEADER_BYTES, CLEANER_OFFSET_MAP_BYTES_MAX, CLEANER_OFFSET_MAP_ENTRY_BYTES, CLEANER_READ_BYTES, CLEANER_WRITE_BYTES,
     SEGMENT_BYTES_MAX,
 };
-use crate::log::{list_segments, sync_dir, write_durably, Log};
+use crate::fs::write_durably;
+use crate::log::{list_segments, Log};
 use crate::rt;
 use crate::segment::{file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX};
 use crate::topic_config::TopicConfig;
@@ -563,9 +564,9 @@ impl Log {
             let path = path.to_path_buf();
             move |error| LogError::io(path, error)
         };
-        crate::fs::rename(cleaned.index_path(), &swap_index).map_err(io(&swap_index))?;
-        crate::fs::rename(cleaned.path(), &swap_log).map_err(io(&swap_log))?;
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        // The commit point: both swap names durable (recovery completes the swap from here).
+        let commit = [(cleaned.index_path(), swap_index.as_path()), (cleaned.path(), swap_log.as_path())];
+        crate::fs::rename_durably(&commit, &self.dir).map_err(io(&swap_log))?;
         if stop_after == Some(CrashPoint::SwapRenamed) {
             return Ok(GroupOutcome::Stopped);
         }
@@ -580,18 +581,14 @@ impl Log {
             segments.insert(base, Rc::new(cleaned));
         }
         on_swap(base, group_end);
-        for segment in group {
-            remove_if_exists(segment.index_path())?;
-            remove_if_exists(segment.path())?;
-        }
         // The unlinks must be durable before a final name can point at the new file.
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        let replaced: Vec<&Path> = group.iter().flat_map(|segment| [segment.index_path(), segment.path()]).collect();
+        crate::fs::remove_durably(&replaced, &self.dir).map_err(io(&self.dir))?;
         if stop_after == Some(CrashPoint::OldDeleted) {
             return Ok(GroupOutcome::Stopped);
         }
-        crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
-        crate::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        let finals = [(swap_index.as_path(), final_index.as_path()), (swap_log.as_path(), final_log.as_path())];
+        crate::fs::rename_durably(&finals, &self.dir).map_err(io(&final_log))?;
         Ok(GroupOutcome::Swapped)
     }
 
@@ -834,19 +831,21 @@ pub fn recover_interrupted(dir: &Path) -> LogResult<()> {
     }
     swaps.sort_unstable_by_key(|(base, _, _)| *base);
     for (base, end, swap_log) in &swaps {
-        for replaced in list_segments(dir)?.into_iter().filter(|offset| (*base..*end).contains(offset)) {
-            remove_if_exists(&dir.join(file_name(replaced, INDEX_SUFFIX)))?;
-            remove_if_exists(&dir.join(file_name(replaced, LOG_SUFFIX)))?;
-        }
-        sync_dir(dir).map_err(io(dir))?;
+        let replaced: Vec<PathBuf> = list_segments(dir)?
+            .into_iter()
+            .filter(|offset| (*base..*end).contains(offset))
+            .flat_map(|replaced| [dir.join(file_name(replaced, INDEX_SUFFIX)), dir.join(file_name(replaced, LOG_SUFFIX))])
+            .collect();
+        let replaced: Vec<&Path> = replaced.iter().map(PathBuf::as_path).collect();
+        crate::fs::remove_durably(&replaced, dir).map_err(io(dir))?;
         let (_, swap_index) = swap_paths(dir, *base, *end);
         let final_index = dir.join(file_name(*base, INDEX_SUFFIX));
-        if swap_index.exists() {
-            crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
-        }
         let final_log = dir.join(file_name(*base, LOG_SUFFIX));
-        crate::fs::rename(swap_log, &final_log).map_err(io(&final_log))?;
-        sync_dir(dir).map_err(io(dir))?;
+        let mut finals = vec![(swap_log.as_path(), final_log.as_path())];
+        if swap_index.exists() {
+            finals.insert(0, (swap_index.as_path(), final_index.as_path()));
+        }
+        crate::fs::rename_durably(&finals, dir).map_err(io(&final_log))?;
         tracing::info!(dir = %dir.display(), base, end, "completed an interrupted compaction swap");
     }
     for (base, path) in index_swaps {

@@ -4,6 +4,8 @@
 //!
 //! - [`write_durably`]: temporary file, fdatasync, rename, fsync of the directory (fjall's
 //!   `rewrite_atomic`): a crash leaves the old contents or the new, never a mix.
+//! - [`rename_durably`], [`remove_durably`]: a set of renames (or unlinks) in one directory,
+//!   made durable together by one fsync of the directory (compaction's commit, index files).
 //! - [`rename`], [`remove_file`]: not durable until [`sync_dir`] of the directory.
 //! - [`append_durably`]: appends and syncs the data (and the name, when it creates the file).
 //! - [`write`]: replaces contents without syncing (hints whose loss or tear recovery tolerates).
@@ -22,11 +24,38 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
     temporary_name.push(".tmp");
     let temporary = path.with_file_name(temporary_name);
     write_synced(&temporary, contents)?;
-    rename(&temporary, path)?;
+    rename_durably(&[(&temporary, path)], parent_dir(path))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => sync_dir(Path::new(".")),
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
+}
+
+/// Renames each `(from, to)` in order (replacing `to`), then syncs `dir`, which holds every one
+/// of them: after a crash each rename may or may not have happened until the sync returns, and
+/// all have after it.
+pub fn rename_durably(renames: &[(&Path, &Path)], dir: &Path) -> io::Result<()> {
+    for (from, to) in renames {
+        debug_assert_eq!(parent_dir(to), dir, "a rename outside the directory synced");
+        rename(from, to)?;
+    }
+    sync_dir(dir)
+}
+
+/// Unlinks each of `paths` that exists, then syncs `dir`, which holds every one of them.
+pub fn remove_durably(paths: &[&Path], dir: &Path) -> io::Result<()> {
+    for path in paths {
+        debug_assert_eq!(parent_dir(path), dir, "a removal outside the directory synced");
+        match remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Creates or replaces `path` with `contents` and syncs its data (its name is not synced).

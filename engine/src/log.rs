@@ -291,12 +291,17 @@ impl Log {
     pub async fn advance_start_offset(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
         self.note_write();
         if offset > self.log_start_offset.get() {
-            let path = self.dir.join(LOG_START_OFFSET_FILE);
-            write_durably(&path, format!("{offset}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+            self.write_log_start_offset(offset)?;
             self.log_start_offset.set(offset);
         }
         let removed = self.remove_front_segments(RemovalCause::StartOffset, |_, next_base, _| next_base <= offset).await?;
         Ok((self.log_start_offset.get(), removed))
+    }
+
+    /// Makes `offset` the durable log start offset (before it takes effect in memory).
+    fn write_log_start_offset(&self, offset: i64) -> LogResult<()> {
+        let path = self.dir.join(LOG_START_OFFSET_FILE);
+        write_durably(&path, format!("{offset}\n").as_bytes()).map_err(|error| LogError::io(&path, error))
     }
 
     /// Whether the active segment holds records and all of them are older than `retention_ms`:
@@ -374,8 +379,7 @@ impl Log {
             let Some((base, next_base, bytes)) = candidate else { break };
             if self.log_start_offset.get() < next_base {
                 // Readers must never be sent to a removed segment: the start moves first.
-                let path = self.dir.join(LOG_START_OFFSET_FILE);
-                write_durably(&path, format!("{next_base}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+                self.write_log_start_offset(next_base)?;
                 self.log_start_offset.set(next_base);
             }
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
@@ -497,5 +501,5 @@ fn read_log_start_offset(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?.trim().parse().ok()
 }
 
-pub(crate) use crate::fs::sync_dir;
+// Kept for callers outside the engine (replication's metadata files); the engine names `fs`.
 pub use crate::fs::write_durably;

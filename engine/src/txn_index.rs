@@ -107,11 +107,7 @@ fn read_file(path: &Path) -> std::io::Result<(Vec<AbortedTxn>, bool)> {
 fn rewrite_file(dir: &Path, bucket: i64, entries: &[AbortedTxn]) -> std::io::Result<()> {
     let path = txn_index_path(dir, bucket);
     if entries.is_empty() {
-        match crate::fs::remove_file(&path) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
-        return crate::fs::sync_dir(dir);
+        return crate::fs::remove_durably(&[&path], dir);
     }
     let bytes: Vec<u8> = entries.iter().flat_map(|txn| txn.encode()).collect();
     crate::fs::write_durably(&path, &bytes)
