@@ -245,9 +245,13 @@ impl Checkpoint {
         Some(Checkpoint { clean_offset, oldest_tombstone_ms })
     }
 
-    fn write(&self, dir: &Path) -> LogResult<()> {
+    /// Writes the checkpoint durably, off the shard.
+    async fn write(&self, dir: &Path) -> LogResult<()> {
         let path = dir.join(CHECKPOINT_FILE);
-        write_durably(&path, format!("{} {}\n", self.clean_offset, self.oldest_tombstone_ms).as_bytes())
+        let contents = format!("{} {}\n", self.clean_offset, self.oldest_tombstone_ms);
+        let written = path.clone();
+        crate::fs::off_shard(move || write_durably(&written, contents.as_bytes()))
+            .await
             .map_err(|error| LogError::io(&path, error))
     }
 }
@@ -393,7 +397,8 @@ impl Log {
         if completed {
             let previous = checkpoint.map_or(i64::MIN, |checkpoint| checkpoint.clean_offset);
             Checkpoint { clean_offset: end_offset.max(previous), oldest_tombstone_ms: pass.oldest_tombstone_ms }
-                .write(&self.dir)?;
+                .write(&self.dir)
+                .await?;
         }
         pass.report.completed = completed;
         pass.report.duration_ms = started.elapsed().as_millis() as u64;
@@ -548,8 +553,12 @@ impl Log {
         if stop_after == Some(CrashPoint::CleanedWritten) {
             return Ok(GroupOutcome::Stopped);
         }
-        // From here to the end nothing awaits: retention, truncation and reads on this shard see
-        // either the old segments or the new one.
+        // From here to the end, retention and truncation wait (they take the segment-set lock),
+        // so the group stays as checked; reads on this shard see either the old segments or the
+        // new one. The new segment's reader is opened now, under the `.cleaned` name, and held
+        // until its final rename: a read never opens it by a name it does not have yet.
+        let _segment_set = self.lock_segment_set().await;
+        let pinned_reader = cleaned.reader()?;
         if !self.group_intact(group) {
             tracing::info!(dir = %self.dir.display(), base, "segments changed during cleaning; the group is cleaned next pass");
             drop(cleaned); // its files go below; the descriptor closes asynchronously
@@ -565,8 +574,9 @@ impl Log {
             move |error| LogError::io(path, error)
         };
         // The commit point: both swap names durable (recovery completes the swap from here).
-        let commit = [(cleaned.index_path(), swap_index.as_path()), (cleaned.path(), swap_log.as_path())];
-        crate::fs::rename_durably(&commit, &self.dir).map_err(io(&swap_log))?;
+        let commit = [(cleaned.index_path().to_path_buf(), swap_index.clone()), (cleaned.path().to_path_buf(), swap_log.clone())];
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || crate::fs::rename_durably(&as_paths(&commit), &dir)).await.map_err(io(&swap_log))?;
         if stop_after == Some(CrashPoint::SwapRenamed) {
             return Ok(GroupOutcome::Stopped);
         }
@@ -582,13 +592,22 @@ impl Log {
         }
         on_swap(base, group_end);
         // The unlinks must be durable before a final name can point at the new file.
-        let replaced: Vec<&Path> = group.iter().flat_map(|segment| [segment.index_path(), segment.path()]).collect();
-        crate::fs::remove_durably(&replaced, &self.dir).map_err(io(&self.dir))?;
+        let replaced: Vec<PathBuf> =
+            group.iter().flat_map(|segment| [segment.index_path().to_path_buf(), segment.path().to_path_buf()]).collect();
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || {
+            let replaced: Vec<&Path> = replaced.iter().map(PathBuf::as_path).collect();
+            crate::fs::remove_durably(&replaced, &dir)
+        })
+        .await
+        .map_err(io(&self.dir))?;
         if stop_after == Some(CrashPoint::OldDeleted) {
             return Ok(GroupOutcome::Stopped);
         }
-        let finals = [(swap_index.as_path(), final_index.as_path()), (swap_log.as_path(), final_log.as_path())];
-        crate::fs::rename_durably(&finals, &self.dir).map_err(io(&final_log))?;
+        let finals = [(swap_index, final_index), (swap_log, final_log.clone())];
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || crate::fs::rename_durably(&as_paths(&finals), &dir)).await.map_err(io(&final_log))?;
+        drop(pinned_reader);
         Ok(GroupOutcome::Swapped)
     }
 
@@ -782,6 +801,11 @@ impl BatchReader {
         .await;
         read.map(Bytes::from).map_err(|error| LogError::io(&self.path, error))
     }
+}
+
+/// Borrowed `(from, to)` pairs for [`crate::fs::rename_durably`].
+fn as_paths(renames: &[(PathBuf, PathBuf)]) -> Vec<(&Path, &Path)> {
+    renames.iter().map(|(from, to)| (from.as_path(), to.as_path())).collect()
 }
 
 fn swap_paths(dir: &Path, base: i64, end: i64) -> (PathBuf, PathBuf) {

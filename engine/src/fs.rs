@@ -9,11 +9,32 @@
 //! - [`rename`], [`remove_file`]: not durable until [`sync_dir`] of the directory.
 //! - [`append_durably`]: appends and syncs the data (and the name, when it creates the file).
 //! - [`write`]: replaces contents without syncing (hints whose loss or tear recovery tolerates).
+//!
+//! Everything here blocks its thread, fsyncs above all (one takes 0.1-10 ms, a full journal
+//! much longer). A shard thread serves produce and fetch for all its partitions, so what runs
+//! while the shard serves goes through [`off_shard`] (the shard's blocking pool); only opening at
+//! start (before the shard serves) and tests call these directly. The simulated disk's state is
+//! process-wide, so its hooks see the blocking pool's operations like the shard's.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use crate::sim_disk::{self, Op};
+
+/// Runs blocking file-system work (the functions of this module) on the shard's blocking pool
+/// and waits for it without blocking the shard. The caller awaits it before the step that must
+/// follow it, so the durability order is the order of the awaits.
+///
+/// The functions here open at most two descriptors at once (a file and its directory); room for
+/// them is made in the shard's descriptor budget first, since on the blocking thread
+/// `open_retrying` has no idle descriptors of its own to close.
+pub async fn off_shard<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    crate::files::make_room_for_transient(DESCRIPTORS_PER_OPERATION_MAX);
+    crate::rt::spawn_blocking(work).await
+}
+
+/// Descriptors one function of this module holds open at once: a file and its directory.
+const DESCRIPTORS_PER_OPERATION_MAX: usize = 2;
 
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, then syncs the
 /// directory, so a crash leaves either the old or the new contents and the name is durable.

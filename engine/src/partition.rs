@@ -214,7 +214,7 @@ impl Partition {
         budget: Rc<CacheBudget>,
     ) -> LogResult<Rc<Partition>> {
         let name = format!("{topic}-{partition}");
-        check_topic_id(&dir, &topic_id)?;
+        check_topic_id(&dir, &topic_id).await?;
         let (log, report) = Log::open(&dir, now_ms()).await?;
         if report.truncated_bytes > 0 {
             // One line per partition would be 100,000 at scale: the shard sums them at start
@@ -222,9 +222,18 @@ impl Partition {
             tracing::debug!(partition = %name, truncated_bytes = report.truncated_bytes, "recovered partition after an unclean stop");
         }
         let end = log.end_offset();
-        let mut aborted = AbortedIndex::load(&dir, log.log_start_offset(), log.first_segment_base(), end)
+        let (log_start_offset, first_segment_base, index_dir) = (log.log_start_offset(), log.first_segment_base(), dir.clone());
+        let aborted = crate::fs::off_shard(move || AbortedIndex::load(&index_dir, log_start_offset, first_segment_base, end))
+            .await
             .map_err(|error| LogError::io(&dir, error))?;
-        let producers = recover_producers(&log, &mut aborted)?;
+        let aborted = RefCell::new(aborted);
+        let producers = recover_producers(
+            &log,
+            |offset| aborted.borrow().contains(offset),
+            |txn, bucket| aborted.borrow_mut().insert(txn, bucket),
+        )
+        .await?;
+        let aborted = aborted.into_inner();
         let partition = Rc::new_cyclic(|me| Partition {
             topic,
             partition,
@@ -577,9 +586,13 @@ impl Partition {
 
     /// Writes the producer state as of the appended end (Kafka's snapshot at segment roll).
     /// A failure only means a longer header scan at the next open.
-    fn snapshot_producers(&self, log: &Log) {
+    /// The table is encoded now (appends may change it while the file is written off the shard).
+    async fn snapshot_producers(&self, log: &Log) {
         let offset = self.next_offset.get();
-        if let Err(error) = producer_state::write_snapshot(log.dir(), offset, &self.producers.borrow()) {
+        let encoded = self.producers.borrow().encode(offset);
+        let dir = log.dir().to_path_buf();
+        let written = crate::fs::off_shard(move || producer_state::write_snapshot_encoded(&dir, offset, &encoded)).await;
+        if let Err(error) = written {
             tracing::warn!(partition = %self.name, offset, %error, "could not write the producer state snapshot");
         }
     }
@@ -646,7 +659,7 @@ impl Partition {
         match rolled {
             Ok(()) => {
                 self.unsynced.set(false);
-                self.snapshot_producers(&log);
+                self.snapshot_producers(&log).await;
             }
             Err(error) => self.poison(&error),
         }
@@ -671,7 +684,7 @@ impl Partition {
         // Only removals move the log start here (DeleteRecords drops its own): a pass that
         // removes nothing lists no directory.
         if !reports.is_empty() {
-            self.drop_aborted_below_start(&log)?;
+            self.drop_aborted_below_start(&log).await?;
         }
         if log.active_expired(now_ms, retention_ms) {
             self.roll_requested.set(true);
@@ -720,15 +733,15 @@ impl Partition {
             return Err(LogError::OffsetOutOfRange { offset, start: log.log_start_offset(), end: high_watermark });
         }
         let advanced = log.advance_start_offset(offset).await?;
-        self.drop_aborted_below_start(&log)?;
+        self.drop_aborted_below_start(&log).await?;
         Ok(advanced)
     }
 
     /// The log start moved: aborted transactions whose marker is below it are forgotten, and the
     /// index files of removed segments go with them.
-    fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
-        let dropped = self.txns.borrow_mut().aborted.drop_below(log.dir(), log.log_start_offset(), log.first_segment_base());
-        dropped.map_err(|error| LogError::io(log.dir(), error))?;
+    async fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
+        let changes = self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
+        crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
         self.announce_last_stable_offset();
         Ok(())
     }
@@ -830,13 +843,13 @@ impl Partition {
             let too_old = segment_ms > 0 && now - active.created_at_ms > segment_ms;
             let index_full = active.index_entries() >= INDEX_ENTRIES_MAX;
             if active.size_bytes() + run_bytes > 0 && (too_big || too_old || index_full) {
-                self.index_aborted(log, &active, &mut run_aborted)?;
+                self.index_aborted(log, &active, &mut run_aborted).await?;
                 active.append(&run).await?;
                 run.clear();
                 run_bytes = 0;
                 log.roll(pending.base_offset, now).await?;
                 self.unsynced.set(false);
-                self.snapshot_producers(log);
+                self.snapshot_producers(log).await;
             }
             run.extend(pending.batches.iter().cloned());
             run_aborted.extend(pending.aborted);
@@ -844,7 +857,7 @@ impl Partition {
             sync |= pending.acks == Acks::Synced;
         }
         let active = log.active();
-        self.index_aborted(log, &active, &mut run_aborted)?;
+        self.index_aborted(log, &active, &mut run_aborted).await?;
         active.append(&run).await?;
         drop(active);
         self.unsynced.set(true);
@@ -859,11 +872,16 @@ impl Partition {
     /// Makes the index entries of the abort markers about to be written to `active` durable
     /// first, in its `.txnindex` file: a marker on disk always has its entry (an entry whose marker
     /// a crash lost lies past the recovered end and is dropped on open).
-    fn index_aborted(&self, log: &Log, active: &crate::segment::Segment, entries: &mut Vec<AbortedTxn>) -> LogResult<()> {
+    async fn index_aborted(
+        &self,
+        log: &Log,
+        active: &crate::segment::Segment,
+        entries: &mut Vec<AbortedTxn>,
+    ) -> LogResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        AbortedIndex::append_to_file(log.dir(), active.base_offset, entries).map_err(|error| LogError::io(log.dir(), error))?;
+        append_aborted_off_shard(log.dir(), active.base_offset, entries.clone()).await?;
         let mut txns = self.txns.borrow_mut();
         for entry in entries.drain(..) {
             txns.aborted.insert(entry, active.base_offset);
@@ -941,12 +959,18 @@ impl Partition {
         };
         log.truncate_to(offset, now_ms()).await?;
         let end = log.end_offset();
-        let producers = {
+        let changes = {
             let mut txns = self.txns.borrow_mut();
             txns.unreplicated.clear();
-            txns.aborted.truncate_to(log.dir(), end).map_err(|error| LogError::io(log.dir(), error))?;
-            recover_producers(&log, &mut txns.aborted)?
+            txns.aborted.truncate_in_memory(log.dir(), end)
         };
+        crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
+        let producers = recover_producers(
+            &log,
+            |offset| self.txns.borrow().aborted.contains(offset),
+            |txn, bucket| self.txns.borrow_mut().aborted.insert(txn, bucket),
+        )
+        .await?;
         *self.producers.borrow_mut() = producers;
         self.cache.borrow_mut().truncate_to(offset);
         self.next_offset.set(end);
@@ -971,7 +995,7 @@ impl Partition {
             // Idle since a clean open: the recovery point and producer snapshot on disk are exact.
             if !self.poisoned.get() && !log.unchanged_since_clean_open() {
                 log.checkpoint().await?;
-                self.snapshot_producers(&log);
+                self.snapshot_producers(&log).await;
             }
             log.close().await?;
         }
@@ -1079,7 +1103,13 @@ fn producer_batches(headers: &[batch::BatchHeader], base_offset: i64, append_tim
 /// past it, from appends a crash lost, are removed), then the batches after it — data batches'
 /// headers, and the end-transaction markers of control batches (Kafka's `loadProducersFromRecords`).
 /// An abort marker missing from `aborted` (its index file lost) gets its entry back.
-fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<ProducerStateTable> {
+/// The index is reached through `contains` and `insert`, so no borrow of it is held across the
+/// awaits of the file writes (reads consult it meanwhile).
+async fn recover_producers(
+    log: &Log,
+    contains: impl Fn(i64) -> bool,
+    mut insert: impl FnMut(AbortedTxn, i64),
+) -> LogResult<ProducerStateTable> {
     let end = log.end_offset();
     let (from, mut table) = producer_state::load_snapshot_at_or_below(log.dir(), end).unwrap_or_default();
     let mut missing: Vec<AbortedTxn> = Vec::new();
@@ -1097,7 +1127,7 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
                 offset: header.base_offset,
                 timestamp_ms: header.max_timestamp,
             });
-            if completed.aborted && completed.last_offset >= log_start_offset && !aborted.contains(completed.last_offset) {
+            if completed.aborted && completed.last_offset >= log_start_offset && !contains(completed.last_offset) {
                 missing.push(AbortedTxn {
                     producer_id: completed.producer_id,
                     first_offset: completed.first_offset,
@@ -1117,9 +1147,9 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
         let bucket = log.segment_base_of(missing[position].last_offset);
         let count = missing[position..].iter().take_while(|txn| log.segment_base_of(txn.last_offset) == bucket).count();
         let group = &missing[position..position + count];
-        AbortedIndex::append_to_file(log.dir(), bucket, group).map_err(|error| LogError::io(log.dir(), error))?;
+        append_aborted_off_shard(log.dir(), bucket, group.to_vec()).await?;
         for txn in group {
-            aborted.insert(*txn, bucket);
+            insert(*txn, bucket);
         }
         position += count;
     }
@@ -1134,10 +1164,18 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
     Ok(table)
 }
 
+/// Appends `entries` to the aborted-transaction index file of `bucket` durably, off the shard.
+async fn append_aborted_off_shard(dir: &std::path::Path, bucket: i64, entries: Vec<AbortedTxn>) -> LogResult<()> {
+    let owned = dir.to_path_buf();
+    crate::fs::off_shard(move || AbortedIndex::append_to_file(&owned, bucket, &entries))
+        .await
+        .map_err(|error| LogError::io(dir, error))
+}
+
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name.
-fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
+async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(*topic_id));
     match std::fs::read_to_string(&path) {
@@ -1151,6 +1189,8 @@ fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
     std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
     // Durably: a torn or empty file left by a crash would read as another topic's, and the
     // directory would be removed as that topic's at the next start.
-    crate::fs::write_durably(&path, expected.as_bytes()).map_err(|error| LogError::io(&path, error))?;
-    Ok(())
+    let written = path.clone();
+    crate::fs::off_shard(move || crate::fs::write_durably(&written, expected.as_bytes()))
+        .await
+        .map_err(|error| LogError::io(&path, error))
 }
