@@ -107,6 +107,19 @@ impl ReadResult {
     }
 }
 
+/// Whole batches read back for a coordinator's replay ([`Partition::read_batches`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatches {
+    /// RecordBatch v2 bytes as stored, oldest first, each CRC-checked. The first is the batch
+    /// holding the offset asked for, whole: records of it below that offset are the caller's to
+    /// skip. Offsets increase, with gaps where compaction removed batches.
+    pub batches: Vec<Bytes>,
+    /// Where the next read starts: the offset after the last batch returned (the offset asked for
+    /// when none was).
+    pub next_offset: i64,
+    pub high_watermark: i64,
+}
+
 /// The outcome of an append once the flusher is done with it.
 pub type AppendOutcome = Result<(), i16>;
 
@@ -740,7 +753,8 @@ impl Partition {
     /// The log start moved: aborted transactions whose marker is below it are forgotten, and the
     /// index files of removed segments go with them.
     async fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
-        let changes = self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
+        let changes =
+            self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
         crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
         self.announce_last_stable_offset();
         Ok(())
@@ -872,12 +886,7 @@ impl Partition {
     /// Makes the index entries of the abort markers about to be written to `active` durable
     /// first, in its `.txnindex` file: a marker on disk always has its entry (an entry whose marker
     /// a crash lost lies past the recovered end and is dropped on open).
-    async fn index_aborted(
-        &self,
-        log: &Log,
-        active: &crate::segment::Segment,
-        entries: &mut Vec<AbortedTxn>,
-    ) -> LogResult<()> {
+    async fn index_aborted(&self, log: &Log, active: &crate::segment::Segment, entries: &mut Vec<AbortedTxn>) -> LogResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -937,6 +946,54 @@ impl Partition {
             result.aborted = self.txns.borrow().aborted.collect(offset, upper_bound_offset);
         }
         Ok(result)
+    }
+
+    /// Reads whole batches below the high watermark from `offset`, about `max_bytes` of them (at
+    /// least one when any is readable), for a coordinator replaying its log: from the batch cache
+    /// for the tail, else from the segment file through the shard's descriptor budget, read on the
+    /// blocking pool. Nothing is returned at or past the high watermark. A batch that fails its
+    /// CRC check is an error, never skipped.
+    pub async fn read_batches(&self, offset: i64, max_bytes: usize) -> LogResult<ReadBatches> {
+        let mut busy_retries = 0usize;
+        loop {
+            let high_watermark = self.high_watermark.get();
+            let (log_start_offset, log_end_offset) = (self.log_start_offset(), self.next_offset.get());
+            if offset < log_start_offset || offset > log_end_offset {
+                return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: log_end_offset });
+            }
+            let mut read = ReadBatches { batches: Vec::new(), next_offset: offset, high_watermark };
+            if offset >= high_watermark {
+                return Ok(read);
+            }
+            let cached = self.cache.borrow().read(offset, max_bytes, high_watermark);
+            if let Some(batches) = cached {
+                if cfg!(debug_assertions) {
+                    for batch in &batches {
+                        batch::validate_stored(batch).expect("a cached batch passed validation when appended");
+                    }
+                }
+                read.batches = batches;
+            } else {
+                let Some(log) = self.log.borrow().clone() else { return Err(LogError::Deleted(self.name.clone())) };
+                let slice = match log.read(offset, max_bytes, high_watermark) {
+                    // The budget is held by descriptors in use (sendfiles in flight) for a moment.
+                    Err(LogError::DescriptorsBusy) if busy_retries < DESCRIPTORS_BUSY_RETRIES_MAX => {
+                        busy_retries += 1;
+                        rt::sleep(DESCRIPTORS_BUSY_RETRY_INTERVAL).await;
+                        continue;
+                    }
+                    slice => slice?,
+                };
+                if let Some(slice) = slice {
+                    read.batches = read_whole_batches(log.dir(), slice).await?;
+                }
+            }
+            if let Some(last) = read.batches.last() {
+                read.next_offset = batch::BatchHeader::parse(last)?.next_offset();
+            }
+            check_read_batches(offset, &read);
+            return Ok(read);
+        }
     }
 
     /// ListOffsets by timestamp: first offset whose batch max timestamp is >= `timestamp_ms`.
@@ -1023,6 +1080,59 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// How long [`Partition::read_batches`] waits for a segment descriptor when the shard's budget is
+/// held by descriptors in use.
+const DESCRIPTORS_BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// ... and how many times before it gives up with [`LogError::DescriptorsBusy`] (retriable).
+const DESCRIPTORS_BUSY_RETRIES_MAX: usize = 1000;
+
+/// The whole batches of a file slice, read on the blocking pool (segment data is written with
+/// O_DIRECT, so it is not in the page cache), each CRC-checked: the pair of the check made when it
+/// was appended.
+async fn read_whole_batches(dir: &std::path::Path, slice: FileSlice) -> LogResult<Vec<Bytes>> {
+    let FileSlice { file, position, length, first_batch_bytes } = slice;
+    let bytes = rt::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buffer = vec![0u8; length];
+        file.read_exact_at(&mut buffer, position).map(|()| Bytes::from(buffer))
+    })
+    .await
+    .map_err(|error| LogError::io(dir, error))?;
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    while bytes.len() - at >= crate::limits::BATCH_HEADER_BYTES {
+        let header = batch::BatchHeader::parse(&bytes[at..])?;
+        if at + header.size_bytes > bytes.len() {
+            break; // cut by max_bytes: the next read starts with it
+        }
+        let whole = bytes.slice(at..at + header.size_bytes);
+        batch::validate_stored(&whole)?;
+        batches.push(whole);
+        at += header.size_bytes;
+    }
+    // A slice always starts with a whole batch (`Segment::read_from`).
+    assert!(at >= first_batch_bytes, "a segment slice of {length} bytes holds no whole first batch");
+    Ok(batches)
+}
+
+/// What [`Partition::read_batches`] hands across to a coordinator: the batch holding `offset`
+/// first, offsets increasing, nothing at or past the high watermark.
+fn check_read_batches(offset: i64, read: &ReadBatches) {
+    let mut previous_end = offset;
+    for (index, bytes) in read.batches.iter().enumerate() {
+        let header = batch::BatchHeader::parse(bytes).expect("parsed when read");
+        if index == 0 {
+            // Holds `offset`, or is the next batch after a gap compaction left.
+            assert!(header.last_offset() >= offset, "first batch ends at {} below {offset}", header.last_offset());
+        } else {
+            assert!(header.base_offset >= previous_end, "batches out of order: {} after {previous_end}", header.base_offset);
+        }
+        assert!(header.last_offset() < read.high_watermark, "a batch past the high watermark {}", read.high_watermark);
+        previous_end = header.next_offset();
+    }
+    assert_eq!(read.next_offset, previous_end);
 }
 
 /// The batches of a produce request in the topic's codec (`compression.type`), each header's
