@@ -51,11 +51,11 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, LogResult};
+use crate::fs::write_durably;
 use crate::limits::{
     BATCH_HEADER_BYTES, CLEANER_OFFSET_MAP_BYTES_MAX, CLEANER_OFFSET_MAP_ENTRY_BYTES, CLEANER_READ_BYTES, CLEANER_WRITE_BYTES,
     SEGMENT_BYTES_MAX,
 };
-use crate::fs::write_durably;
 use crate::log::{list_segments, Log};
 use crate::rt;
 use crate::segment::{file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX};
