@@ -156,6 +156,68 @@ struct TxnState {
     aborted: AbortedIndex,
 }
 
+/// Where a partition is in its life. Appends are accepted only while `Open`.
+///
+/// ```text
+///   Open ──I/O error──▶ Poisoned ──close/delete──▶ Closing { poisoned: true }
+///    └────────────close/delete──────────────────▶ Closing { poisoned: false } ──I/O error──┘
+///   Closing ──flusher drained, log closed──▶ Closed { poisoned }
+/// ```
+/// Poisoned is remembered through the close: a poisoned log is not checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Open,
+    /// A write or fsync failed: no further writes (queued ones fail with KAFKA_STORAGE_ERROR).
+    Poisoned,
+    /// `close` or `delete` runs: no new appends, the flusher drains what is queued and stops.
+    Closing {
+        poisoned: bool,
+    },
+    /// Closed or deleted: the log is gone.
+    Closed {
+        poisoned: bool,
+    },
+}
+
+impl Lifecycle {
+    pub fn is_poisoned(self) -> bool {
+        matches!(self, Lifecycle::Poisoned | Lifecycle::Closing { poisoned: true } | Lifecycle::Closed { poisoned: true })
+    }
+    /// Whether a close has begun (closing or closed).
+    pub fn is_closing(self) -> bool {
+        matches!(self, Lifecycle::Closing { .. } | Lifecycle::Closed { .. })
+    }
+    fn poisoned(self) -> Lifecycle {
+        match self {
+            Lifecycle::Open | Lifecycle::Poisoned => Lifecycle::Poisoned,
+            Lifecycle::Closing { .. } => Lifecycle::Closing { poisoned: true },
+            Lifecycle::Closed { .. } => Lifecycle::Closed { poisoned: true },
+        }
+    }
+    fn closing(self) -> Lifecycle {
+        match self {
+            Lifecycle::Open => Lifecycle::Closing { poisoned: false },
+            Lifecycle::Poisoned => Lifecycle::Closing { poisoned: true },
+            closing_or_closed => closing_or_closed,
+        }
+    }
+    fn closed(self) -> Lifecycle {
+        Lifecycle::Closed { poisoned: self.is_poisoned() }
+    }
+}
+
+/// What the flusher task is doing. It runs only while something is queued or unsynced (a task
+/// per idle partition would cost about 1.5 KiB each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlusherActivity {
+    /// No flusher task: the next wake starts one.
+    Stopped,
+    /// Running, between writes (waiting for a wake or the periodic sync).
+    Waiting,
+    /// Writing, syncing or rolling (truncation waits for it to be idle).
+    Writing,
+}
+
 /// Broker-wide settings a partition needs besides its topic config.
 #[derive(Debug, Clone)]
 pub struct PartitionSettings {
@@ -182,18 +244,24 @@ pub struct Partition {
     /// Fired whenever the high watermark or the last stable offset moves, or the partition closes.
     pub data_arrived: Rc<Notify>,
     flushed: Rc<Notify>,
+    /// Open, poisoned, closing or closed (see [`Lifecycle`]).
+    lifecycle: Cell<Lifecycle>,
+    /// Whether the flusher task runs, and whether it is writing (see [`FlusherActivity`]).
+    flusher: Cell<FlusherActivity>,
+    // The flags below are independent of the lifecycle and of each other, so they stay flags:
+    /// Data written and not yet synced (the periodic sync's work). A property of the data, true
+    /// or false in every lifecycle and flusher state.
     unsynced: Cell<bool>,
-    /// The last group written was synced (acks=all): worth writing ahead (see `flush_once`).
+    /// The last group written was synced (acks=all): worth writing ahead (see `flush_once`). A
+    /// hint about the workload, not a state.
     last_group_synced: Cell<bool>,
-    /// The flusher is writing or syncing (truncation waits for it to be idle).
-    flushing: Cell<bool>,
-    /// Retention found the active segment expired: the flusher rolls it when idle.
+    /// Retention found the active segment expired: the flusher rolls it when idle. A request
+    /// raised by another task, taken by the flusher whatever it is doing.
     roll_requested: Cell<bool>,
-    /// A cleaning pass runs (close waits for it: the pass holds the log).
+    /// A cleaning pass runs (close waits for it: the pass holds the log). A background activity
+    /// beside the flusher, in an open partition only, that a close stops and waits for.
     compacting: Cell<bool>,
     compaction_done: Rc<Notify>,
-    poisoned: Cell<bool>,
-    closing: Cell<bool>,
     /// Idempotent producers' state, up to `next_offset` (appends update it as they are queued).
     producers: RefCell<ProducerStateTable>,
     txns: RefCell<TxnState>,
@@ -202,7 +270,6 @@ pub struct Partition {
     /// The flusher task while it runs (then its finished handle). An idle partition has none:
     /// it starts on the first wake and ends once nothing is queued or unsynced.
     flusher_done: RefCell<Option<rt::Task<()>>>,
-    flusher_running: Cell<bool>,
     /// This partition (the flusher task holds a strong reference while it runs).
     me: std::rc::Weak<Partition>,
     /// Bytes recovery cut when the partition was opened.
@@ -264,19 +331,17 @@ impl Partition {
             flusher_wake: Rc::new(Notify::default()),
             data_arrived: Rc::new(Notify::default()),
             flushed: Rc::new(Notify::default()),
+            lifecycle: Cell::new(Lifecycle::Open),
+            flusher: Cell::new(FlusherActivity::Stopped),
             unsynced: Cell::new(false),
             last_group_synced: Cell::new(false),
-            flushing: Cell::new(false),
             roll_requested: Cell::new(false),
             compacting: Cell::new(false),
             compaction_done: Rc::new(Notify::default()),
-            poisoned: Cell::new(false),
-            closing: Cell::new(false),
             producers: RefCell::new(producers),
             txns: RefCell::new(TxnState { unreplicated: BTreeMap::new(), aborted }),
             last_stable_offset_announced: Cell::new(end),
             flusher_done: RefCell::new(None),
-            flusher_running: Cell::new(false),
             me: me.clone(),
             recovered_bytes: report.truncated_bytes,
         });
@@ -309,12 +374,15 @@ impl Partition {
         self.with_log(|log| log.size_bytes()).unwrap_or(0)
     }
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.get()
+        self.lifecycle.get().is_poisoned()
+    }
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.get()
     }
     /// Whether the flusher has taken a group and its write or fdatasync is under way (tests of
     /// races against it assert the race happened).
     pub fn is_writing(&self) -> bool {
-        self.flushing.get()
+        self.flusher.get() == FlusherActivity::Writing
     }
     /// Appends queued for the flusher and not yet taken by it.
     pub fn queued_appends(&self) -> usize {
@@ -349,10 +417,10 @@ impl Partition {
     }
 
     async fn append_from(&self, records: Bytes, acks: Acks, coordinator: bool) -> LogResult<AppendTicket> {
-        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.is_poisoned() {
             self.flushed.notified().await;
         }
-        if self.poisoned.get() || self.closing.get() {
+        if self.lifecycle.get() != Lifecycle::Open {
             return Err(LogError::Poisoned(self.name.clone()));
         }
         let (max_message_bytes, log_append_time, before_max_ms, after_max_ms, codec) = {
@@ -488,10 +556,10 @@ impl Partition {
         coordinator_epoch: i32,
         control: ControlType,
     ) -> LogResult<AppendTicket> {
-        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.is_poisoned() {
             self.flushed.notified().await;
         }
-        if self.poisoned.get() || self.closing.get() {
+        if self.lifecycle.get() != Lifecycle::Open {
             return Err(LogError::Poisoned(self.name.clone()));
         }
         let offset = self.next_offset.get();
@@ -614,22 +682,22 @@ impl Partition {
     /// about 1.5 KiB each, most of a partition's idle memory).
     fn wake_flusher(&self) {
         self.flusher_wake.notify_all();
-        if self.closing.get() || self.flusher_running.replace(true) {
+        if self.lifecycle.get().is_closing() || self.flusher.get() != FlusherActivity::Stopped {
             return;
         }
-        match self.me.upgrade() {
-            Some(partition) => *self.flusher_done.borrow_mut() = Some(rt::spawn(Partition::run_flusher(partition))),
-            None => self.flusher_running.set(false),
+        if let Some(partition) = self.me.upgrade() {
+            self.flusher.set(FlusherActivity::Waiting);
+            *self.flusher_done.borrow_mut() = Some(rt::spawn(Partition::run_flusher(partition)));
         }
     }
 
     async fn run_flusher(partition: Rc<Partition>) {
         loop {
             if partition.pending.borrow().is_empty() {
-                if partition.closing.get() {
+                if partition.lifecycle.get().is_closing() {
                     break;
                 }
-                if partition.roll_requested.take() && !partition.poisoned.get() {
+                if partition.roll_requested.take() && !partition.is_poisoned() {
                     partition.roll_idle().await;
                     continue;
                 }
@@ -639,13 +707,13 @@ impl Partition {
                     break;
                 }
                 let interval = Duration::from_millis(partition.settings.flush_interval_ms.max(1));
-                if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.poisoned.get() {
+                if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.is_poisoned() {
                     let active = partition.with_log(|log| log.active());
                     if let Some(active) = active {
-                        partition.flushing.set(true);
+                        partition.flusher.set(FlusherActivity::Writing);
                         let synced = active.sync().await;
                         drop(active);
-                        partition.flushing.set(false);
+                        partition.flusher.set(FlusherActivity::Waiting);
                         match synced {
                             Ok(()) => partition.unsynced.set(false),
                             Err(error) => partition.poison(&error),
@@ -657,7 +725,7 @@ impl Partition {
             }
             partition.flush_once().await;
         }
-        partition.flusher_running.set(false);
+        partition.flusher.set(FlusherActivity::Stopped);
     }
 
     /// Rolls the active segment while nothing is queued (retention of an expired active segment).
@@ -666,9 +734,9 @@ impl Partition {
         if !self.pending.borrow().is_empty() || log.active().size_bytes() == 0 {
             return;
         }
-        self.flushing.set(true);
+        self.flusher.set(FlusherActivity::Writing);
         let rolled = log.roll(self.next_offset.get(), now_ms()).await;
-        self.flushing.set(false);
+        self.flusher.set(FlusherActivity::Waiting);
         match rolled {
             Ok(()) => {
                 self.unsynced.set(false);
@@ -685,7 +753,7 @@ impl Partition {
     /// can remove it.
     pub async fn enforce_retention(&self, now_ms: i64) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
         let Some(log) = self.log.borrow().clone() else { return Ok(Vec::new()) };
-        if self.poisoned.get() {
+        if self.is_poisoned() {
             return Ok(Vec::new());
         }
         let (deletes, retention_ms, retention_bytes) = {
@@ -712,7 +780,7 @@ impl Partition {
     pub async fn compact(&self, now_ms: i64, options: &CompactOptions) -> LogResult<Option<CleanReport>> {
         let Some(log) = self.log.borrow().clone() else { return Ok(None) };
         let config = self.config.borrow().clone();
-        if self.poisoned.get() || self.closing.get() || self.compacting.get() || !config.cleanup_policy.compacts() {
+        if self.lifecycle.get() != Lifecycle::Open || self.compacting.get() || !config.cleanup_policy.compacts() {
             return Ok(None);
         }
         self.compacting.set(true);
@@ -720,7 +788,7 @@ impl Partition {
         // aborted transaction the pass may meet can be added meanwhile.
         let txns = CleanerTxns { last_stable_offset: self.last_stable_offset(), aborted: self.aborted_txns() };
         let mut on_swap = |_base: i64, end: i64| self.cache.borrow_mut().remove_below(end);
-        let stop = || self.closing.get();
+        let stop = || self.lifecycle.get().is_closing();
         let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &txns, &mut on_swap, &stop).await;
         drop(log);
         self.compacting.set(false);
@@ -762,12 +830,12 @@ impl Partition {
 
     /// Writes one group of queued appends (and syncs if any needs it).
     async fn flush_once(&self) {
-        self.flushing.set(true);
+        self.flusher.set(FlusherActivity::Writing);
         self.flush_group().await;
         // Zeros written ahead (by a background task) make the next acks=all writes overwrites,
         // whose fdatasync is cheaper. acks=1 reserves space instead: it has no fdatasync to pay
         // for the unwritten extents, and zeros would double its disk writes (measured: README).
-        if !self.poisoned.get() {
+        if !self.is_poisoned() {
             if let Some(active) = self.with_log(|log| log.active()) {
                 if self.last_group_synced.get() {
                     active.fill_ahead();
@@ -776,13 +844,13 @@ impl Partition {
                 }
             }
         }
-        self.flushing.set(false);
+        self.flusher.set(FlusherActivity::Waiting);
         self.flushed.notify_all();
     }
 
     async fn flush_group(&self) {
         let group = self.take_group();
-        if self.poisoned.get() {
+        if self.is_poisoned() {
             for pending in group {
                 let _ = pending.done.send(Err(56));
             }
@@ -899,7 +967,9 @@ impl Partition {
     }
 
     fn poison(&self, error: &LogError) {
-        if !self.poisoned.replace(true) {
+        let lifecycle = self.lifecycle.get();
+        if !lifecycle.is_poisoned() {
+            self.lifecycle.set(lifecycle.poisoned());
             tracing::error!(partition = %self.name, %error, "write or fsync failed: partition poisoned, no further writes accepted");
         }
         self.flushed.notify_all();
@@ -1008,7 +1078,7 @@ impl Partition {
 
     /// Truncates the log to `offset` (replication, KIP-101). Waits for queued writes first.
     pub async fn truncate_to(&self, offset: i64) -> LogResult<()> {
-        while !self.pending.borrow().is_empty() || self.flushing.get() {
+        while !self.pending.borrow().is_empty() || self.flusher.get() == FlusherActivity::Writing {
             self.flushed.notified().await;
         }
         let Some(log) = self.log.borrow().clone() else {
@@ -1038,7 +1108,7 @@ impl Partition {
 
     /// Stops the flusher after it has written and synced everything queued, and checkpoints.
     pub async fn close(&self) -> LogResult<()> {
-        self.closing.set(true);
+        self.lifecycle.set(self.lifecycle.get().closing());
         self.flusher_wake.notify_all();
         self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
@@ -1050,18 +1120,19 @@ impl Partition {
         self.cache.borrow_mut().clear();
         if let Some(log) = log.and_then(|log| Rc::try_unwrap(log).ok()) {
             // Idle since a clean open: the recovery point and producer snapshot on disk are exact.
-            if !self.poisoned.get() && !log.unchanged_since_clean_open() {
+            if !self.is_poisoned() && !log.unchanged_since_clean_open() {
                 log.checkpoint().await?;
                 self.snapshot_producers(&log).await;
             }
             log.close().await?;
         }
+        self.lifecycle.set(self.lifecycle.get().closed());
         Ok(())
     }
 
     /// Closes and removes the partition's directory (topic deletion).
     pub async fn delete(&self) -> LogResult<()> {
-        self.closing.set(true);
+        self.lifecycle.set(self.lifecycle.get().closing());
         self.flusher_wake.notify_all();
         self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
@@ -1071,14 +1142,16 @@ impl Partition {
         self.data_arrived.notify_all();
         self.cache.borrow_mut().clear();
         let log = self.log.borrow_mut().take();
-        match log.map(Rc::try_unwrap) {
+        let deleted = match log.map(Rc::try_unwrap) {
             Some(Ok(log)) => log.delete().await,
             Some(Err(log)) => {
                 let dir = log.dir().to_path_buf();
                 crate::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
             }
             None => Ok(()),
-        }
+        };
+        self.lifecycle.set(self.lifecycle.get().closed());
+        deleted
     }
 }
 
