@@ -328,6 +328,33 @@ impl Log {
         Ok((self.log_start_offset.get(), removed))
     }
 
+    /// Asserts the segment set's shape: at least one segment, each keyed by its base offset,
+    /// offsets increasing across segments (compaction may leave gaps, never overlaps), and the log
+    /// start within [first segment base, end]. Walks every segment: debug builds only
+    /// ([`crate::partition::Partition::check_invariants`]).
+    pub fn check_invariants(&self) {
+        let segments = self.segments.borrow();
+        assert!(!segments.is_empty(), "{}: a log without segments", self.dir.display());
+        let mut previous_end = i64::MIN;
+        for (base, segment) in segments.iter() {
+            assert_eq!(*base, segment.base_offset, "{}: segment keyed by another base", self.dir.display());
+            assert!(
+                *base >= previous_end,
+                "{}: segment {base} overlaps the one before (ends {previous_end})",
+                self.dir.display()
+            );
+            assert!(segment.next_offset() >= *base, "{}: segment {base} ends before it starts", self.dir.display());
+            previous_end = segment.next_offset();
+        }
+        let first_base = *segments.keys().next().expect("checked");
+        let start = self.log_start_offset.get();
+        assert!(
+            first_base <= start && start <= previous_end.max(first_base),
+            "{}: log start {start} outside [{first_base}, {previous_end}]",
+            self.dir.display()
+        );
+    }
+
     /// Makes `offset` the durable log start offset (before it takes effect in memory).
     async fn write_log_start_offset(&self, offset: i64) -> LogResult<()> {
         let path = self.dir.join(LOG_START_OFFSET_FILE);

@@ -496,11 +496,15 @@ impl Partition {
         for header in &headers {
             let bytes = frozen.slice(position..position + header.size_bytes);
             let last_offset = offset + header.last_offset_delta as i64;
+            // Paired with the patch above: the bytes queued carry the offsets assigned.
+            let patched = batch::BatchHeader::parse(&bytes)?;
+            assert!(patched.base_offset == offset && patched.last_offset() == last_offset && last_offset >= offset);
             self.cache.borrow_mut().push(CachedBatch { base_offset: offset, last_offset, bytes: bytes.clone() }, written_end);
             batches.push(bytes);
             position += header.size_bytes;
             offset = last_offset + 1;
         }
+        assert_eq!(offset, next, "offsets assigned and offsets queued differ");
         self.next_offset.set(next);
         if let Some(staged) = staged {
             self.producers.borrow_mut().commit(staged);
@@ -516,6 +520,7 @@ impl Partition {
             done,
         });
         self.wake_flusher();
+        self.debug_check_invariants();
         let log_append_time_ms = if log_append_time { append_time_ms } else { -1 };
         Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
     }
@@ -591,6 +596,7 @@ impl Partition {
             done,
         });
         self.wake_flusher();
+        self.debug_check_invariants();
         Ok(AppendTicket { base_offset: offset, log_append_time_ms: -1, done: receiver })
     }
 
@@ -745,6 +751,7 @@ impl Partition {
             Err(error) => self.poison(&error),
         }
         self.flushed.notify_all();
+        self.debug_check_invariants();
     }
 
     /// One retention pass (the shard's background task calls it): removes closed segments by
@@ -771,6 +778,7 @@ impl Partition {
             self.roll_requested.set(true);
             self.wake_flusher();
         }
+        self.debug_check_invariants();
         Ok(reports)
     }
 
@@ -793,6 +801,7 @@ impl Partition {
         drop(log);
         self.compacting.set(false);
         self.compaction_done.notify_all();
+        self.debug_check_invariants();
         result
     }
 
@@ -815,6 +824,7 @@ impl Partition {
         }
         let advanced = log.advance_start_offset(offset).await?;
         self.drop_aborted_below_start(&log).await?;
+        self.debug_check_invariants();
         Ok(advanced)
     }
 
@@ -860,9 +870,8 @@ impl Partition {
         let bytes: usize = group.iter().map(|pending| pending.bytes).sum();
         self.pending_bytes.set(self.pending_bytes.get() - bytes);
         match result {
-            Ok(()) => {
-                let end = self.with_log(|log| log.end_offset()).unwrap_or(self.high_watermark.get());
-                self.high_watermark.set(end);
+            Ok(end) => {
+                self.advance_high_watermark(end);
                 // Kafka's `onHighWatermarkUpdated`: transactions whose marker is below the high
                 // watermark are decided for readers now.
                 self.txns.borrow_mut().unreplicated.retain(|_, marker_offset| *marker_offset >= end);
@@ -881,6 +890,7 @@ impl Partition {
             }
         }
         self.flushed.notify_all();
+        self.debug_check_invariants();
     }
 
     fn take_group(&self) -> Vec<PendingAppend> {
@@ -897,15 +907,19 @@ impl Partition {
         group
     }
 
-    async fn write_group(&self, group: &[PendingAppend]) -> LogResult<()> {
+    async fn write_group(&self, group: &[PendingAppend]) -> LogResult<i64> {
         let Some(log) = self.log.borrow().clone() else {
             return Err(LogError::Deleted(self.name.clone()));
         };
         self.write_group_to(&log, group).await
     }
 
-    async fn write_group_to(&self, log: &Log, group: &[PendingAppend]) -> LogResult<()> {
+    /// Returns the log end after the write, asserted equal to the end of what the group queued.
+    async fn write_group_to(&self, log: &Log, group: &[PendingAppend]) -> LogResult<i64> {
         log.note_write();
+        // Offset continuity where queued batches cross into the log: each starts where the
+        // previous one (or the log) ends.
+        let mut queued_end = log.end_offset();
         let config = self.config.borrow().clone();
         let mut sync = false;
         let mut run: Vec<Bytes> = Vec::new();
@@ -933,6 +947,13 @@ impl Partition {
                 self.unsynced.set(false);
                 self.snapshot_producers(log).await;
             }
+            assert_eq!(pending.base_offset, queued_end, "{}: a queued append does not start at the log end", self.name);
+            for bytes in &pending.batches {
+                let header = batch::BatchHeader::parse(bytes)?;
+                assert_eq!(header.base_offset, queued_end, "{}: a batch does not start at the log end", self.name);
+                assert!(header.last_offset() >= header.base_offset, "{}: a batch ends before it starts", self.name);
+                queued_end = header.next_offset();
+            }
             run.extend(pending.batches.iter().cloned());
             run_aborted.extend(pending.aborted);
             run_bytes += pending.bytes as u64;
@@ -948,7 +969,15 @@ impl Partition {
             log.active().sync().await?;
             self.unsynced.set(false);
         }
-        Ok(())
+        // raft-rs `log_unstable`: what was written must be exactly what was queued; a mismatch is
+        // a bug, and acknowledging past it would acknowledge what is not there.
+        let persisted_end = log.end_offset();
+        assert_eq!(
+            persisted_end, queued_end,
+            "{}: the flush persisted up to {persisted_end}, queued up to {queued_end}",
+            self.name
+        );
+        Ok(persisted_end)
     }
 
     /// Makes the index entries of the abort markers about to be written to `active` durable
@@ -1101,9 +1130,82 @@ impl Partition {
         *self.producers.borrow_mut() = producers;
         self.cache.borrow_mut().truncate_to(offset);
         self.next_offset.set(end);
+        // The one place the high watermark may move back: an explicit truncation (KIP-101).
         self.high_watermark.set(self.high_watermark.get().min(end));
         self.announce_last_stable_offset();
+        self.debug_check_invariants();
         Ok(())
+    }
+
+    /// Moves the high watermark to `end` after a flush: never back (only a truncation moves it
+    /// back), never past the log end.
+    fn advance_high_watermark(&self, end: i64) {
+        let previous = self.high_watermark.get();
+        assert!(end >= previous, "{}: high watermark moving back from {previous} to {end}", self.name);
+        assert!(end <= self.next_offset.get(), "{}: high watermark {end} past the log end {}", self.name, self.next_offset.get());
+        self.high_watermark.set(end);
+    }
+
+    /// [`Partition::check_invariants`] in debug builds (called after every change of state).
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Asserts how the partition's offsets relate (panics on a violation):
+    ///
+    /// ```text
+    ///   log start <= last stable offset <= high watermark <= log end (next offset)
+    ///   queued appends: contiguous, from the high watermark (no group in flight) to the log end
+    /// ```
+    /// While the flusher writes, the log may have rolled to a segment above the high watermark
+    /// and retention may have moved the log start there, so `log start <= high watermark` and
+    /// `written end == high watermark` are checked only between writes (and not once poisoned). Walks the queue and the segments: debug builds call it after
+    /// every change of state; tests may call it any time.
+    pub fn check_invariants(&self) {
+        let high_watermark = self.high_watermark.get();
+        let log_end_offset = self.next_offset.get();
+        let last_stable_offset = self.last_stable_offset();
+        assert!(high_watermark <= log_end_offset, "{}: high watermark {high_watermark} > log end {log_end_offset}", self.name);
+        assert!(
+            last_stable_offset <= high_watermark,
+            "{}: LSO {last_stable_offset} > high watermark {high_watermark}",
+            self.name
+        );
+        // A poisoned partition stops where its write failed: its log may hold part of a group the
+        // high watermark never reached, and its queue waits to be failed.
+        let settled = self.flusher.get() != FlusherActivity::Writing && !self.is_poisoned();
+        if let Some(log) = self.log.borrow().as_deref() {
+            log.check_invariants();
+            let log_start_offset = log.log_start_offset();
+            assert!(log_start_offset <= log_end_offset, "{}: log start {log_start_offset} > log end {log_end_offset}", self.name);
+            if settled {
+                assert!(
+                    log_start_offset <= high_watermark,
+                    "{}: log start {log_start_offset} > high watermark {high_watermark}",
+                    self.name
+                );
+                assert_eq!(log.end_offset(), high_watermark, "{}: the written end is not the high watermark", self.name);
+            }
+        }
+        let pending = self.pending.borrow();
+        let mut queued_end = pending.front().map_or(log_end_offset, |first| first.base_offset);
+        if settled && !pending.is_empty() {
+            assert_eq!(queued_end, high_watermark, "{}: the queue does not start at the high watermark", self.name);
+        }
+        let mut queued_bytes = 0usize;
+        for append in pending.iter() {
+            assert_eq!(append.base_offset, queued_end, "{}: queued appends are not contiguous", self.name);
+            for bytes in &append.batches {
+                let header = batch::BatchHeader::parse(bytes).expect("queued batches were validated");
+                assert_eq!(header.base_offset, queued_end, "{}: queued batches are not contiguous", self.name);
+                queued_end = header.next_offset();
+            }
+            queued_bytes += append.bytes;
+        }
+        assert_eq!(queued_end, log_end_offset, "{}: the queue does not end at the log end", self.name);
+        assert!(queued_bytes <= self.pending_bytes.get(), "{}: queued bytes not counted", self.name);
     }
 
     /// Stops the flusher after it has written and synced everything queued, and checkpoints.
