@@ -51,11 +51,12 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, LogResult};
+use crate::fs::write_durably;
 use crate::limits::{
     BATCH_HEADER_BYTES, CLEANER_OFFSET_MAP_BYTES_MAX, CLEANER_OFFSET_MAP_ENTRY_BYTES, CLEANER_READ_BYTES, CLEANER_WRITE_BYTES,
     SEGMENT_BYTES_MAX,
 };
-use crate::log::{list_segments, sync_dir, write_durably, Log};
+use crate::log::{list_segments, Log};
 use crate::rt;
 use crate::segment::{file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX};
 use crate::topic_config::TopicConfig;
@@ -244,9 +245,13 @@ impl Checkpoint {
         Some(Checkpoint { clean_offset, oldest_tombstone_ms })
     }
 
-    fn write(&self, dir: &Path) -> LogResult<()> {
+    /// Writes the checkpoint durably, off the shard.
+    async fn write(&self, dir: &Path) -> LogResult<()> {
         let path = dir.join(CHECKPOINT_FILE);
-        write_durably(&path, format!("{} {}\n", self.clean_offset, self.oldest_tombstone_ms).as_bytes())
+        let contents = format!("{} {}\n", self.clean_offset, self.oldest_tombstone_ms);
+        let written = path.clone();
+        crate::fs::off_shard(move || write_durably(&written, contents.as_bytes()))
+            .await
             .map_err(|error| LogError::io(&path, error))
     }
 }
@@ -392,7 +397,8 @@ impl Log {
         if completed {
             let previous = checkpoint.map_or(i64::MIN, |checkpoint| checkpoint.clean_offset);
             Checkpoint { clean_offset: end_offset.max(previous), oldest_tombstone_ms: pass.oldest_tombstone_ms }
-                .write(&self.dir)?;
+                .write(&self.dir)
+                .await?;
         }
         pass.report.completed = completed;
         pass.report.duration_ms = started.elapsed().as_millis() as u64;
@@ -547,8 +553,12 @@ impl Log {
         if stop_after == Some(CrashPoint::CleanedWritten) {
             return Ok(GroupOutcome::Stopped);
         }
-        // From here to the end nothing awaits: retention, truncation and reads on this shard see
-        // either the old segments or the new one.
+        // From here to the end, retention and truncation wait (they take the segment-set lock),
+        // so the group stays as checked; reads on this shard see either the old segments or the
+        // new one. The new segment's reader is opened now, under the `.cleaned` name, and held
+        // until its final rename: a read never opens it by a name it does not have yet.
+        let _segment_set = self.lock_segment_set().await;
+        let pinned_reader = cleaned.reader()?;
         if !self.group_intact(group) {
             tracing::info!(dir = %self.dir.display(), base, "segments changed during cleaning; the group is cleaned next pass");
             drop(cleaned); // its files go below; the descriptor closes asynchronously
@@ -563,9 +573,10 @@ impl Log {
             let path = path.to_path_buf();
             move |error| LogError::io(path, error)
         };
-        crate::fs::rename(cleaned.index_path(), &swap_index).map_err(io(&swap_index))?;
-        crate::fs::rename(cleaned.path(), &swap_log).map_err(io(&swap_log))?;
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        // The commit point: both swap names durable (recovery completes the swap from here).
+        let commit = [(cleaned.index_path().to_path_buf(), swap_index.clone()), (cleaned.path().to_path_buf(), swap_log.clone())];
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || crate::fs::rename_durably(&as_paths(&commit), &dir)).await.map_err(io(&swap_log))?;
         if stop_after == Some(CrashPoint::SwapRenamed) {
             return Ok(GroupOutcome::Stopped);
         }
@@ -580,18 +591,23 @@ impl Log {
             segments.insert(base, Rc::new(cleaned));
         }
         on_swap(base, group_end);
-        for segment in group {
-            remove_if_exists(segment.index_path())?;
-            remove_if_exists(segment.path())?;
-        }
         // The unlinks must be durable before a final name can point at the new file.
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        let replaced: Vec<PathBuf> =
+            group.iter().flat_map(|segment| [segment.index_path().to_path_buf(), segment.path().to_path_buf()]).collect();
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || {
+            let replaced: Vec<&Path> = replaced.iter().map(PathBuf::as_path).collect();
+            crate::fs::remove_durably(&replaced, &dir)
+        })
+        .await
+        .map_err(io(&self.dir))?;
         if stop_after == Some(CrashPoint::OldDeleted) {
             return Ok(GroupOutcome::Stopped);
         }
-        crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
-        crate::fs::rename(&swap_log, &final_log).map_err(io(&final_log))?;
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        let finals = [(swap_index, final_index), (swap_log, final_log.clone())];
+        let dir = self.dir.clone();
+        crate::fs::off_shard(move || crate::fs::rename_durably(&as_paths(&finals), &dir)).await.map_err(io(&final_log))?;
+        drop(pinned_reader);
         Ok(GroupOutcome::Swapped)
     }
 
@@ -787,6 +803,11 @@ impl BatchReader {
     }
 }
 
+/// Borrowed `(from, to)` pairs for [`crate::fs::rename_durably`].
+fn as_paths(renames: &[(PathBuf, PathBuf)]) -> Vec<(&Path, &Path)> {
+    renames.iter().map(|(from, to)| (from.as_path(), to.as_path())).collect()
+}
+
 fn swap_paths(dir: &Path, base: i64, end: i64) -> (PathBuf, PathBuf) {
     (
         dir.join(format!("{base:020}.{end:020}.{LOG_SUFFIX}.{SWAP_SUFFIX}")),
@@ -834,19 +855,21 @@ pub fn recover_interrupted(dir: &Path) -> LogResult<()> {
     }
     swaps.sort_unstable_by_key(|(base, _, _)| *base);
     for (base, end, swap_log) in &swaps {
-        for replaced in list_segments(dir)?.into_iter().filter(|offset| (*base..*end).contains(offset)) {
-            remove_if_exists(&dir.join(file_name(replaced, INDEX_SUFFIX)))?;
-            remove_if_exists(&dir.join(file_name(replaced, LOG_SUFFIX)))?;
-        }
-        sync_dir(dir).map_err(io(dir))?;
+        let replaced: Vec<PathBuf> = list_segments(dir)?
+            .into_iter()
+            .filter(|offset| (*base..*end).contains(offset))
+            .flat_map(|replaced| [dir.join(file_name(replaced, INDEX_SUFFIX)), dir.join(file_name(replaced, LOG_SUFFIX))])
+            .collect();
+        let replaced: Vec<&Path> = replaced.iter().map(PathBuf::as_path).collect();
+        crate::fs::remove_durably(&replaced, dir).map_err(io(dir))?;
         let (_, swap_index) = swap_paths(dir, *base, *end);
         let final_index = dir.join(file_name(*base, INDEX_SUFFIX));
-        if swap_index.exists() {
-            crate::fs::rename(&swap_index, &final_index).map_err(io(&final_index))?;
-        }
         let final_log = dir.join(file_name(*base, LOG_SUFFIX));
-        crate::fs::rename(swap_log, &final_log).map_err(io(&final_log))?;
-        sync_dir(dir).map_err(io(dir))?;
+        let mut finals = vec![(swap_log.as_path(), final_log.as_path())];
+        if swap_index.exists() {
+            finals.insert(0, (swap_index.as_path(), final_index.as_path()));
+        }
+        crate::fs::rename_durably(&finals, dir).map_err(io(&final_log))?;
         tracing::info!(dir = %dir.display(), base, end, "completed an interrupted compaction swap");
     }
     for (base, path) in index_swaps {

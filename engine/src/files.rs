@@ -331,6 +331,13 @@ pub fn close_all_idle() {
     close_idle(usize::MAX);
 }
 
+/// Makes room in this shard's budget for `count` descriptors that work on its blocking pool is
+/// about to open and close again (`fs::off_shard`): that thread cannot close the shard's idle
+/// descriptors itself when the process runs out of them.
+pub(crate) fn make_room_for_transient(count: usize) {
+    make_room(count);
+}
+
 /// Closes idle descriptors, least recently used first, until `needed` more fit in the budget.
 /// Returns whether they fit.
 fn make_room(needed: usize) -> bool {

@@ -4,14 +4,37 @@
 //!
 //! - [`write_durably`]: temporary file, fdatasync, rename, fsync of the directory (fjall's
 //!   `rewrite_atomic`): a crash leaves the old contents or the new, never a mix.
+//! - [`rename_durably`], [`remove_durably`]: a set of renames (or unlinks) in one directory,
+//!   made durable together by one fsync of the directory (compaction's commit, index files).
 //! - [`rename`], [`remove_file`]: not durable until [`sync_dir`] of the directory.
 //! - [`append_durably`]: appends and syncs the data (and the name, when it creates the file).
 //! - [`write`]: replaces contents without syncing (hints whose loss or tear recovery tolerates).
+//!
+//! Everything here blocks its thread, fsyncs above all (one takes 0.1-10 ms, a full journal
+//! much longer). A shard thread serves produce and fetch for all its partitions, so what runs
+//! while the shard serves goes through [`off_shard`] (the shard's blocking pool); only opening at
+//! start (before the shard serves) and tests call these directly. The simulated disk's state is
+//! process-wide, so its hooks see the blocking pool's operations like the shard's.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use crate::sim_disk::{self, Op};
+
+/// Runs blocking file-system work (the functions of this module) on the shard's blocking pool
+/// and waits for it without blocking the shard. The caller awaits it before the step that must
+/// follow it, so the durability order is the order of the awaits.
+///
+/// The functions here open at most two descriptors at once (a file and its directory); room for
+/// them is made in the shard's descriptor budget first, since on the blocking thread
+/// `open_retrying` has no idle descriptors of its own to close.
+pub async fn off_shard<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    crate::files::make_room_for_transient(DESCRIPTORS_PER_OPERATION_MAX);
+    crate::rt::spawn_blocking(work).await
+}
+
+/// Descriptors one function of this module holds open at once: a file and its directory.
+const DESCRIPTORS_PER_OPERATION_MAX: usize = 2;
 
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, then syncs the
 /// directory, so a crash leaves either the old or the new contents and the name is durable.
@@ -22,11 +45,38 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
     temporary_name.push(".tmp");
     let temporary = path.with_file_name(temporary_name);
     write_synced(&temporary, contents)?;
-    rename(&temporary, path)?;
+    rename_durably(&[(&temporary, path)], parent_dir(path))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => sync_dir(Path::new(".")),
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
+}
+
+/// Renames each `(from, to)` in order (replacing `to`), then syncs `dir`, which holds every one
+/// of them: after a crash each rename may or may not have happened until the sync returns, and
+/// all have after it.
+pub fn rename_durably(renames: &[(&Path, &Path)], dir: &Path) -> io::Result<()> {
+    for (from, to) in renames {
+        debug_assert_eq!(parent_dir(to), dir, "a rename outside the directory synced");
+        rename(from, to)?;
+    }
+    sync_dir(dir)
+}
+
+/// Unlinks each of `paths` that exists, then syncs `dir`, which holds every one of them.
+pub fn remove_durably(paths: &[&Path], dir: &Path) -> io::Result<()> {
+    for path in paths {
+        debug_assert_eq!(parent_dir(path), dir, "a removal outside the directory synced");
+        match remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Creates or replaces `path` with `contents` and syncs its data (its name is not synced).

@@ -65,6 +65,23 @@ pub struct Log {
     /// close, nothing was cut, and nothing has been written since. The file is removed before the
     /// first write (an idle partition never pays for it), and a close finds nothing to record.
     recovery_point_exact: Cell<bool>,
+    /// Held by whoever removes or replaces segments across an await (retention, truncation, a
+    /// compaction swap committing: their fsyncs run off the shard), so none of them acts on a
+    /// segment set another has half changed. Appends and rolls only add at the end and take none.
+    segment_set_busy: Cell<bool>,
+    segment_set_free: Rc<rt::Notify>,
+}
+
+/// Exclusive right to remove or replace segments of a [`Log`]; released on drop.
+pub(crate) struct SegmentSetGuard<'a> {
+    log: &'a Log,
+}
+
+impl Drop for SegmentSetGuard<'_> {
+    fn drop(&mut self) {
+        self.log.segment_set_busy.set(false);
+        self.log.segment_set_free.notify_all();
+    }
 }
 
 /// What opening a log found, for the operator's log lines.
@@ -79,7 +96,8 @@ impl Log {
     pub async fn open(dir: &Path, now_ms: i64) -> LogResult<(Log, OpenReport)> {
         std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
         // An interrupted compaction is finished (or undone) before the segments are listed.
-        crate::compaction::recover_interrupted(dir)?;
+        let owned = dir.to_path_buf();
+        crate::fs::off_shard(move || crate::compaction::recover_interrupted(&owned)).await?;
         let base_offsets = list_segments(dir)?;
         let recovery_point = read_recovery_point(dir);
         let mut segments = BTreeMap::new();
@@ -131,12 +149,24 @@ impl Log {
             segments: RefCell::new(segments),
             log_start_offset: Cell::new(log_start_offset),
             recovery_point_exact: Cell::new(recovery_point_exact),
+            segment_set_busy: Cell::new(false),
+            segment_set_free: Rc::new(rt::Notify::default()),
         };
         Ok((log, report))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Waits until no other task removes or replaces segments, then holds that right until the
+    /// guard drops.
+    pub(crate) async fn lock_segment_set(&self) -> SegmentSetGuard<'_> {
+        while self.segment_set_busy.get() {
+            self.segment_set_free.notified().await;
+        }
+        self.segment_set_busy.set(true);
+        SegmentSetGuard { log: self }
     }
 
     pub fn active(&self) -> Rc<Segment> {
@@ -291,12 +321,47 @@ impl Log {
     pub async fn advance_start_offset(&self, offset: i64) -> LogResult<(i64, RemovalReport)> {
         self.note_write();
         if offset > self.log_start_offset.get() {
-            let path = self.dir.join(LOG_START_OFFSET_FILE);
-            write_durably(&path, format!("{offset}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+            self.write_log_start_offset(offset).await?;
             self.log_start_offset.set(offset);
         }
         let removed = self.remove_front_segments(RemovalCause::StartOffset, |_, next_base, _| next_base <= offset).await?;
         Ok((self.log_start_offset.get(), removed))
+    }
+
+    /// Asserts the segment set's shape: at least one segment, each keyed by its base offset,
+    /// offsets increasing across segments (compaction may leave gaps, never overlaps), and the log
+    /// start within [first segment base, end]. Walks every segment: debug builds only
+    /// ([`crate::partition::Partition::check_invariants`]).
+    pub fn check_invariants(&self) {
+        let segments = self.segments.borrow();
+        assert!(!segments.is_empty(), "{}: a log without segments", self.dir.display());
+        let mut previous_end = i64::MIN;
+        for (base, segment) in segments.iter() {
+            assert_eq!(*base, segment.base_offset, "{}: segment keyed by another base", self.dir.display());
+            assert!(
+                *base >= previous_end,
+                "{}: segment {base} overlaps the one before (ends {previous_end})",
+                self.dir.display()
+            );
+            assert!(segment.next_offset() >= *base, "{}: segment {base} ends before it starts", self.dir.display());
+            previous_end = segment.next_offset();
+        }
+        let first_base = *segments.keys().next().expect("checked");
+        let start = self.log_start_offset.get();
+        assert!(
+            first_base <= start && start <= previous_end.max(first_base),
+            "{}: log start {start} outside [{first_base}, {previous_end}]",
+            self.dir.display()
+        );
+    }
+
+    /// Makes `offset` the durable log start offset (before it takes effect in memory).
+    async fn write_log_start_offset(&self, offset: i64) -> LogResult<()> {
+        let path = self.dir.join(LOG_START_OFFSET_FILE);
+        let written = path.clone();
+        crate::fs::off_shard(move || write_durably(&written, format!("{offset}\n").as_bytes()))
+            .await
+            .map_err(|error| LogError::io(&path, error))
     }
 
     /// Whether the active segment holds records and all of them are older than `retention_ms`:
@@ -361,6 +426,7 @@ impl Log {
     ) -> LogResult<RemovalReport> {
         let mut report = RemovalReport::default();
         loop {
+            let _segment_set = self.lock_segment_set().await;
             let candidate = {
                 let segments = self.segments.borrow();
                 let mut iter = segments.iter();
@@ -374,8 +440,7 @@ impl Log {
             let Some((base, next_base, bytes)) = candidate else { break };
             if self.log_start_offset.get() < next_base {
                 // Readers must never be sent to a removed segment: the start moves first.
-                let path = self.dir.join(LOG_START_OFFSET_FILE);
-                write_durably(&path, format!("{next_base}\n").as_bytes()).map_err(|error| LogError::io(&path, error))?;
+                self.write_log_start_offset(next_base).await?;
                 self.log_start_offset.set(next_base);
             }
             let segment = self.segments.borrow_mut().remove(&base).expect("listed");
@@ -389,6 +454,7 @@ impl Log {
     /// Removes every batch at or after `offset`; used by replication when a follower's log
     /// diverges from its leader (KIP-101). The caller guarantees no append is in flight.
     pub async fn truncate_to(&self, offset: i64, now_ms: i64) -> LogResult<()> {
+        let _segment_set = self.lock_segment_set().await;
         self.note_write();
         let doomed: Vec<i64> = self.segments.borrow().range(offset..).map(|(base, _)| *base).collect();
         for base in doomed {
@@ -497,5 +563,5 @@ fn read_log_start_offset(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?.trim().parse().ok()
 }
 
-pub(crate) use crate::fs::sync_dir;
+// Kept for callers outside the engine (replication's metadata files); the engine names `fs`.
 pub use crate::fs::write_durably;

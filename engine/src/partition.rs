@@ -107,6 +107,19 @@ impl ReadResult {
     }
 }
 
+/// Whole batches read back for a coordinator's replay ([`Partition::read_batches`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatches {
+    /// RecordBatch v2 bytes as stored, oldest first, each CRC-checked. The first is the batch
+    /// holding the offset asked for, whole: records of it below that offset are the caller's to
+    /// skip. Offsets increase, with gaps where compaction removed batches.
+    pub batches: Vec<Bytes>,
+    /// Where the next read starts: the offset after the last batch returned (the offset asked for
+    /// when none was).
+    pub next_offset: i64,
+    pub high_watermark: i64,
+}
+
 /// The outcome of an append once the flusher is done with it.
 pub type AppendOutcome = Result<(), i16>;
 
@@ -143,6 +156,68 @@ struct TxnState {
     aborted: AbortedIndex,
 }
 
+/// Where a partition is in its life. Appends are accepted only while `Open`.
+///
+/// ```text
+///   Open ──I/O error──▶ Poisoned ──close/delete──▶ Closing { poisoned: true }
+///    └────────────close/delete──────────────────▶ Closing { poisoned: false } ──I/O error──┘
+///   Closing ──flusher drained, log closed──▶ Closed { poisoned }
+/// ```
+/// Poisoned is remembered through the close: a poisoned log is not checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Open,
+    /// A write or fsync failed: no further writes (queued ones fail with KAFKA_STORAGE_ERROR).
+    Poisoned,
+    /// `close` or `delete` runs: no new appends, the flusher drains what is queued and stops.
+    Closing {
+        poisoned: bool,
+    },
+    /// Closed or deleted: the log is gone.
+    Closed {
+        poisoned: bool,
+    },
+}
+
+impl Lifecycle {
+    pub fn is_poisoned(self) -> bool {
+        matches!(self, Lifecycle::Poisoned | Lifecycle::Closing { poisoned: true } | Lifecycle::Closed { poisoned: true })
+    }
+    /// Whether a close has begun (closing or closed).
+    pub fn is_closing(self) -> bool {
+        matches!(self, Lifecycle::Closing { .. } | Lifecycle::Closed { .. })
+    }
+    fn poisoned(self) -> Lifecycle {
+        match self {
+            Lifecycle::Open | Lifecycle::Poisoned => Lifecycle::Poisoned,
+            Lifecycle::Closing { .. } => Lifecycle::Closing { poisoned: true },
+            Lifecycle::Closed { .. } => Lifecycle::Closed { poisoned: true },
+        }
+    }
+    fn closing(self) -> Lifecycle {
+        match self {
+            Lifecycle::Open => Lifecycle::Closing { poisoned: false },
+            Lifecycle::Poisoned => Lifecycle::Closing { poisoned: true },
+            closing_or_closed => closing_or_closed,
+        }
+    }
+    fn closed(self) -> Lifecycle {
+        Lifecycle::Closed { poisoned: self.is_poisoned() }
+    }
+}
+
+/// What the flusher task is doing. It runs only while something is queued or unsynced (a task
+/// per idle partition would cost about 1.5 KiB each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlusherActivity {
+    /// No flusher task: the next wake starts one.
+    Stopped,
+    /// Running, between writes (waiting for a wake or the periodic sync).
+    Waiting,
+    /// Writing, syncing or rolling (truncation waits for it to be idle).
+    Writing,
+}
+
 /// Broker-wide settings a partition needs besides its topic config.
 #[derive(Debug, Clone)]
 pub struct PartitionSettings {
@@ -169,18 +244,24 @@ pub struct Partition {
     /// Fired whenever the high watermark or the last stable offset moves, or the partition closes.
     pub data_arrived: Rc<Notify>,
     flushed: Rc<Notify>,
+    /// Open, poisoned, closing or closed (see [`Lifecycle`]).
+    lifecycle: Cell<Lifecycle>,
+    /// Whether the flusher task runs, and whether it is writing (see [`FlusherActivity`]).
+    flusher: Cell<FlusherActivity>,
+    // The flags below are independent of the lifecycle and of each other, so they stay flags:
+    /// Data written and not yet synced (the periodic sync's work). A property of the data, true
+    /// or false in every lifecycle and flusher state.
     unsynced: Cell<bool>,
-    /// The last group written was synced (acks=all): worth writing ahead (see `flush_once`).
+    /// The last group written was synced (acks=all): worth writing ahead (see `flush_once`). A
+    /// hint about the workload, not a state.
     last_group_synced: Cell<bool>,
-    /// The flusher is writing or syncing (truncation waits for it to be idle).
-    flushing: Cell<bool>,
-    /// Retention found the active segment expired: the flusher rolls it when idle.
+    /// Retention found the active segment expired: the flusher rolls it when idle. A request
+    /// raised by another task, taken by the flusher whatever it is doing.
     roll_requested: Cell<bool>,
-    /// A cleaning pass runs (close waits for it: the pass holds the log).
+    /// A cleaning pass runs (close waits for it: the pass holds the log). A background activity
+    /// beside the flusher, in an open partition only, that a close stops and waits for.
     compacting: Cell<bool>,
     compaction_done: Rc<Notify>,
-    poisoned: Cell<bool>,
-    closing: Cell<bool>,
     /// Idempotent producers' state, up to `next_offset` (appends update it as they are queued).
     producers: RefCell<ProducerStateTable>,
     txns: RefCell<TxnState>,
@@ -189,7 +270,6 @@ pub struct Partition {
     /// The flusher task while it runs (then its finished handle). An idle partition has none:
     /// it starts on the first wake and ends once nothing is queued or unsynced.
     flusher_done: RefCell<Option<rt::Task<()>>>,
-    flusher_running: Cell<bool>,
     /// This partition (the flusher task holds a strong reference while it runs).
     me: std::rc::Weak<Partition>,
     /// Bytes recovery cut when the partition was opened.
@@ -214,7 +294,7 @@ impl Partition {
         budget: Rc<CacheBudget>,
     ) -> LogResult<Rc<Partition>> {
         let name = format!("{topic}-{partition}");
-        check_topic_id(&dir, &topic_id)?;
+        check_topic_id(&dir, &topic_id).await?;
         let (log, report) = Log::open(&dir, now_ms()).await?;
         if report.truncated_bytes > 0 {
             // One line per partition would be 100,000 at scale: the shard sums them at start
@@ -222,9 +302,18 @@ impl Partition {
             tracing::debug!(partition = %name, truncated_bytes = report.truncated_bytes, "recovered partition after an unclean stop");
         }
         let end = log.end_offset();
-        let mut aborted = AbortedIndex::load(&dir, log.log_start_offset(), log.first_segment_base(), end)
+        let (log_start_offset, first_segment_base, index_dir) = (log.log_start_offset(), log.first_segment_base(), dir.clone());
+        let aborted = crate::fs::off_shard(move || AbortedIndex::load(&index_dir, log_start_offset, first_segment_base, end))
+            .await
             .map_err(|error| LogError::io(&dir, error))?;
-        let producers = recover_producers(&log, &mut aborted)?;
+        let aborted = RefCell::new(aborted);
+        let producers = recover_producers(
+            &log,
+            |offset| aborted.borrow().contains(offset),
+            |txn, bucket| aborted.borrow_mut().insert(txn, bucket),
+        )
+        .await?;
+        let aborted = aborted.into_inner();
         let partition = Rc::new_cyclic(|me| Partition {
             topic,
             partition,
@@ -242,19 +331,17 @@ impl Partition {
             flusher_wake: Rc::new(Notify::default()),
             data_arrived: Rc::new(Notify::default()),
             flushed: Rc::new(Notify::default()),
+            lifecycle: Cell::new(Lifecycle::Open),
+            flusher: Cell::new(FlusherActivity::Stopped),
             unsynced: Cell::new(false),
             last_group_synced: Cell::new(false),
-            flushing: Cell::new(false),
             roll_requested: Cell::new(false),
             compacting: Cell::new(false),
             compaction_done: Rc::new(Notify::default()),
-            poisoned: Cell::new(false),
-            closing: Cell::new(false),
             producers: RefCell::new(producers),
             txns: RefCell::new(TxnState { unreplicated: BTreeMap::new(), aborted }),
             last_stable_offset_announced: Cell::new(end),
             flusher_done: RefCell::new(None),
-            flusher_running: Cell::new(false),
             me: me.clone(),
             recovered_bytes: report.truncated_bytes,
         });
@@ -287,12 +374,15 @@ impl Partition {
         self.with_log(|log| log.size_bytes()).unwrap_or(0)
     }
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.get()
+        self.lifecycle.get().is_poisoned()
+    }
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.get()
     }
     /// Whether the flusher has taken a group and its write or fdatasync is under way (tests of
     /// races against it assert the race happened).
     pub fn is_writing(&self) -> bool {
-        self.flushing.get()
+        self.flusher.get() == FlusherActivity::Writing
     }
     /// Appends queued for the flusher and not yet taken by it.
     pub fn queued_appends(&self) -> usize {
@@ -327,10 +417,10 @@ impl Partition {
     }
 
     async fn append_from(&self, records: Bytes, acks: Acks, coordinator: bool) -> LogResult<AppendTicket> {
-        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.is_poisoned() {
             self.flushed.notified().await;
         }
-        if self.poisoned.get() || self.closing.get() {
+        if self.lifecycle.get() != Lifecycle::Open {
             return Err(LogError::Poisoned(self.name.clone()));
         }
         let (max_message_bytes, log_append_time, before_max_ms, after_max_ms, codec) = {
@@ -406,11 +496,15 @@ impl Partition {
         for header in &headers {
             let bytes = frozen.slice(position..position + header.size_bytes);
             let last_offset = offset + header.last_offset_delta as i64;
+            // Paired with the patch above: the bytes queued carry the offsets assigned.
+            let patched = batch::BatchHeader::parse(&bytes)?;
+            assert!(patched.base_offset == offset && patched.last_offset() == last_offset && last_offset >= offset);
             self.cache.borrow_mut().push(CachedBatch { base_offset: offset, last_offset, bytes: bytes.clone() }, written_end);
             batches.push(bytes);
             position += header.size_bytes;
             offset = last_offset + 1;
         }
+        assert_eq!(offset, next, "offsets assigned and offsets queued differ");
         self.next_offset.set(next);
         if let Some(staged) = staged {
             self.producers.borrow_mut().commit(staged);
@@ -426,6 +520,7 @@ impl Partition {
             done,
         });
         self.wake_flusher();
+        self.debug_check_invariants();
         let log_append_time_ms = if log_append_time { append_time_ms } else { -1 };
         Ok(AppendTicket { base_offset, log_append_time_ms, done: receiver })
     }
@@ -466,10 +561,10 @@ impl Partition {
         coordinator_epoch: i32,
         control: ControlType,
     ) -> LogResult<AppendTicket> {
-        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.poisoned.get() {
+        while self.pending_bytes.get() > PENDING_BYTES_MAX && !self.is_poisoned() {
             self.flushed.notified().await;
         }
-        if self.poisoned.get() || self.closing.get() {
+        if self.lifecycle.get() != Lifecycle::Open {
             return Err(LogError::Poisoned(self.name.clone()));
         }
         let offset = self.next_offset.get();
@@ -501,6 +596,7 @@ impl Partition {
             done,
         });
         self.wake_flusher();
+        self.debug_check_invariants();
         Ok(AppendTicket { base_offset: offset, log_append_time_ms: -1, done: receiver })
     }
 
@@ -577,9 +673,13 @@ impl Partition {
 
     /// Writes the producer state as of the appended end (Kafka's snapshot at segment roll).
     /// A failure only means a longer header scan at the next open.
-    fn snapshot_producers(&self, log: &Log) {
+    /// The table is encoded now (appends may change it while the file is written off the shard).
+    async fn snapshot_producers(&self, log: &Log) {
         let offset = self.next_offset.get();
-        if let Err(error) = producer_state::write_snapshot(log.dir(), offset, &self.producers.borrow()) {
+        let encoded = self.producers.borrow().encode(offset);
+        let dir = log.dir().to_path_buf();
+        let written = crate::fs::off_shard(move || producer_state::write_snapshot_encoded(&dir, offset, &encoded)).await;
+        if let Err(error) = written {
             tracing::warn!(partition = %self.name, offset, %error, "could not write the producer state snapshot");
         }
     }
@@ -588,22 +688,22 @@ impl Partition {
     /// about 1.5 KiB each, most of a partition's idle memory).
     fn wake_flusher(&self) {
         self.flusher_wake.notify_all();
-        if self.closing.get() || self.flusher_running.replace(true) {
+        if self.lifecycle.get().is_closing() || self.flusher.get() != FlusherActivity::Stopped {
             return;
         }
-        match self.me.upgrade() {
-            Some(partition) => *self.flusher_done.borrow_mut() = Some(rt::spawn(Partition::run_flusher(partition))),
-            None => self.flusher_running.set(false),
+        if let Some(partition) = self.me.upgrade() {
+            self.flusher.set(FlusherActivity::Waiting);
+            *self.flusher_done.borrow_mut() = Some(rt::spawn(Partition::run_flusher(partition)));
         }
     }
 
     async fn run_flusher(partition: Rc<Partition>) {
         loop {
             if partition.pending.borrow().is_empty() {
-                if partition.closing.get() {
+                if partition.lifecycle.get().is_closing() {
                     break;
                 }
-                if partition.roll_requested.take() && !partition.poisoned.get() {
+                if partition.roll_requested.take() && !partition.is_poisoned() {
                     partition.roll_idle().await;
                     continue;
                 }
@@ -613,13 +713,13 @@ impl Partition {
                     break;
                 }
                 let interval = Duration::from_millis(partition.settings.flush_interval_ms.max(1));
-                if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.poisoned.get() {
+                if rt::timeout(interval, wake).await.is_none() && partition.unsynced.get() && !partition.is_poisoned() {
                     let active = partition.with_log(|log| log.active());
                     if let Some(active) = active {
-                        partition.flushing.set(true);
+                        partition.flusher.set(FlusherActivity::Writing);
                         let synced = active.sync().await;
                         drop(active);
-                        partition.flushing.set(false);
+                        partition.flusher.set(FlusherActivity::Waiting);
                         match synced {
                             Ok(()) => partition.unsynced.set(false),
                             Err(error) => partition.poison(&error),
@@ -631,7 +731,7 @@ impl Partition {
             }
             partition.flush_once().await;
         }
-        partition.flusher_running.set(false);
+        partition.flusher.set(FlusherActivity::Stopped);
     }
 
     /// Rolls the active segment while nothing is queued (retention of an expired active segment).
@@ -640,17 +740,18 @@ impl Partition {
         if !self.pending.borrow().is_empty() || log.active().size_bytes() == 0 {
             return;
         }
-        self.flushing.set(true);
+        self.flusher.set(FlusherActivity::Writing);
         let rolled = log.roll(self.next_offset.get(), now_ms()).await;
-        self.flushing.set(false);
+        self.flusher.set(FlusherActivity::Waiting);
         match rolled {
             Ok(()) => {
                 self.unsynced.set(false);
-                self.snapshot_producers(&log);
+                self.snapshot_producers(&log).await;
             }
             Err(error) => self.poison(&error),
         }
         self.flushed.notify_all();
+        self.debug_check_invariants();
     }
 
     /// One retention pass (the shard's background task calls it): removes closed segments by
@@ -659,7 +760,7 @@ impl Partition {
     /// can remove it.
     pub async fn enforce_retention(&self, now_ms: i64) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
         let Some(log) = self.log.borrow().clone() else { return Ok(Vec::new()) };
-        if self.poisoned.get() {
+        if self.is_poisoned() {
             return Ok(Vec::new());
         }
         let (deletes, retention_ms, retention_bytes) = {
@@ -671,12 +772,13 @@ impl Partition {
         // Only removals move the log start here (DeleteRecords drops its own): a pass that
         // removes nothing lists no directory.
         if !reports.is_empty() {
-            self.drop_aborted_below_start(&log)?;
+            self.drop_aborted_below_start(&log).await?;
         }
         if log.active_expired(now_ms, retention_ms) {
             self.roll_requested.set(true);
             self.wake_flusher();
         }
+        self.debug_check_invariants();
         Ok(reports)
     }
 
@@ -686,7 +788,7 @@ impl Partition {
     pub async fn compact(&self, now_ms: i64, options: &CompactOptions) -> LogResult<Option<CleanReport>> {
         let Some(log) = self.log.borrow().clone() else { return Ok(None) };
         let config = self.config.borrow().clone();
-        if self.poisoned.get() || self.closing.get() || self.compacting.get() || !config.cleanup_policy.compacts() {
+        if self.lifecycle.get() != Lifecycle::Open || self.compacting.get() || !config.cleanup_policy.compacts() {
             return Ok(None);
         }
         self.compacting.set(true);
@@ -694,11 +796,12 @@ impl Partition {
         // aborted transaction the pass may meet can be added meanwhile.
         let txns = CleanerTxns { last_stable_offset: self.last_stable_offset(), aborted: self.aborted_txns() };
         let mut on_swap = |_base: i64, end: i64| self.cache.borrow_mut().remove_below(end);
-        let stop = || self.closing.get();
+        let stop = || self.lifecycle.get().is_closing();
         let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &txns, &mut on_swap, &stop).await;
         drop(log);
         self.compacting.set(false);
         self.compaction_done.notify_all();
+        self.debug_check_invariants();
         result
     }
 
@@ -720,27 +823,29 @@ impl Partition {
             return Err(LogError::OffsetOutOfRange { offset, start: log.log_start_offset(), end: high_watermark });
         }
         let advanced = log.advance_start_offset(offset).await?;
-        self.drop_aborted_below_start(&log)?;
+        self.drop_aborted_below_start(&log).await?;
+        self.debug_check_invariants();
         Ok(advanced)
     }
 
     /// The log start moved: aborted transactions whose marker is below it are forgotten, and the
     /// index files of removed segments go with them.
-    fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
-        let dropped = self.txns.borrow_mut().aborted.drop_below(log.dir(), log.log_start_offset(), log.first_segment_base());
-        dropped.map_err(|error| LogError::io(log.dir(), error))?;
+    async fn drop_aborted_below_start(&self, log: &Log) -> LogResult<()> {
+        let changes =
+            self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
+        crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
         self.announce_last_stable_offset();
         Ok(())
     }
 
     /// Writes one group of queued appends (and syncs if any needs it).
     async fn flush_once(&self) {
-        self.flushing.set(true);
+        self.flusher.set(FlusherActivity::Writing);
         self.flush_group().await;
         // Zeros written ahead (by a background task) make the next acks=all writes overwrites,
         // whose fdatasync is cheaper. acks=1 reserves space instead: it has no fdatasync to pay
         // for the unwritten extents, and zeros would double its disk writes (measured: README).
-        if !self.poisoned.get() {
+        if !self.is_poisoned() {
             if let Some(active) = self.with_log(|log| log.active()) {
                 if self.last_group_synced.get() {
                     active.fill_ahead();
@@ -749,13 +854,13 @@ impl Partition {
                 }
             }
         }
-        self.flushing.set(false);
+        self.flusher.set(FlusherActivity::Waiting);
         self.flushed.notify_all();
     }
 
     async fn flush_group(&self) {
         let group = self.take_group();
-        if self.poisoned.get() {
+        if self.is_poisoned() {
             for pending in group {
                 let _ = pending.done.send(Err(56));
             }
@@ -765,9 +870,8 @@ impl Partition {
         let bytes: usize = group.iter().map(|pending| pending.bytes).sum();
         self.pending_bytes.set(self.pending_bytes.get() - bytes);
         match result {
-            Ok(()) => {
-                let end = self.with_log(|log| log.end_offset()).unwrap_or(self.high_watermark.get());
-                self.high_watermark.set(end);
+            Ok(end) => {
+                self.advance_high_watermark(end);
                 // Kafka's `onHighWatermarkUpdated`: transactions whose marker is below the high
                 // watermark are decided for readers now.
                 self.txns.borrow_mut().unreplicated.retain(|_, marker_offset| *marker_offset >= end);
@@ -786,6 +890,7 @@ impl Partition {
             }
         }
         self.flushed.notify_all();
+        self.debug_check_invariants();
     }
 
     fn take_group(&self) -> Vec<PendingAppend> {
@@ -802,15 +907,19 @@ impl Partition {
         group
     }
 
-    async fn write_group(&self, group: &[PendingAppend]) -> LogResult<()> {
+    async fn write_group(&self, group: &[PendingAppend]) -> LogResult<i64> {
         let Some(log) = self.log.borrow().clone() else {
             return Err(LogError::Deleted(self.name.clone()));
         };
         self.write_group_to(&log, group).await
     }
 
-    async fn write_group_to(&self, log: &Log, group: &[PendingAppend]) -> LogResult<()> {
+    /// Returns the log end after the write, asserted equal to the end of what the group queued.
+    async fn write_group_to(&self, log: &Log, group: &[PendingAppend]) -> LogResult<i64> {
         log.note_write();
+        // Offset continuity where queued batches cross into the log: each starts where the
+        // previous one (or the log) ends.
+        let mut queued_end = log.end_offset();
         let config = self.config.borrow().clone();
         let mut sync = false;
         let mut run: Vec<Bytes> = Vec::new();
@@ -830,13 +939,20 @@ impl Partition {
             let too_old = segment_ms > 0 && now - active.created_at_ms > segment_ms;
             let index_full = active.index_entries() >= INDEX_ENTRIES_MAX;
             if active.size_bytes() + run_bytes > 0 && (too_big || too_old || index_full) {
-                self.index_aborted(log, &active, &mut run_aborted)?;
+                self.index_aborted(log, &active, &mut run_aborted).await?;
                 active.append(&run).await?;
                 run.clear();
                 run_bytes = 0;
                 log.roll(pending.base_offset, now).await?;
                 self.unsynced.set(false);
-                self.snapshot_producers(log);
+                self.snapshot_producers(log).await;
+            }
+            assert_eq!(pending.base_offset, queued_end, "{}: a queued append does not start at the log end", self.name);
+            for bytes in &pending.batches {
+                let header = batch::BatchHeader::parse(bytes)?;
+                assert_eq!(header.base_offset, queued_end, "{}: a batch does not start at the log end", self.name);
+                assert!(header.last_offset() >= header.base_offset, "{}: a batch ends before it starts", self.name);
+                queued_end = header.next_offset();
             }
             run.extend(pending.batches.iter().cloned());
             run_aborted.extend(pending.aborted);
@@ -844,7 +960,7 @@ impl Partition {
             sync |= pending.acks == Acks::Synced;
         }
         let active = log.active();
-        self.index_aborted(log, &active, &mut run_aborted)?;
+        self.index_aborted(log, &active, &mut run_aborted).await?;
         active.append(&run).await?;
         drop(active);
         self.unsynced.set(true);
@@ -853,17 +969,25 @@ impl Partition {
             log.active().sync().await?;
             self.unsynced.set(false);
         }
-        Ok(())
+        // raft-rs `log_unstable`: what was written must be exactly what was queued; a mismatch is
+        // a bug, and acknowledging past it would acknowledge what is not there.
+        let persisted_end = log.end_offset();
+        assert_eq!(
+            persisted_end, queued_end,
+            "{}: the flush persisted up to {persisted_end}, queued up to {queued_end}",
+            self.name
+        );
+        Ok(persisted_end)
     }
 
     /// Makes the index entries of the abort markers about to be written to `active` durable
     /// first, in its `.txnindex` file: a marker on disk always has its entry (an entry whose marker
     /// a crash lost lies past the recovered end and is dropped on open).
-    fn index_aborted(&self, log: &Log, active: &crate::segment::Segment, entries: &mut Vec<AbortedTxn>) -> LogResult<()> {
+    async fn index_aborted(&self, log: &Log, active: &crate::segment::Segment, entries: &mut Vec<AbortedTxn>) -> LogResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        AbortedIndex::append_to_file(log.dir(), active.base_offset, entries).map_err(|error| LogError::io(log.dir(), error))?;
+        append_aborted_off_shard(log.dir(), active.base_offset, entries.clone()).await?;
         let mut txns = self.txns.borrow_mut();
         for entry in entries.drain(..) {
             txns.aborted.insert(entry, active.base_offset);
@@ -872,7 +996,9 @@ impl Partition {
     }
 
     fn poison(&self, error: &LogError) {
-        if !self.poisoned.replace(true) {
+        let lifecycle = self.lifecycle.get();
+        if !lifecycle.is_poisoned() {
+            self.lifecycle.set(lifecycle.poisoned());
             tracing::error!(partition = %self.name, %error, "write or fsync failed: partition poisoned, no further writes accepted");
         }
         self.flushed.notify_all();
@@ -921,6 +1047,54 @@ impl Partition {
         Ok(result)
     }
 
+    /// Reads whole batches below the high watermark from `offset`, about `max_bytes` of them (at
+    /// least one when any is readable), for a coordinator replaying its log: from the batch cache
+    /// for the tail, else from the segment file through the shard's descriptor budget, read on the
+    /// blocking pool. Nothing is returned at or past the high watermark. A batch that fails its
+    /// CRC check is an error, never skipped.
+    pub async fn read_batches(&self, offset: i64, max_bytes: usize) -> LogResult<ReadBatches> {
+        let mut busy_retries = 0usize;
+        loop {
+            let high_watermark = self.high_watermark.get();
+            let (log_start_offset, log_end_offset) = (self.log_start_offset(), self.next_offset.get());
+            if offset < log_start_offset || offset > log_end_offset {
+                return Err(LogError::OffsetOutOfRange { offset, start: log_start_offset, end: log_end_offset });
+            }
+            let mut read = ReadBatches { batches: Vec::new(), next_offset: offset, high_watermark };
+            if offset >= high_watermark {
+                return Ok(read);
+            }
+            let cached = self.cache.borrow().read(offset, max_bytes, high_watermark);
+            if let Some(batches) = cached {
+                if cfg!(debug_assertions) {
+                    for batch in &batches {
+                        batch::validate_stored(batch).expect("a cached batch passed validation when appended");
+                    }
+                }
+                read.batches = batches;
+            } else {
+                let Some(log) = self.log.borrow().clone() else { return Err(LogError::Deleted(self.name.clone())) };
+                let slice = match log.read(offset, max_bytes, high_watermark) {
+                    // The budget is held by descriptors in use (sendfiles in flight) for a moment.
+                    Err(LogError::DescriptorsBusy) if busy_retries < DESCRIPTORS_BUSY_RETRIES_MAX => {
+                        busy_retries += 1;
+                        rt::sleep(DESCRIPTORS_BUSY_RETRY_INTERVAL).await;
+                        continue;
+                    }
+                    slice => slice?,
+                };
+                if let Some(slice) = slice {
+                    read.batches = read_whole_batches(log.dir(), slice).await?;
+                }
+            }
+            if let Some(last) = read.batches.last() {
+                read.next_offset = batch::BatchHeader::parse(last)?.next_offset();
+            }
+            check_read_batches(offset, &read);
+            return Ok(read);
+        }
+    }
+
     /// ListOffsets by timestamp: first offset whose batch max timestamp is >= `timestamp_ms`.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> LogResult<Option<(i64, i64)>> {
         self.with_log(|log| log.offset_for_timestamp(timestamp_ms)).unwrap_or(Ok(None))
@@ -933,7 +1107,7 @@ impl Partition {
 
     /// Truncates the log to `offset` (replication, KIP-101). Waits for queued writes first.
     pub async fn truncate_to(&self, offset: i64) -> LogResult<()> {
-        while !self.pending.borrow().is_empty() || self.flushing.get() {
+        while !self.pending.borrow().is_empty() || self.flusher.get() == FlusherActivity::Writing {
             self.flushed.notified().await;
         }
         let Some(log) = self.log.borrow().clone() else {
@@ -941,23 +1115,102 @@ impl Partition {
         };
         log.truncate_to(offset, now_ms()).await?;
         let end = log.end_offset();
-        let producers = {
+        let changes = {
             let mut txns = self.txns.borrow_mut();
             txns.unreplicated.clear();
-            txns.aborted.truncate_to(log.dir(), end).map_err(|error| LogError::io(log.dir(), error))?;
-            recover_producers(&log, &mut txns.aborted)?
+            txns.aborted.truncate_in_memory(log.dir(), end)
         };
+        crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
+        let producers = recover_producers(
+            &log,
+            |offset| self.txns.borrow().aborted.contains(offset),
+            |txn, bucket| self.txns.borrow_mut().aborted.insert(txn, bucket),
+        )
+        .await?;
         *self.producers.borrow_mut() = producers;
         self.cache.borrow_mut().truncate_to(offset);
         self.next_offset.set(end);
+        // The one place the high watermark may move back: an explicit truncation (KIP-101).
         self.high_watermark.set(self.high_watermark.get().min(end));
         self.announce_last_stable_offset();
+        self.debug_check_invariants();
         Ok(())
+    }
+
+    /// Moves the high watermark to `end` after a flush: never back (only a truncation moves it
+    /// back), never past the log end.
+    fn advance_high_watermark(&self, end: i64) {
+        let previous = self.high_watermark.get();
+        assert!(end >= previous, "{}: high watermark moving back from {previous} to {end}", self.name);
+        assert!(end <= self.next_offset.get(), "{}: high watermark {end} past the log end {}", self.name, self.next_offset.get());
+        self.high_watermark.set(end);
+    }
+
+    /// [`Partition::check_invariants`] in debug builds (called after every change of state).
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Asserts how the partition's offsets relate (panics on a violation):
+    ///
+    /// ```text
+    ///   log start <= last stable offset <= high watermark <= log end (next offset)
+    ///   queued appends: contiguous, from the high watermark (no group in flight) to the log end
+    /// ```
+    /// While the flusher writes, the log may have rolled to a segment above the high watermark
+    /// and retention may have moved the log start there, so `log start <= high watermark` and
+    /// `written end == high watermark` are checked only between writes (and not once poisoned). Walks the queue and the segments: debug builds call it after
+    /// every change of state; tests may call it any time.
+    pub fn check_invariants(&self) {
+        let high_watermark = self.high_watermark.get();
+        let log_end_offset = self.next_offset.get();
+        let last_stable_offset = self.last_stable_offset();
+        assert!(high_watermark <= log_end_offset, "{}: high watermark {high_watermark} > log end {log_end_offset}", self.name);
+        assert!(
+            last_stable_offset <= high_watermark,
+            "{}: LSO {last_stable_offset} > high watermark {high_watermark}",
+            self.name
+        );
+        // A poisoned partition stops where its write failed: its log may hold part of a group the
+        // high watermark never reached, and its queue waits to be failed.
+        let settled = self.flusher.get() != FlusherActivity::Writing && !self.is_poisoned();
+        if let Some(log) = self.log.borrow().as_deref() {
+            log.check_invariants();
+            let log_start_offset = log.log_start_offset();
+            assert!(log_start_offset <= log_end_offset, "{}: log start {log_start_offset} > log end {log_end_offset}", self.name);
+            if settled {
+                assert!(
+                    log_start_offset <= high_watermark,
+                    "{}: log start {log_start_offset} > high watermark {high_watermark}",
+                    self.name
+                );
+                assert_eq!(log.end_offset(), high_watermark, "{}: the written end is not the high watermark", self.name);
+            }
+        }
+        let pending = self.pending.borrow();
+        let mut queued_end = pending.front().map_or(log_end_offset, |first| first.base_offset);
+        if settled && !pending.is_empty() {
+            assert_eq!(queued_end, high_watermark, "{}: the queue does not start at the high watermark", self.name);
+        }
+        let mut queued_bytes = 0usize;
+        for append in pending.iter() {
+            assert_eq!(append.base_offset, queued_end, "{}: queued appends are not contiguous", self.name);
+            for bytes in &append.batches {
+                let header = batch::BatchHeader::parse(bytes).expect("queued batches were validated");
+                assert_eq!(header.base_offset, queued_end, "{}: queued batches are not contiguous", self.name);
+                queued_end = header.next_offset();
+            }
+            queued_bytes += append.bytes;
+        }
+        assert_eq!(queued_end, log_end_offset, "{}: the queue does not end at the log end", self.name);
+        assert!(queued_bytes <= self.pending_bytes.get(), "{}: queued bytes not counted", self.name);
     }
 
     /// Stops the flusher after it has written and synced everything queued, and checkpoints.
     pub async fn close(&self) -> LogResult<()> {
-        self.closing.set(true);
+        self.lifecycle.set(self.lifecycle.get().closing());
         self.flusher_wake.notify_all();
         self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
@@ -969,18 +1222,19 @@ impl Partition {
         self.cache.borrow_mut().clear();
         if let Some(log) = log.and_then(|log| Rc::try_unwrap(log).ok()) {
             // Idle since a clean open: the recovery point and producer snapshot on disk are exact.
-            if !self.poisoned.get() && !log.unchanged_since_clean_open() {
+            if !self.is_poisoned() && !log.unchanged_since_clean_open() {
                 log.checkpoint().await?;
-                self.snapshot_producers(&log);
+                self.snapshot_producers(&log).await;
             }
             log.close().await?;
         }
+        self.lifecycle.set(self.lifecycle.get().closed());
         Ok(())
     }
 
     /// Closes and removes the partition's directory (topic deletion).
     pub async fn delete(&self) -> LogResult<()> {
-        self.closing.set(true);
+        self.lifecycle.set(self.lifecycle.get().closing());
         self.flusher_wake.notify_all();
         self.wait_for_compaction().await;
         let flusher = self.flusher_done.borrow_mut().take();
@@ -990,15 +1244,70 @@ impl Partition {
         self.data_arrived.notify_all();
         self.cache.borrow_mut().clear();
         let log = self.log.borrow_mut().take();
-        match log.map(Rc::try_unwrap) {
+        let deleted = match log.map(Rc::try_unwrap) {
             Some(Ok(log)) => log.delete().await,
             Some(Err(log)) => {
                 let dir = log.dir().to_path_buf();
                 crate::fs::remove_dir_all(&dir).map_err(|error| LogError::io(&dir, error))
             }
             None => Ok(()),
-        }
+        };
+        self.lifecycle.set(self.lifecycle.get().closed());
+        deleted
     }
+}
+
+/// How long [`Partition::read_batches`] waits for a segment descriptor when the shard's budget is
+/// held by descriptors in use.
+const DESCRIPTORS_BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// ... and how many times before it gives up with [`LogError::DescriptorsBusy`] (retriable).
+const DESCRIPTORS_BUSY_RETRIES_MAX: usize = 1000;
+
+/// The whole batches of a file slice, read on the blocking pool (segment data is written with
+/// O_DIRECT, so it is not in the page cache), each CRC-checked: the pair of the check made when it
+/// was appended.
+async fn read_whole_batches(dir: &std::path::Path, slice: FileSlice) -> LogResult<Vec<Bytes>> {
+    let FileSlice { file, position, length, first_batch_bytes } = slice;
+    let bytes = rt::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buffer = vec![0u8; length];
+        file.read_exact_at(&mut buffer, position).map(|()| Bytes::from(buffer))
+    })
+    .await
+    .map_err(|error| LogError::io(dir, error))?;
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    while bytes.len() - at >= crate::limits::BATCH_HEADER_BYTES {
+        let header = batch::BatchHeader::parse(&bytes[at..])?;
+        if at + header.size_bytes > bytes.len() {
+            break; // cut by max_bytes: the next read starts with it
+        }
+        let whole = bytes.slice(at..at + header.size_bytes);
+        batch::validate_stored(&whole)?;
+        batches.push(whole);
+        at += header.size_bytes;
+    }
+    // A slice always starts with a whole batch (`Segment::read_from`).
+    assert!(at >= first_batch_bytes, "a segment slice of {length} bytes holds no whole first batch");
+    Ok(batches)
+}
+
+/// What [`Partition::read_batches`] hands across to a coordinator: the batch holding `offset`
+/// first, offsets increasing, nothing at or past the high watermark.
+fn check_read_batches(offset: i64, read: &ReadBatches) {
+    let mut previous_end = offset;
+    for (index, bytes) in read.batches.iter().enumerate() {
+        let header = batch::BatchHeader::parse(bytes).expect("parsed when read");
+        if index == 0 {
+            // Holds `offset`, or is the next batch after a gap compaction left.
+            assert!(header.last_offset() >= offset, "first batch ends at {} below {offset}", header.last_offset());
+        } else {
+            assert!(header.base_offset >= previous_end, "batches out of order: {} after {previous_end}", header.base_offset);
+        }
+        assert!(header.last_offset() < read.high_watermark, "a batch past the high watermark {}", read.high_watermark);
+        previous_end = header.next_offset();
+    }
+    assert_eq!(read.next_offset, previous_end);
 }
 
 /// The batches of a produce request in the topic's codec (`compression.type`), each header's
@@ -1079,7 +1388,13 @@ fn producer_batches(headers: &[batch::BatchHeader], base_offset: i64, append_tim
 /// past it, from appends a crash lost, are removed), then the batches after it — data batches'
 /// headers, and the end-transaction markers of control batches (Kafka's `loadProducersFromRecords`).
 /// An abort marker missing from `aborted` (its index file lost) gets its entry back.
-fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<ProducerStateTable> {
+/// The index is reached through `contains` and `insert`, so no borrow of it is held across the
+/// awaits of the file writes (reads consult it meanwhile).
+async fn recover_producers(
+    log: &Log,
+    contains: impl Fn(i64) -> bool,
+    mut insert: impl FnMut(AbortedTxn, i64),
+) -> LogResult<ProducerStateTable> {
     let end = log.end_offset();
     let (from, mut table) = producer_state::load_snapshot_at_or_below(log.dir(), end).unwrap_or_default();
     let mut missing: Vec<AbortedTxn> = Vec::new();
@@ -1097,7 +1412,7 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
                 offset: header.base_offset,
                 timestamp_ms: header.max_timestamp,
             });
-            if completed.aborted && completed.last_offset >= log_start_offset && !aborted.contains(completed.last_offset) {
+            if completed.aborted && completed.last_offset >= log_start_offset && !contains(completed.last_offset) {
                 missing.push(AbortedTxn {
                     producer_id: completed.producer_id,
                     first_offset: completed.first_offset,
@@ -1117,9 +1432,9 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
         let bucket = log.segment_base_of(missing[position].last_offset);
         let count = missing[position..].iter().take_while(|txn| log.segment_base_of(txn.last_offset) == bucket).count();
         let group = &missing[position..position + count];
-        AbortedIndex::append_to_file(log.dir(), bucket, group).map_err(|error| LogError::io(log.dir(), error))?;
+        append_aborted_off_shard(log.dir(), bucket, group.to_vec()).await?;
         for txn in group {
-            aborted.insert(*txn, bucket);
+            insert(*txn, bucket);
         }
         position += count;
     }
@@ -1134,10 +1449,18 @@ fn recover_producers(log: &Log, aborted: &mut AbortedIndex) -> LogResult<Produce
     Ok(table)
 }
 
+/// Appends `entries` to the aborted-transaction index file of `bucket` durably, off the shard.
+async fn append_aborted_off_shard(dir: &std::path::Path, bucket: i64, entries: Vec<AbortedTxn>) -> LogResult<()> {
+    let owned = dir.to_path_buf();
+    crate::fs::off_shard(move || AbortedIndex::append_to_file(&owned, bucket, &entries))
+        .await
+        .map_err(|error| LogError::io(dir, error))
+}
+
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name.
-fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
+async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(*topic_id));
     match std::fs::read_to_string(&path) {
@@ -1151,6 +1474,8 @@ fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
     std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
     // Durably: a torn or empty file left by a crash would read as another topic's, and the
     // directory would be removed as that topic's at the next start.
-    crate::fs::write_durably(&path, expected.as_bytes()).map_err(|error| LogError::io(&path, error))?;
-    Ok(())
+    let written = path.clone();
+    crate::fs::off_shard(move || crate::fs::write_durably(&written, expected.as_bytes()))
+        .await
+        .map_err(|error| LogError::io(&path, error))
 }

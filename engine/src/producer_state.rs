@@ -721,8 +721,14 @@ pub fn list_snapshots(dir: &Path) -> Vec<i64> {
 /// Writes the snapshot of `table` at `offset` durably (temporary file, fsync, rename), then
 /// removes all but the newest [`PRODUCER_SNAPSHOTS_RETAINED`] snapshots.
 pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> std::io::Result<()> {
+    write_snapshot_encoded(dir, offset, &table.encode(offset))
+}
+
+/// [`write_snapshot`] of a table already encoded (`ProducerStateTable::encode`), so the write can
+/// run off the shard while the table changes.
+pub fn write_snapshot_encoded(dir: &Path, offset: i64, encoded: &[u8]) -> std::io::Result<()> {
     let path = snapshot_path(dir, offset);
-    crate::fs::write_durably(&path, &table.encode(offset))?;
+    crate::fs::write_durably(&path, encoded)?;
     let offsets = list_snapshots(dir);
     let excess = offsets.len().saturating_sub(PRODUCER_SNAPSHOTS_RETAINED);
     for old in &offsets[..excess] {

@@ -123,11 +123,12 @@ impl Segment {
         }
         let index_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
         let segment = Segment::open_files(path, index_path, base_offset, now_ms);
-        segment.writer().await?; // creates the file
-                                 // The new name must be durable before any append to it is acknowledged as synced: a
-                                 // file's fdatasync does not cover its directory entry (POSIX; the simulated disk keeps
-                                 // exactly that).
-        crate::fs::sync_dir(dir).map_err(|error| LogError::io(dir, error))?;
+        // Creates the file. Its name must be durable before any append to it is acknowledged as
+        // synced: a file's fdatasync does not cover its directory entry (POSIX; the simulated disk
+        // keeps exactly that).
+        segment.writer().await?;
+        let synced = dir.to_path_buf();
+        crate::fs::off_shard(move || crate::fs::sync_dir(&synced)).await.map_err(|error| LogError::io(dir, error))?;
         Ok(segment)
     }
 
@@ -481,8 +482,16 @@ impl Segment {
         let size = self.size_bytes.get();
         self.writer().await?.truncate(size).await.map_err(|error| LogError::io(&self.path, error))?;
         self.ahead.set_file_size(size);
-        self.index.borrow().store(&self.index_path, size).map_err(|error| LogError::io(&self.index_path, error))?;
-        Ok(())
+        self.store_index(size).await
+    }
+
+    /// Writes the index covering `size` bytes durably, off the shard.
+    async fn store_index(&self, size: u64) -> LogResult<()> {
+        let encoded = self.index.borrow().encode(size);
+        let path = self.index_path.clone();
+        crate::fs::off_shard(move || crate::fs::write_durably(&path, &encoded))
+            .await
+            .map_err(|error| LogError::io(&self.index_path, error))
     }
 
     /// Cuts the segment so it ends before the batch containing `offset` (truncation for

@@ -107,11 +107,7 @@ fn read_file(path: &Path) -> std::io::Result<(Vec<AbortedTxn>, bool)> {
 fn rewrite_file(dir: &Path, bucket: i64, entries: &[AbortedTxn]) -> std::io::Result<()> {
     let path = txn_index_path(dir, bucket);
     if entries.is_empty() {
-        match crate::fs::remove_file(&path) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
-        return crate::fs::sync_dir(dir);
+        return crate::fs::remove_durably(&[&path], dir);
     }
     let bytes: Vec<u8> = entries.iter().flat_map(|txn| txn.encode()).collect();
     crate::fs::write_durably(&path, &bytes)
@@ -215,24 +211,75 @@ impl AbortedIndex {
     /// The log start moved (retention, DeleteRecords): entries whose marker is below it go from
     /// memory, files of buckets below the first segment left go from disk.
     pub fn drop_below(&mut self, dir: &Path, log_start_offset: i64, first_segment_base: i64) -> std::io::Result<()> {
+        self.drop_below_in_memory(dir, log_start_offset, first_segment_base).apply()
+    }
+
+    /// [`AbortedIndex::drop_below`] in memory now; the file changes it implies are returned, to be
+    /// made durable off the shard.
+    pub fn drop_below_in_memory(&mut self, dir: &Path, log_start_offset: i64, first_segment_base: i64) -> IndexFileChanges {
         self.entries = self.entries.split_off(&log_start_offset);
-        for bucket in list_txn_indexes(dir).into_iter().take_while(|bucket| *bucket < first_segment_base) {
-            rewrite_file(dir, bucket, &[])?;
-        }
-        Ok(())
+        IndexFileChanges { dir: dir.to_path_buf(), rewrites: Vec::new(), remove: BucketRange::Below(first_segment_base) }
     }
 
     /// The log was truncated to `offset`: entries of markers at or after it go, from memory and
     /// from disk (buckets at or past it are removed, the one before it rewritten).
     pub fn truncate_to(&mut self, dir: &Path, offset: i64) -> std::io::Result<()> {
+        self.truncate_in_memory(dir, offset).apply()
+    }
+
+    /// [`AbortedIndex::truncate_to`] in memory now; the file changes it implies are returned, to
+    /// be made durable off the shard.
+    pub fn truncate_in_memory(&mut self, dir: &Path, offset: i64) -> IndexFileChanges {
         let dropped = self.entries.split_off(&offset);
         let mut touched: Vec<i64> = dropped.values().map(|(_, bucket)| *bucket).collect();
-        touched.extend(list_txn_indexes(dir).into_iter().filter(|bucket| *bucket >= offset));
         touched.sort_unstable();
         touched.dedup();
-        for bucket in touched {
-            let kept: Vec<AbortedTxn> = self.entries.values().filter(|(_, kept)| *kept == bucket).map(|(txn, _)| *txn).collect();
-            rewrite_file(dir, bucket, &kept)?;
+        let rewrites = touched
+            .into_iter()
+            .map(|bucket| {
+                let kept = self.entries.values().filter(|(_, kept)| *kept == bucket).map(|(txn, _)| *txn).collect();
+                (bucket, kept)
+            })
+            .collect();
+        // Every kept entry lies below `offset`, and so does its bucket: a file at or past it
+        // keeps nothing.
+        IndexFileChanges { dir: dir.to_path_buf(), rewrites, remove: BucketRange::AtOrAbove(offset) }
+    }
+}
+
+/// Buckets whose files an index change removes, whichever exist on disk when it is applied.
+#[derive(Debug, Clone, Copy)]
+enum BucketRange {
+    Below(i64),
+    AtOrAbove(i64),
+}
+
+/// The `.txnindex` file changes an in-memory change of an [`AbortedIndex`] implies: files
+/// rewritten with the entries they keep (removed when they keep none), each durably. `Send`, so
+/// [`IndexFileChanges::apply`] can run on the shard's blocking pool.
+#[must_use = "the index on disk changes only when the changes are applied"]
+#[derive(Debug)]
+pub struct IndexFileChanges {
+    dir: PathBuf,
+    rewrites: Vec<(i64, Vec<AbortedTxn>)>,
+    remove: BucketRange,
+}
+
+impl IndexFileChanges {
+    /// Makes the changes durable, bucket by bucket in ascending order (blocking).
+    pub fn apply(self) -> std::io::Result<()> {
+        let mut touched: BTreeMap<i64, Vec<AbortedTxn>> = self.rewrites.into_iter().collect();
+        for bucket in list_txn_indexes(&self.dir) {
+            let removed = match self.remove {
+                BucketRange::Below(end) => bucket < end,
+                BucketRange::AtOrAbove(start) => bucket >= start,
+            };
+            if removed {
+                touched.entry(bucket).or_default();
+            }
+        }
+        for (bucket, kept) in touched {
+            rewrite_file(&self.dir, bucket, &kept)?;
         }
         Ok(())
     }

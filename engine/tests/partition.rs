@@ -758,3 +758,64 @@ fn segment_older_than_segment_ms_rolls_on_the_next_append() {
         partition.close().await.expect("clean close");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// read_batches (coordinator replay)
+
+/// Replays the whole log the way a coordinator does (from the log start, `max_bytes` at a time,
+/// each read starting at the previous one's `next_offset`) and returns the batches read.
+async fn replay_with_read_batches(partition: &Partition, max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let read = partition.read_batches(offset, max_bytes).await.expect("read_batches");
+        assert!(!read.batches.is_empty(), "nothing read at {offset} below the high watermark");
+        assert!(read.next_offset > offset, "no progress at {offset}");
+        batches.extend(read.batches.iter().map(|batch| batch.to_vec()));
+        offset = read.next_offset;
+    }
+    batches
+}
+
+#[test]
+fn read_batches_replays_every_committed_batch_from_cache_and_from_disk_without_file_handles() {
+    run(|| async {
+        let dir = temp_dir();
+        let segment_bytes = 4_000;
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let mut model = Model::default();
+        for index in 0..40u64 {
+            let produced =
+                BatchSpec::simple(1 + (index % 3) as usize, 80 + (index % 5) as usize * 40, index, BASE_TIMESTAMP_MS).encode();
+            let base_offset = model.append(&produced);
+            assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        }
+        let expected: Vec<Vec<u8>> = model.batches.iter().map(|batch| batch.bytes.clone()).collect();
+        // The tail comes from the cache; small reads still return one whole batch each.
+        for max_bytes in [1, 700, 1 << 20] {
+            assert_eq!(replay_with_read_batches(&partition, max_bytes).await, expected, "cached, max_bytes {max_bytes}");
+        }
+        // A read inside a batch returns that batch whole; at the high watermark, nothing.
+        let second = &model.batches[1];
+        if second.last_offset() > second.base_offset {
+            let read = partition.read_batches(second.base_offset + 1, 1).await.expect("read inside a batch");
+            assert_eq!(read.batches[0].to_vec(), second.bytes);
+            assert_eq!(read.next_offset, second.next_offset());
+        }
+        let at_end = partition.read_batches(partition.high_watermark(), 1 << 20).await.expect("read at the end");
+        assert!(at_end.batches.is_empty());
+        assert_eq!(at_end.next_offset, partition.high_watermark());
+        assert!(matches!(
+            partition.read_batches(partition.log_end_offset() + 1, 1).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        partition.close().await.expect("clean close");
+        // Reopened without a cache: every batch comes from the segment files.
+        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
+        assert!(segment_files(dir.path()).len() >= 3, "test precondition: several segments");
+        for max_bytes in [1, 700, 1 << 20] {
+            assert_eq!(replay_with_read_batches(&partition, max_bytes).await, expected, "from disk, max_bytes {max_bytes}");
+        }
+        partition.close().await.expect("clean close");
+    });
+}
