@@ -13,8 +13,11 @@ use uuid::Uuid;
 
 const TRANSACTIONAL_ID: &str = "transactional-id";
 
-/// (name, key, value) of every record type, tombstones included.
-fn cases() -> Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)> {
+/// A record's name, key and value (`None`: a tombstone).
+type Case = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+/// Every record type, tombstones included.
+fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for (name, record) in classic_records() {
         out.push((name, records::encode_key(&record), records::encode_value(&record)));
