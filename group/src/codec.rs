@@ -18,7 +18,7 @@
 //! Coordinator records are framed into RecordBatch v2 by net/ (`coordinator::encode_batch`, with
 //! kafka-protocol's encoder); the batch header size lives in `fjord_engine::limits`.
 
-use bytes::{Buf, BufMut};
+use bytes::BufMut;
 use uuid::Uuid;
 
 /// Most elements in one decoded array, and the longest compact string or array: a corrupt length
@@ -151,29 +151,29 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// The next `N` bytes, by value: the fixed-size fields.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        Ok(self.take(N)?.try_into().expect("take(N) returns N bytes"))
+    }
+
     pub fn i8(&mut self) -> Result<i8, RecordError> {
-        self.need(1)?;
-        Ok(self.bytes.get_i8())
+        self.array().map(i8::from_be_bytes)
     }
 
     pub fn i16(&mut self) -> Result<i16, RecordError> {
-        self.need(2)?;
-        Ok(self.bytes.get_i16())
+        self.array().map(i16::from_be_bytes)
     }
 
     pub fn i32(&mut self) -> Result<i32, RecordError> {
-        self.need(4)?;
-        Ok(self.bytes.get_i32())
+        self.array().map(i32::from_be_bytes)
     }
 
     pub fn i64(&mut self) -> Result<i64, RecordError> {
-        self.need(8)?;
-        Ok(self.bytes.get_i64())
+        self.array().map(i64::from_be_bytes)
     }
 
     pub fn uuid(&mut self) -> Result<Uuid, RecordError> {
-        let bytes = self.take(16)?;
-        Ok(Uuid::from_bytes(bytes.try_into().expect("take(16) returns 16 bytes")))
+        self.array().map(Uuid::from_bytes)
     }
 
     fn utf8(&mut self, length: usize) -> Result<String, RecordError> {
