@@ -45,10 +45,11 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest,
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
+use crate::consumer::ConsumerGroups;
 use crate::offsets::{metadata_too_large, CommitKind, GroupOffsets, OffsetAndMetadata, OFFSET_METADATA_CHARS_MAX};
 use crate::records::{GroupMetadataValue, MemberMetadataValue, Record, STRING_BYTES_MAX};
 
@@ -1286,6 +1287,55 @@ impl Groups {
             return Err(ResponseError::RebalanceInProgress);
         }
         Ok(group_id)
+    }
+
+    /// TxnOffsetCommit's group checks (Kafka `OffsetMetadataManager.validateTransactionalOffsetCommit`),
+    /// after the transaction coordinator has checked the producer id and epoch (KIP-890 verify):
+    ///
+    /// - COORDINATOR_LOAD_IN_PROGRESS while this coordinator loads.
+    /// - A KIP-848 consumer group of that id: its member checks ([`ConsumerGroups::validate_offset_commit`]),
+    ///   member id and epoch checked only when given (KAFKA-18060); a stale epoch is answered
+    ///   ILLEGAL_GENERATION, the fencing error KIP-447 producers handle (see below). The offsets
+    ///   then go to the Empty classic group of the same id, checked as a simple commit.
+    /// - Otherwise the classic checks of [`Groups::validate_offset_commit`] with
+    ///   [`CommitKind::Transactional`]: generation, member id and group instance id (KIP-447
+    ///   fencing of zombie producers by group generation), each only when the request carries them.
+    ///
+    /// A missing group is created as a simple group when the generation is negative, as an
+    /// OffsetCommit would: hence `&mut self`. Net/ answers every partition of the request with the
+    /// error (`ResponseError::code`).
+    ///
+    /// Kafka's own `ConsumerGroup.validateMemberEpoch` throws STALE_MEMBER_EPOCH here for a member
+    /// of the new protocol. Fjord answers ILLEGAL_GENERATION: the producer's `TxnOffsetCommitHandler`
+    /// (TransactionManager) makes UNKNOWN_MEMBER_ID and ILLEGAL_GENERATION an abortable
+    /// CommitFailedException and any error it does not list a fatal one.
+    pub fn validate_txn_offset_commit(
+        &mut self,
+        consumer: &ConsumerGroups,
+        ctx: &RequestContext,
+        request: &TxnOffsetCommitRequest,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if self.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let as_commit = if consumer.contains_group(&request.group_id) {
+            consumer
+                .validate_offset_commit(&request.group_id, &request.member_id, request.generation_id, CommitKind::Transactional)
+                .map_err(|error| match error {
+                    ResponseError::StaleMemberEpoch => ResponseError::IllegalGeneration,
+                    error => error,
+                })?;
+            // The offsets live in the Empty classic group of the same id.
+            OffsetCommitRequest::default().with_group_id(request.group_id.clone()).with_generation_id_or_member_epoch(-1)
+        } else {
+            OffsetCommitRequest::default()
+                .with_group_id(request.group_id.clone())
+                .with_generation_id_or_member_epoch(request.generation_id)
+                .with_member_id(request.member_id.clone())
+                .with_group_instance_id(request.group_instance_id.clone())
+        };
+        self.validate_offset_commit(ctx, &as_commit, CommitKind::Transactional, now_ms).map(drop)
     }
 
     // ---------------------------------------------------------------------------------------------

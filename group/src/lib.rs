@@ -1,7 +1,8 @@
 //! Group coordination without I/O: the classic group protocol (JoinGroup/SyncGroup/Heartbeat/
 //! LeaveGroup), the KIP-848 consumer group protocol (ConsumerGroupHeartbeat) with server-side
 //! assignors, committed offsets, and the records that persist all of it in `__consumer_offsets`;
-//! and the transaction coordinator (`txn`) with its `__transaction_state` records.
+//! and the transaction coordinator (`txn`) with its `__transaction_state` records. All three
+//! record codecs are built on one set of bounded wire primitives (`codec`).
 //!
 //! Every state machine here is pure: it takes the current time as an argument, returns the records
 //! the caller must append durably before answering, and never sleeps or spawns. The shard that owns
@@ -9,6 +10,7 @@
 
 pub mod assignor;
 pub mod classic;
+pub mod codec;
 pub mod consumer;
 pub mod offsets;
 pub mod records;

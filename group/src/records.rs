@@ -13,9 +13,13 @@
 //! ```
 //!
 //! Lives on the shard that owns the `__consumer_offsets` partition the group hashes to
-//! (see [`partition_for`]).
+//! (see [`partition_for`]). The strings, bytes and bounded reads are the shared ones of
+//! [`crate::codec`].
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
+
+use crate::codec::{put_array_length, put_bytes, put_nullable_string, put_string, Reader};
+pub use crate::codec::{RecordError, STRING_BYTES_MAX};
 
 /// Key version of an offset commit written by Kafka before 0.10 (same layout as version 1).
 pub const KEY_VERSION_OFFSET_COMMIT_LEGACY: i16 = 0;
@@ -30,13 +34,6 @@ pub const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
 pub const OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY: i16 = 1;
 /// GroupMetadataValue v3: the newest non-flexible version (adds groupInstanceId).
 pub const GROUP_METADATA_VALUE_VERSION: i16 = 3;
-
-/// The longest string the non-flexible schemas can hold (int16 length). The coordinator refuses
-/// requests whose strings would not fit before they change any state.
-pub const STRING_BYTES_MAX: usize = i16::MAX as usize;
-
-/// A group may hold at most this many members in one record: bounds decoding of untrusted bytes.
-pub const GROUP_MEMBERS_COUNT_MAX: usize = 1 << 20;
 
 /// One `__consumer_offsets` record, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,22 +80,6 @@ pub struct MemberMetadataValue {
     /// The member's metadata for the group's selected protocol.
     pub subscription: Bytes,
     pub assignment: Bytes,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
-    #[error("record truncated: needed {needed} more bytes")]
-    Truncated { needed: usize },
-    #[error("{trailing} trailing bytes after the record")]
-    Trailing { trailing: usize },
-    #[error("invalid length {0}")]
-    InvalidLength(i32),
-    #[error("string is not UTF-8")]
-    InvalidUtf8,
-    #[error("null where the schema forbids it")]
-    UnexpectedNull,
-    #[error("unsupported {what} version {version}")]
-    UnsupportedVersion { what: &'static str, version: i16 },
 }
 
 impl Record {
@@ -177,7 +158,7 @@ fn encode_group_metadata_value(value: &GroupMetadataValue) -> Vec<u8> {
     put_nullable_string(&mut buf, value.protocol.as_deref());
     put_nullable_string(&mut buf, value.leader.as_deref());
     buf.put_i64(value.current_state_timestamp_ms);
-    buf.put_i32(i32::try_from(value.members.len()).expect("member count fits i32"));
+    put_array_length(&mut buf, value.members.len());
     for member in &value.members {
         put_string(&mut buf, &member.member_id);
         put_nullable_string(&mut buf, member.group_instance_id.as_deref());
@@ -194,7 +175,7 @@ fn encode_group_metadata_value(value: &GroupMetadataValue) -> Vec<u8> {
 /// Decodes one record. Keys of versions this module does not own decode to [`Record::Unknown`]
 /// without looking at the value.
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Record, RecordError> {
-    let mut reader = Reader(key);
+    let mut reader = Reader::new(key);
     let key_version = reader.i16()?;
     let record = match key_version {
         KEY_VERSION_OFFSET_COMMIT_LEGACY | KEY_VERSION_OFFSET_COMMIT => {
@@ -217,7 +198,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Record, RecordError> {
 }
 
 fn decode_offset_commit_value(bytes: &[u8]) -> Result<OffsetCommitValue, RecordError> {
-    let mut reader = Reader(bytes);
+    let mut reader = Reader::new(bytes);
     let version = reader.i16()?;
     if !(0..=3).contains(&version) {
         return Err(RecordError::UnsupportedVersion { what: "OffsetCommitValue", version });
@@ -232,7 +213,7 @@ fn decode_offset_commit_value(bytes: &[u8]) -> Result<OffsetCommitValue, RecordE
 }
 
 fn decode_group_metadata_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordError> {
-    let mut reader = Reader(bytes);
+    let mut reader = Reader::new(bytes);
     let version = reader.i16()?;
     if !(0..=3).contains(&version) {
         return Err(RecordError::UnsupportedVersion { what: "GroupMetadataValue", version });
@@ -242,10 +223,7 @@ fn decode_group_metadata_value(bytes: &[u8]) -> Result<GroupMetadataValue, Recor
     let protocol = reader.nullable_string()?;
     let leader = reader.nullable_string()?;
     let current_state_timestamp_ms = if version >= 2 { reader.i64()? } else { -1 };
-    let count = reader.length()?;
-    if count > GROUP_MEMBERS_COUNT_MAX {
-        return Err(RecordError::InvalidLength(count as i32));
-    }
+    let count = reader.array_length()?.ok_or(RecordError::UnexpectedNull)?;
     let mut members = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let member_id = reader.string()?;
@@ -271,87 +249,6 @@ fn decode_group_metadata_value(bytes: &[u8]) -> Result<GroupMetadataValue, Recor
     }
     reader.finish()?;
     Ok(GroupMetadataValue { protocol_type, generation, protocol, leader, current_state_timestamp_ms, members })
-}
-
-fn put_string(buf: &mut Vec<u8>, s: &str) {
-    buf.put_i16(i16::try_from(s.len()).expect("string longer than i16::MAX bytes"));
-    buf.put_slice(s.as_bytes());
-}
-
-fn put_nullable_string(buf: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(buf, s),
-        None => buf.put_i16(-1),
-    }
-}
-
-fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.put_i32(i32::try_from(bytes.len()).expect("bytes longer than i32::MAX"));
-    buf.put_slice(bytes);
-}
-
-/// A bounds-checked cursor: every read checks the remaining length first, so truncated or
-/// hostile input is an error, never a panic.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn need(&self, count: usize) -> Result<(), RecordError> {
-        if self.0.remaining() < count {
-            return Err(RecordError::Truncated { needed: count - self.0.remaining() });
-        }
-        Ok(())
-    }
-
-    fn i16(&mut self) -> Result<i16, RecordError> {
-        self.need(2)?;
-        Ok(self.0.get_i16())
-    }
-
-    fn i32(&mut self) -> Result<i32, RecordError> {
-        self.need(4)?;
-        Ok(self.0.get_i32())
-    }
-
-    fn i64(&mut self) -> Result<i64, RecordError> {
-        self.need(8)?;
-        Ok(self.0.get_i64())
-    }
-
-    fn length(&mut self) -> Result<usize, RecordError> {
-        let length = self.i32()?;
-        usize::try_from(length).map_err(|_| RecordError::InvalidLength(length))
-    }
-
-    fn nullable_string(&mut self) -> Result<Option<String>, RecordError> {
-        let length = self.i16()?;
-        if length == -1 {
-            return Ok(None);
-        }
-        let length = usize::try_from(length).map_err(|_| RecordError::InvalidLength(i32::from(length)))?;
-        self.need(length)?;
-        let (head, tail) = self.0.split_at(length);
-        self.0 = tail;
-        std::str::from_utf8(head).map(|s| Some(s.to_owned())).map_err(|_| RecordError::InvalidUtf8)
-    }
-
-    fn string(&mut self) -> Result<String, RecordError> {
-        self.nullable_string()?.ok_or(RecordError::UnexpectedNull)
-    }
-
-    fn bytes(&mut self) -> Result<Bytes, RecordError> {
-        let length = self.length()?;
-        self.need(length)?;
-        let (head, tail) = self.0.split_at(length);
-        self.0 = tail;
-        Ok(Bytes::copy_from_slice(head))
-    }
-
-    fn finish(&self) -> Result<(), RecordError> {
-        match self.0.len() {
-            0 => Ok(()),
-            trailing => Err(RecordError::Trailing { trailing }),
-        }
-    }
 }
 
 #[cfg(test)]

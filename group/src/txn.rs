@@ -66,8 +66,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 pub use record::{
-    encode_key, TxnRecord, TxnRecordError, TxnState, TxnValue, DECODE_COUNT_MAX, KEY_VERSION, TRANSACTIONAL_ID_BYTES_MAX,
-    VALUE_VERSION_V0, VALUE_VERSION_V1,
+    encode_key, TxnRecord, TxnRecordError, TxnState, TxnValue, KEY_VERSION, TRANSACTIONAL_ID_BYTES_MAX, VALUE_VERSION_V0,
+    VALUE_VERSION_V1,
 };
 
 use crate::consumer::TopicRegex;

@@ -10,12 +10,15 @@
 //! Field lists follow the JSON schemas in apache/kafka `group-coordinator/src/main/resources/
 //! common/message/ConsumerGroup*{Key,Value}.json`. Tagged fields are written empty and skipped on
 //! read; the optional racks in partition metadata are written empty. Key versions 0..=2 belong to
-//! the classic group and offset records (records.rs) and are rejected here.
+//! the classic group and offset records (records.rs) and are rejected here. The primitives
+//! (compact lengths, unsigned varints, tag sections, bounded reads) are [`crate::codec`]'s.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::assignor::Assignment;
+pub use crate::codec::RecordError;
+use crate::codec::{put_compact_length, put_compact_nullable_string, put_compact_string, put_empty_tags, put_string, Reader};
 
 pub const GROUP_METADATA_KEY_VERSION: i16 = 3;
 pub const PARTITION_METADATA_KEY_VERSION: i16 = 4;
@@ -26,9 +29,6 @@ pub const CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION: i16 = 8;
 const VALUE_VERSION: i16 = 0;
 // Key versions 0..=2 are the classic records (offset commit, group metadata): never ours.
 const _: () = assert!(GROUP_METADATA_KEY_VERSION == 3 && CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION == 8);
-
-/// Largest array or string length accepted when decoding (a corrupt length must not allocate).
-pub const DECODE_LENGTH_MAX: usize = 1 << 20;
 
 /// Reconciliation state of a member (Kafka's `MemberState`, persisted as an int8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,7 +57,7 @@ impl MemberState {
             0 | 1 => Ok(MemberState::Stable),
             2 => Ok(MemberState::UnrevokedPartitions),
             3 => Ok(MemberState::UnreleasedPartitions),
-            _ => Err(RecordError::Invalid("member state")),
+            code => Err(RecordError::UnknownCode { what: "member state", code }),
         }
     }
 }
@@ -109,20 +109,6 @@ pub enum ConsumerRecord {
     TargetAssignmentMember { group_id: String, member_id: String, assignment: Option<Assignment> },
     /// Key version 8: a member's current assignment and epoch.
     CurrentMemberAssignment { group_id: String, member_id: String, value: Option<CurrentAssignment> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    #[error("record truncated")]
-    Truncated,
-    #[error("key version {0} is not a consumer group record")]
-    UnknownKeyVersion(i16),
-    #[error("value version {0} is not supported")]
-    UnknownValueVersion(i16),
-    #[error("invalid {0}")]
-    Invalid(&'static str),
-    #[error("trailing bytes after record")]
-    TrailingBytes,
 }
 
 impl ConsumerRecord {
@@ -232,64 +218,61 @@ impl ConsumerRecord {
 
     /// Decodes a record written by [`ConsumerRecord::encode`] (or by Kafka).
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<ConsumerRecord, RecordError> {
-        let mut key = key;
-        let key_version = get_i16(&mut key)?;
+        let mut key = Reader::new(key);
+        let key_version = key.i16()?;
         if !Self::is_consumer_key_version(key_version) {
             return Err(RecordError::UnknownKeyVersion(key_version));
         }
-        let group_id = get_string(&mut key)?;
+        let group_id = key.string()?;
         let has_member = matches!(
             key_version,
             MEMBER_METADATA_KEY_VERSION | TARGET_ASSIGNMENT_MEMBER_KEY_VERSION | CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION
         );
-        let member_id = if has_member { get_string(&mut key)? } else { String::new() };
-        if !key.is_empty() {
-            return Err(RecordError::TrailingBytes);
-        }
-        let Some(mut value) = value else {
+        let member_id = if has_member { key.string()? } else { String::new() };
+        key.finish()?;
+        let Some(value) = value else {
             return Ok(Self::tombstone(key_version, group_id, member_id));
         };
-        let value_version = get_i16(&mut value)?;
+        let buf = &mut Reader::new(value);
+        let value_version = buf.i16()?;
         if value_version != VALUE_VERSION {
-            return Err(RecordError::UnknownValueVersion(value_version));
+            return Err(RecordError::UnsupportedVersion { what: "consumer group record value", version: value_version });
         }
-        let buf = &mut value;
         let record = match key_version {
-            GROUP_METADATA_KEY_VERSION => ConsumerRecord::GroupMetadata { group_id, epoch: Some(get_i32(buf)?) },
+            GROUP_METADATA_KEY_VERSION => ConsumerRecord::GroupMetadata { group_id, epoch: Some(buf.i32()?) },
             PARTITION_METADATA_KEY_VERSION => {
-                let count = get_compact_length(buf)?.ok_or(RecordError::Invalid("topics"))?;
+                let count = buf.compact_array_length()?;
                 let mut topics = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
-                    let topic_id = get_uuid(buf)?;
-                    let topic_name = get_compact_string(buf)?.ok_or(RecordError::Invalid("topic name"))?;
-                    let partition_count = get_i32(buf)?;
-                    let racks = get_compact_length(buf)?.unwrap_or(0);
-                    for _ in 0..racks {
-                        get_i32(buf)?;
-                        let rack_count = get_compact_length(buf)?.unwrap_or(0);
-                        for _ in 0..rack_count {
-                            get_compact_string(buf)?;
+                    let topic_id = buf.uuid()?;
+                    let topic_name = buf.compact_string()?;
+                    let partition_count = buf.i32()?;
+                    // PartitionRacks: [partition:i32 | racks:[string] | tags], read and dropped.
+                    for _ in 0..buf.compact_length()?.unwrap_or(0) {
+                        buf.i32()?;
+                        for _ in 0..buf.compact_length()?.unwrap_or(0) {
+                            buf.compact_nullable_string()?;
                         }
-                        skip_tags(buf)?;
+                        buf.skip_tags()?;
                     }
-                    skip_tags(buf)?;
+                    buf.skip_tags()?;
                     topics.push(TopicMetadata { topic_id, topic_name, partition_count });
                 }
                 ConsumerRecord::PartitionMetadata { group_id, topics: Some(topics) }
             }
             MEMBER_METADATA_KEY_VERSION => {
-                let instance_id = get_compact_string(buf)?;
-                let rack_id = get_compact_string(buf)?;
-                let client_id = get_compact_string(buf)?.ok_or(RecordError::Invalid("client id"))?;
-                let client_host = get_compact_string(buf)?.ok_or(RecordError::Invalid("client host"))?;
-                let count = get_compact_length(buf)?.ok_or(RecordError::Invalid("subscribed topics"))?;
+                let instance_id = buf.compact_nullable_string()?;
+                let rack_id = buf.compact_nullable_string()?;
+                let client_id = buf.compact_string()?;
+                let client_host = buf.compact_string()?;
+                let count = buf.compact_array_length()?;
                 let mut subscribed_topic_names = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
-                    subscribed_topic_names.push(get_compact_string(buf)?.ok_or(RecordError::Invalid("topic name"))?);
+                    subscribed_topic_names.push(buf.compact_string()?);
                 }
-                let subscribed_topic_regex = get_compact_string(buf)?;
-                let rebalance_timeout_ms = get_i32(buf)?;
-                let server_assignor = get_compact_string(buf)?;
+                let subscribed_topic_regex = buf.compact_nullable_string()?;
+                let rebalance_timeout_ms = buf.i32()?;
+                let server_assignor = buf.compact_nullable_string()?;
                 let value = MemberMetadata {
                     instance_id,
                     rack_id,
@@ -303,25 +286,23 @@ impl ConsumerRecord {
                 ConsumerRecord::MemberMetadata { group_id, member_id, value: Some(value) }
             }
             TARGET_ASSIGNMENT_METADATA_KEY_VERSION => {
-                ConsumerRecord::TargetAssignmentMetadata { group_id, assignment_epoch: Some(get_i32(buf)?) }
+                ConsumerRecord::TargetAssignmentMetadata { group_id, assignment_epoch: Some(buf.i32()?) }
             }
             TARGET_ASSIGNMENT_MEMBER_KEY_VERSION => {
                 ConsumerRecord::TargetAssignmentMember { group_id, member_id, assignment: Some(get_assignment(buf)?) }
             }
             _ => {
-                let member_epoch = get_i32(buf)?;
-                let previous_member_epoch = get_i32(buf)?;
-                let state = MemberState::from_code(get_i8(buf)?)?;
+                let member_epoch = buf.i32()?;
+                let previous_member_epoch = buf.i32()?;
+                let state = MemberState::from_code(buf.i8()?)?;
                 let assigned = get_assignment(buf)?;
                 let pending_revocation = get_assignment(buf)?;
                 let value = CurrentAssignment { member_epoch, previous_member_epoch, state, assigned, pending_revocation };
                 ConsumerRecord::CurrentMemberAssignment { group_id, member_id, value: Some(value) }
             }
         };
-        skip_tags(buf)?;
-        if !buf.is_empty() {
-            return Err(RecordError::TrailingBytes);
-        }
+        buf.skip_tags()?;
+        buf.finish()?;
         Ok(record)
     }
 
@@ -341,40 +322,6 @@ impl ConsumerRecord {
     }
 }
 
-fn put_string(out: &mut BytesMut, value: &str) {
-    let length = i16::try_from(value.len()).expect("group and member ids are validated to fit an i16 length");
-    out.put_i16(length);
-    out.put_slice(value.as_bytes());
-}
-
-fn put_unsigned_varint(out: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        out.put_u8((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
-}
-
-fn put_compact_length(out: &mut BytesMut, length: usize) {
-    put_unsigned_varint(out, length as u64 + 1);
-}
-
-fn put_compact_string(out: &mut BytesMut, value: &str) {
-    put_compact_length(out, value.len());
-    out.put_slice(value.as_bytes());
-}
-
-fn put_compact_nullable_string(out: &mut BytesMut, value: Option<&str>) {
-    match value {
-        Some(value) => put_compact_string(out, value),
-        None => put_unsigned_varint(out, 0),
-    }
-}
-
-fn put_empty_tags(out: &mut BytesMut) {
-    put_unsigned_varint(out, 0);
-}
-
 fn put_assignment(out: &mut BytesMut, assignment: &Assignment) {
     put_compact_length(out, assignment.len());
     for (topic_id, partitions) in assignment {
@@ -387,107 +334,17 @@ fn put_assignment(out: &mut BytesMut, assignment: &Assignment) {
     }
 }
 
-fn need(buf: &[u8], length: usize) -> Result<(), RecordError> {
-    if buf.remaining() < length {
-        Err(RecordError::Truncated)
-    } else {
-        Ok(())
-    }
-}
-
-fn get_i8(buf: &mut &[u8]) -> Result<i8, RecordError> {
-    need(buf, 1)?;
-    Ok(buf.get_i8())
-}
-
-fn get_i16(buf: &mut &[u8]) -> Result<i16, RecordError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-fn get_i32(buf: &mut &[u8]) -> Result<i32, RecordError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
-}
-
-fn get_uuid(buf: &mut &[u8]) -> Result<Uuid, RecordError> {
-    need(buf, 16)?;
-    let mut bytes = [0u8; 16];
-    buf.copy_to_slice(&mut bytes);
-    Ok(Uuid::from_bytes(bytes))
-}
-
-fn get_bytes_utf8(buf: &mut &[u8], length: usize) -> Result<String, RecordError> {
-    if length > DECODE_LENGTH_MAX {
-        return Err(RecordError::Invalid("string length"));
-    }
-    need(buf, length)?;
-    let text = std::str::from_utf8(&buf[..length]).map_err(|_| RecordError::Invalid("utf-8"))?.to_string();
-    buf.advance(length);
-    Ok(text)
-}
-
-fn get_string(buf: &mut &[u8]) -> Result<String, RecordError> {
-    let length = get_i16(buf)?;
-    let length = usize::try_from(length).map_err(|_| RecordError::Invalid("string length"))?;
-    get_bytes_utf8(buf, length)
-}
-
-fn get_unsigned_varint(buf: &mut &[u8]) -> Result<u64, RecordError> {
-    let mut value = 0u64;
-    for shift in (0..35).step_by(7) {
-        need(buf, 1)?;
-        let byte = buf.get_u8();
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(RecordError::Invalid("varint"))
-}
-
-/// `None` for a null compact array or string.
-fn get_compact_length(buf: &mut &[u8]) -> Result<Option<usize>, RecordError> {
-    let raw = get_unsigned_varint(buf)?;
-    if raw == 0 {
-        return Ok(None);
-    }
-    let length = (raw - 1) as usize;
-    if length > DECODE_LENGTH_MAX {
-        return Err(RecordError::Invalid("length"));
-    }
-    Ok(Some(length))
-}
-
-fn get_compact_string(buf: &mut &[u8]) -> Result<Option<String>, RecordError> {
-    match get_compact_length(buf)? {
-        Some(length) => get_bytes_utf8(buf, length).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn skip_tags(buf: &mut &[u8]) -> Result<(), RecordError> {
-    let count = get_unsigned_varint(buf)?;
-    for _ in 0..count {
-        get_unsigned_varint(buf)?;
-        let size = get_unsigned_varint(buf)? as usize;
-        need(buf, size)?;
-        buf.advance(size);
-    }
-    Ok(())
-}
-
-fn get_assignment(buf: &mut &[u8]) -> Result<Assignment, RecordError> {
-    let count = get_compact_length(buf)?.ok_or(RecordError::Invalid("topic partitions"))?;
+fn get_assignment(buf: &mut Reader<'_>) -> Result<Assignment, RecordError> {
+    let count = buf.compact_array_length()?;
     let mut assignment = Assignment::new();
     for _ in 0..count {
-        let topic_id = get_uuid(buf)?;
-        let partition_count = get_compact_length(buf)?.ok_or(RecordError::Invalid("partitions"))?;
+        let topic_id = buf.uuid()?;
+        let partition_count = buf.compact_array_length()?;
         let partitions = assignment.entry(topic_id).or_default();
         for _ in 0..partition_count {
-            partitions.insert(get_i32(buf)?);
+            partitions.insert(buf.i32()?);
         }
-        skip_tags(buf)?;
+        buf.skip_tags()?;
     }
     assignment.retain(|_, partitions| !partitions.is_empty());
     Ok(assignment)

@@ -19,7 +19,13 @@
 //! reads an Empty value; both are done here too. Partitions are written sorted (topic, then
 //! partition) where Kafka writes them in hash order: readers do not care about the order.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The crate's record decoding error, under the name this module has always given it.
+pub use crate::codec::RecordError as TxnRecordError;
+use crate::codec::{
+    put_array_length, put_compact_length, put_compact_null, put_compact_string, put_empty_tags, put_string, put_tags, Reader,
+};
 
 /// TransactionLogKey version, and the record type Kafka's newer `CoordinatorRecordType` puts first.
 pub const KEY_VERSION: i16 = 0;
@@ -29,9 +35,7 @@ pub const VALUE_VERSION_V0: i16 = 0;
 pub const VALUE_VERSION_V1: i16 = 1;
 
 /// The longest transactional id a key can hold (int16 length).
-pub const TRANSACTIONAL_ID_BYTES_MAX: usize = i16::MAX as usize;
-/// Bounds decoding of untrusted bytes: topics of one transaction, and partitions of one topic.
-pub const DECODE_COUNT_MAX: usize = 1 << 20;
+pub const TRANSACTIONAL_ID_BYTES_MAX: usize = crate::codec::STRING_BYTES_MAX;
 
 const TAG_PREVIOUS_PRODUCER_ID: u64 = 0;
 const TAG_NEXT_PRODUCER_ID: u64 = 1;
@@ -116,20 +120,6 @@ pub struct TxnValue {
     pub client_transaction_version: i16,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TxnRecordError {
-    #[error("record truncated")]
-    Truncated,
-    #[error("{trailing} trailing bytes after the record")]
-    Trailing { trailing: usize },
-    #[error("invalid {0}")]
-    Invalid(&'static str),
-    #[error("unsupported {what} version {version}")]
-    UnsupportedVersion { what: &'static str, version: i16 },
-    #[error("unknown transaction state id {0}")]
-    UnknownState(i8),
-}
-
 impl TxnRecord {
     /// Key and value bytes; the value is written as v1 (see [`TxnValue::encode`]).
     pub fn encode(&self) -> (Bytes, Option<Bytes>) {
@@ -137,13 +127,13 @@ impl TxnRecord {
     }
 
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<TxnRecord, TxnRecordError> {
-        let mut reader = key;
-        let version = get_i16(&mut reader)?;
+        let mut reader = Reader::new(key);
+        let version = reader.i16()?;
         if version != KEY_VERSION {
             return Err(TxnRecordError::UnsupportedVersion { what: "TransactionLogKey", version });
         }
-        let transactional_id = get_string(&mut reader)?;
-        finish(reader)?;
+        let transactional_id = reader.string()?;
+        reader.finish()?;
         let value = value.map(TxnValue::decode).transpose()?;
         Ok(TxnRecord { transactional_id, value })
     }
@@ -172,84 +162,74 @@ impl TxnValue {
         if self.state == TxnState::Empty {
             debug_assert!(self.partitions.is_empty(), "an Empty transaction has no partitions");
             if flexible {
-                put_unsigned_varint(&mut out, 0);
+                put_compact_null(&mut out);
             } else {
                 out.put_i32(-1);
             }
         } else {
-            put_array_length(&mut out, self.partitions.len(), flexible);
+            put_length(&mut out, self.partitions.len(), flexible);
             for (topic, partitions) in &self.partitions {
                 if flexible {
-                    put_unsigned_varint(&mut out, topic.len() as u64 + 1);
-                    out.put_slice(topic.as_bytes());
+                    put_compact_string(&mut out, topic);
                 } else {
                     put_string(&mut out, topic);
                 }
-                put_array_length(&mut out, partitions.len(), flexible);
+                put_length(&mut out, partitions.len(), flexible);
                 partitions.iter().for_each(|partition| out.put_i32(*partition));
                 if flexible {
-                    put_unsigned_varint(&mut out, 0);
+                    put_empty_tags(&mut out);
                 }
             }
         }
         out.put_i64(self.last_update_ms);
         out.put_i64(self.start_ms);
         if flexible {
-            let mut tags: Vec<(u64, Vec<u8>)> = Vec::new();
-            if self.previous_producer_id != -1 {
-                tags.push((TAG_PREVIOUS_PRODUCER_ID, self.previous_producer_id.to_be_bytes().to_vec()));
-            }
-            if self.next_producer_id != -1 {
-                tags.push((TAG_NEXT_PRODUCER_ID, self.next_producer_id.to_be_bytes().to_vec()));
-            }
-            if self.client_transaction_version != 0 {
-                tags.push((TAG_CLIENT_TRANSACTION_VERSION, self.client_transaction_version.to_be_bytes().to_vec()));
-            }
-            put_unsigned_varint(&mut out, tags.len() as u64);
-            for (tag, data) in tags {
-                put_unsigned_varint(&mut out, tag);
-                put_unsigned_varint(&mut out, data.len() as u64);
-                out.put_slice(&data);
-            }
+            let previous_producer_id = self.previous_producer_id.to_be_bytes();
+            let next_producer_id = self.next_producer_id.to_be_bytes();
+            let client_transaction_version = self.client_transaction_version.to_be_bytes();
+            let tags: Vec<(u64, &[u8])> = [
+                (self.previous_producer_id != -1).then_some((TAG_PREVIOUS_PRODUCER_ID, &previous_producer_id[..])),
+                (self.next_producer_id != -1).then_some((TAG_NEXT_PRODUCER_ID, &next_producer_id[..])),
+                (self.client_transaction_version != 0)
+                    .then_some((TAG_CLIENT_TRANSACTION_VERSION, &client_transaction_version[..])),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            put_tags(&mut out, &tags);
         }
         out.freeze()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<TxnValue, TxnRecordError> {
-        let mut reader = bytes;
-        let version = get_i16(&mut reader)?;
+        let mut reader = Reader::new(bytes);
+        let version = reader.i16()?;
         if version != VALUE_VERSION_V0 && version != VALUE_VERSION_V1 {
             return Err(TxnRecordError::UnsupportedVersion { what: "TransactionLogValue", version });
         }
         let flexible = version >= VALUE_VERSION_V1;
-        let producer_id = get_i64(&mut reader)?;
-        let producer_epoch = get_i16(&mut reader)?;
-        let transaction_timeout_ms = get_i32(&mut reader)?;
-        let status = get_i8(&mut reader)?;
-        let state = TxnState::from_id(status).ok_or(TxnRecordError::UnknownState(status))?;
+        let producer_id = reader.i64()?;
+        let producer_epoch = reader.i16()?;
+        let transaction_timeout_ms = reader.i32()?;
+        let status = reader.i8()?;
+        let state = TxnState::from_id(status).ok_or(TxnRecordError::UnknownCode { what: "transaction state", code: status })?;
         let mut partitions = Vec::new();
-        if let Some(count) = get_array_length(&mut reader, flexible)? {
+        if let Some(count) = get_length(&mut reader, flexible)? {
             for _ in 0..count {
-                let topic = if flexible {
-                    let length = get_array_length(&mut reader, true)?.ok_or(TxnRecordError::Invalid("null topic"))?;
-                    get_utf8(&mut reader, length)?
-                } else {
-                    get_string(&mut reader)?
-                };
-                let partition_count =
-                    get_array_length(&mut reader, flexible)?.ok_or(TxnRecordError::Invalid("null partition ids"))?;
+                let topic = if flexible { reader.compact_string()? } else { reader.string()? };
+                let partition_count = get_length(&mut reader, flexible)?.ok_or(TxnRecordError::UnexpectedNull)?;
                 let mut ids = Vec::with_capacity(partition_count.min(1024));
                 for _ in 0..partition_count {
-                    ids.push(get_i32(&mut reader)?);
+                    ids.push(reader.i32()?);
                 }
                 if flexible {
-                    skip_tags(&mut reader)?;
+                    reader.skip_tags()?;
                 }
                 partitions.push((topic, ids));
             }
         }
-        let last_update_ms = get_i64(&mut reader)?;
-        let start_ms = get_i64(&mut reader)?;
+        let last_update_ms = reader.i64()?;
+        let start_ms = reader.i64()?;
         let mut value = TxnValue {
             producer_id,
             previous_producer_id: -1,
@@ -263,26 +243,18 @@ impl TxnValue {
             client_transaction_version: 0,
         };
         if flexible {
-            let count = get_unsigned_varint(&mut reader)?;
-            for _ in 0..count {
-                let tag = get_unsigned_varint(&mut reader)?;
-                let size = usize::try_from(get_unsigned_varint(&mut reader)?).map_err(|_| TxnRecordError::Invalid("tag size"))?;
-                need(reader, size)?;
-                let (mut data, rest) = reader.split_at(size);
-                reader = rest;
+            reader.tags(|tag, mut data| {
                 match tag {
-                    TAG_PREVIOUS_PRODUCER_ID => value.previous_producer_id = get_tag_i64(&mut data)?,
-                    TAG_NEXT_PRODUCER_ID => value.next_producer_id = get_tag_i64(&mut data)?,
-                    TAG_CLIENT_TRANSACTION_VERSION => {
-                        value.client_transaction_version = get_i16(&mut data)?;
-                        finish(data)?;
-                    }
+                    TAG_PREVIOUS_PRODUCER_ID => value.previous_producer_id = data.i64()?,
+                    TAG_NEXT_PRODUCER_ID => value.next_producer_id = data.i64()?,
+                    TAG_CLIENT_TRANSACTION_VERSION => value.client_transaction_version = data.i16()?,
                     // Tags added by later Kafka versions: skipped, as Kafka's reader does.
-                    _ => {}
+                    _ => return Ok(()),
                 }
-            }
+                data.finish()
+            })?;
         }
-        finish(reader)?;
+        reader.finish()?;
         // Kafka's TransactionLog reader ignores the partitions of an Empty transaction.
         if value.state == TxnState::Empty {
             value.partitions.clear();
@@ -291,122 +263,21 @@ impl TxnValue {
     }
 }
 
-fn get_tag_i64(data: &mut &[u8]) -> Result<i64, TxnRecordError> {
-    let value = get_i64(data)?;
-    finish(data)?;
-    Ok(value)
-}
-
-fn put_string(out: &mut BytesMut, value: &str) {
-    out.put_i16(i16::try_from(value.len()).expect("transactional ids and topic names are checked to fit an i16 length"));
-    out.put_slice(value.as_bytes());
-}
-
-fn put_unsigned_varint(out: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        out.put_u8((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
-}
-
-fn put_array_length(out: &mut BytesMut, length: usize, flexible: bool) {
+/// An array count: int32 (-1 = null) in v0, compact in v1.
+fn put_length(out: &mut BytesMut, length: usize, flexible: bool) {
     if flexible {
-        put_unsigned_varint(out, length as u64 + 1);
+        put_compact_length(out, length);
     } else {
-        out.put_i32(i32::try_from(length).expect("array length fits i32"));
+        put_array_length(out, length);
     }
 }
 
-fn need(buf: &[u8], length: usize) -> Result<(), TxnRecordError> {
-    if buf.remaining() < length {
-        return Err(TxnRecordError::Truncated);
-    }
-    Ok(())
-}
-
-fn get_i8(buf: &mut &[u8]) -> Result<i8, TxnRecordError> {
-    need(buf, 1)?;
-    Ok(buf.get_i8())
-}
-
-fn get_i16(buf: &mut &[u8]) -> Result<i16, TxnRecordError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-fn get_i32(buf: &mut &[u8]) -> Result<i32, TxnRecordError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
-}
-
-fn get_i64(buf: &mut &[u8]) -> Result<i64, TxnRecordError> {
-    need(buf, 8)?;
-    Ok(buf.get_i64())
-}
-
-fn get_utf8(buf: &mut &[u8], length: usize) -> Result<String, TxnRecordError> {
-    need(buf, length)?;
-    let (head, tail) = buf.split_at(length);
-    *buf = tail;
-    std::str::from_utf8(head).map(str::to_owned).map_err(|_| TxnRecordError::Invalid("utf-8"))
-}
-
-fn get_string(buf: &mut &[u8]) -> Result<String, TxnRecordError> {
-    let length = get_i16(buf)?;
-    let length = usize::try_from(length).map_err(|_| TxnRecordError::Invalid("string length"))?;
-    get_utf8(buf, length)
-}
-
-fn get_unsigned_varint(buf: &mut &[u8]) -> Result<u64, TxnRecordError> {
-    let mut value = 0u64;
-    for shift in (0..35).step_by(7) {
-        let byte = {
-            need(buf, 1)?;
-            buf.get_u8()
-        };
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(TxnRecordError::Invalid("varint"))
-}
-
-/// `None` for a null array: -1 (non-flexible) or 0 (compact).
-fn get_array_length(buf: &mut &[u8], flexible: bool) -> Result<Option<usize>, TxnRecordError> {
-    let length = if flexible {
-        match get_unsigned_varint(buf)? {
-            0 => return Ok(None),
-            raw => raw - 1,
-        }
+/// `None` for a null array.
+fn get_length(reader: &mut Reader<'_>, flexible: bool) -> Result<Option<usize>, TxnRecordError> {
+    if flexible {
+        reader.compact_length()
     } else {
-        match get_i32(buf)? {
-            -1 => return Ok(None),
-            raw => u64::try_from(raw).map_err(|_| TxnRecordError::Invalid("array length"))?,
-        }
-    };
-    match usize::try_from(length) {
-        Ok(length) if length <= DECODE_COUNT_MAX => Ok(Some(length)),
-        _ => Err(TxnRecordError::Invalid("array length")),
-    }
-}
-
-fn skip_tags(buf: &mut &[u8]) -> Result<(), TxnRecordError> {
-    let count = get_unsigned_varint(buf)?;
-    for _ in 0..count {
-        get_unsigned_varint(buf)?;
-        let size = usize::try_from(get_unsigned_varint(buf)?).map_err(|_| TxnRecordError::Invalid("tag size"))?;
-        need(buf, size)?;
-        buf.advance(size);
-    }
-    Ok(())
-}
-
-fn finish(buf: &[u8]) -> Result<(), TxnRecordError> {
-    match buf.len() {
-        0 => Ok(()),
-        trailing => Err(TxnRecordError::Trailing { trailing }),
+        reader.array_length()
     }
 }
 
