@@ -402,7 +402,7 @@ impl GroupState {
                 step
             }
             GroupCall::TxnOffsetCommit(body) => {
-                let validated = validate_txn_offset_commit(groups, consumer, request, &body, now);
+                let validated = groups.validate_txn_offset_commit(consumer, request, &body, now).map_err(|error| error.code());
                 Self::txn_offset_commit(pending_txn, groups, request.token, &body, validated, now)
             }
             GroupCall::TxnMarker(_) => unreachable!("markers are handled before dispatch"),
@@ -582,42 +582,6 @@ async fn run_ticks(coordinator: Rc<GroupCoordinator>) {
         let changed = coordinator.deadlines_changed.notified();
         let _ = rt::timeout(sleep, changed).await;
     }
-}
-
-/// Kafka's `validateTransactionalOffsetCommit`: the checks of OffsetCommit for a transactional
-/// commit (member id and generation checked only when the request carries them; a missing group
-/// is created as a simple group when the generation is negative), a stale member epoch of a
-/// consumer group answered as ILLEGAL_GENERATION.
-fn validate_txn_offset_commit(
-    groups: &mut Groups,
-    consumer: &ConsumerGroups,
-    request: &RequestContext,
-    body: &TxnOffsetCommitRequest,
-    now: i64,
-) -> Result<(), i16> {
-    if groups.is_loading() {
-        return Err(codes::COORDINATOR_LOAD_IN_PROGRESS);
-    }
-    let mut as_commit = OffsetCommitRequest::default();
-    as_commit.group_id = body.group_id.clone();
-    if consumer.contains_group(&body.group_id) {
-        consumer.validate_offset_commit(&body.group_id, &body.member_id, body.generation_id, CommitKind::Transactional).map_err(
-            |error| {
-                if error.code() == codes::STALE_MEMBER_EPOCH {
-                    codes::ILLEGAL_GENERATION
-                } else {
-                    error.code()
-                }
-            },
-        )?;
-        // The offsets live in the Empty classic group of the same id.
-        as_commit.generation_id_or_member_epoch = -1;
-    } else {
-        as_commit.generation_id_or_member_epoch = body.generation_id;
-        as_commit.member_id = body.member_id.clone();
-        as_commit.group_instance_id = body.group_instance_id.clone();
-    }
-    groups.validate_offset_commit(request, &as_commit, CommitKind::Transactional, now).map(|_| ()).map_err(|error| error.code())
 }
 
 impl GroupCoordinator {

@@ -2,12 +2,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fjord_engine::partition::{now_ms, Acks, AppendTicket, Chunk, Isolation, Partition};
+use fjord_engine::partition::{now_ms, Acks, AppendTicket, Partition};
 use fjord_engine::rt::{self, Notify};
 use futures::channel::oneshot;
 use kafka_protocol::records::{
@@ -25,8 +24,6 @@ const LOAD_WAIT_MAX: Duration = Duration::from_secs(5);
 const OPEN_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Bytes per read while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
-/// The smallest v2 record batch: its header (Kafka's RECORD_BATCH_OVERHEAD).
-const BATCH_HEADER_BYTES: usize = 61;
 
 /// Orders a call's answer among the partition's outcomes.
 pub type Token = u64;
@@ -360,70 +357,31 @@ impl<S: CoordinatorState> CoordinatorPartitions<S> {
 }
 
 /// Reads a coordinator log from its start to its high watermark, giving every record of every
-/// batch to `visit` in order (control records included). Undecodable batches are skipped.
+/// batch to `visit` in order (control records included). A batch the codec cannot decode is
+/// skipped; a read that fails ends the replay (the state starts from what was read).
 pub async fn replay_log(log: &Partition, mut visit: impl FnMut(&WireRecord)) {
     let mut offset = log.log_start_offset();
     while offset < log.high_watermark() {
-        let bytes = match read_bytes(log, offset) {
-            Ok(bytes) if !bytes.is_empty() => bytes,
-            Ok(_) => break,
+        let read = match log.read_batches(offset, LOAD_READ_BYTES).await {
+            Ok(read) => read,
             Err(error) => {
                 tracing::error!(partition = log.name(), %error, "cannot read the coordinator log; its state starts from what was read");
                 break;
             }
         };
-        let next = replay_batches(log.name(), bytes, offset, &mut visit);
-        if next <= offset {
+        if read.batches.is_empty() || read.next_offset <= offset {
             break;
         }
-        offset = next;
-        rt::yield_if_needed().await;
-    }
-}
-
-/// Visits the records at or after `from` of the whole batches in `bytes`; returns the offset
-/// after the last whole batch.
-fn replay_batches(name: &str, bytes: Bytes, from: i64, visit: &mut impl FnMut(&WireRecord)) -> i64 {
-    let be_i64 = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let be_i32 = |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let mut next = from;
-    let mut position = 0usize;
-    while bytes.len() - position >= BATCH_HEADER_BYTES {
-        let base_offset = be_i64(position);
-        let length = be_i32(position + 8);
-        let size = 12 + length.max(0) as usize;
-        if size < BATCH_HEADER_BYTES || position + size > bytes.len() {
-            break;
-        }
-        let last_offset_delta = be_i32(position + 23);
-        let mut batch = bytes.slice(position..position + size);
-        match RecordBatchDecoder::decode(&mut batch) {
-            Ok(set) => set.records.iter().filter(|record| record.offset >= from).for_each(&mut *visit),
-            Err(error) => tracing::warn!(partition = name, base_offset, %error, "skipping an undecodable coordinator batch"),
-        }
-        next = base_offset + last_offset_delta as i64 + 1;
-        position += size;
-    }
-    next
-}
-
-/// The bytes at `offset`: from the cache or the segment file.
-fn read_bytes(log: &Partition, offset: i64) -> std::io::Result<Bytes> {
-    let result = log
-        .read(offset, LOAD_READ_BYTES, Isolation::ReadUncommitted)
-        .map_err(|error| std::io::Error::other(error.to_string()))?;
-    let mut out = BytesMut::with_capacity(result.bytes());
-    for chunk in result.chunks {
-        match chunk {
-            Chunk::Memory(bytes) => out.extend_from_slice(&bytes),
-            Chunk::File(slice) => {
-                let mut buffer = vec![0u8; slice.length];
-                slice.file.read_exact_at(&mut buffer, slice.position)?;
-                out.extend_from_slice(&buffer);
+        for mut batch in read.batches {
+            match RecordBatchDecoder::decode(&mut batch) {
+                // The first batch is the one holding `offset`, whole.
+                Ok(set) => set.records.iter().filter(|record| record.offset >= offset).for_each(&mut visit),
+                Err(error) => tracing::warn!(partition = log.name(), offset, %error, "skipping an undecodable coordinator batch"),
             }
         }
+        offset = read.next_offset;
+        rt::yield_if_needed().await;
     }
-    Ok(out.freeze())
 }
 
 /// Kafka's EndTxnMarker key: version i16, type i16 (0 abort, 1 commit). `Some(commit)`.
