@@ -18,11 +18,11 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
+    FindCoordinatorResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, SyncGroupResponse,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::handler::{respond, RequestError, Versions};
 use crate::codes;
@@ -101,100 +101,87 @@ pub async fn find_coordinator(
     respond(header, &response)
 }
 
-/// One call for one group: the reply of the expected kind, or `error(code)` for the whole request.
-async fn one<T>(
+/// A response one [`Reply`] variant carries.
+pub trait ClassicAnswer: Sized {
+    fn pick(reply: Reply) -> Option<Self>;
+}
+
+/// A response with a top-level error code: its answer when the call fails as a whole.
+pub trait FailedAnswer {
+    fn failed(code: i16) -> Self;
+}
+
+macro_rules! classic_answers {
+    ($($variant:ident => $response:ty;)*) => {$(
+        impl ClassicAnswer for $response {
+            fn pick(reply: Reply) -> Option<Self> {
+                match reply {
+                    Reply::$variant(response) => Some(response),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+macro_rules! failed_answers {
+    ($($response:ty $(, $field:ident = $value:expr)?;)*) => {$(
+        impl FailedAnswer for $response {
+            fn failed(code: i16) -> Self {
+                let mut response = <$response>::default();
+                response.error_code = code;
+                $(response.$field = $value;)?
+                response
+            }
+        }
+    )*};
+}
+
+classic_answers! {
+    JoinGroup => JoinGroupResponse;
+    SyncGroup => SyncGroupResponse;
+    Heartbeat => HeartbeatResponse;
+    LeaveGroup => LeaveGroupResponse;
+    OffsetCommit => OffsetCommitResponse;
+    OffsetFetch => OffsetFetchResponse;
+    DescribeGroups => DescribeGroupsResponse;
+    ListGroups => ListGroupsResponse;
+    DeleteGroups => DeleteGroupsResponse;
+    OffsetDelete => OffsetDeleteResponse;
+}
+
+failed_answers! {
+    JoinGroupResponse, generation_id = -1;
+    SyncGroupResponse;
+    HeartbeatResponse;
+    LeaveGroupResponse;
+    OffsetFetchResponse;
+    OffsetDeleteResponse;
+}
+
+/// One call for one group: the reply of the expected kind, or a Kafka error code for the whole
+/// request.
+async fn one<T: ClassicAnswer>(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     group_id: &str,
     client_host: &str,
     call: GroupCall,
-    pick: impl FnOnce(Reply) -> Option<T>,
 ) -> Result<T, i16> {
     let reply = shard.groups.route(group_id, call, header.request_api_version, &client_id(header), client_host).await?;
-    expect_classic(reply, pick)
+    expect_classic(reply, T::pick)
 }
 
-pub async fn join_group(
+/// JoinGroup, SyncGroup, Heartbeat, LeaveGroup and OffsetFetch before v8: one call for the
+/// request's group, its failure answered in the response's own error code.
+pub async fn single_group<T: ClassicAnswer + FailedAnswer + Encodable>(
     shard: Rc<Shard>,
     header: RequestHeader,
-    request: JoinGroupRequest,
+    group_id: String,
+    call: GroupCall,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
-    let group_id = request.group_id.0.to_string();
-    let response = match one(&shard, &header, &group_id, &client_host, GroupCall::Join(request), |reply| match reply {
-        Reply::JoinGroup(response) => Some(response),
-        _ => None,
-    })
-    .await
-    {
-        Ok(response) => response,
-        Err(code) => {
-            let mut response = JoinGroupResponse::default();
-            response.error_code = code;
-            response.generation_id = -1;
-            response
-        }
-    };
-    respond(&header, &response).map(Some)
-}
-
-pub async fn sync_group(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: SyncGroupRequest,
-    client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
-    let group_id = request.group_id.0.to_string();
-    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Sync(request), |reply| match reply {
-        Reply::SyncGroup(response) => Some(response),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|code| {
-        let mut response = SyncGroupResponse::default();
-        response.error_code = code;
-        response
-    });
-    respond(&header, &response).map(Some)
-}
-
-pub async fn heartbeat(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: HeartbeatRequest,
-    client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
-    let group_id = request.group_id.0.to_string();
-    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Heartbeat(request), |reply| match reply {
-        Reply::Heartbeat(response) => Some(response),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|code| {
-        let mut response = HeartbeatResponse::default();
-        response.error_code = code;
-        response
-    });
-    respond(&header, &response).map(Some)
-}
-
-pub async fn leave_group(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: LeaveGroupRequest,
-    client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
-    let group_id = request.group_id.0.to_string();
-    let response = one(&shard, &header, &group_id, &client_host, GroupCall::Leave(request), |reply| match reply {
-        Reply::LeaveGroup(response) => Some(response),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|code| {
-        let mut response = LeaveGroupResponse::default();
-        response.error_code = code;
-        response
-    });
+    let response: T = one(&shard, &header, &group_id, &client_host, call).await.unwrap_or_else(T::failed);
     respond(&header, &response).map(Some)
 }
 
@@ -219,12 +206,9 @@ pub async fn offset_commit(
         // Kept for the error answer: every partition gets the code.
         let mut shape = OffsetCommitRequest::default();
         shape.topics = known.topics.clone();
-        one(&shard, &header, &group_id, &client_host, GroupCall::OffsetCommit(known), |reply| match reply {
-            Reply::OffsetCommit(response) => Some(response),
-            _ => None,
-        })
-        .await
-        .unwrap_or_else(|code| offset_commit_error(&shape, code))
+        one(&shard, &header, &group_id, &client_host, GroupCall::OffsetCommit(known))
+            .await
+            .unwrap_or_else(|code| offset_commit_error(&shape, code))
     };
     let mut response = OffsetCommitResponse::default();
     response.throttle_time_ms = answered.throttle_time_ms;
@@ -269,20 +253,9 @@ pub async fn offset_fetch(
     request: OffsetFetchRequest,
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
-    let version = header.request_api_version;
-    if version < 8 {
+    if header.request_api_version < 8 {
         let group_id = request.group_id.0.to_string();
-        let response = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(request), |reply| match reply {
-            Reply::OffsetFetch(response) => Some(response),
-            _ => None,
-        })
-        .await
-        .unwrap_or_else(|code| {
-            let mut response = OffsetFetchResponse::default();
-            response.error_code = code;
-            response
-        });
-        return respond(&header, &response).map(Some);
+        return single_group::<OffsetFetchResponse>(shard, header, group_id, GroupCall::OffsetFetch(request), client_host).await;
     }
     // v8+: one call per group, answers in request order.
     let mut response = OffsetFetchResponse::default();
@@ -292,20 +265,11 @@ pub async fn offset_fetch(
         let group_request: OffsetFetchRequestGroup = group.clone();
         single.groups = vec![group_request];
         let group_id = group.group_id.0.to_string();
-        let answer = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(single), |reply| match reply {
-            Reply::OffsetFetch(response) => Some(response),
-            _ => None,
-        })
-        .await;
-        match answer {
-            Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
-            Ok(answer) => {
-                let mut failed = OffsetFetchResponseGroup::default();
-                failed.group_id = group.group_id.clone();
-                failed.error_code = answer.error_code;
-                response.groups.push(failed);
-            }
-            Err(code) => {
+        let answer: Result<OffsetFetchResponse, i16> =
+            one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(single)).await;
+        match answer.map(|mut answer| (answer.groups.pop(), answer.error_code)) {
+            Ok((Some(answered), _)) => response.groups.push(answered),
+            Ok((None, code)) | Err(code) => {
                 let mut failed = OffsetFetchResponseGroup::default();
                 failed.group_id = group.group_id.clone();
                 failed.error_code = code;
@@ -327,11 +291,8 @@ pub async fn describe_groups(
         let mut single = DescribeGroupsRequest::default();
         single.groups = vec![group_id.clone()];
         single.include_authorized_operations = request.include_authorized_operations;
-        let answer = one(&shard, &header, &group_id.0, &client_host, GroupCall::Describe(single), |reply| match reply {
-            Reply::DescribeGroups(response) => Some(response),
-            _ => None,
-        })
-        .await;
+        let answer: Result<DescribeGroupsResponse, i16> =
+            one(&shard, &header, &group_id.0, &client_host, GroupCall::Describe(single)).await;
         match answer {
             Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
             Ok(_) => response.groups.push(failed_description(group_id, codes::COORDINATOR_NOT_AVAILABLE)),
@@ -364,12 +325,7 @@ pub async fn list_groups(
                     .groups
                     .call_partition(partition, call, header.request_api_version, &client_id(&header), &client_host)
                     .await;
-                match reply.and_then(|reply| {
-                    expect_classic(reply, |reply| match reply {
-                        Reply::ListGroups(listed) => Some(listed),
-                        _ => None,
-                    })
-                }) {
+                match reply.and_then(|reply| expect_classic(reply, ListGroupsResponse::pick)) {
                     Ok(listed) if listed.error_code != codes::NONE => response.error_code = listed.error_code,
                     Ok(listed) => response.groups.extend(listed.groups),
                     Err(code) => response.error_code = code,
@@ -390,11 +346,8 @@ pub async fn delete_groups(
     for group_id in &request.groups_names {
         let mut single = DeleteGroupsRequest::default();
         single.groups_names = vec![group_id.clone()];
-        let answer = one(&shard, &header, &group_id.0, &client_host, GroupCall::Delete(single), |reply| match reply {
-            Reply::DeleteGroups(response) => Some(response),
-            _ => None,
-        })
-        .await;
+        let answer: Result<DeleteGroupsResponse, i16> =
+            one(&shard, &header, &group_id.0, &client_host, GroupCall::Delete(single)).await;
         match answer {
             Ok(mut answer) if !answer.results.is_empty() => response.results.push(answer.results.remove(0)),
             Ok(_) | Err(_) => {
@@ -420,14 +373,9 @@ pub async fn offset_delete(
         .iter()
         .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
         .collect();
-    let mut response = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetDelete(request), |reply| match reply {
-        Reply::OffsetDelete(response) => Some(response),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|code| {
-        let mut response = OffsetDeleteResponse::default();
-        response.error_code = code;
+    let answer = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetDelete(request)).await;
+    let mut response = answer.unwrap_or_else(|code| {
+        let mut response = OffsetDeleteResponse::failed(code);
         for (name, partitions) in shape {
             let mut topic = OffsetDeleteResponseTopic::default();
             topic.name = name;

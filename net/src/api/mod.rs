@@ -26,10 +26,12 @@ pub mod transactions;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::{
+    ApiKey, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, RequestHeader, SyncGroupResponse,
+};
 use kafka_protocol::protocol::Decodable;
 
-use crate::message::ShardRequest;
+use crate::message::{GroupCall, ShardRequest};
 use crate::response::OutFrame;
 use crate::shard::Shard;
 
@@ -252,16 +254,48 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
         RequestBody::DeleteRecords(request) => Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, request)))),
         RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&shard, &header, request).await),
         RequestBody::JoinGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::join_group(shard, header, request, client_host.clone()))))
+            let group_id = request.group_id.to_string();
+            let call = GroupCall::Join(request);
+            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<JoinGroupResponse>(
+                shard,
+                header,
+                group_id,
+                call,
+                client_host.clone(),
+            ))))
         }
         RequestBody::Heartbeat(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::heartbeat(shard, header, request, client_host.clone()))))
+            let group_id = request.group_id.to_string();
+            let call = GroupCall::Heartbeat(request);
+            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<HeartbeatResponse>(
+                shard,
+                header,
+                group_id,
+                call,
+                client_host.clone(),
+            ))))
         }
         RequestBody::LeaveGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::leave_group(shard, header, request, client_host.clone()))))
+            let group_id = request.group_id.to_string();
+            let call = GroupCall::Leave(request);
+            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<LeaveGroupResponse>(
+                shard,
+                header,
+                group_id,
+                call,
+                client_host.clone(),
+            ))))
         }
         RequestBody::SyncGroup(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::sync_group(shard, header, request, client_host.clone()))))
+            let group_id = request.group_id.to_string();
+            let call = GroupCall::Sync(request);
+            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<SyncGroupResponse>(
+                shard,
+                header,
+                group_id,
+                call,
+                client_host.clone(),
+            ))))
         }
         RequestBody::DescribeGroups(request) => {
             Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(shard, header, request, client_host.clone()))))

@@ -49,10 +49,35 @@ pub const TXN_OFFSET_COMMIT_VERSIONS: Versions = Versions { min: 0, max: 4 };
 pub const DESCRIBE_TRANSACTIONS_VERSIONS: Versions = Versions { min: 0, max: 0 };
 pub const LIST_TRANSACTIONS_VERSIONS: Versions = Versions { min: 0, max: 1 };
 
+/// A response one [`TxnReply`] variant carries.
+trait TxnResponse: Sized {
+    fn pick(reply: TxnReply) -> Option<Self>;
+}
+
+macro_rules! txn_responses {
+    ($($variant:ident => $response:ty;)*) => {$(
+        impl TxnResponse for $response {
+            fn pick(reply: TxnReply) -> Option<Self> {
+                match reply {
+                    TxnReply::$variant(response) => Some(response),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+txn_responses! {
+    InitProducerId => InitProducerIdResponse;
+    AddPartitions => AddPartitionsToTxnResponse;
+    AddOffsets => AddOffsetsToTxnResponse;
+    EndTxn => EndTxnResponse;
+}
+
 /// The state machine's reply of the expected kind, or COORDINATOR_NOT_AVAILABLE.
-fn expect_reply<T>(answer: Result<TxnAnswer, i16>, pick: impl FnOnce(TxnReply) -> Option<T>) -> Result<T, i16> {
+fn expect_reply<T: TxnResponse>(answer: Result<TxnAnswer, i16>) -> Result<T, i16> {
     match answer? {
-        TxnAnswer::Reply(reply) => pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE),
+        TxnAnswer::Reply(reply) => T::pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE),
         _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
     }
 }
@@ -65,11 +90,7 @@ pub async fn init_producer_id(
 ) -> InitProducerIdResponse {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
     let answer = shard.transactions.route(&transactional_id, TxnCall::InitProducerId(request), header.request_api_version).await;
-    expect_reply(answer, |reply| match reply {
-        TxnReply::InitProducerId(response) => Some(response),
-        _ => None,
-    })
-    .unwrap_or_else(|code| {
+    expect_reply(answer).unwrap_or_else(|code| {
         let mut response = InitProducerIdResponse::default();
         response.error_code = code;
         response.producer_id = ProducerId(-1);
@@ -84,15 +105,11 @@ pub async fn add_partitions(
     request: AddPartitionsToTxnRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
     let version = header.request_api_version;
-    let pick = |reply| match reply {
-        TxnReply::AddPartitions(response) => Some(response),
-        _ => None,
-    };
     if version <= 3 {
         let transactional_id = request.v3_and_below_transactional_id.0.to_string();
         let topics = request.v3_and_below_topics.clone();
         let answer = shard.transactions.route(&transactional_id, TxnCall::AddPartitions(request), version).await;
-        let response = expect_reply(answer, pick).unwrap_or_else(|code| {
+        let response = expect_reply::<AddPartitionsToTxnResponse>(answer).unwrap_or_else(|code| {
             let mut response = AddPartitionsToTxnResponse::default();
             response.results_by_topic_v3_and_below = topic_results(&topics, code);
             response
@@ -106,7 +123,7 @@ pub async fn add_partitions(
         let topics = transaction.topics.clone();
         let single = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
         let answer = shard.transactions.route(&transactional_id, TxnCall::AddPartitions(single), version).await;
-        match expect_reply(answer, pick) {
+        match expect_reply::<AddPartitionsToTxnResponse>(answer) {
             Ok(answered) if answered.error_code != codes::NONE => {
                 response.error_code = answered.error_code;
                 break;
@@ -162,22 +179,14 @@ pub async fn add_offsets(
         }
         Err(code) => Err(code),
     };
-    let response = expect_reply(answer, |reply| match reply {
-        TxnReply::AddOffsets(response) => Some(response),
-        _ => None,
-    })
-    .unwrap_or_else(|code| AddOffsetsToTxnResponse::default().with_error_code(code));
+    let response = expect_reply(answer).unwrap_or_else(|code| AddOffsetsToTxnResponse::default().with_error_code(code));
     respond(&header, &response).map(Some)
 }
 
 pub async fn end_txn(shard: Rc<Shard>, header: RequestHeader, request: EndTxnRequest) -> Result<Option<OutFrame>, RequestError> {
     let transactional_id = request.transactional_id.0.to_string();
     let answer = shard.transactions.route(&transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
-    let response = expect_reply(answer, |reply| match reply {
-        TxnReply::EndTxn(response) => Some(response),
-        _ => None,
-    })
-    .unwrap_or_else(|code| {
+    let response = expect_reply(answer).unwrap_or_else(|code| {
         let mut response = EndTxnResponse::default().with_error_code(code);
         response.producer_id = ProducerId(-1);
         response.producer_epoch = -1;
