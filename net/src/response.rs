@@ -84,7 +84,9 @@ pub fn placeholder(index: u64) -> Bytes {
 
 /// Replaces the placeholders in an encoded response (from [`encode`]) by the real record parts.
 /// `records[i]` belongs to `placeholder(i)`. `compact` says whether the length prefixes are
-/// unsigned varints of length+1 (flexible versions) or i32 lengths.
+/// unsigned varints of length+1 (flexible versions) or i32 lengths. A placeholder left in the
+/// response (the client would read 16 bytes of ours as records) or a size prefix that does not
+/// count what goes out is a bug, and fatal.
 pub fn splice_records(encoded: Bytes, records: Vec<Vec<Chunk>>, compact: bool) -> OutFrame {
     let mut parts = Vec::with_capacity(records.len() * 3 + 1);
     let mut cursor = 0usize;
@@ -129,7 +131,15 @@ pub fn splice_records(encoded: Bytes, records: Vec<Vec<Chunk>>, compact: bool) -
         fixed[0..4].copy_from_slice(&(size as i32).to_be_bytes());
         *first = fixed.freeze();
     }
-    OutFrame { parts, shared_bytes }
+    assert!(
+        records.iter().all(Option::is_none),
+        "a spliced response kept {} of its {} placeholders",
+        records.iter().filter(|left| left.is_some()).count(),
+        records.len()
+    );
+    let frame = OutFrame { parts, shared_bytes };
+    assert_eq!(frame.total_bytes() as i64, size + 4, "a spliced response's size prefix must count its bytes");
+    frame
 }
 
 fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
@@ -192,5 +202,14 @@ mod tests {
             assert_eq!(frame.shared_bytes, 202, "the spliced records are the cache's, not the response's");
             assert_eq!(frame.allocated_bytes(), flat.len() - 202);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "kept 1 of its 1 placeholders")]
+    fn records_whose_placeholder_is_missing_are_fatal() {
+        let mut encoded = BytesMut::new();
+        encoded.put_i32(8);
+        encoded.put_slice(b"no-slots");
+        splice_records(encoded.freeze(), vec![vec![Chunk::Memory(Bytes::from_static(b"lost"))]], false);
     }
 }
