@@ -86,13 +86,4 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn a_thousand_records_are_one_record_batch() {
-        let records: Vec<Record> = (0..1000).map(|i| record(i, 0, None, Bytes::from_static(b"x"), &Headers::new())).collect();
-        let mut encoded = encode_batch(&records, Compression::None).unwrap();
-        let sets = RecordBatchDecoder::decode_all(&mut encoded).unwrap();
-        assert_eq!(sets.len(), 1);
-        assert_eq!(sets[0].records.len(), 1000);
-    }
 }

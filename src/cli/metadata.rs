@@ -1,260 +1,32 @@
-//! Cluster metadata (brokers, topics, partition leaders) from the Metadata API.
+//! Cluster metadata for the commands: [`fjord_client::metadata`], with the wait for a topic's
+//! leaders teaching the [`BrokerPool`] where each broker is.
 
-use std::collections::BTreeMap;
-use std::thread::sleep;
 use std::time::Duration;
 
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::{MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use uuid::Uuid;
+use fjord_client::metadata::LeaderWait;
+pub use fjord_client::metadata::{broker_info, topic_name, ClusterInfo, TopicInfo};
 
-use super::client::Connection;
-use super::error::{CliError, KafkaError};
+use fjord_client::Connection;
+
+use super::error::CliError;
 use super::limits::{METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS};
 use super::pool::BrokerPool;
 
-/// Kafka error codes the metadata wait treats specially.
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const LEADER_NOT_AVAILABLE: i16 = 5;
-
-/// A broker as advertised in metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerInfo {
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-}
-
-impl BrokerInfo {
-    /// HOST:PORT, bracketing IPv6 literals.
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// One partition's placement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionInfo {
-    pub index: i32,
-    pub error_code: i16,
-    pub leader_id: i32,
-    pub leader_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub offline: Vec<i32>,
-}
-
-/// One topic's metadata; partitions sorted by index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicInfo {
-    pub name: String,
-    pub topic_id: Uuid,
-    pub error_code: i16,
-    pub is_internal: bool,
-    pub partitions: Vec<PartitionInfo>,
-}
-
-impl TopicInfo {
-    /// The topic's own error, if the broker reported one.
-    pub fn check(&self) -> Result<(), KafkaError> {
-        KafkaError::check(self.error_code, None, || format!("topic '{}'", self.name))
-    }
-
-    /// The partition with this index.
-    pub fn partition(&self, index: i32) -> Option<&PartitionInfo> {
-        self.partitions.iter().find(|p| p.index == index)
-    }
-}
-
-/// What a Metadata response says about the cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterInfo {
-    pub cluster_id: Option<String>,
-    pub controller_id: i32,
-    pub brokers: BTreeMap<i32, BrokerInfo>,
-    pub topics: Vec<TopicInfo>,
-}
-
-impl ClusterInfo {
-    /// (node id, HOST:PORT) of every broker, for [`BrokerPool::learn_brokers`].
-    pub fn broker_addresses(&self) -> Vec<(i32, String)> {
-        self.brokers.iter().map(|(id, b)| (*id, b.address())).collect()
-    }
-}
-
 /// Asks for metadata of `topics` (all topics when `None`).
 pub fn fetch(connection: &mut Connection, topics: Option<&[String]>, auto_create: bool) -> Result<ClusterInfo, CliError> {
-    let version = connection.version_of(ApiKey::Metadata)?;
-    let request = metadata_request(topics, auto_create, version);
-    let response = connection.call_at(&request, version)?;
-    Ok(cluster_info(response))
+    Ok(fjord_client::metadata::fetch(connection, topics, auto_create)?)
 }
 
-/// Builds a Metadata request; v0-3 always auto-create, so the flag is only sent from v4.
-pub fn metadata_request(topics: Option<&[String]>, auto_create: bool, version: i16) -> MetadataRequest {
-    let topics =
-        topics.map(|names| names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect());
-    MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(auto_create || version < 4)
-}
-
-/// Fetches metadata for one topic, waiting (bounded) until every partition has a leader.
-///
-/// A freshly created (or auto-created) topic briefly reports LEADER_NOT_AVAILABLE or a leader
-/// of -1; those are retried. With `auto_create`, UNKNOWN_TOPIC_OR_PARTITION is retried too.
+/// Fetches metadata for one topic, waiting (bounded) until every partition has a leader; with
+/// `auto_create`, an unknown topic is asked to be created and waited for too.
 pub fn wait_for_leaders(pool: &mut BrokerPool, topic: &str, auto_create: bool) -> Result<TopicInfo, CliError> {
-    let names = [topic.to_string()];
-    let mut attempt = 1;
-    loop {
-        let cluster = fetch(pool.bootstrap(), Some(&names), auto_create)?;
-        pool.learn_brokers(cluster.broker_addresses());
-        let info = cluster
-            .topics
-            .into_iter()
-            .find(|t| t.name == topic)
-            .ok_or_else(|| CliError::input(format!("broker returned no metadata for topic '{topic}'")))?;
-        let waiting = leaders_pending(&info, auto_create);
-        if !waiting || attempt >= METADATA_ATTEMPT_COUNT_MAX {
-            info.check()?;
-            if waiting {
-                return Err(KafkaError {
-                    code: LEADER_NOT_AVAILABLE,
-                    text: format!("topic '{topic}' has partitions without a leader"),
-                }
-                .into());
-            }
-            return Ok(info);
-        }
-        attempt += 1;
-        sleep(Duration::from_millis(METADATA_RETRY_BACKOFF_MS));
-    }
-}
-
-/// Whether metadata for this topic is still settling (worth asking again).
-fn leaders_pending(info: &TopicInfo, auto_create: bool) -> bool {
-    match info.error_code {
-        0 => info.partitions.is_empty() || info.partitions.iter().any(|p| p.leader_id < 0),
-        LEADER_NOT_AVAILABLE => true,
-        UNKNOWN_TOPIC_OR_PARTITION => auto_create,
-        _ => false,
-    }
-}
-
-/// Makes a topic name for a request.
-pub fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
-
-fn cluster_info(response: MetadataResponse) -> ClusterInfo {
-    let brokers = response
-        .brokers
-        .into_iter()
-        .map(|b| {
-            let info = BrokerInfo { host: b.host.to_string(), port: b.port, rack: b.rack.map(|r| r.to_string()) };
-            (b.node_id.0, info)
-        })
-        .collect();
-    ClusterInfo {
-        cluster_id: response.cluster_id.map(|c| c.to_string()),
-        controller_id: response.controller_id.0,
-        brokers,
-        topics: response.topics.into_iter().map(topic_info).collect(),
-    }
-}
-
-fn topic_info(topic: MetadataResponseTopic) -> TopicInfo {
-    let mut partitions: Vec<PartitionInfo> = topic.partitions.into_iter().map(partition_info).collect();
-    partitions.sort_by_key(|p| p.index);
-    TopicInfo {
-        name: topic.name.map(|n| n.0.to_string()).unwrap_or_default(),
-        topic_id: topic.topic_id,
-        error_code: topic.error_code,
-        is_internal: topic.is_internal,
-        partitions,
-    }
-}
-
-fn partition_info(p: MetadataResponsePartition) -> PartitionInfo {
-    let ids = |v: Vec<kafka_protocol::messages::BrokerId>| v.into_iter().map(|b| b.0).collect();
-    PartitionInfo {
-        index: p.partition_index,
-        error_code: p.error_code,
-        leader_id: p.leader_id.0,
-        leader_epoch: p.leader_epoch,
-        replicas: ids(p.replica_nodes),
-        isr: ids(p.isr_nodes),
-        offline: ids(p.offline_replicas),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn topic(error_code: i16, leaders: &[i32]) -> TopicInfo {
-        TopicInfo {
-            name: "t".into(),
-            topic_id: Uuid::nil(),
-            error_code,
-            is_internal: false,
-            partitions: leaders
-                .iter()
-                .enumerate()
-                .map(|(i, l)| PartitionInfo {
-                    index: i as i32,
-                    error_code: 0,
-                    leader_id: *l,
-                    leader_epoch: 0,
-                    replicas: vec![],
-                    isr: vec![],
-                    offline: vec![],
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn metadata_waits_for_missing_leaders_but_not_for_hard_errors() {
-        assert!(leaders_pending(&topic(0, &[1, -1]), false));
-        assert!(!leaders_pending(&topic(0, &[1, 2]), false));
-        assert!(leaders_pending(&topic(LEADER_NOT_AVAILABLE, &[]), false));
-        assert!(leaders_pending(&topic(UNKNOWN_TOPIC_OR_PARTITION, &[]), true));
-        assert!(!leaders_pending(&topic(UNKNOWN_TOPIC_OR_PARTITION, &[]), false));
-        assert!(!leaders_pending(&topic(29, &[]), true));
-    }
-
-    #[test]
-    fn metadata_request_only_disables_auto_create_from_v4() {
-        assert!(metadata_request(None, false, 3).allow_auto_topic_creation);
-        assert!(!metadata_request(None, false, 4).allow_auto_topic_creation);
-        assert!(metadata_request(None, false, 12).topics.is_none());
-        let named = metadata_request(Some(&["a".to_string()]), true, 12);
-        assert_eq!(named.topics.unwrap()[0].name.as_ref().unwrap().0.as_str(), "a");
-    }
-
-    #[test]
-    fn ipv6_broker_hosts_are_bracketed() {
-        let b = BrokerInfo { host: "::1".into(), port: 9092, rack: None };
-        assert_eq!(b.address(), "[::1]:9092");
-        let b = BrokerInfo { host: "kafka-0".into(), port: 9093, rack: None };
-        assert_eq!(b.address(), "kafka-0:9093");
-    }
-
-    #[test]
-    fn metadata_requests_encode_at_every_client_version() {
-        use super::super::versions::client_range;
-        let range = client_range(ApiKey::Metadata);
-        for version in range.min..=range.max {
-            let names = ["a".to_string()];
-            for request in [metadata_request(None, false, version), metadata_request(Some(&names), true, version)] {
-                let mut buf = bytes::BytesMut::new();
-                kafka_protocol::protocol::Encodable::encode(&request, &mut buf, version).unwrap();
-            }
-        }
-    }
+    let wait = LeaderWait {
+        auto_create,
+        unknown_is_pending: auto_create,
+        attempt_count_max: METADATA_ATTEMPT_COUNT_MAX,
+        retry_backoff: Duration::from_millis(METADATA_RETRY_BACKOFF_MS),
+    };
+    let leaders = fjord_client::metadata::wait_for_leaders(pool.bootstrap(), topic, wait)?;
+    pool.learn_brokers(leaders.brokers.iter().map(|(id, b)| (*id, b.address())));
+    Ok(leaders.topic)
 }

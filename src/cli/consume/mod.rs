@@ -222,11 +222,11 @@ impl<W: Write> Reader<W> {
         let Some(bytes) = data.records.filter(|r| !r.is_empty()) else {
             return Ok(Ok(Vec::new()));
         };
-        let records_error = |e: batches::BatchError| CliError::Records {
+        let records_error = |e: fjord_client::batch::CorruptBatch| CliError::Records {
             topic: name.clone(),
             partition: position.partition,
-            offset: e.offset,
-            detail: e.detail,
+            offset: e.base_offset,
+            detail: e.error.to_string(),
         };
         let decoded = batches::decode(bytes).map_err(records_error)?;
         if decoded.batches.is_empty() {
