@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use fjord_client::metadata::{self, topic_name, LeaderWait, TopicLeaders, UNKNOWN_TOPIC_OR_PARTITION};
+use fjord_client::requests;
+pub use fjord_client::requests::{EARLIEST_TIMESTAMP as OFFSET_EARLIEST, LATEST_TIMESTAMP as OFFSET_LATEST};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, ListOffsetsRequest};
+use kafka_protocol::messages::CreateTopicsRequest;
 
 use crate::error::{BenchError, Result};
 use crate::wire::{self, Connection, Timeouts};
@@ -20,8 +21,6 @@ const TOPIC_READY_WAIT: LeaderWait = LeaderWait {
     attempt_count_max: 150,
     retry_backoff: Duration::from_millis(200),
 };
-pub const OFFSET_LATEST: i64 = -1;
-pub const OFFSET_EARLIEST: i64 = -2;
 
 /// Partitions of the benchmark topic and the brokers leading them.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,41 +98,11 @@ pub fn list_offsets(layout: &TopicLayout, topic: &str, timestamp: i64, timeouts:
     for &partition in layout.leaders.keys() {
         by_broker.entry(layout.address_of(partition)?).or_default().push(partition);
     }
+    let timeout_ms = timeouts.request_timeout_ms();
     let mut offsets = BTreeMap::new();
     for (address, partitions) in by_broker {
         let mut connection = wire::open(address, timeouts)?;
-        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(p)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(timestamp)
-                    })
-                    .collect(),
-            )]);
-        let response = connection.call(&request)?;
-        for topic_response in &response.topics {
-            for partition in &topic_response.partitions {
-                if partition.error_code != 0 {
-                    return Err(BenchError::Broker {
-                        api: "ListOffsets",
-                        code: partition.error_code,
-                        detail: format!(" for partition {}", partition.partition_index),
-                    });
-                }
-                offsets.insert(partition.partition_index, partition.offset);
-            }
-        }
-    }
-    if offsets.len() != layout.leaders.len() {
-        return Err(BenchError::Protocol {
-            address: "ListOffsets".to_string(),
-            detail: format!("{} offsets for {} partitions", offsets.len(), layout.leaders.len()),
-        });
+        offsets.extend(requests::list_offsets(&mut connection, topic, &partitions, timestamp, timeout_ms)?);
     }
     Ok(offsets)
 }

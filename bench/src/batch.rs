@@ -19,11 +19,11 @@ use fjord_client::batch::{
     compute_crc, first_record_value_range, BatchHeader, RawBatch, BASE_TIMESTAMP_AT, CRC_AT, MAX_TIMESTAMP_AT,
 };
 use fjord_client::records::{encode_batch, record, Headers};
+use fjord_client::requests::produce_request;
 use fjord_client::wire::{encode_request, REQUEST_CORRELATION_ID_AT};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::records::{Compression, Record};
+use uuid::Uuid;
 
 use crate::error::{BenchError, Result};
 use crate::rng::Rng;
@@ -92,11 +92,7 @@ pub fn build_records(spec: &BatchSpec, rng: &mut Rng, timestamp_ms: i64) -> Vec<
 }
 
 fn produce_frame(spec: &BatchSpec, batch: Bytes, correlation_id: i32) -> Result<Vec<u8>> {
-    let request = ProduceRequest::default().with_acks(spec.acks).with_timeout_ms(spec.timeout_ms).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(spec.topic.clone())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(spec.partition).with_records(Some(batch))]),
-    ]);
+    let request = produce_request(&spec.topic, Uuid::nil(), spec.acks, spec.timeout_ms, [(spec.partition, batch)]);
     Ok(encode_request(CLIENT_ID, ApiKey::Produce, spec.produce_version, correlation_id, &request)?.to_vec())
 }
 

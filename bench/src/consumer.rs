@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_client::batch::Batches;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use fjord_client::requests::{fetch_request, FetchPosition};
+use kafka_protocol::messages::ApiKey;
+use uuid::Uuid;
 
 use crate::batch::{first_record_stamp_ns, realtime_ns};
 use crate::error::{BenchError, Result};
@@ -84,38 +84,26 @@ pub fn run_consumer(plan: ConsumerPlan, shared: Arc<Shared>) -> Result<()> {
         .iter()
         .map(|&(partition, next_offset, stop_offset)| Cursor { partition, next_offset, stop_offset })
         .collect();
-    let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
     if !crate::schedule::sleep_until(plan.start, &shared.stop_consumers) {
         return Ok(());
     }
     let mut consecutive_errors = 0u32;
     while !shared.stop_consumers.load(Ordering::Relaxed) {
-        let active: Vec<FetchPartition> = cursors
+        let active: Vec<FetchPosition> = cursors
             .iter()
             .filter(|c| !c.done())
-            .map(|c| {
-                FetchPartition::default()
-                    .with_partition(c.partition)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(c.next_offset)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(plan.workload.fetch_partition_max_bytes)
+            .map(|c| FetchPosition {
+                partition: c.partition,
+                offset: c.next_offset,
+                size_bytes: plan.workload.fetch_partition_max_bytes,
             })
             .collect();
         if active.is_empty() {
             shared.note_caught_up();
             break;
         }
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(plan.workload.fetch_max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(plan.workload.fetch_max_bytes)
-            .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(active)]);
+        let (wait_ms, size_bytes_max) = (plan.workload.fetch_max_wait_ms, plan.workload.fetch_max_bytes);
+        let request = fetch_request(&plan.topic, Uuid::nil(), &active, wait_ms, size_bytes_max);
         let response = connection.call_at(&request, version)?;
         if response.error_code != 0 {
             return Err(BenchError::Broker { api: "Fetch", code: response.error_code, detail: String::new() });

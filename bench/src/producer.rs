@@ -63,10 +63,9 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
                 records: plan.batch_records,
                 record_size_bytes: plan.workload.record_size_bytes,
                 key_distribution: plan.workload.key_distribution,
-                compression: plan.workload.compression.codec(),
+                compression: plan.workload.compression.into(),
                 acks: plan.workload.acks.wire(),
-                // Below the socket timeout, so a slow acks=all answers with an error, not a hang-up.
-                timeout_ms: (plan.timeouts.io.as_millis() / 2).min(i32::MAX as u128) as i32,
+                timeout_ms: plan.timeouts.request_timeout_ms(),
                 produce_version: version,
             };
             ProduceTemplate::build(spec, &mut rng)

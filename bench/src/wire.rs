@@ -38,6 +38,14 @@ pub struct Timeouts {
     pub io: Duration,
 }
 
+impl Timeouts {
+    /// The broker-side timeout to send: below the socket timeout, so a slow broker (acks=all)
+    /// answers with an error instead of the socket giving up first.
+    pub fn request_timeout_ms(&self) -> i32 {
+        (self.io.as_millis() / 2).min(i32::MAX as u128) as i32
+    }
+}
+
 /// Connects to one broker at `address` (HOST:PORT) and negotiates versions.
 pub fn open(address: &str, timeouts: Timeouts) -> Result<Connection> {
     let config = ConnectionConfig {

@@ -160,7 +160,7 @@ pub struct CorruptBatch {
 }
 
 /// The whole batches at the front of a Fetch response's records, in order. Stops at an
-/// incomplete tail (see [`Batches::partial_tail_bytes`]) and after a corrupt batch.
+/// incomplete tail (a batch the broker cut at the fetch size) and after a corrupt batch.
 #[derive(Debug, Clone)]
 pub struct Batches {
     rest: Bytes,
@@ -169,11 +169,6 @@ pub struct Batches {
 impl Batches {
     pub fn new(records: Bytes) -> Self {
         Batches { rest: records }
-    }
-
-    /// Bytes left unread: an incomplete batch the broker cut at the fetch size.
-    pub fn partial_tail_bytes(&self) -> usize {
-        self.rest.len()
     }
 }
 
@@ -203,6 +198,24 @@ impl Iterator for Batches {
             }
         }
     }
+}
+
+/// The records of a Fetch response's `records` that a reader at `fetch_offset` should see, and
+/// the offset to fetch next; `None` when not one whole batch arrived (the partition's fetch size
+/// is too small for it). A batch may start before the requested offset (the log is read in whole
+/// batches), so records below it are dropped; control records (transaction markers) are never
+/// shown but advance the offset.
+pub fn visible_records(records: Bytes, fetch_offset: i64) -> Result<Option<(Vec<Record>, i64)>, CorruptBatch> {
+    let mut visible = Vec::new();
+    let mut next_offset = None;
+    for raw in Batches::new(records) {
+        let raw = raw?;
+        let base_offset = raw.header.base_offset;
+        let records = raw.records().map_err(|error| CorruptBatch { base_offset, error })?;
+        visible.extend(records.into_iter().filter(|r| !r.control && r.offset >= fetch_offset));
+        next_offset = Some(raw.header.next_offset().max(next_offset.unwrap_or(fetch_offset)));
+    }
+    Ok(next_offset.map(|next| (visible, next)))
 }
 
 /// Kafka varint (zigzag) at `*at`, advancing it. None if the bytes end first or it overflows.
@@ -251,18 +264,16 @@ mod tests {
     use kafka_protocol::records::Compression;
 
     fn batch(offsets: Range<i64>, compression: Compression) -> Bytes {
-        let records: Vec<Record> = offsets
-            .clone()
-            .map(|o| {
-                record(
-                    o - offsets.start,
-                    1000 + o,
-                    Some(Bytes::from(format!("k{o}"))),
-                    Bytes::from(format!("v{o}")),
-                    &Default::default(),
-                )
-            })
-            .collect();
+        batch_of(offsets, false, compression)
+    }
+
+    /// A batch at `offsets`, of control records (transaction markers) when `control`.
+    fn batch_of(offsets: Range<i64>, control: bool, compression: Compression) -> Bytes {
+        let record = |o: i64| {
+            let (key, value) = (Bytes::from(format!("k{o}")), Bytes::from(format!("v{o}")));
+            record(o - offsets.start, 1000 + o, Some(key), value, &Default::default())
+        };
+        let records: Vec<Record> = offsets.clone().map(|o| Record { control, transactional: control, ..record(o) }).collect();
         let mut bytes = encode_batch(&records, compression).unwrap().to_vec();
         bytes[..8].copy_from_slice(&offsets.start.to_be_bytes());
         Bytes::from(bytes)
@@ -296,24 +307,10 @@ mod tests {
     }
 
     #[test]
-    fn whole_batches_are_yielded_and_an_incomplete_tail_is_left() {
-        let first = batch(10..13, Compression::Lz4);
-        let second = batch(13..15, Compression::Gzip);
-        let cut = second.slice(..second.len() - 5);
-        let mut batches = Batches::new(concat(&[first.clone(), cut.clone()]));
-        let whole = batches.next().unwrap().unwrap();
-        assert_eq!(whole.bytes, first);
-        assert_eq!(whole.records().unwrap().iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10, 11, 12]);
-        assert!(batches.next().is_none());
-        assert_eq!(batches.partial_tail_bytes(), cut.len());
-    }
-
-    #[test]
-    fn a_tail_shorter_than_the_log_overhead_is_partial_too() {
+    fn a_tail_shorter_than_the_log_overhead_is_left_too() {
         let mut batches = Batches::new(concat(&[batch(0..1, Compression::None), Bytes::from_static(&[0, 0, 0])]));
         assert!(batches.next().unwrap().is_ok());
         assert!(batches.next().is_none());
-        assert_eq!(batches.partial_tail_bytes(), 3);
     }
 
     #[test]
@@ -335,13 +332,42 @@ mod tests {
         assert!(batches.next().is_none());
     }
 
+    fn offsets(records: &[Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
     #[test]
-    fn a_corrupted_batch_fails_the_decoders_crc_check() {
-        let mut bytes = batch(0..3, Compression::None).to_vec();
+    fn a_reader_sees_whole_batches_and_fetches_the_cut_one_again() {
+        let second = batch(13..15, Compression::Gzip);
+        let records = concat(&[batch(10..13, Compression::Lz4), second.slice(..second.len() - 5)]);
+        let (visible, next) = visible_records(records, 10).unwrap().unwrap();
+        assert_eq!((offsets(&visible), next), (vec![10, 11, 12], 13));
+        assert_eq!(visible_records(second.slice(..20), 13), Ok(None));
+        assert_eq!(visible_records(Bytes::new(), 7), Ok(None));
+    }
+
+    #[test]
+    fn records_below_the_requested_offset_are_skipped() {
+        let records = concat(&[batch(10..13, Compression::Snappy), batch(13..15, Compression::Zstd)]);
+        let (visible, next) = visible_records(records, 12).unwrap().unwrap();
+        assert_eq!((offsets(&visible), next), (vec![12, 13, 14], 15));
+        assert_eq!(visible[0].value.as_deref(), Some(&b"v12"[..]));
+    }
+
+    #[test]
+    fn control_batches_are_hidden_but_advance_the_offset() {
+        let records = concat(&[batch(0..2, Compression::None), batch_of(2..3, true, Compression::None)]);
+        let (visible, next) = visible_records(records, 0).unwrap().unwrap();
+        assert_eq!((offsets(&visible), next), (vec![0, 1], 3));
+    }
+
+    #[test]
+    fn a_corrupted_batch_is_reported_at_its_base_offset() {
+        let mut bytes = batch(4..7, Compression::None).to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        let raw = Batches::new(Bytes::from(bytes)).next().unwrap().unwrap();
-        assert!(matches!(raw.records(), Err(BatchError::Decode { .. })));
+        let corrupt = visible_records(Bytes::from(bytes), 4).unwrap_err();
+        assert!(matches!(corrupt, CorruptBatch { base_offset: 4, error: BatchError::Decode { .. } }));
     }
 
     #[test]

@@ -104,11 +104,6 @@ impl Connection {
         self.peer
     }
 
-    /// The client id this connection puts in its request headers.
-    pub fn client_id(&self) -> &'static str {
-        self.config.client_id
-    }
-
     /// The broker's advertised API versions.
     pub fn versions(&self) -> &ApiVersionTable {
         &self.versions
@@ -151,11 +146,6 @@ impl Connection {
     pub fn send_frame(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         let transport = |source| ClientError::Transport { address: self.reader.address.clone(), source };
         self.reader.stream.write_all(frame).map_err(transport)
-    }
-
-    /// Reads the response to a frame sent with [`Connection::send_frame`].
-    pub fn read_response<T: Decodable>(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> Result<T, ClientError> {
-        self.reader.read(api, version, correlation_id)
     }
 
     /// A reader of this connection's responses on a clone of its socket, for another thread.

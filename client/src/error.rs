@@ -23,6 +23,8 @@ pub enum ClientError {
     UnsupportedApi { address: String, api: ApiKey, detail: String },
     #[error("{0}")]
     Kafka(#[from] KafkaError),
+    #[error("broker answered {answered} of {asked} partitions")]
+    PartitionCount { answered: usize, asked: usize },
     #[error("broker returned no metadata for topic '{topic}'")]
     MissingTopic { topic: String },
     #[error("cannot encode record batch: {detail}")]

@@ -8,6 +8,7 @@
 //!      │ encode_request / read_frame / split_response / decode_body ── wire.rs (no I/O)
 //!      │ ApiVersions on open, highest common version per API ──────── versions.rs
 //!      ├─ Metadata: brokers, topics, partition leaders ────────────── metadata.rs
+//!      ├─ Produce, Fetch, ListOffsets requests of a plain client ──── requests.rs
 //!      ├─ Produce bodies: RecordBatch v2 built by kafka-protocol ──── records.rs
 //!      └─ Fetch bodies: batch headers walked, Kafka's v2 layout ───── batch.rs
 //! ```
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod error;
 pub mod metadata;
 pub mod records;
+pub mod requests;
 pub mod versions;
 pub mod wire;
 

@@ -15,6 +15,30 @@ use crate::error::ClientError;
 /// Record headers, in order.
 pub type Headers = IndexMap<StrBytes, Option<Bytes>>;
 
+/// The codecs a producer may compress batches with, by their Kafka (`compression.type`) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
+pub enum CompressionCodec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionCodec> for Compression {
+    fn from(codec: CompressionCodec) -> Self {
+        match codec {
+            CompressionCodec::None => Compression::None,
+            CompressionCodec::Gzip => Compression::Gzip,
+            CompressionCodec::Snappy => Compression::Snappy,
+            CompressionCodec::Lz4 => Compression::Lz4,
+            CompressionCodec::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 /// Bytes a record is guessed to add on top of its value when sizing the encode buffer.
 const RECORD_OVERHEAD_BYTES_GUESS: usize = 64;
 

@@ -46,7 +46,7 @@ fn info(args: InfoArgs) -> Result<(), CliError> {
 /// DescribeCluster when the broker supports it, else the same facts from Metadata.
 fn describe_cluster(connection: &mut Connection) -> Result<ClusterInfo, CliError> {
     if connection.version_of(ApiKey::DescribeCluster).is_err() {
-        return metadata::fetch(connection, Some(&[]), false);
+        return Ok(metadata::fetch(connection, Some(&[]), false)?);
     }
     let response = connection.call(&DescribeClusterRequest::default())?;
     KafkaError::check(response.error_code, response.error_message.as_deref(), || "DescribeCluster".into())?;

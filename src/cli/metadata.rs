@@ -4,18 +4,11 @@
 use std::time::Duration;
 
 use fjord_client::metadata::LeaderWait;
-pub use fjord_client::metadata::{broker_info, topic_name, ClusterInfo, TopicInfo};
-
-use fjord_client::Connection;
+pub use fjord_client::metadata::{broker_info, fetch, topic_name, ClusterInfo, TopicInfo};
 
 use super::error::CliError;
 use super::limits::{METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS};
 use super::pool::BrokerPool;
-
-/// Asks for metadata of `topics` (all topics when `None`).
-pub fn fetch(connection: &mut Connection, topics: Option<&[String]>, auto_create: bool) -> Result<ClusterInfo, CliError> {
-    Ok(fjord_client::metadata::fetch(connection, topics, auto_create)?)
-}
 
 /// Fetches metadata for one topic, waiting (bounded) until every partition has a leader; with
 /// `auto_create`, an unknown topic is asked to be created and waited for too.
