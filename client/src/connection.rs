@@ -224,6 +224,65 @@ mod tests {
         frame_bytes_max: 1 << 20,
     };
 
+    /// A broker on a loopback port that speaks ApiVersions v0..=3 and Metadata v1..=12 and answers
+    /// each Metadata with the request's correlation id as controller id; returns HOST:PORT.
+    fn echo_broker() -> String {
+        use bytes::{BufMut, BytesMut};
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::{MetadataResponse, ResponseHeader};
+        use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            while let Ok(mut request) = wire::read_frame(&mut stream, 1 << 20) {
+                let header = decode_request_header_from_buffer(&mut request).unwrap();
+                let (api, version) = (ApiKey::try_from(header.request_api_key).unwrap(), header.request_api_version);
+                let mut payload = BytesMut::new();
+                let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+                response_header.encode(&mut payload, api.response_header_version(version)).unwrap();
+                if api == ApiKey::ApiVersions {
+                    let range = |api: ApiKey, min, max| {
+                        ApiVersion::default().with_api_key(api as i16).with_min_version(min).with_max_version(max)
+                    };
+                    let keys = vec![range(ApiKey::ApiVersions, 0, 3), range(ApiKey::Metadata, 1, 12)];
+                    ApiVersionsResponse::default().with_api_keys(keys).encode(&mut payload, version).unwrap();
+                } else {
+                    let controller = header.correlation_id.into();
+                    MetadataResponse::default().with_controller_id(controller).encode(&mut payload, version).unwrap();
+                }
+                let mut frame = BytesMut::new();
+                frame.put_i32(payload.len() as i32);
+                frame.extend_from_slice(&payload);
+                stream.write_all(&frame).unwrap();
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_on_the_reader() {
+        use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+        let mut connection = Connection::open(&echo_broker(), CONFIG).unwrap();
+        let version = connection.version_of(ApiKey::Metadata).unwrap();
+        assert_eq!(version, 12);
+        assert!(matches!(connection.version_of(ApiKey::Fetch), Err(ClientError::UnsupportedApi { .. })));
+        let mut reader = connection.response_reader().unwrap();
+        let ids: Vec<i32> = (0..3).map(|_| connection.next_correlation_id()).collect();
+        for id in &ids {
+            let frame = wire::encode_request(CONFIG.client_id, ApiKey::Metadata, version, *id, &MetadataRequest::default());
+            connection.send_frame(&frame.unwrap()).unwrap();
+        }
+        let first: MetadataResponse = reader.read(ApiKey::Metadata, version, ids[0]).unwrap();
+        assert_eq!(first.controller_id, ids[0]);
+        let out_of_step = reader.read::<MetadataResponse>(ApiKey::Metadata, version, ids[2]);
+        assert!(
+            matches!(out_of_step, Err(ClientError::CorrelationMismatch { expected, actual, .. }) if (expected, actual) == (ids[2], ids[1]))
+        );
+        let last = connection.call(&MetadataRequest::default());
+        assert!(matches!(last, Err(ClientError::CorrelationMismatch { .. })), "the third answer is still unread");
+    }
+
     #[test]
     fn connecting_to_a_closed_port_is_a_connection_error() {
         // Bind then drop a listener so the port is very likely closed.
