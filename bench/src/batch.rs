@@ -12,31 +12,25 @@
 //! they are re-encoded with `RecordBatchEncoder` per send, which is the compression a real client
 //! pays per batch anyway.
 
-use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fjord_engine::batch::BatchHeader;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+use fjord_client::batch::{
+    compute_crc, first_record_value_range, BatchHeader, RawBatch, BASE_TIMESTAMP_AT, CRC_AT, MAX_TIMESTAMP_AT,
 };
+use fjord_client::records::{encode_batch, record, Headers};
+use fjord_client::requests::produce_request;
+use fjord_client::wire::{encode_request, REQUEST_CORRELATION_ID_AT};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::records::{Compression, Record};
+use uuid::Uuid;
 
 use crate::error::{BenchError, Result};
 use crate::rng::Rng;
-use crate::wire::encode_frame;
+use crate::wire::CLIENT_ID;
 use crate::workload::KeyDistribution;
 
 pub const STAMP_BYTES: usize = 8;
-const BATCH_HEADER_BYTES: usize = 61;
-const OFFSET_CRC: usize = 17;
-const OFFSET_ATTRIBUTES: usize = 21;
-const OFFSET_BASE_TIMESTAMP: usize = 27;
-const OFFSET_MAX_TIMESTAMP: usize = 35;
-const FRAME_CORRELATION_ID_AT: usize = 8;
 
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME): the clock producers stamp and consumers
 /// read, so end-to-end latency is meaningful between processes on one host.
@@ -58,57 +52,16 @@ pub struct BatchSpec {
     pub produce_version: i16,
 }
 
-/// Kafka varint (zigzag) at `*at`, advancing it. None if the bytes end first or it overflows.
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-/// Where the first record's value lies inside an uncompressed batch. None for a compressed,
-/// empty or malformed batch. Reads only the header and the first record's prefix.
-pub fn first_record_value_range(batch: &[u8]) -> Option<Range<usize>> {
-    let header = BatchHeader::parse(batch).ok()?;
-    if header.compression() != 0 || header.records_count < 1 || header.size_bytes > batch.len() {
-        return None;
-    }
-    let batch = &batch[..header.size_bytes];
-    let mut at = BATCH_HEADER_BYTES;
-    let _record_length = read_varint(batch, &mut at)?;
-    at += 1; // attributes
-    let _timestamp_delta = read_varint(batch, &mut at)?;
-    let _offset_delta = read_varint(batch, &mut at)?;
-    let key_length = read_varint(batch, &mut at)?;
-    if key_length > 0 {
-        at = at.checked_add(key_length as usize)?;
-    }
-    let value_length = read_varint(batch, &mut at)?;
-    if value_length < 0 {
-        return None;
-    }
-    let end = at.checked_add(value_length as usize)?;
-    (end <= batch.len()).then_some(at..end)
-}
-
 /// The send timestamp a producer of this bench wrote into the first record of `batch`. Compressed
 /// batches are decompressed for it (only consumers measuring end-to-end latency ask).
 pub fn first_record_stamp_ns(batch: &Bytes) -> Option<u64> {
     let header = BatchHeader::parse(batch).ok()?;
-    if header.compression() == 0 {
-        let range = first_record_value_range(batch)?;
-        let value = batch.get(range.start..range.start + STAMP_BYTES)?;
-        return Some(u64::from_be_bytes(value.try_into().ok()?));
-    }
-    let mut whole = batch.slice(..header.size_bytes.min(batch.len()));
-    let set = RecordBatchDecoder::decode(&mut whole).ok()?;
-    let value = set.records.first()?.value.as_ref()?;
+    let value = if header.compression() == 0 {
+        batch.slice(first_record_value_range(batch)?)
+    } else {
+        let raw = RawBatch { header, bytes: batch.slice(..header.size_bytes.min(batch.len())) };
+        raw.records().ok()?.first()?.value.clone()?
+    };
     Some(u64::from_be_bytes(value.get(..STAMP_BYTES)?.try_into().ok()?))
 }
 
@@ -119,6 +72,7 @@ pub fn build_records(spec: &BatchSpec, rng: &mut Rng, timestamp_ms: i64) -> Vec<
     let mut payload = vec![0u8; count * spec.record_size_bytes];
     rng.fill_hex(&mut payload);
     let payload = Bytes::from(payload);
+    let headers = Headers::new();
     (0..count)
         .map(|index| {
             let key = match spec.key_distribution {
@@ -131,41 +85,15 @@ pub fn build_records(spec: &BatchSpec, rng: &mut Rng, timestamp_ms: i64) -> Vec<
                 KeyDistribution::RoundRobin => Some(Bytes::from(format!("key-{index}"))),
             };
             let start = index * spec.record_size_bytes;
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: NO_PRODUCER_ID,
-                producer_epoch: NO_PRODUCER_EPOCH,
-                timestamp_type: TimestampType::Creation,
-                offset: index as i64,
-                // The encoder starts a new batch wherever offset − sequence changes; counting up
-                // from NO_SEQUENCE keeps one batch whose base sequence is NO_SEQUENCE.
-                sequence: NO_SEQUENCE.wrapping_add(index as i32),
-                timestamp: timestamp_ms,
-                key,
-                value: Some(payload.slice(start..start + spec.record_size_bytes)),
-                headers: Default::default(),
-            }
+            let value = payload.slice(start..start + spec.record_size_bytes);
+            record(index as i64, timestamp_ms, key, value, &headers)
         })
         .collect()
 }
 
-pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
-    let mut buf = bytes::BytesMut::with_capacity(records.len() * 64 + BATCH_HEADER_BYTES);
-    RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression })
-        .map_err(|e| BenchError::codec("building a record batch", e))?;
-    Ok(buf.freeze())
-}
-
-fn produce_frame(spec: &BatchSpec, batch: Bytes, correlation_id: i32) -> Result<bytes::BytesMut> {
-    let request = ProduceRequest::default().with_acks(spec.acks).with_timeout_ms(spec.timeout_ms).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(spec.topic.clone())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(spec.partition).with_records(Some(batch))]),
-    ]);
-    encode_frame(ApiKey::Produce, spec.produce_version, correlation_id, &request)
+fn produce_frame(spec: &BatchSpec, batch: Bytes, correlation_id: i32) -> Result<Vec<u8>> {
+    let request = produce_request(&spec.topic, Uuid::nil(), spec.acks, spec.timeout_ms, [(spec.partition, batch)]);
+    Ok(encode_request(CLIENT_ID, ApiKey::Produce, spec.produce_version, correlation_id, &request)?.to_vec())
 }
 
 /// One partition's produce request, ready to stamp and send.
@@ -188,7 +116,7 @@ impl ProduceTemplate {
         let now_ms = (realtime_ns() / 1_000_000) as i64;
         let records = build_records(&spec, rng, now_ms);
         let batch = encode_batch(&records, spec.compression)?;
-        let frame = produce_frame(&spec, batch.clone(), 0)?.to_vec();
+        let frame = produce_frame(&spec, batch.clone(), 0)?;
         let batch_at = (0..=frame.len() - batch.len())
             .rev()
             .find(|&at| frame[at..at + batch.len()] == batch[..])
@@ -230,18 +158,18 @@ impl ProduceTemplate {
                 self.records[0].value = Some(Bytes::from(stamped));
             }
             let batch = encode_batch(&self.records, self.spec.compression)?;
-            self.frame = produce_frame(&self.spec, batch.clone(), correlation_id)?.to_vec();
+            self.frame = produce_frame(&self.spec, batch.clone(), correlation_id)?;
             self.batch_len = batch.len();
             self.batch_at = self.frame.len() - batch.len() - self.trailer_bytes();
             return Ok((&self.frame, self.batch_len));
         }
-        self.frame[FRAME_CORRELATION_ID_AT..FRAME_CORRELATION_ID_AT + 4].copy_from_slice(&correlation_id.to_be_bytes());
+        self.frame[REQUEST_CORRELATION_ID_AT..REQUEST_CORRELATION_ID_AT + 4].copy_from_slice(&correlation_id.to_be_bytes());
         self.frame[self.stamp_at..self.stamp_at + STAMP_BYTES].copy_from_slice(&stamp_ns.to_be_bytes());
         let batch = &mut self.frame[self.batch_at..self.batch_at + self.batch_len];
-        batch[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&stamp_ms.to_be_bytes());
-        batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&stamp_ms.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
-        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&stamp_ms.to_be_bytes());
+        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&stamp_ms.to_be_bytes());
+        let crc = compute_crc(batch);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         Ok((&self.frame, self.batch_len))
     }
 
@@ -258,7 +186,7 @@ impl ProduceTemplate {
 
 #[cfg(test)]
 mod tests {
-    use fjord_engine::batch::validate_stored;
+    use fjord_client::batch::verify as validate_stored;
 
     use super::*;
 
@@ -315,22 +243,11 @@ mod tests {
     }
 
     #[test]
-    fn varints_decode_as_zigzag() {
-        let mut at = 0;
-        assert_eq!(read_varint(&[0x01], &mut at), Some(-1));
-        at = 0;
-        assert_eq!(read_varint(&[0xac, 0x02], &mut at), Some(150));
-        assert_eq!(at, 2);
-        at = 0;
-        assert_eq!(read_varint(&[0x80], &mut at), None);
-    }
-
-    #[test]
     fn malformed_batches_yield_no_stamp() {
         assert_eq!(first_record_stamp_ns(&Bytes::from_static(&[0u8; 10])), None);
         let mut template = ProduceTemplate::build(spec(Compression::None, KeyDistribution::None, 9), &mut Rng::new(3)).unwrap();
         template.prepare(1, 5).unwrap();
         let truncated = Bytes::copy_from_slice(&template.batch()[..70]);
-        assert_eq!(first_record_value_range(&truncated), None);
+        assert_eq!(first_record_stamp_ns(&truncated), None);
     }
 }

@@ -7,21 +7,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fjord_engine::batch::BatchHeader;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::{Decodable, HeaderVersion, StrBytes};
+use fjord_client::batch::Batches;
+use fjord_client::requests::{fetch_request, FetchPosition};
+use kafka_protocol::messages::ApiKey;
+use uuid::Uuid;
 
 use crate::batch::{first_record_stamp_ns, realtime_ns};
 use crate::error::{BenchError, Result};
 use crate::shared::Shared;
-use crate::wire::{encode_frame, read_frame, split_response, Connection, Timeouts};
+use crate::wire::{self, Timeouts};
 use crate::workload::Workload;
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 /// Error responses in a row after which a consumer gives up.
 const CONSECUTIVE_ERRORS_MAX: u32 = 100;
-const BATCH_HEADER_BYTES: usize = 61;
 /// Stamps further than this from the consumer's clock are not from this run.
 const STAMP_SKEW_NS_MAX: u64 = 3_600_000_000_000;
 
@@ -64,79 +63,48 @@ pub struct Walked {
 /// batch so the caller may read its stamp.
 pub fn walk_batches(records: &Bytes, next_offset: i64, mut on_batch: impl FnMut(&Bytes)) -> Walked {
     let mut walked = Walked { next_offset, ..Walked::default() };
-    let mut at = 0usize;
-    while records.len() - at >= BATCH_HEADER_BYTES {
-        let Ok(header) = BatchHeader::parse(&records[at..]) else { break };
-        if header.size_bytes > records.len() - at {
-            break;
-        }
-        let batch_end = at + header.size_bytes;
+    for batch in Batches::new(records.clone()).map_while(|batch| batch.ok()) {
+        let header = batch.header;
         if header.next_offset() > walked.next_offset {
             let first = header.base_offset.max(walked.next_offset);
             walked.records += (header.next_offset() - first) as u64;
             walked.bytes += header.size_bytes as u64;
             walked.next_offset = header.next_offset();
-            on_batch(&records.slice(at..batch_end));
+            on_batch(&batch.bytes);
         }
-        at = batch_end;
     }
     walked
 }
 
 pub fn run_consumer(plan: ConsumerPlan, shared: Arc<Shared>) -> Result<()> {
-    let mut connection = Connection::open(&plan.address, plan.timeouts)?;
-    let version = connection.version(ApiKey::Fetch)?;
-    let header_version = FetchResponse::header_version(version);
+    let mut connection = wire::open(&plan.address, plan.timeouts)?;
+    let version = connection.version_of(ApiKey::Fetch)?;
     let mut cursors: Vec<Cursor> = plan
         .partitions
         .iter()
         .map(|&(partition, next_offset, stop_offset)| Cursor { partition, next_offset, stop_offset })
         .collect();
-    let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
     if !crate::schedule::sleep_until(plan.start, &shared.stop_consumers) {
         return Ok(());
     }
     let mut consecutive_errors = 0u32;
     while !shared.stop_consumers.load(Ordering::Relaxed) {
-        let active: Vec<FetchPartition> = cursors
+        let active: Vec<FetchPosition> = cursors
             .iter()
             .filter(|c| !c.done())
-            .map(|c| {
-                FetchPartition::default()
-                    .with_partition(c.partition)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(c.next_offset)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(plan.workload.fetch_partition_max_bytes)
+            .map(|c| FetchPosition {
+                partition: c.partition,
+                offset: c.next_offset,
+                size_bytes: plan.workload.fetch_partition_max_bytes,
             })
             .collect();
         if active.is_empty() {
             shared.note_caught_up();
             break;
         }
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(plan.workload.fetch_max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(plan.workload.fetch_max_bytes)
-            .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(active)]);
-        let correlation_id = connection.next_correlation_id();
-        let frame = encode_frame(ApiKey::Fetch, version, correlation_id, &request)?;
-        connection.write_all(&frame)?;
-        let frame = read_frame(&mut connection.stream, &plan.address)?;
-        let (answered, mut body) = split_response(frame, header_version, &plan.address)?;
-        if answered != correlation_id {
-            return Err(BenchError::Protocol {
-                address: plan.address,
-                detail: format!("fetch response for correlation id {answered}, expected {correlation_id}"),
-            });
-        }
-        let response = FetchResponse::decode(&mut body, version)
-            .map_err(|e| BenchError::codec(format!("Fetch v{version} response from {}", plan.address), e))?;
+        let (wait_ms, size_bytes_max) = (plan.workload.fetch_max_wait_ms, plan.workload.fetch_max_bytes);
+        let request = fetch_request(&plan.topic, Uuid::nil(), &active, wait_ms, size_bytes_max);
+        let response = connection.call_at(&request, version)?;
         if response.error_code != 0 {
             return Err(BenchError::Broker { api: "Fetch", code: response.error_code, detail: String::new() });
         }

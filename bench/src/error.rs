@@ -16,8 +16,9 @@ pub enum BenchError {
     Codec { context: String, detail: String },
     #[error("{api} answered error code {code}{detail}")]
     Broker { api: &'static str, code: i16, detail: String },
-    #[error("the broker at {address} supports no {api} version in {min}..={max} (it offers {offered})")]
-    Version { address: String, api: &'static str, min: i16, max: i16, offered: String },
+    /// Talking to a broker failed: connection, framing, versions, or an error code.
+    #[error(transparent)]
+    Client(#[from] fjord_client::ClientError),
     #[error("protocol violation from {address}: {detail}")]
     Protocol { address: String, detail: String },
     #[error("workload: {0}")]

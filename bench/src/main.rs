@@ -9,7 +9,7 @@ use fjord_bench::error::{BenchError, Result};
 use fjord_bench::report::Report;
 use fjord_bench::run::{run, summary_lines, RunOptions};
 use fjord_bench::wire::Timeouts;
-use fjord_bench::workload::{Acks, CompressionKind, KeyDistribution, Mode, Workload};
+use fjord_bench::workload::{Acks, CompressionCodec, KeyDistribution, Mode, Workload};
 
 #[derive(Parser)]
 #[command(
@@ -97,7 +97,7 @@ struct Overrides {
     #[arg(long, value_enum)]
     acks: Option<Acks>,
     #[arg(long, value_enum)]
-    compression: Option<CompressionKind>,
+    compression: Option<CompressionCodec>,
     /// Records per batch (0 = from --batch-bytes).
     #[arg(long)]
     batch_records: Option<u32>,

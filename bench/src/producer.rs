@@ -9,21 +9,19 @@
 //!  reader:  take the oldest slot ─▶ read its response ─▶ count, record latency, free the slot
 //! ```
 
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
-use kafka_protocol::protocol::{Decodable, HeaderVersion};
 
 use crate::batch::{BatchSpec, ProduceTemplate};
 use crate::error::{BenchError, Result};
 use crate::rng::Rng;
 use crate::schedule::{latency_ns, sleep_until, Schedule};
 use crate::shared::Shared;
-use crate::wire::{read_frame, split_response, Connection, Timeouts};
+use crate::wire::{self, ResponseReader, Timeouts};
 use crate::workload::{KeyDistribution, Workload};
 
 #[derive(Debug, Clone)]
@@ -52,8 +50,8 @@ struct InFlight {
 }
 
 pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
-    let mut connection = Connection::open(&plan.address, plan.timeouts)?;
-    let version = connection.version(ApiKey::Produce)?;
+    let mut connection = wire::open(&plan.address, plan.timeouts)?;
+    let version = connection.version_of(ApiKey::Produce)?;
     let mut rng = Rng::new(plan.seed);
     let mut templates = plan
         .partitions
@@ -65,10 +63,9 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
                 records: plan.batch_records,
                 record_size_bytes: plan.workload.record_size_bytes,
                 key_distribution: plan.workload.key_distribution,
-                compression: plan.workload.compression.codec(),
+                compression: plan.workload.compression.into(),
                 acks: plan.workload.acks.wire(),
-                // Below the socket timeout, so a slow acks=all answers with an error, not a hang-up.
-                timeout_ms: (plan.timeouts.io.as_millis() / 2).min(i32::MAX as u128) as i32,
+                timeout_ms: plan.timeouts.request_timeout_ms(),
                 produce_version: version,
             };
             ProduceTemplate::build(spec, &mut rng)
@@ -87,12 +84,11 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
         (None, None)
     } else {
         let (sender, receiver) = sync_channel::<InFlight>(plan.workload.max_inflight as usize - 1);
-        let stream = connection.try_clone_stream()?;
-        let address = plan.address.clone();
+        let responses = connection.response_reader()?;
         let shared = Arc::clone(&shared);
         let reader = std::thread::Builder::new()
             .name(format!("{}-acks", plan.name))
-            .spawn(move || read_acks(stream, address, version, receiver, &shared))
+            .spawn(move || read_acks(responses, version, receiver, &shared))
             .map_err(|e| BenchError::io("spawning an ack reader", e))?;
         (Some(sender), Some(reader))
     };
@@ -139,8 +135,8 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
                 break Ok(());
             }
         }
-        if let Err(e) = connection.write_all(frame) {
-            break Err(e);
+        if let Err(e) = connection.send_frame(frame) {
+            break Err(e.into());
         }
         if acks_none {
             shared.produced.add(records, batch_bytes, payload_bytes);
@@ -157,20 +153,10 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<()> {
     outcome
 }
 
-fn read_acks(mut stream: TcpStream, address: String, version: i16, slots: Receiver<InFlight>, shared: &Shared) -> Result<()> {
-    let header_version = ProduceResponse::header_version(version);
+fn read_acks(mut responses: ResponseReader, version: i16, slots: Receiver<InFlight>, shared: &Shared) -> Result<()> {
     while let Ok(slot) = slots.recv() {
-        let frame = read_frame(&mut stream, &address)?;
+        let response: ProduceResponse = responses.read(ApiKey::Produce, version, slot.correlation_id)?;
         let completed = Instant::now();
-        let (correlation_id, mut body) = split_response(frame, header_version, &address)?;
-        if correlation_id != slot.correlation_id {
-            return Err(BenchError::Protocol {
-                address,
-                detail: format!("produce response for correlation id {correlation_id}, expected {}", slot.correlation_id),
-            });
-        }
-        let response = ProduceResponse::decode(&mut body, version)
-            .map_err(|e| BenchError::codec(format!("Produce v{version} response from {address}"), e))?;
         let error = response.responses.iter().flat_map(|t| t.partition_responses.iter()).map(|p| p.error_code).find(|&c| c != 0);
         match error {
             Some(code) => {

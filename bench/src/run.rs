@@ -18,7 +18,7 @@ use crate::report::{Report, SecondSample, Side, REPORT_FORMAT_VERSION};
 use crate::schedule::sleep_until;
 use crate::shared::{spawn_worker, Shared};
 use crate::stats::{p99_ms, summarize, CounterSnapshot};
-use crate::wire::{Connection, Timeouts};
+use crate::wire::{self, Timeouts};
 use crate::workload::{Mode, Workload};
 
 /// Time the workers get to connect before the schedule starts.
@@ -260,7 +260,7 @@ fn progress_line(sample: &SecondSample, mode: Mode) -> String {
 pub fn run(workload: &Workload, options: &RunOptions) -> Result<Report> {
     workload.validate()?;
     let started_at_unix_ms = realtime_ns() / 1_000_000;
-    let mut bootstrap = Connection::open(&options.bootstrap, options.timeouts)?;
+    let mut bootstrap = wire::open(&options.bootstrap, options.timeouts)?;
     let creates = workload.mode != Mode::Consume || workload.prefill_bytes > 0;
     let layout = ensure_topic(&mut bootstrap, &workload.topic, workload.partitions, workload.replication_factor, creates)?;
     drop(bootstrap);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kafka_protocol::records::Compression;
+pub use fjord_client::records::CompressionCodec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result};
@@ -61,28 +61,6 @@ impl Acks {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CompressionKind {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl CompressionKind {
-    pub fn codec(self) -> Compression {
-        match self {
-            CompressionKind::None => Compression::None,
-            CompressionKind::Gzip => Compression::Gzip,
-            CompressionKind::Snappy => Compression::Snappy,
-            CompressionKind::Lz4 => Compression::Lz4,
-            CompressionKind::Zstd => Compression::Zstd,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Workload {
@@ -98,7 +76,7 @@ pub struct Workload {
     pub record_size_bytes: usize,
     pub key_distribution: KeyDistribution,
     pub acks: Acks,
-    pub compression: CompressionKind,
+    pub compression: CompressionCodec,
     /// Records per batch; 0 derives it from `batch_size_bytes`.
     pub batch_records: u32,
     /// Payload bytes per batch, used when `batch_records` is 0.
@@ -132,7 +110,7 @@ impl Default for Workload {
             record_size_bytes: 1024,
             key_distribution: KeyDistribution::None,
             acks: Acks::Leader,
-            compression: CompressionKind::None,
+            compression: CompressionCodec::None,
             batch_records: 0,
             batch_size_bytes: 64 * 1024,
             linger_ms: 5,
@@ -236,7 +214,7 @@ mod tests {
         assert_eq!(workload.mode, Mode::E2e);
         assert_eq!(workload.acks, Acks::All);
         assert_eq!(workload.acks.wire(), -1);
-        assert_eq!(workload.compression, CompressionKind::Zstd);
+        assert_eq!(workload.compression, CompressionCodec::Zstd);
         assert_eq!(workload.key_distribution, KeyDistribution::RoundRobin);
         assert_eq!(workload.partitions, 4);
         assert_eq!(workload.record_size_bytes, 1024);

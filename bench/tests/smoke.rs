@@ -16,7 +16,7 @@ use fjord_bench::consumer::{run_consumer, ConsumerPlan};
 use fjord_bench::producer::{run_producer, ProducerPlan};
 use fjord_bench::run::{run, RunOptions};
 use fjord_bench::shared::{spawn_worker, Shared};
-use fjord_bench::wire::{Connection, Timeouts};
+use fjord_bench::wire::{self, Timeouts};
 use fjord_bench::workload::{Acks, Mode, Workload};
 
 const BROKER_READY_WAIT_MAX: Duration = Duration::from_secs(20);
@@ -202,7 +202,7 @@ fn two_second_end_to_end_run_against_fjord_measures_both_sides() {
 /// as many Produce requests as were acknowledged.
 fn exact_accounting_with_the_bench_workers(address: &str, metrics_address: &str, base: &Workload) {
     let workload = Workload { topic: "smoke-exact".to_string(), partitions: 2, ..base.clone() };
-    let mut connection = Connection::open(address, TIMEOUTS).expect("connects");
+    let mut connection = wire::open(address, TIMEOUTS).expect("connects");
     let layout: TopicLayout = ensure_topic(&mut connection, &workload.topic, workload.partitions, 1, true).expect("topic");
     let before = list_offsets(&layout, &workload.topic, OFFSET_LATEST, TIMEOUTS).expect("offsets");
     let page_before = settled_metrics(metrics_address);

@@ -6,12 +6,12 @@ use std::fmt::Write;
 use kafka_protocol::messages::{ApiKey, DescribeClusterRequest};
 
 use super::args::ConnectArgs;
-use super::client::Connection;
 use super::error::{CliError, KafkaError};
-use super::metadata::{self, BrokerInfo, ClusterInfo};
+use super::metadata::{self, ClusterInfo};
 use super::output::emit;
-use super::pool::BrokerPool;
-use super::versions::{api_name, ApiVersionTable};
+use super::pool::{BrokerPool, CONNECTION_CONFIG};
+use fjord_client::versions::{api_name, ApiVersionTable};
+use fjord_client::Connection;
 
 /// Cluster subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -46,18 +46,11 @@ fn info(args: InfoArgs) -> Result<(), CliError> {
 /// DescribeCluster when the broker supports it, else the same facts from Metadata.
 fn describe_cluster(connection: &mut Connection) -> Result<ClusterInfo, CliError> {
     if connection.version_of(ApiKey::DescribeCluster).is_err() {
-        return metadata::fetch(connection, Some(&[]), false);
+        return Ok(metadata::fetch(connection, Some(&[]), false)?);
     }
     let response = connection.call(&DescribeClusterRequest::default())?;
     KafkaError::check(response.error_code, response.error_message.as_deref(), || "DescribeCluster".into())?;
-    let brokers = response
-        .brokers
-        .into_iter()
-        .map(|b| {
-            let info = BrokerInfo { host: b.host.to_string(), port: b.port, rack: b.rack.map(|r| r.to_string()) };
-            (b.broker_id.0, info)
-        })
-        .collect();
+    let brokers = response.brokers.into_iter().map(|b| (b.broker_id.0, metadata::broker_info(b.host, b.port, b.rack))).collect();
     Ok(ClusterInfo {
         cluster_id: Some(response.cluster_id.to_string()),
         controller_id: response.controller_id.0,
@@ -86,8 +79,10 @@ fn render_cluster(cluster: &ClusterInfo) -> String {
 fn render_api_versions(address: &str, versions: &ApiVersionTable) -> String {
     let mut out = format!("API versions of {address}:\n  {:<36}{:>5}{:>5}{:>5}{:>6}\n", "API", "KEY", "MIN", "MAX", "USED");
     for (key, range) in versions.entries() {
-        let used =
-            ApiKey::try_from(key).ok().and_then(|api| versions.choose(api).ok()).map_or("-".to_string(), |v| v.to_string());
+        let used = ApiKey::try_from(key)
+            .ok()
+            .and_then(|api| versions.choose(api, CONNECTION_CONFIG.versions).ok())
+            .map_or("-".to_string(), |v| v.to_string());
         let _ = writeln!(out, "  {:<36}{:>5}{:>5}{:>5}{:>6}", api_name(key), key, range.min, range.max, used);
     }
     out
@@ -96,6 +91,7 @@ fn render_api_versions(address: &str, versions: &ApiVersionTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fjord_client::metadata::BrokerInfo;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::ApiVersionsResponse;
 
@@ -125,6 +121,6 @@ mod tests {
     #[test]
     fn describe_cluster_request_encodes_at_every_client_version() {
         let request = DescribeClusterRequest::default();
-        super::super::versions::assert_encodes_at_every_client_version(ApiKey::DescribeCluster, &request);
+        super::super::pool::assert_encodes_at_every_client_version(ApiKey::DescribeCluster, &request);
     }
 }

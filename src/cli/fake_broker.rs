@@ -62,7 +62,7 @@ pub fn start(config: FakeConfig) -> String {
 }
 
 fn serve(mut stream: TcpStream, state: &Mutex<State>) {
-    while let Ok(frame) = super::wire::read_frame(&mut stream, 1 << 30) {
+    while let Ok(frame) = fjord_client::wire::read_frame(&mut stream, 1 << 30) {
         let response = handle(frame, &mut state.lock().expect("state lock"));
         if let Some(bytes) = response {
             if stream.write_all(&bytes).is_err() {

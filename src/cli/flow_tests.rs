@@ -2,7 +2,6 @@
 
 use std::sync::mpsc::sync_channel;
 
-use super::client::Connection;
 use super::consume::consume_into;
 use super::error::CliError;
 use super::fake_broker::{self, FakeConfig};
@@ -37,10 +36,10 @@ fn consume(address: &str, extra: &[&str]) -> Result<String, CliError> {
 #[test]
 fn api_versions_negotiation_steps_down_when_broker_refuses_the_newest() {
     let address = fake_broker::start(FakeConfig { partition_count: 1, api_versions_max: 2, truncate_last_batch: false });
-    let connection = Connection::open(&address).unwrap();
+    let connection = super::pool::open(&address).unwrap();
     assert_eq!(connection.versions().broker_range(ApiKey::ApiVersions as i16).unwrap().max, 2);
     assert_eq!(connection.version_of(ApiKey::Fetch).unwrap(), ApiKey::Fetch.valid_versions().max);
-    assert!(matches!(connection.version_of(ApiKey::DescribeCluster), Err(CliError::UnsupportedApi { .. })));
+    assert!(matches!(connection.version_of(ApiKey::DescribeCluster), Err(fjord_client::ClientError::UnsupportedApi { .. })));
 }
 
 #[test]

@@ -12,7 +12,6 @@
 //! Exit codes: 0 success, 1 Kafka error or bad input, 2 connection failure.
 
 mod args;
-mod client;
 mod cluster;
 mod consume;
 mod error;
@@ -26,8 +25,6 @@ mod output;
 mod pool;
 mod produce;
 mod topic;
-mod versions;
-mod wire;
 
 pub use cluster::ClusterCommand;
 pub use consume::ConsumeArgs;

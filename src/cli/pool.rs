@@ -5,10 +5,27 @@
 
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
+use std::time::Duration;
 
-use super::client::Connection;
+use fjord_client::versions::codec_versions;
+use fjord_client::{Connection, ConnectionConfig};
+
 use super::error::CliError;
-use super::limits::BROKER_CONNECTION_COUNT_MAX;
+use super::limits::{BROKER_CONNECTION_COUNT_MAX, CONNECT_TIMEOUT_MS, RESPONSE_SIZE_BYTES_MAX, SOCKET_TIMEOUT_MS};
+
+/// How the command line connects: as `fjord-cli`, speaking every version the codecs know.
+pub const CONNECTION_CONFIG: ConnectionConfig = ConnectionConfig {
+    client_id: "fjord-cli",
+    versions: codec_versions,
+    connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS),
+    io_timeout: Duration::from_millis(SOCKET_TIMEOUT_MS),
+    frame_bytes_max: RESPONSE_SIZE_BYTES_MAX,
+};
+
+/// Connects to one broker at `address` (HOST:PORT).
+pub fn open(address: &str) -> Result<Connection, CliError> {
+    Ok(Connection::open(address, CONNECTION_CONFIG)?)
+}
 
 /// The bootstrap connection plus one connection per other broker in use.
 pub struct BrokerPool {
@@ -22,7 +39,7 @@ impl BrokerPool {
     /// Connects to the bootstrap broker.
     pub fn connect(bootstrap_address: &str) -> Result<Self, CliError> {
         Ok(BrokerPool {
-            bootstrap: Connection::open(bootstrap_address)?,
+            bootstrap: open(bootstrap_address)?,
             addresses: HashMap::new(),
             bootstrap_node_ids: HashMap::new(),
             connections: HashMap::new(),
@@ -54,7 +71,7 @@ impl BrokerPool {
             if self.connections.len() >= BROKER_CONNECTION_COUNT_MAX {
                 return Err(CliError::input(format!("more than {BROKER_CONNECTION_COUNT_MAX} broker connections needed")));
             }
-            let connection = Connection::open(self.address_of(node_id)?)?;
+            let connection = open(self.address_of(node_id)?)?;
             self.connections.insert(node_id, connection);
         }
         self.connections.get_mut(&node_id).ok_or(CliError::UnknownBroker { node_id })
@@ -75,4 +92,13 @@ impl BrokerPool {
         self.bootstrap_node_ids.insert(node_id, same);
         Ok(same)
     }
+}
+
+/// Test helper: asserts `request` encodes at every version the command line may choose for `api`.
+#[cfg(test)]
+pub fn assert_encodes_at_every_client_version<R: kafka_protocol::protocol::Encodable>(
+    api: kafka_protocol::messages::ApiKey,
+    request: &R,
+) {
+    fjord_client::versions::assert_encodes_at_every_version(api, CONNECTION_CONFIG.versions, request);
 }

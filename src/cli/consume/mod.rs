@@ -4,8 +4,6 @@
 //! Records are printed through a template (see [`format`]) and stdout is flushed after each
 //! fetch, so a tailing reader sees records as they arrive.
 
-mod batches;
-mod fetch;
 mod format;
 mod offsets;
 
@@ -13,6 +11,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use fjord_client::batch::{visible_records, CorruptBatch};
+use fjord_client::requests::{fetch_request, FetchPosition};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
 use kafka_protocol::records::Record;
@@ -20,13 +20,12 @@ use kafka_protocol::records::Record;
 use super::args::ConnectArgs;
 use super::error::{CliError, KafkaError};
 use super::limits::{
-    FETCH_WAIT_MS_MAX, METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS, PARTITION_FETCH_SIZE_BYTES,
+    FETCH_SIZE_BYTES_MAX, FETCH_WAIT_MS_MAX, METADATA_ATTEMPT_COUNT_MAX, METADATA_RETRY_BACKOFF_MS, PARTITION_FETCH_SIZE_BYTES,
     PARTITION_FETCH_SIZE_BYTES_MAX,
 };
 use super::metadata::{self, TopicInfo};
 use super::output::quiet_broken_pipe;
 use super::pool::BrokerPool;
-use fetch::FetchPosition;
 use format::{RecordView, Template};
 use offsets::StartFrom;
 
@@ -163,7 +162,7 @@ impl<W: Write> Reader<W> {
                 self.refresh(KafkaError { code: LEADER_NOT_AVAILABLE, text })?;
                 return Ok(printed);
             }
-            let request = fetch::fetch_request(&self.topic, &group, self.wait_ms);
+            let request = fetch_request(&self.topic.name, self.topic.topic_id, &group, self.wait_ms, FETCH_SIZE_BYTES_MAX);
             let connection = self.pool.broker(leader)?;
             let version = connection.version_of(ApiKey::Fetch)?;
             let response = connection.call_at(&request, version)?;
@@ -222,18 +221,16 @@ impl<W: Write> Reader<W> {
         let Some(bytes) = data.records.filter(|r| !r.is_empty()) else {
             return Ok(Ok(Vec::new()));
         };
-        let records_error = |e: batches::BatchError| CliError::Records {
+        let records_error = |e: CorruptBatch| CliError::Records {
             topic: name.clone(),
             partition: position.partition,
-            offset: e.offset,
-            detail: e.detail,
+            offset: e.base_offset,
+            detail: e.error.to_string(),
         };
-        let decoded = batches::decode(bytes).map_err(records_error)?;
-        if decoded.batches.is_empty() {
+        let Some((records, next_offset)) = visible_records(bytes, position.offset).map_err(records_error)? else {
             grow_fetch_size(position, &name)?;
             return Ok(Ok(Vec::new()));
-        }
-        let (records, next_offset) = batches::visible_records(decoded, position.offset);
+        };
         position.offset = next_offset;
         Ok(Ok(records))
     }

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_protocol::records::Compression;
+use fjord_client::records::CompressionCodec;
 
 use super::args::{parse_key_value, ConnectArgs};
 use super::error::CliError;
@@ -42,33 +42,11 @@ pub struct ProduceArgs {
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     pub acks: i16,
     /// Compression codec of the record batches.
-    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
-    pub compression: CompressionArg,
+    #[arg(long, value_enum, default_value_t = CompressionCodec::None)]
+    pub compression: CompressionCodec,
     /// A header added to every record, e.g. `source=cli` (repeatable; a repeated key keeps the last value).
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub headers: Vec<(String, String)>,
-}
-
-/// Batch compression codecs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressionArg {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl From<CompressionArg> for Compression {
-    fn from(arg: CompressionArg) -> Self {
-        match arg {
-            CompressionArg::None => Compression::None,
-            CompressionArg::Gzip => Compression::Gzip,
-            CompressionArg::Snappy => Compression::Snappy,
-            CompressionArg::Lz4 => Compression::Lz4,
-            CompressionArg::Zstd => Compression::Zstd,
-        }
-    }
 }
 
 /// `0`, `1`, `all` (or `-1`) → the acks field of a Produce request.
@@ -217,6 +195,7 @@ mod tests {
     use super::super::tests::parse;
     use super::super::ClientCommand;
     use super::*;
+    use kafka_protocol::records::Compression;
 
     fn produce(args: &[&str]) -> Result<ProduceArgs, clap::Error> {
         let mut full = vec!["produce"];
@@ -232,7 +211,7 @@ mod tests {
         let p = produce(&["events"]).unwrap();
         assert_eq!(p.topic, "events");
         assert_eq!(p.acks, -1);
-        assert_eq!(p.compression, CompressionArg::None);
+        assert_eq!(p.compression, CompressionCodec::None);
         assert_eq!((p.key_separator, p.partition), (None, None));
         assert!(p.headers.is_empty());
     }

@@ -8,13 +8,12 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 
 use super::super::error::{CliError, KafkaError};
 use super::super::limits::{METADATA_RETRY_BACKOFF_MS, PRODUCE_ATTEMPT_COUNT_MAX, REQUEST_TIMEOUT_MS};
-use super::super::metadata::{self, topic_name, TopicInfo};
+use super::super::metadata::{self, TopicInfo};
 use super::super::pool::BrokerPool;
 use super::batch::{self, PartitionBatch};
 
@@ -160,18 +159,10 @@ fn group_by_leader(topic: &TopicInfo, batches: Vec<SealedBatch>) -> BTreeMap<i32
     groups
 }
 
-/// One Produce request for the batches; both the topic name (up to v12) and the topic id
-/// (v13+) are filled, and the encoder writes the one its version has.
+/// One Produce request for the batches.
 pub fn produce_request(topic: &TopicInfo, batches: &[SealedBatch], acks: i16) -> ProduceRequest {
-    let partition_data = batches
-        .iter()
-        .map(|b| PartitionProduceData::default().with_index(b.partition).with_records(Some(b.records.clone())))
-        .collect();
-    let topic_data = TopicProduceData::default()
-        .with_name(topic_name(&topic.name))
-        .with_topic_id(topic.topic_id)
-        .with_partition_data(partition_data);
-    ProduceRequest::default().with_acks(acks).with_timeout_ms(REQUEST_TIMEOUT_MS).with_topic_data(vec![topic_data])
+    let batches = batches.iter().map(|b| (b.partition, b.records.clone()));
+    fjord_client::requests::produce_request(&topic.name, topic.topic_id, acks, REQUEST_TIMEOUT_MS, batches)
 }
 
 /// Per partition: `None` on success, else the error code and the broker's message (or the
@@ -192,7 +183,7 @@ fn partition_outcomes(response: ProduceResponse) -> BTreeMap<i32, Option<(i16, O
 mod tests {
     use super::*;
     use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
     use uuid::Uuid;
 
     fn topic() -> TopicInfo {
@@ -200,17 +191,13 @@ mod tests {
     }
 
     #[test]
-    fn produce_request_encodes_at_every_version_with_name_or_topic_id() {
+    fn produce_request_carries_the_topic_id_acks_and_each_batch() {
         let batch = SealedBatch { partition: 2, record_count: 1, records: Bytes::from_static(b"raw") };
         let request = produce_request(&topic(), &[batch], -1);
-        assert_eq!(request.acks, -1);
+        assert_eq!((request.acks, request.timeout_ms), (-1, REQUEST_TIMEOUT_MS));
         assert_eq!(request.topic_data[0].topic_id, Uuid::from_u128(7));
-        assert_eq!(request.topic_data[0].partition_data[0].index, 2);
-        let range = ApiKey::Produce.valid_versions();
-        for version in range.min..=range.max {
-            let mut buf = bytes::BytesMut::new();
-            request.encode(&mut buf, version).unwrap();
-        }
+        let partition = &request.topic_data[0].partition_data[0];
+        assert_eq!((partition.index, partition.records.as_deref()), (2, Some(&b"raw"[..])));
     }
 
     #[test]

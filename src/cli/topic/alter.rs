@@ -60,7 +60,7 @@ fn alter_request(args: &AlterConfigArgs) -> IncrementalAlterConfigsRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::versions::assert_encodes_at_every_client_version;
+    use super::super::super::pool::assert_encodes_at_every_client_version;
     use super::*;
     use kafka_protocol::messages::ApiKey;
 

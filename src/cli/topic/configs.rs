@@ -7,8 +7,8 @@ use kafka_protocol::messages::describe_configs_response::DescribeConfigsResource
 use kafka_protocol::messages::DescribeConfigsRequest;
 use kafka_protocol::protocol::StrBytes;
 
-use super::super::client::Connection;
 use super::super::error::{CliError, KafkaError};
+use fjord_client::Connection;
 
 /// ConfigResource type of a topic.
 pub const RESOURCE_TYPE_TOPIC: i8 = 2;
@@ -68,7 +68,7 @@ fn topic_overrides(configs: &[DescribeConfigsResourceResult]) -> Vec<(String, St
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::versions::assert_encodes_at_every_client_version;
+    use super::super::super::pool::assert_encodes_at_every_client_version;
     use super::*;
     use kafka_protocol::messages::ApiKey;
 

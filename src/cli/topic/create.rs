@@ -81,7 +81,7 @@ fn create_request(args: &CreateArgs) -> CreateTopicsRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::versions::assert_encodes_at_every_client_version;
+    use super::super::super::pool::assert_encodes_at_every_client_version;
     use super::*;
     use kafka_protocol::messages::ApiKey;
 

@@ -27,7 +27,7 @@ pub fn run(args: DescribeArgs) -> Result<(), CliError> {
     let cluster = metadata::fetch(pool.bootstrap(), Some(&args.names), false)?;
     let topic_configs = match configs::describe(pool.bootstrap(), &args.names) {
         Ok(c) => Some(c),
-        Err(CliError::UnsupportedApi { .. }) => None,
+        Err(CliError::Client(fjord_client::ClientError::UnsupportedApi { .. })) => None,
         Err(other) => return Err(other),
     };
     let mut text = String::new();
@@ -112,8 +112,8 @@ pub fn kafka_uuid(id: &Uuid) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::metadata::PartitionInfo;
     use super::*;
+    use fjord_client::metadata::PartitionInfo;
 
     #[test]
     fn topic_ids_print_as_kafka_base64() {

@@ -10,10 +10,10 @@ mod list;
 mod partitions;
 
 use super::args::ConnectArgs;
-use super::client::Connection;
 use super::error::CliError;
 use super::metadata;
 use super::pool::BrokerPool;
+use fjord_client::Connection;
 
 pub use alter::AlterConfigArgs;
 pub use create::CreateArgs;

@@ -41,7 +41,7 @@ fn partitions_request(name: &str, total: i32) -> CreatePartitionsRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::versions::assert_encodes_at_every_client_version;
+    use super::super::super::pool::assert_encodes_at_every_client_version;
     use super::*;
     use kafka_protocol::messages::ApiKey;
 

@@ -1,12 +1,16 @@
 //! The broker's ApiVersions table and the choice of a version for each request.
 //!
-//! The client speaks, for each API, the highest version that both it (the `kafka-protocol`
-//! codecs, narrowed where the client relies on later semantics) and the broker support.
+//! A client speaks, for each API, the highest version that both it and the broker support. What
+//! a client speaks is its [`ClientVersions`]: [`codec_versions`] (everything the `kafka-protocol`
+//! codecs know, narrowed where a client relies on later semantics) or a narrower table of its own.
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::VersionRange;
+
+/// The versions a client speaks for each API (an empty range for an API it does not use).
+pub type ClientVersions = fn(ApiKey) -> VersionRange;
 
 /// Version ranges a broker advertised, by API key.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,10 +45,10 @@ impl ApiVersionTable {
         self.ranges.iter().map(|(k, r)| (*k, *r))
     }
 
-    /// The highest version of `api` supported by both sides.
-    pub fn choose(&self, api: ApiKey) -> Result<i16, NegotiationError> {
+    /// The highest version of `api` supported by both the broker and `client`.
+    pub fn choose(&self, api: ApiKey, client: ClientVersions) -> Result<i16, NegotiationError> {
         let broker = self.broker_range(api as i16).ok_or(NegotiationError::NotListed)?;
-        let client = client_range(api);
+        let client = client(api);
         let common = broker.intersect(&client);
         if common.is_empty() {
             return Err(NegotiationError::Disjoint {
@@ -58,8 +62,8 @@ impl ApiVersionTable {
     }
 }
 
-/// Versions this client speaks: the codec's range, raised where the client needs newer rules.
-pub fn client_range(api: ApiKey) -> VersionRange {
+/// Everything the codecs speak, raised where a client needs newer rules.
+pub fn codec_versions(api: ApiKey) -> VersionRange {
     let codec = api.valid_versions();
     let floor = match api {
         // v0 has no way to ask for "all topics" (a null topic list arrived in v1).
@@ -77,10 +81,9 @@ pub fn api_name(api_key: i16) -> String {
     }
 }
 
-/// Test helper: asserts `request` encodes at every version the client may choose for `api`.
-#[cfg(test)]
-pub fn assert_encodes_at_every_client_version<R: kafka_protocol::protocol::Encodable>(api: ApiKey, request: &R) {
-    let range = client_range(api);
+/// Test helper: asserts `request` encodes at every version `client` may choose for `api`.
+pub fn assert_encodes_at_every_version<R: kafka_protocol::protocol::Encodable>(api: ApiKey, client: ClientVersions, request: &R) {
+    let range = client(api);
     for version in range.min..=range.max {
         let mut buf = bytes::BytesMut::new();
         if let Err(e) = request.encode(&mut buf, version) {
@@ -107,23 +110,36 @@ mod tests {
     fn choose_picks_highest_version_both_sides_support() {
         let client_max = ApiKey::Fetch.valid_versions().max;
         let older_broker = table(&[(ApiKey::Fetch, 0, 11)]);
-        assert_eq!(older_broker.choose(ApiKey::Fetch), Ok(11));
+        assert_eq!(older_broker.choose(ApiKey::Fetch, codec_versions), Ok(11));
         let newer_broker = table(&[(ApiKey::Fetch, 0, client_max + 5)]);
-        assert_eq!(newer_broker.choose(ApiKey::Fetch), Ok(client_max));
+        assert_eq!(newer_broker.choose(ApiKey::Fetch, codec_versions), Ok(client_max));
     }
 
     #[test]
     fn choose_fails_when_broker_lacks_the_api_or_ranges_do_not_meet() {
         let broker = table(&[(ApiKey::Fetch, 0, 2)]);
-        assert_eq!(broker.choose(ApiKey::Produce), Err(NegotiationError::NotListed));
-        assert!(matches!(broker.choose(ApiKey::Fetch), Err(NegotiationError::Disjoint { .. })));
+        assert_eq!(broker.choose(ApiKey::Produce, codec_versions), Err(NegotiationError::NotListed));
+        assert!(matches!(broker.choose(ApiKey::Fetch, codec_versions), Err(NegotiationError::Disjoint { .. })));
+    }
+
+    #[test]
+    fn a_narrower_client_table_caps_the_choice_and_refuses_apis_it_leaves_out() {
+        fn capped(api: ApiKey) -> VersionRange {
+            match api {
+                ApiKey::Fetch => VersionRange { min: 4, max: 11 },
+                _ => VersionRange { min: 0, max: -1 },
+            }
+        }
+        let broker = table(&[(ApiKey::Fetch, 0, 16), (ApiKey::Produce, 0, 11)]);
+        assert_eq!(broker.choose(ApiKey::Fetch, capped), Ok(11));
+        assert!(matches!(broker.choose(ApiKey::Produce, capped), Err(NegotiationError::Disjoint { .. })));
     }
 
     #[test]
     fn metadata_is_never_spoken_below_v1() {
         let broker = table(&[(ApiKey::Metadata, 0, 0)]);
-        assert!(broker.choose(ApiKey::Metadata).is_err());
-        assert_eq!(client_range(ApiKey::Metadata).min, 1);
+        assert!(broker.choose(ApiKey::Metadata, codec_versions).is_err());
+        assert_eq!(codec_versions(ApiKey::Metadata).min, 1);
     }
 
     #[test]
