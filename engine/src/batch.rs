@@ -13,6 +13,7 @@
 //! The CRC32C covers bytes 21..end (attributes through the last record).
 
 use crate::limits::{BATCH_DECOMPRESSED_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
+use kafka_protocol::error::ResponseError as E;
 
 const OFFSET_BASE_OFFSET: usize = 0;
 const OFFSET_LENGTH: usize = 8;
@@ -56,10 +57,10 @@ impl BatchError {
     /// The Kafka error code a producer gets for this batch.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            BatchError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
-            BatchError::Invalid(_) => 87,      // INVALID_RECORD
-            BatchError::Timestamp(_) => 32,    // INVALID_TIMESTAMP
-            _ => 2,                            // CORRUPT_MESSAGE
+            BatchError::TooLarge { .. } => E::MessageTooLarge.code(),
+            BatchError::Invalid(_) => E::InvalidRecord.code(),
+            BatchError::Timestamp(_) => E::InvalidTimestamp.code(),
+            _ => E::CorruptMessage.code(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The engine's error type and its mapping onto Kafka error codes.
 
+use kafka_protocol::error::ResponseError as E;
 use std::io;
 use std::path::PathBuf;
 
@@ -42,13 +43,14 @@ impl LogError {
     /// The Kafka error code a client gets for this failure.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            LogError::Io { .. } | LogError::Poisoned(_) => 56, // KAFKA_STORAGE_ERROR
+            LogError::Io { .. } | LogError::Poisoned(_) => E::KafkaStorageError.code(),
             LogError::Batch(error) => error.kafka_error_code(),
             LogError::Producer(error) => error.kafka_error_code(),
-            LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
-            LogError::NotHere(_) => 6,              // NOT_LEADER_OR_FOLLOWER
-            LogError::Deleted(_) => 3,              // UNKNOWN_TOPIC_OR_PARTITION
-            LogError::OutOfDescriptors { .. } | LogError::DescriptorsBusy => 7, // REQUEST_TIMED_OUT: retriable
+            LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
+            LogError::NotHere(_) => E::NotLeaderOrFollower.code(),
+            LogError::Deleted(_) => E::UnknownTopicOrPartition.code(),
+            // Retriable: the client tries again once descriptors are free.
+            LogError::OutOfDescriptors { .. } | LogError::DescriptorsBusy => E::RequestTimedOut.code(),
         }
     }
 }

@@ -33,6 +33,7 @@
 //! state (KIP-360: only expiry removes a producer); truncation reloads it from a snapshot at or
 //! below the new end.
 
+use kafka_protocol::error::ResponseError as E;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -248,12 +249,14 @@ pub enum ProducerError {
 impl ProducerError {
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            ProducerError::OutOfOrderSequence { .. } | ProducerError::NewEpochNotAtZero { .. } => 45,
+            ProducerError::OutOfOrderSequence { .. } | ProducerError::NewEpochNotAtZero { .. } => {
+                E::OutOfOrderSequenceNumber.code()
+            }
             // Since Kafka 2.7 (KIP-588) a stale epoch of a produce is INVALID_PRODUCER_EPOCH, not
             // PRODUCER_FENCED.
-            ProducerError::InvalidEpoch { .. } => 47,
-            ProducerError::InvalidTxnState { .. } => 48,   // INVALID_TXN_STATE
-            ProducerError::CoordinatorFenced { .. } => 52, // TRANSACTION_COORDINATOR_FENCED
+            ProducerError::InvalidEpoch { .. } => E::InvalidProducerEpoch.code(),
+            ProducerError::InvalidTxnState { .. } => E::InvalidTxnState.code(),
+            ProducerError::CoordinatorFenced { .. } => E::TransactionCoordinatorFenced.code(),
         }
     }
 }

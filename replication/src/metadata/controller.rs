@@ -11,6 +11,7 @@
 //! Lives on one thread (the caller runs it off the request hot path: its appends block on
 //! fdatasync); shards read the result through the shared [`MetadataTable`].
 
+use kafka_protocol::error::ResponseError as E;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -94,18 +95,18 @@ impl ControllerError {
     /// The Kafka error code to answer with.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            ControllerError::TopicAlreadyExists(_) => 36,
-            ControllerError::InvalidTopic(_) => 17,
-            ControllerError::InvalidPartitions(_) => 37,
-            ControllerError::InvalidReplicationFactor(_) => 38,
-            ControllerError::InvalidReplicaAssignment(_) => 39,
-            ControllerError::InvalidConfig(_) => 40,
-            ControllerError::UnknownTopicOrPartition => 3,
-            ControllerError::UnknownTopicId => 100,
-            ControllerError::InvalidRequest(_) => 42,
-            ControllerError::PolicyViolation(_) => 44,
-            ControllerError::Storage(_) => 56,
-            ControllerError::Inconsistent(_) => -1,
+            ControllerError::TopicAlreadyExists(_) => E::TopicAlreadyExists.code(),
+            ControllerError::InvalidTopic(_) => E::InvalidTopicException.code(),
+            ControllerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
+            ControllerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
+            ControllerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
+            ControllerError::InvalidConfig(_) => E::InvalidConfig.code(),
+            ControllerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition.code(),
+            ControllerError::UnknownTopicId => E::UnknownTopicId.code(),
+            ControllerError::InvalidRequest(_) => E::InvalidRequest.code(),
+            ControllerError::PolicyViolation(_) => E::PolicyViolation.code(),
+            ControllerError::Storage(_) => E::KafkaStorageError.code(),
+            ControllerError::Inconsistent(_) => E::UnknownServerError.code(),
         }
     }
 
