@@ -8,6 +8,7 @@
 # prints one line per run and a Markdown table of medians: MB/s, produce p50/p99/p99.9 and broker
 # CPU-seconds per GB. Results (JSON per run) go to bench/results/ab-<UTC time>/. WORKLOADS (names
 # under bench/workloads/, space-separated) replaces the default three produce workloads.
+# FJORD_BENCH_BIN names the load generator (default target/release/fjord-bench).
 # Bounded: every run has a timeout; only brokers this script started are stopped, by PID.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ base_bin="${1:?base fjord binary}"
 candidate_bin="${2:?candidate fjord binary}"
 rounds="${3:-2}"
 duration="${4:-15}"
-bench_bin="$repo_root/target/release/fjord-bench"
+bench_bin="${FJORD_BENCH_BIN:-$repo_root/target/release/fjord-bench}"
 workloads=(${WORKLOADS:-1kb-8p-acks1-max 1kb-8p-acksall-max 1kb-8p-acksall-50mbps})
 out="$repo_root/bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
