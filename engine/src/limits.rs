@@ -51,6 +51,10 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Largest number of shards a broker runs.
 pub const SHARDS_MAX: usize = 256;
 
+/// Named tasks one shard's registry holds at once (`tasks::TaskRegistry`): the maintenance loops
+/// and a few one-shot jobs, never one per partition or connection.
+pub const TASKS_PER_SHARD_MAX: usize = 64;
+
 /// Largest segment file; positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 

@@ -786,6 +786,17 @@ impl Partition {
     /// compacts and the log needs it; see `compaction`. Cached batches of replaced segments are
     /// dropped as the segments are swapped; a close stops the pass between two batches.
     pub async fn compact(&self, now_ms: i64, options: &CompactOptions) -> LogResult<Option<CleanReport>> {
+        self.compact_until(now_ms, options, &|| false).await
+    }
+
+    /// [`Partition::compact`] that also stops between two batches once `stop` says so (the
+    /// shard's cleaner at shutdown), as a close would stop it.
+    pub async fn compact_until(
+        &self,
+        now_ms: i64,
+        options: &CompactOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> LogResult<Option<CleanReport>> {
         let Some(log) = self.log.borrow().clone() else { return Ok(None) };
         let config = self.config.borrow().clone();
         if self.lifecycle.get() != Lifecycle::Open || self.compacting.get() || !config.cleanup_policy.compacts() {
@@ -796,7 +807,7 @@ impl Partition {
         // aborted transaction the pass may meet can be added meanwhile.
         let txns = CleanerTxns { last_stable_offset: self.last_stable_offset(), aborted: self.aborted_txns() };
         let mut on_swap = |_base: i64, end: i64| self.cache.borrow_mut().remove_below(end);
-        let stop = || self.lifecycle.get().is_closing();
+        let stop = || self.lifecycle.get().is_closing() || stop();
         let result = log.compact(&CompactionConfig::from(&config), now_ms, options, &txns, &mut on_swap, &stop).await;
         drop(log);
         self.compacting.set(false);

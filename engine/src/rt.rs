@@ -80,6 +80,26 @@ pub fn spawn_background(future: impl Future<Output = ()> + 'static) {
     }
 }
 
+/// Runs `body` on a fresh unpinned executor on its own thread and returns its output; a panic in
+/// `body` resumes on the caller. For tests of shard-local code, and tools.
+pub fn run_local<T, Fut>(body: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(IO_MEMORY_BYTES_PER_SHARD)
+        .spawn(body)
+        .expect("glommio executor starts (is RLIMIT_MEMLOCK at least 1 MiB?)");
+    match handle.join() {
+        Ok(value) => value,
+        Err(glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(payload))) => {
+            std::panic::resume_unwind(payload)
+        }
+        Err(error) => panic!("executor failed: {error}"),
+    }
+}
+
 /// Runs blocking work (sendfile, buffered reads, metadata fsync) on the shard's blocking pool.
 pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(work).await

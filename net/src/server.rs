@@ -2,8 +2,8 @@
 //! (SO_REUSEPORT: the kernel spreads connections over shards), and on shutdown stop accepting,
 //! finish in-flight requests, then flush, sync and close every partition.
 
-use fjord_engine::log::RemovalCause;
-use fjord_engine::metrics::{Metrics, RetentionCause};
+use fjord_engine::maintenance::{self, MaintenanceHost, MaintenanceSettings, TopicConfigs};
+use fjord_engine::metrics::{Metrics, ShardMetrics};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fjord_engine::compaction::CompactOptions;
 use fjord_engine::partition::{Partition, PartitionSettings};
 use fjord_engine::rt::{self, Mesh};
 use fjord_engine::shard::{ShardStore, ShardTable};
+use fjord_engine::tasks::{Priority, TaskRegistry};
+use fjord_engine::topic_config::TopicConfig;
 use fjord_replication::metadata::{Controller, MetadataTable};
 use futures::future::{select, Either};
 
@@ -105,6 +106,9 @@ impl Shared {
 /// How long shutdown waits for in-flight requests (a long poll ends early on shutdown).
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long shutdown waits for the shard's tasks (maintenance) to stop before closing its
+/// partitions: a pass stops between partitions, a compaction between two batches.
+const TASKS_STOP_WAIT_MAX: Duration = Duration::from_secs(10);
 
 pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Shared>) {
     fjord_engine::files::set_budget(shared.segment_files_per_shard);
@@ -138,6 +142,7 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
     }));
     let serving = shard.clone();
     ctx.mesh.serve(move |request| crate::api::serve_owner(serving.clone(), request));
+    let tasks = TaskRegistry::new(shard_id);
     shared.enter_phase(shard_id, StartupPhase::OpeningPartitions);
     open_owned_partitions(&ctx).await;
     shared.enter_phase(shard_id, StartupPhase::LoadingCoordinators);
@@ -157,22 +162,23 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
                 });
             }
             shared.shutdown.store(true, Ordering::SeqCst);
+            tasks.shutdown(TASKS_STOP_WAIT_MAX).await;
             finish(&ctx, &shared).await;
             return;
         }
     };
     shared.enter_phase(shard_id, StartupPhase::Listening);
     shared.listening.fetch_add(1, Ordering::SeqCst);
-    rt::spawn_background(run_retention(ctx.clone()));
-    rt::spawn_background(run_cleaner(ctx.clone()));
-    rt::spawn_background(run_gauges(ctx.clone()));
-    rt::spawn_background(run_producer_expiry(ctx.clone()));
+    maintenance::start(&tasks, ctx.clone(), &maintenance_settings(&ctx.settings));
     let connections = Rc::new(std::cell::Cell::new(0usize));
-    let watcher_ctx = ctx.clone();
-    let watcher_shared = shared.clone();
-    rt::spawn_detached(async move {
+    // Turns the signal handler's flag into this shard's shutdown: the accept loop, connections
+    // and coordinators watch `ctx.shutdown`.
+    let (watcher_ctx, watcher_shared, stop) = (ctx.clone(), shared.clone(), tasks.stop_signal());
+    tasks.continuous("shutdown-watcher", Priority::Normal, async move {
         while !watcher_shared.shutdown.load(Ordering::SeqCst) {
-            rt::sleep(SHUTDOWN_POLL).await;
+            if rt::timeout(SHUTDOWN_POLL, stop.stopped()).await.is_some() {
+                return;
+            }
         }
         watcher_ctx.shutting_down.set(true);
         watcher_ctx.shutdown.notify_all();
@@ -200,188 +206,64 @@ pub async fn run_shard(shard_id: usize, mesh: Mesh<ShardRequest>, shared: Arc<Sh
         }
     }
     drop(listener);
-    let waited = std::time::Instant::now();
-    while connections.get() > 0 && waited.elapsed() < DRAIN_WAIT_MAX {
-        rt::sleep(Duration::from_millis(10)).await;
-    }
+    // The maintenance stops while the connections drain, as both did at the shutdown signal.
+    let drained = async {
+        let waited = std::time::Instant::now();
+        while connections.get() > 0 && waited.elapsed() < DRAIN_WAIT_MAX {
+            rt::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    futures::future::join(tasks.shutdown(TASKS_STOP_WAIT_MAX), drained).await;
     finish(&ctx, &shared).await;
 }
 
-/// The shard's retention task: every log.retention.check.interval.ms, one pass over the
-/// partitions it owns (closed segments past retention.ms / retention.bytes, or below the log start
-/// offset, are removed). Logs each removal and a running total per shard.
-async fn run_retention(ctx: Rc<ShardContext>) {
-    let interval = ctx.settings.retention_check_interval;
-    let mut removed_segments = 0u64;
-    let mut removed_bytes = 0u64;
-    while !ctx.shutting_down.get() {
-        let shutdown = ctx.shutdown.notified();
-        if rt::timeout(interval, shutdown).await.is_some() {
-            break;
-        }
-        let started = std::time::Instant::now();
-        let partitions = ctx.store.partitions();
-        for partition in &partitions {
-            if ctx.shutting_down.get() {
-                break;
+/// What the engine's maintenance reads from the shard: the topic configuration and which topics
+/// compact come from the metadata, which the engine does not own.
+impl TopicConfigs for ShardContext {
+    fn config(&self, topic: &str) -> Option<TopicConfig> {
+        self.topic(topic).map(|info| info.config.clone())
+    }
+
+    fn compacted_partitions(&self) -> Vec<Rc<Partition>> {
+        let image = self.image();
+        let mut partitions = Vec::new();
+        for name in image.topics.keys() {
+            let Some(info) = self.topic(name) else { continue };
+            if !info.config.cleanup_policy.compacts() {
+                continue;
             }
-            refresh_config(&ctx, partition);
-            match partition.enforce_retention(fjord_engine::partition::now_ms()).await {
-                Ok(reports) => {
-                    for (cause, report) in reports {
-                        let counted = match cause {
-                            RemovalCause::Time => RetentionCause::Time,
-                            RemovalCause::Size => RetentionCause::Size,
-                            RemovalCause::StartOffset => RetentionCause::StartOffset,
-                        };
-                        ctx.metrics().retention_removed(counted, report.segments as u64, report.bytes);
-                        removed_segments += report.segments as u64;
-                        removed_bytes += report.bytes;
-                        tracing::info!(
-                            partition = partition.name(),
-                            ?cause,
-                            segments = report.segments,
-                            bytes = report.bytes,
-                            log_start_offset = partition.log_start_offset(),
-                            shard_removed_segments_total = removed_segments,
-                            shard_removed_bytes_total = removed_bytes,
-                            "retention removed segments"
-                        );
-                    }
+            for index in 0..info.partition_count {
+                if self.table.owner(name, index) == self.shard_id {
+                    partitions.extend(self.store.get(name, index));
                 }
-                Err(error) => tracing::warn!(partition = partition.name(), %error, "retention pass failed"),
             }
-            rt::yield_if_needed().await;
         }
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(shard = ctx.shard_id, partitions = partitions.len(), elapsed_ms, "retention pass");
+        partitions
     }
 }
 
-/// Config changes reach partitions lazily (the produce path applies them too).
-fn refresh_config(ctx: &ShardContext, partition: &Partition) {
-    if let Some(info) = ctx.topic(&partition.topic) {
-        if !partition.config_is(&info.config) {
-            partition.set_config(info.config.clone());
-        }
+impl MaintenanceHost for ShardContext {
+    fn store(&self) -> &ShardStore {
+        &self.store
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        ShardContext::metrics(self)
     }
 }
 
-/// The shard's log cleaner: every log.cleaner.backoff.ms, one pass over the compacted partitions
-/// it owns (each cleaned only if it needs it: dirty ratio, lags, expired tombstones). One log line
-/// per cleaned partition, with the shard's running totals. A pass visits only the partitions of
-/// compacted topics: 100,000 partitions of other topics cost it nothing.
-async fn run_cleaner(ctx: Rc<ShardContext>) {
-    let backoff = ctx.settings.cleaner_backoff;
-    let io_limit = ctx.settings.cleaner_io_bytes_per_second;
-    let options = CompactOptions {
-        io_bytes_per_second: (io_limit > 0).then(|| (io_limit / ctx.table.shard_count() as u64).max(1)),
-        ..CompactOptions::default()
-    };
-    while !ctx.shutting_down.get() {
-        let shutdown = ctx.shutdown.notified();
-        if rt::timeout(backoff, shutdown).await.is_some() {
-            break;
-        }
-        for partition in compacted_partitions(&ctx) {
-            if ctx.shutting_down.get() {
-                break;
-            }
-            refresh_config(&ctx, &partition);
-            match partition.compact(fjord_engine::partition::now_ms(), &options).await {
-                Ok(Some(report)) => {
-                    let totals = ctx.store.note_cleaning(&report);
-                    let counters = ctx.metrics();
-                    counters.compaction_passes.add(1);
-                    counters.compaction_segments_cleaned.add(report.segments_before as u64);
-                    counters.compaction_bytes_read.add(report.bytes_read);
-                    counters.compaction_bytes_written.add(report.bytes_after);
-                    counters.compaction_records_removed.add(report.records_before - report.records_after);
-                    counters.compaction_tombstones_removed.add(report.tombstones_removed);
-                    tracing::info!(
-                        partition = partition.name(),
-                        completed = report.completed,
-                        dirty_offsets = format!("{}..{}", report.first_dirty_offset, report.end_offset),
-                        dirty_ratio = format!("{:.3}", report.dirty_ratio),
-                        segments = format!("{} -> {}", report.segments_before, report.segments_after),
-                        records = format!("{} -> {}", report.records_before, report.records_after),
-                        bytes = format!("{} -> {}", report.bytes_before, report.bytes_after),
-                        tombstones_removed = report.tombstones_removed,
-                        duration_ms = report.duration_ms,
-                        mb_per_s = format!("{:.1}", report.megabytes_per_second()),
-                        shard_passes_total = totals.passes,
-                        shard_segments_cleaned_total = totals.segments_cleaned,
-                        shard_bytes_read_total = totals.bytes_read,
-                        shard_bytes_written_total = totals.bytes_written,
-                        shard_records_removed_total = totals.records_removed,
-                        shard_tombstones_removed_total = totals.tombstones_removed,
-                        "log cleaner compacted partition"
-                    );
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(partition = partition.name(), %error, "log cleaner pass failed"),
-            }
-            rt::yield_if_needed().await;
-        }
-    }
-}
-
-/// The open partitions this shard owns of the topics whose cleanup policy compacts.
-fn compacted_partitions(ctx: &ShardContext) -> Vec<Rc<Partition>> {
-    let image = ctx.image();
-    let mut partitions = Vec::new();
-    for name in image.topics.keys() {
-        let Some(info) = ctx.topic(name) else { continue };
-        if !info.config.cleanup_policy.compacts() {
-            continue;
-        }
-        for index in 0..info.partition_count {
-            if ctx.table.owner(name, index) == ctx.shard_id {
-                partitions.extend(ctx.store.get(name, index));
-            }
-        }
-    }
-    partitions
-}
-
-/// The shard's producer expiry task: every producer.id.expiration.check.interval.ms, forgets
-/// the idempotent producers idle for producer.id.expiration.ms on the partitions it owns
-/// (Kafka's `removeExpiredProducers`).
-async fn run_producer_expiry(ctx: Rc<ShardContext>) {
-    let interval = ctx.settings.producer_id_expiration_check_interval;
-    let expiration_ms = ctx.settings.producer_id_expiration_ms;
-    while !ctx.shutting_down.get() {
-        let shutdown = ctx.shutdown.notified();
-        if rt::timeout(interval, shutdown).await.is_some() {
-            break;
-        }
-        let now_ms = fjord_engine::partition::now_ms();
-        for partition in ctx.store.partitions() {
-            let expired = partition.expire_producers(now_ms, expiration_ms);
-            if expired > 0 {
-                tracing::info!(partition = partition.name(), expired, "expired idle producer ids");
-            }
-            rt::yield_if_needed().await;
-        }
-    }
-}
-
-/// How often a shard refreshes its gauges (open partitions, cache bytes) for /metrics.
-const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
-
-async fn run_gauges(ctx: Rc<ShardContext>) {
-    while !ctx.shutting_down.get() {
-        ctx.metrics().partitions.set(ctx.store.partitions().len() as u64);
-        ctx.metrics().cache_bytes.set(ctx.store.cache_used_bytes() as u64);
-        ctx.metrics().segment_files.record(fjord_engine::files::stats());
-        let shutdown = ctx.shutdown.notified();
-        if rt::timeout(GAUGE_INTERVAL, shutdown).await.is_some() {
-            break;
-        }
+fn maintenance_settings(settings: &BrokerSettings) -> MaintenanceSettings {
+    MaintenanceSettings {
+        retention_check_interval: settings.retention_check_interval,
+        cleaner_backoff: settings.cleaner_backoff,
+        cleaner_io_bytes_per_second: settings.cleaner_io_bytes_per_second,
+        producer_id_expiration_ms: settings.producer_id_expiration_ms,
+        producer_id_expiration_check_interval: settings.producer_id_expiration_check_interval,
     }
 }
 
 /// Second phase: once every shard has stopped serving clients, close this shard's partitions.
+/// The shard's tasks have stopped (or been named as not stopping) before this.
 async fn finish(ctx: &Rc<ShardContext>, shared: &Shared) {
     shared.drained.fetch_add(1, Ordering::SeqCst);
     while shared.drained.load(Ordering::SeqCst) < shared.shard_count {

@@ -38,17 +38,7 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(body)
-        .expect("glommio executor starts (is RLIMIT_MEMLOCK at least 1 MiB?)");
-    match handle.join() {
-        Ok(value) => value,
-        Err(glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(payload))) => {
-            std::panic::resume_unwind(payload)
-        }
-        Err(error) => panic!("executor failed: {error}"),
-    }
+    fjord_engine::rt::run_local(body)
 }
 
 /// A temporary directory on the disk that holds the cargo target dir (ext4, O_DIRECT capable).
