@@ -1,4 +1,4 @@
-//! The shape shared by the APIs that ask each partition's owner shard one question and answer per
+//! Per-partition answers. The APIs that ask each partition's owner shard one question answer per
 //! partition in request order (ListOffsets, DeleteRecords, DescribeProducers):
 //!
 //! ```text
@@ -6,14 +6,23 @@
 //!   (in order)             └─ no: `unknown`                     (lost owner: `unknown`)
 //!  answers by position ─▶ grouped into topic results, a new one each time the topic name changes
 //! ```
+//!
+//! [`all_failed`] is the answer of a partitioned request that failed as a whole (AddPartitionsToTxn,
+//! TxnOffsetCommit, OffsetCommit, OffsetDelete).
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse as DescribeProducersPartition, TopicResponse as DescribeProducersTopic,
 };
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::TopicName;
 
 use crate::context::{ShardContext, TopicInfo};
@@ -72,29 +81,63 @@ where
 /// A topic's entry in a per-partition response: made from the topic's name, holding its
 /// partitions' results.
 pub trait TopicResult {
-    type Partition;
+    type Partition: PartitionResult;
     fn named(name: TopicName) -> Self;
     fn partitions(&mut self) -> &mut Vec<Self::Partition>;
 }
 
+/// A partition's entry in a per-partition response, as answered with only an error code.
+pub trait PartitionResult {
+    fn failed(partition_index: i32, error_code: i16) -> Self;
+}
+
 macro_rules! topic_results {
-    ($($topic:ty => $partition:ty;)*) => {$(
+    ($($topic:ty => $partition:ty { $partitions:ident, $error_code:ident };)*) => {$(
         impl TopicResult for $topic {
             type Partition = $partition;
             fn named(name: TopicName) -> Self {
                 <$topic>::default().with_name(name)
             }
             fn partitions(&mut self) -> &mut Vec<$partition> {
-                &mut self.partitions
+                &mut self.$partitions
+            }
+        }
+
+        impl PartitionResult for $partition {
+            fn failed(partition_index: i32, error_code: i16) -> Self {
+                let mut partition = <$partition>::default();
+                partition.partition_index = partition_index;
+                partition.$error_code = error_code;
+                partition
             }
         }
     )*};
 }
 
 topic_results! {
-    ListOffsetsTopicResponse => ListOffsetsPartitionResponse;
-    DeleteRecordsTopicResult => DeleteRecordsPartitionResult;
-    DescribeProducersTopic => DescribeProducersPartition;
+    ListOffsetsTopicResponse => ListOffsetsPartitionResponse { partitions, error_code };
+    DeleteRecordsTopicResult => DeleteRecordsPartitionResult { partitions, error_code };
+    DescribeProducersTopic => DescribeProducersPartition { partitions, error_code };
+    AddPartitionsToTxnTopicResult => AddPartitionsToTxnPartitionResult { results_by_partition, partition_error_code };
+    TxnOffsetCommitResponseTopic => TxnOffsetCommitResponsePartition { partitions, error_code };
+    OffsetCommitResponseTopic => OffsetCommitResponsePartition { partitions, error_code };
+    OffsetDeleteResponseTopic => OffsetDeleteResponsePartition { partitions, error_code };
+}
+
+/// Every partition a request names (per topic: its name and partition indexes) answered with
+/// `error_code`, in request order: the answer when the request as a whole could not be served.
+pub fn all_failed<'r, T: TopicResult>(
+    topics: impl IntoIterator<Item = (&'r TopicName, impl IntoIterator<Item = i32>)>,
+    error_code: i16,
+) -> Vec<T> {
+    topics
+        .into_iter()
+        .map(|(name, indexes)| {
+            let mut topic = T::named(name.clone());
+            topic.partitions().extend(indexes.into_iter().map(|index| T::Partition::failed(index, error_code)));
+            topic
+        })
+        .collect()
 }
 
 /// Groups `answers` into topic results in request order, a new one each time the topic changes;
