@@ -1219,8 +1219,9 @@ impl Partition {
         assert!(queued_bytes <= self.pending_bytes.get(), "{}: queued bytes not counted", self.name);
     }
 
-    /// Stops the flusher after it has written and synced everything queued, and checkpoints.
-    pub async fn close(&self) -> LogResult<()> {
+    /// Marks the partition closing, lets the flusher write and sync everything queued and waits
+    /// for it to stop (and for a compaction under way), then wakes long polls so they see it.
+    async fn stop_flusher(&self) {
         self.lifecycle.set(self.lifecycle.get().closing());
         self.flusher_wake.notify_all();
         self.wait_for_compaction().await;
@@ -1229,6 +1230,11 @@ impl Partition {
             flusher.await;
         }
         self.data_arrived.notify_all();
+    }
+
+    /// Stops the flusher after it has written and synced everything queued, and checkpoints.
+    pub async fn close(&self) -> LogResult<()> {
+        self.stop_flusher().await;
         let log = self.log.borrow_mut().take();
         self.cache.borrow_mut().clear();
         if let Some(log) = log.and_then(|log| Rc::try_unwrap(log).ok()) {
@@ -1245,14 +1251,7 @@ impl Partition {
 
     /// Closes and removes the partition's directory (topic deletion).
     pub async fn delete(&self) -> LogResult<()> {
-        self.lifecycle.set(self.lifecycle.get().closing());
-        self.flusher_wake.notify_all();
-        self.wait_for_compaction().await;
-        let flusher = self.flusher_done.borrow_mut().take();
-        if let Some(flusher) = flusher {
-            flusher.await;
-        }
-        self.data_arrived.notify_all();
+        self.stop_flusher().await;
         self.cache.borrow_mut().clear();
         let log = self.log.borrow_mut().take();
         let deleted = match log.map(Rc::try_unwrap) {

@@ -69,8 +69,7 @@ fn segments_roll_at_segment_bytes_and_timestamp_lookups_span_every_segment() {
             let timestamp = BASE_TIMESTAMP_MS + ((index * 37) % 60) as i64 * 1000;
             let produced =
                 BatchSpec::simple(2 + (index % 4) as usize, 100 + (index % 7) as usize * 30, index, timestamp).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Written).await;
         }
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, expected_segment_bases(&model, segment_bytes), "segment base offsets");
@@ -101,8 +100,7 @@ fn max_timestamp_tie_across_segments_goes_to_the_earliest_batch() {
         let mut model = Model::default();
         for (seed, timestamp) in [(0u64, 5_000i64), (1, 9_000), (2, 3_000), (3, 9_000), (4, 1_000)] {
             let produced = BatchSpec::simple(3, 200, seed, timestamp).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Written).await;
         }
         assert!(segment_files(dir.path()).len() >= 4, "test precondition: the tied batches are in different segments");
         check_listoffsets(&partition, &model);
@@ -124,8 +122,7 @@ fn max_timestamp_forgets_a_largest_timestamp_that_was_truncated_away() {
         // Segment 0: timestamps around 5 000; segment 3: around 1 000, then the largest, 9 000.
         for (seed, timestamp) in [(0u64, 5_000i64), (1, 1_000), (2, 9_000)] {
             let produced = BatchSpec::simple(3, if seed == 2 { 10 } else { 200 }, seed, timestamp).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Written).await;
         }
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, vec![0, 3], "test precondition: the last two batches share a segment");
@@ -147,17 +144,12 @@ fn produce_larger_than_segment_bytes_goes_whole_into_a_fresh_segment() {
         let mut model = Model::default();
         for (index, value_bytes) in [100usize, 3_000, 100, 100, 5_000].into_iter().enumerate() {
             let produced = BatchSpec::simple(2, value_bytes, index as u64, BASE_TIMESTAMP_MS).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Synced).await;
         }
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, expected_segment_bases(&model, segment_bytes));
         must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        must(check_reads_at_every_batch(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(segment_bytes), &model).await;
     });
 }
 
@@ -305,8 +297,7 @@ async fn fill_store(data_dir: PathBuf, cache_bytes: usize) -> (ShardStore, Rc<Pa
     let mut model = Model::default();
     for seed in 0..30u64 {
         let produced = BatchSpec::simple(4, 150, seed, BASE_TIMESTAMP_MS + seed as i64).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+        append_checked(&partition, &mut model, produced, Acks::Written).await;
     }
     (store, partition, model)
 }
@@ -398,8 +389,7 @@ async fn partition_with_three_batches(dir: &std::path::Path, max_message_bytes: 
     let mut model = Model::default();
     for seed in 0..3 {
         let produced = BatchSpec::simple(3, 100, seed, BASE_TIMESTAMP_MS).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        append_checked(&partition, &mut model, produced, Acks::Synced).await;
     }
     (partition, model)
 }
@@ -421,10 +411,7 @@ async fn check_unchanged_after_refusals(dir: &std::path::Path, partition: Rc<Par
     assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset, "next append starts at the old end");
     must(check_whole_log(&partition, &model));
     let config = partition.config();
-    partition.close().await.expect("clean close");
-    let partition = open_partition(dir, config, CacheBudget::new(0)).await;
-    must(check_whole_log(&partition, &model));
-    partition.close().await.expect("clean close");
+    reopen_uncached_and_check(dir, partition, config, &model).await;
 }
 
 #[test]
@@ -492,8 +479,7 @@ async fn five_record_batches(partition: &Partition, count: u64) -> Model {
     let mut model = Model::default();
     for seed in 0..count {
         let produced = BatchSpec::simple(5, 200, seed, BASE_TIMESTAMP_MS + seed as i64).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(partition, produced, Acks::Synced).await, base_offset);
+        append_checked(partition, &mut model, produced, Acks::Synced).await;
     }
     model
 }
@@ -513,13 +499,9 @@ fn truncate_inside_a_batch_removes_that_whole_batch() {
         assert_eq!(partition.log_end_offset(), 10, "no offset >= 12 may remain; the batch 10..=14 goes whole");
         must(check_whole_log(&partition, &model));
         let produced = BatchSpec::simple(5, 200, 77, BASE_TIMESTAMP_MS).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        append_checked(&partition, &mut model, produced, Acks::Synced).await;
         must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(1 << 30), &model).await;
     });
 }
 
@@ -538,10 +520,7 @@ fn truncate_to_a_batch_boundary_keeps_everything_before_it() {
         assert_eq!(segment_files(dir.path()).len(), 1, "truncation to 0 leaves one empty segment");
         let model = five_record_batches(&partition, 3).await;
         must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(segment_bytes), &model).await;
     });
 }
 
@@ -575,11 +554,7 @@ fn truncate_to_a_segment_boundary_after_reopen_then_append_keeps_every_batch() {
         assert_eq!(ticket.wait().await, Ok(()), "append to the re-activated segment is written");
         assert!(!partition.is_poisoned());
         must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        must(check_reads_at_every_batch(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(segment_bytes), &model).await;
     });
 }
 
@@ -621,10 +596,7 @@ fn truncate_waits_for_a_group_commit_already_in_flight() {
             partition.log_end_offset()
         );
         must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(1 << 30), &model).await;
     });
 }
 
@@ -671,8 +643,7 @@ fn truncate_during_a_periodic_flush_deletes_the_truncated_segment() {
         for round in 0..30u64 {
             for index in 0..3 {
                 let produced = BatchSpec::simple(2, 400, round * 10 + index, BASE_TIMESTAMP_MS).encode();
-                let base_offset = model.append(&produced);
-                assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+                append_checked(&partition, &mut model, produced, Acks::Written).await;
             }
             let (last_base, _) = segment_files(dir.path()).last().unwrap().clone();
             if last_base == 0 {
@@ -688,10 +659,7 @@ fn truncate_during_a_periodic_flush_deletes_the_truncated_segment() {
             );
             must(check_whole_log(&partition, &model));
         }
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, topic_config(segment_bytes), &model).await;
     });
 }
 
@@ -730,10 +698,7 @@ fn log_append_time_topic_stamps_each_batch_with_the_broker_clock() {
         let first = &model.batches[0];
         assert_eq!(partition.offset_for_timestamp(first.max_timestamp_ms).unwrap(), Some((0, first.max_timestamp_ms)));
         check_listoffsets(&partition, &model);
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
-        must(check_whole_log(&partition, &model));
-        partition.close().await.expect("clean close");
+        reopen_uncached_and_check(dir.path(), partition, config, &model).await;
     });
 }
 
@@ -747,8 +712,7 @@ fn segment_older_than_segment_ms_rolls_on_the_next_append() {
         let mut model = Model::default();
         for seed in 0..3u64 {
             let produced = BatchSpec::simple(2, 50, seed, BASE_TIMESTAMP_MS).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Written).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Written).await;
             // Sleeping past segment.ms only makes the segment old enough; nothing is timed.
             glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -787,8 +751,7 @@ fn read_batches_replays_every_committed_batch_from_cache_and_from_disk_without_f
         for index in 0..40u64 {
             let produced =
                 BatchSpec::simple(1 + (index % 3) as usize, 80 + (index % 5) as usize * 40, index, BASE_TIMESTAMP_MS).encode();
-            let base_offset = model.append(&produced);
-            assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+            append_checked(&partition, &mut model, produced, Acks::Synced).await;
         }
         let expected: Vec<Vec<u8>> = model.batches.iter().map(|batch| batch.bytes.clone()).collect();
         // The tail comes from the cache; small reads still return one whole batch each.

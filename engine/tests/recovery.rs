@@ -468,8 +468,7 @@ fn corrupt_batch_written_by_a_client_is_never_stored_even_across_reopen() {
         corrupt[last] ^= 0xff;
         assert!(partition.append(Bytes::from(corrupt), Acks::Synced).await.is_err());
         let produced = BatchSpec::simple(2, 50, 4343, 1_700_000_000_000).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        append_checked(&partition, &mut model, produced, Acks::Synced).await;
         partition.close().await.expect("clean close");
         reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
     });
@@ -498,8 +497,7 @@ async fn busy_segment(dir: &Path, acks: Acks) -> (Rc<Partition>, Model, PathBuf,
     let mut model = Model::default();
     for seed in 0..48u64 {
         let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, acks).await, base_offset);
+        append_checked(&partition, &mut model, produced, acks).await;
     }
     let (_, active) = segment_files(dir).pop().expect("a segment");
     let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();

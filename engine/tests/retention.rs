@@ -24,8 +24,7 @@ async fn filled(dir: &std::path::Path, config: TopicConfig) -> (Rc<Partition>, M
     let mut model = Model::default();
     for index in 0..60u64 {
         let produced = BatchSpec::simple(3, 200, index, BASE_TIMESTAMP_MS + index as i64 * 1000).encode();
-        let base_offset = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, base_offset);
+        append_checked(&partition, &mut model, produced, Acks::Synced).await;
     }
     assert!(segment_files(dir).len() >= 5, "test precondition: several segments");
     (partition, model)

@@ -26,6 +26,9 @@ use fjord_engine::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 use fjord_engine::segment::{self, RecoveryReport, Segment};
 use libfuzzer_sys::fuzz_target;
 
+mod scratch;
+use scratch::scratch_dir;
+
 thread_local! {
     /// One executor for the whole run: starting one per input would dominate the run time.
     static EXECUTOR: glommio::LocalExecutor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -33,26 +36,6 @@ thread_local! {
         .make()
         .expect("glommio executor starts (is RLIMIT_MEMLOCK at least 1 MiB?)");
     static SCRATCH: PathBuf = scratch_dir("segment_recovery");
-}
-
-/// A directory of this process under the scratch parent; directories of dead processes go.
-fn scratch_dir(target: &str) -> PathBuf {
-    let parent = std::env::var_os("FJORD_FUZZ_SCRATCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scratch"))
-        .join(target);
-    if let Ok(entries) = std::fs::read_dir(&parent) {
-        for entry in entries.flatten() {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let dir = parent.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
 }
 
 /// What an open segment says about itself, for comparing two opens.

@@ -22,28 +22,11 @@ use fjord_engine::limits::ABORTED_TXNS_PER_READ_MAX;
 use fjord_engine::txn_index::{list_txn_indexes, txn_index_path, AbortedIndex, AbortedTxn, TXN_INDEX_ENTRY_BYTES};
 use libfuzzer_sys::fuzz_target;
 
+mod scratch;
+use scratch::scratch_dir;
+
 thread_local! {
     static SCRATCH: PathBuf = scratch_dir("txn_index");
-}
-
-/// A directory of this process under the scratch parent; directories of dead processes go.
-fn scratch_dir(target: &str) -> PathBuf {
-    let parent = std::env::var_os("FJORD_FUZZ_SCRATCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scratch"))
-        .join(target);
-    if let Ok(entries) = std::fs::read_dir(&parent) {
-        for entry in entries.flatten() {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let dir = parent.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
 }
 
 /// The entries of one file up to the first invalid one.

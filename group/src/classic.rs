@@ -1080,15 +1080,15 @@ impl Groups {
         now_ms: i64,
         out: &mut Outcome,
     ) -> Result<(), ResponseError> {
-        let group = existing_group(&mut self.groups, self.loading, &request.group_id)?;
         let member_id = request.member_id.as_str();
-        if group.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        group.validate_existing_member(member_id, request.group_instance_id.as_deref())?;
-        if request.generation_id != group.generation_id {
-            return Err(ResponseError::IllegalGeneration);
-        }
+        let group = current_member_group(
+            &mut self.groups,
+            self.loading,
+            &request.group_id,
+            member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id,
+        )?;
         if is_protocol_inconsistent(request.protocol_type.as_deref(), group.protocol_type.as_deref())
             || is_protocol_inconsistent(request.protocol_name.as_deref(), group.protocol_name.as_deref())
         {
@@ -1135,15 +1135,15 @@ impl Groups {
     }
 
     fn try_heartbeat(&mut self, request: &HeartbeatRequest, now_ms: i64) -> Result<(), ResponseError> {
-        let group = existing_group(&mut self.groups, self.loading, &request.group_id)?;
         let member_id = request.member_id.as_str();
-        if group.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        group.validate_existing_member(member_id, request.group_instance_id.as_deref())?;
-        if request.generation_id != group.generation_id {
-            return Err(ResponseError::IllegalGeneration);
-        }
+        let group = current_member_group(
+            &mut self.groups,
+            self.loading,
+            &request.group_id,
+            member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id,
+        )?;
         match group.state {
             GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
             GroupState::PreparingRebalance => {
@@ -1660,6 +1660,27 @@ fn existing_group<'a>(
     groups.get_mut(group_id.as_str()).ok_or(ResponseError::UnknownMemberId)
 }
 
+/// The group a SyncGroup or Heartbeat names, which must be live and have `member_id` as a member
+/// of its current generation.
+fn current_member_group<'a>(
+    groups: &'a mut GroupMap,
+    loading: bool,
+    group_id: &GroupId,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+    generation_id: i32,
+) -> Result<&'a mut ClassicGroup, ResponseError> {
+    let group = existing_group(groups, loading, group_id)?;
+    if group.state == GroupState::Dead {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    group.validate_existing_member(member_id, group_instance_id)?;
+    if generation_id != group.generation_id {
+        return Err(ResponseError::IllegalGeneration);
+    }
+    Ok(group)
+}
+
 /// Kafka `acceptJoiningMember`: group.max.size counts members, and during a rebalance only the
 /// members that rejoined.
 fn accept_joining_member(group: &ClassicGroup, member_id: &str, group_size_max: usize) -> bool {
@@ -2048,41 +2069,32 @@ fn fetched_partition_fields(offset: &Option<OffsetAndMetadata>) -> (i64, i32, Op
     }
 }
 
-fn fetched_topic_v0(topic: FetchedTopic) -> OffsetFetchResponseTopic {
-    OffsetFetchResponseTopic::default().with_name(TopicName(StrBytes::from_string(topic.name))).with_partitions(
-        topic
-            .partitions
-            .into_iter()
-            .map(|(partition_index, offset, error)| {
-                let (committed_offset, committed_leader_epoch, metadata) = fetched_partition_fields(&offset);
-                OffsetFetchResponsePartition::default()
-                    .with_partition_index(partition_index)
-                    .with_committed_offset(committed_offset)
-                    .with_committed_leader_epoch(committed_leader_epoch)
-                    .with_metadata(metadata)
-                    .with_error_code(error.map_or(0, |error| error.code()))
-            })
-            .collect(),
-    )
+/// OffsetFetch's answer for one topic: the same fields in the per-group-less type (v0–7) and
+/// in the per-group one (v8+).
+macro_rules! fetched_topic {
+    ($name:ident, $topic:ty, $partition:ty) => {
+        fn $name(topic: FetchedTopic) -> $topic {
+            <$topic>::default().with_name(TopicName(StrBytes::from_string(topic.name))).with_partitions(
+                topic
+                    .partitions
+                    .into_iter()
+                    .map(|(partition_index, offset, error)| {
+                        let (committed_offset, committed_leader_epoch, metadata) = fetched_partition_fields(&offset);
+                        <$partition>::default()
+                            .with_partition_index(partition_index)
+                            .with_committed_offset(committed_offset)
+                            .with_committed_leader_epoch(committed_leader_epoch)
+                            .with_metadata(metadata)
+                            .with_error_code(error.map_or(0, |error| error.code()))
+                    })
+                    .collect(),
+            )
+        }
+    };
 }
 
-fn fetched_topic_v8(topic: FetchedTopic) -> OffsetFetchResponseTopics {
-    OffsetFetchResponseTopics::default().with_name(TopicName(StrBytes::from_string(topic.name))).with_partitions(
-        topic
-            .partitions
-            .into_iter()
-            .map(|(partition_index, offset, error)| {
-                let (committed_offset, committed_leader_epoch, metadata) = fetched_partition_fields(&offset);
-                OffsetFetchResponsePartitions::default()
-                    .with_partition_index(partition_index)
-                    .with_committed_offset(committed_offset)
-                    .with_committed_leader_epoch(committed_leader_epoch)
-                    .with_metadata(metadata)
-                    .with_error_code(error.map_or(0, |error| error.code()))
-            })
-            .collect(),
-    )
-}
+fetched_topic!(fetched_topic_v0, OffsetFetchResponseTopic, OffsetFetchResponsePartition);
+fetched_topic!(fetched_topic_v8, OffsetFetchResponseTopics, OffsetFetchResponsePartitions);
 
 /// The topics of a consumer protocol subscription: int16 version, then
 /// `ConsumerProtocolSubscription` (Kafka `ConsumerProtocol.deserializeSubscription`, which reads

@@ -2,6 +2,9 @@
 //! it: requests in, records and replies out, time passed explicitly. Rules cited are Kafka's
 //! (GroupMetadataManager, ClassicGroup, OffsetMetadataManager) and KIP-345 / KIP-394 / KIP-814.
 
+mod common;
+use common::assert_reply_encodes;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_group::classic::{ClassicConfig, GroupState, Groups, Outcome, Reply, RequestContext, Token};
 use fjord_group::offsets::CommitKind;
@@ -85,20 +88,7 @@ impl Harness {
         for (token, reply) in &out.replies {
             assert!(self.answered.insert(*token), "token {token} answered twice");
             let version = self.versions[token];
-            let mut buf = BytesMut::new();
-            let encoded = match reply {
-                Reply::JoinGroup(r) => r.encode(&mut buf, version),
-                Reply::SyncGroup(r) => r.encode(&mut buf, version),
-                Reply::Heartbeat(r) => r.encode(&mut buf, version),
-                Reply::LeaveGroup(r) => r.encode(&mut buf, version),
-                Reply::OffsetCommit(r) => r.encode(&mut buf, version),
-                Reply::OffsetFetch(r) => r.encode(&mut buf, version),
-                Reply::DescribeGroups(r) => r.encode(&mut buf, version),
-                Reply::ListGroups(r) => r.encode(&mut buf, version),
-                Reply::DeleteGroups(r) => r.encode(&mut buf, version),
-                Reply::OffsetDelete(r) => r.encode(&mut buf, version),
-            };
-            encoded.unwrap_or_else(|e| panic!("reply {reply:?} does not encode at v{version}: {e}"));
+            assert_reply_encodes(reply, version);
         }
         self.log.extend(out.records.iter().cloned());
         out

@@ -3,6 +3,9 @@
 //! answered at most once, every reply encodes at its request's version, every record round-trips
 //! through its byte encoding, and replaying the log rebuilds the Stable groups and all offsets.
 
+mod common;
+use common::assert_reply_encodes;
+
 use std::collections::{HashMap, HashSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -154,20 +157,7 @@ impl Sim {
         for (token, reply) in out.replies {
             assert!(self.answered.insert(token), "token {token} answered twice");
             let (version, client, group) = self.requests[&token];
-            let mut buf = BytesMut::new();
-            let encoded = match &reply {
-                Reply::JoinGroup(r) => r.encode(&mut buf, version),
-                Reply::SyncGroup(r) => r.encode(&mut buf, version),
-                Reply::Heartbeat(r) => r.encode(&mut buf, version),
-                Reply::LeaveGroup(r) => r.encode(&mut buf, version),
-                Reply::OffsetCommit(r) => r.encode(&mut buf, version),
-                Reply::OffsetFetch(r) => r.encode(&mut buf, version),
-                Reply::DescribeGroups(r) => r.encode(&mut buf, version),
-                Reply::ListGroups(r) => r.encode(&mut buf, version),
-                Reply::DeleteGroups(r) => r.encode(&mut buf, version),
-                Reply::OffsetDelete(r) => r.encode(&mut buf, version),
-            };
-            encoded.unwrap_or_else(|e| panic!("{reply:?} does not encode at v{version}: {e}"));
+            assert_reply_encodes(&reply, version);
             let view = self.views.entry((client, group)).or_default();
             match reply {
                 Reply::JoinGroup(response) => {

@@ -98,6 +98,34 @@ pub struct DescribeProducersPart {
     pub spec: PartitionSpec,
 }
 
+/// A part addressed to the shard owning one partition: that partition, and the message that
+/// carries such parts to their owner, which answers each with one `Answer`.
+pub trait PartitionPart: Sized {
+    type Answer;
+    fn partition(&self) -> (&str, i32);
+    fn request(parts: Vec<Self>, reply: oneshot::Sender<Vec<Self::Answer>>) -> ShardRequest;
+}
+
+macro_rules! partition_parts {
+    ($($part:ty => $variant:ident($answer:ty);)*) => {$(
+        impl PartitionPart for $part {
+            type Answer = $answer;
+            fn partition(&self) -> (&str, i32) {
+                (&self.topic, self.partition)
+            }
+            fn request(parts: Vec<Self>, reply: oneshot::Sender<Vec<$answer>>) -> ShardRequest {
+                ShardRequest::$variant { parts, reply }
+            }
+        }
+    )*};
+}
+
+partition_parts! {
+    ListOffsetsPart => ListOffsets(ListOffsetsResult);
+    DeleteRecordsPart => DeleteRecords((i16, i64));
+    DescribeProducersPart => DescribeProducers(Result<Vec<ProducerSummary>, i16>);
+}
+
 /// One active producer of a partition, as DescribeProducers reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerSummary {

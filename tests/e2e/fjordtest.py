@@ -390,6 +390,18 @@ def consume(bootstrap: str, topic: str, partitions: list[int] | None = None, exp
 COORDINATOR_LOAD_WAIT_MAX_S = 30.0
 
 
+def wait_until(condition, what: str, timeout_s: float):
+    """Polls `condition` every 0.1 s until it returns something true, and returns that; fails the
+    test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
 def retry_loading(call):
     """Retries `call` (bounded) while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS, which
     Kafka also answers while it replays __consumer_offsets (after a restart here) and Java

@@ -98,21 +98,21 @@ class Writer:
         self.flexible = flexible
         self.buf = bytearray()
 
-    def int8(self, v: int) -> "Writer":
-        self.buf += struct.pack(">b", v)
+    def _pack(self, fmt: str, v: int) -> "Writer":
+        self.buf += struct.pack(fmt, v)
         return self
+
+    def int8(self, v: int) -> "Writer":
+        return self._pack(">b", v)
 
     def int16(self, v: int) -> "Writer":
-        self.buf += struct.pack(">h", v)
-        return self
+        return self._pack(">h", v)
 
     def int32(self, v: int) -> "Writer":
-        self.buf += struct.pack(">i", v)
-        return self
+        return self._pack(">i", v)
 
     def int64(self, v: int) -> "Writer":
-        self.buf += struct.pack(">q", v)
-        return self
+        return self._pack(">q", v)
 
     def boolean(self, v: bool) -> "Writer":
         return self.int8(1 if v else 0)
@@ -122,46 +122,29 @@ class Writer:
         self.buf += v
         return self
 
-    def string(self, s: str | None) -> "Writer":
-        if s is None:
-            if self.flexible:
-                self.buf += uvarint(0)
-            else:
-                self.int16(-1)
-            return self
-        raw = s.encode()
+    def _length(self, n: int | None, classic) -> "Writer":
+        """A nullable length: compact (n + 1, 0 for null) when flexible, else `classic` (int16
+        or int32, -1 for null)."""
         if self.flexible:
-            self.buf += uvarint(len(raw) + 1)
+            self.buf += uvarint(0 if n is None else n + 1)
         else:
-            self.int16(len(raw))
-        self.buf += raw
+            classic(-1 if n is None else n)
         return self
+
+    def _sized(self, raw: bytes | None, classic) -> "Writer":
+        self._length(None if raw is None else len(raw), classic)
+        if raw is not None:
+            self.buf += raw
+        return self
+
+    def string(self, s: str | None) -> "Writer":
+        return self._sized(None if s is None else s.encode(), self.int16)
 
     def bytes_(self, b: bytes | None) -> "Writer":
-        if b is None:
-            if self.flexible:
-                self.buf += uvarint(0)
-            else:
-                self.int32(-1)
-            return self
-        if self.flexible:
-            self.buf += uvarint(len(b) + 1)
-        else:
-            self.int32(len(b))
-        self.buf += b
-        return self
+        return self._sized(b, self.int32)
 
     def array_len(self, n: int | None) -> "Writer":
-        if n is None:
-            if self.flexible:
-                self.buf += uvarint(0)
-            else:
-                self.int32(-1)
-        elif self.flexible:
-            self.buf += uvarint(n + 1)
-        else:
-            self.int32(n)
-        return self
+        return self._length(n, self.int32)
 
     def tagged_fields(self) -> "Writer":
         if self.flexible:
@@ -192,20 +175,23 @@ class Reader:
         self.pos += n
         return out
 
+    def _unpack(self, fmt: str) -> int:
+        return struct.unpack(fmt, self._take(struct.calcsize(fmt)))[0]
+
     def int8(self) -> int:
-        return struct.unpack(">b", self._take(1))[0]
+        return self._unpack(">b")
 
     def int16(self) -> int:
-        return struct.unpack(">h", self._take(2))[0]
+        return self._unpack(">h")
 
     def int32(self) -> int:
-        return struct.unpack(">i", self._take(4))[0]
+        return self._unpack(">i")
 
     def uint32(self) -> int:
-        return struct.unpack(">I", self._take(4))[0]
+        return self._unpack(">I")
 
     def int64(self) -> int:
-        return struct.unpack(">q", self._take(8))[0]
+        return self._unpack(">q")
 
     def boolean(self) -> bool:
         return self.int8() != 0
@@ -228,29 +214,26 @@ class Reader:
         raw = self.uvarint()
         return (raw >> 1) ^ -(raw & 1)
 
-    def string(self) -> str | None:
+    def _length(self, classic) -> int:
+        """A nullable length (-1 for null): compact when flexible, else `classic` (int16 or int32)."""
         if self.flexible:
-            n = self.uvarint() - 1
-        else:
-            n = self.int16()
-        if n < 0:
-            return None
-        return self._take(n).decode()
+            return self.uvarint() - 1
+        return classic()
+
+    def _sized(self, classic) -> bytes | None:
+        n = self._length(classic)
+        return None if n < 0 else self._take(n)
+
+    def string(self) -> str | None:
+        raw = self._sized(self.int16)
+        return None if raw is None else raw.decode()
 
     def bytes_(self) -> bytes | None:
-        if self.flexible:
-            n = self.uvarint() - 1
-        else:
-            n = self.int32()
-        if n < 0:
-            return None
-        return self._take(n)
+        return self._sized(self.int32)
 
     def array_len(self) -> int:
         """Element count; a null array reads as -1."""
-        if self.flexible:
-            return self.uvarint() - 1
-        return self.int32()
+        return self._length(self.int32)
 
     def tagged_fields(self) -> None:
         if not self.flexible:
@@ -674,13 +657,7 @@ class KafkaConnection:
         assert acks != 0, "acks=0 gets no response; send the frame by hand instead"
         version, flexible, body = self.produce_request_bytes(topic, partition, records, acks, timeout_ms)
         r = self.roundtrip(PRODUCE, version, body, flexible)
-        topic_count = r.array_len()
-        assert topic_count == 1, f"produce response has {topic_count} topics"
-        r.string()
-        partition_count = r.array_len()
-        assert partition_count == 1, f"produce response has {partition_count} partitions"
-        r.int32()
-        error_code = r.int16()
+        error_code = _single_partition(r, "produce")
         base_offset = r.int64()
         log_append_time_ms = r.int64()
         if version >= 5:
@@ -708,26 +685,37 @@ class KafkaConnection:
             top_error = r.int16()
             r.int32()  # session id
             assert top_error == NONE, f"fetch top-level error {top_error}"
-        topic_count = r.array_len()
-        assert topic_count == 1, f"fetch response has {topic_count} topics"
-        r.string()
-        partition_count = r.array_len()
-        assert partition_count == 1, f"fetch response has {partition_count} partitions"
-        r.int32()
-        error_code = r.int16()
-        high_watermark = r.int64()
-        r.int64()  # last stable offset
-        if version >= 5:
-            r.int64()  # log start offset
-        aborted = r.array_len()
-        for _ in range(max(aborted, 0)):
-            r.int64()
-            r.int64()
-            r.tagged_fields()
-        if version >= 11:
-            r.int32()  # preferred read replica
-        records = r.bytes_() or b""
+        error_code = _single_partition(r, "fetch")
+        high_watermark, _, records = _fetch_partition_rest(r, version)
         return FetchResult(error_code, high_watermark, records)
+
+
+def _single_partition(r: Reader, api: str) -> int:
+    """Reads the head of a one-topic, one-partition response up to the partition's error code;
+    returns it."""
+    topic_count = r.array_len()
+    assert topic_count == 1, f"{api} response has {topic_count} topics"
+    r.string()
+    partition_count = r.array_len()
+    assert partition_count == 1, f"{api} response has {partition_count} partitions"
+    r.int32()  # partition index
+    return r.int16()
+
+
+def _fetch_partition_rest(r: Reader, version: int) -> tuple[int, int, bytes]:
+    """Reads a Fetch response partition after its error code: (high watermark, log start offset
+    or -1 before v5, records)."""
+    high_watermark = r.int64()
+    r.int64()  # last stable offset
+    log_start = r.int64() if version >= 5 else -1
+    aborted = r.array_len()
+    for _ in range(max(aborted, 0)):
+        r.int64()  # producer id
+        r.int64()  # first offset
+        r.tagged_fields()
+    if version >= 11:
+        r.int32()  # preferred read replica
+    return high_watermark, log_start, r.bytes_() or b""
 
 
 def wait_for_metadata(host: str, port: int, timeout_s: float) -> Metadata:
@@ -874,17 +862,7 @@ def fetch_multi(conn: KafkaConnection, topic: str, partitions: list[tuple[int, i
         for _ in range(r.array_len()):
             index = r.int32()
             error_code = r.int16()
-            high_watermark = r.int64()
-            r.int64()  # last stable offset
-            log_start = r.int64() if version >= 5 else -1
-            aborted = r.array_len()
-            for _ in range(max(aborted, 0)):
-                r.int64()
-                r.int64()
-                r.tagged_fields()
-            if version >= 11:
-                r.int32()
-            records = r.bytes_() or b""
+            high_watermark, log_start, records = _fetch_partition_rest(r, version)
             r.tagged_fields()
             out.append(MultiFetchPartition(index, error_code, high_watermark, log_start, records))
         r.tagged_fields()

@@ -40,16 +40,6 @@ def _cleaner_lines(broker, topic: str) -> list[str]:
     return [line for line in broker.stderr().splitlines() if CLEANED_LINE in line and f"{topic}-0" in line]
 
 
-def _wait_for(condition, what: str, timeout_s: float = WAIT_MAX_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout_s}s")
-
-
 def _read_all(bootstrap: str, topic: str, start_offset: int | None = None, expected: int | None = None):
     return fjordtest.consume(bootstrap, topic, partitions=[0], start_offset=start_offset, expected=expected)
 
@@ -91,7 +81,7 @@ def test_compaction_keeps_the_latest_value_per_key_at_its_offset_and_then_drops_
         real = [r for r in records if not r.key.startswith(b"filler-")]
         return records if len(real) == len(keys) else None
 
-    records = _wait_for(compacted, "compaction to leave one record per key")
+    records = fjordtest.wait_until(compacted, "compaction to leave one record per key", WAIT_MAX_S)
     _check_offsets_strictly_increase(records)
     real = [r for r in records if not r.key.startswith(b"filler-")]
     assert {r.key: r.value for r in real} == latest
@@ -122,7 +112,7 @@ def test_compaction_keeps_the_latest_value_per_key_at_its_offset_and_then_drops_
         real = [r for r in records if not r.key.startswith(b"filler-")]
         return real if all(r.value is not None for r in real) else None
 
-    real = _wait_for(tombstones_gone, "expired tombstones to be removed")
+    real = fjordtest.wait_until(tombstones_gone, "expired tombstones to be removed", WAIT_MAX_S)
     assert {r.key: r.value for r in real} == {k: v for k, v in latest.items() if v is not None}
     assert any(int(_report(line).get("tombstones_removed", "0")) > 0 for line in _cleaner_lines(broker, topic))
 
@@ -254,13 +244,15 @@ def test_group_offsets_reload_from_a_compacted_offsets_topic(broker_factory, top
             consumer.commit(offsets=[TopicPartition(topic, 0, commit % 100 + 1, metadata=metadata)], asynchronous=False)
     finally:
         consumer.close()
-    _wait_for(lambda: _cleaner_lines(broker, "__consumer_offsets"), "the cleaner to compact __consumer_offsets")
+    fjordtest.wait_until(
+        lambda: _cleaner_lines(broker, "__consumer_offsets"), "the cleaner to compact __consumer_offsets", WAIT_MAX_S
+    )
     broker.restart()
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        committed = _wait_for(
+        committed = fjordtest.wait_until(
             lambda: [tp for tp in consumer.committed([TopicPartition(topic, 0)], timeout=10) if tp.offset >= 0],
-            "the committed offset after a restart")
+            "the committed offset after a restart", WAIT_MAX_S)
         assert (committed[0].offset, committed[0].metadata) == (699 % 100 + 1, metadata)
     finally:
         consumer.close()

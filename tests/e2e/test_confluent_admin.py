@@ -42,16 +42,6 @@ def _source(entry: ConfigEntry) -> ConfigSource:
     return ConfigSource(getattr(entry.source, "value", entry.source))
 
 
-def _wait_until(predicate, what: str, timeout_s: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_create_topics_with_configs_then_list_and_describe(broker, topic):
     client = fjordtest.admin(broker.bootstrap)
     futures = client.create_topics(
@@ -148,12 +138,17 @@ def test_create_partitions_grows_topic_and_new_partition_accepts_records(broker,
     assert code == KafkaError.INVALID_PARTITIONS
 
 
+def _delete_topic(client, topic: str) -> None:
+    """Deletes `topic` and waits until metadata no longer lists it."""
+    client.delete_topics([topic], request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
+    fjordtest.wait_until(lambda: topic not in _topic_names(client), f"{topic} to disappear from metadata", TIMEOUT_S)
+
+
 def test_delete_topics_removes_topic(broker, topic):
     fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
     fjordtest.produce(broker.bootstrap, topic, [{"value": b"doomed"}])
     client = fjordtest.admin(broker.bootstrap)
-    client.delete_topics([topic], request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
-    _wait_until(lambda: topic not in _topic_names(client), f"{topic} to disappear from metadata")
+    _delete_topic(client, topic)
     code = _error_code(client.delete_topics([topic], request_timeout=TIMEOUT_S)[topic])
     assert code == KafkaError.UNKNOWN_TOPIC_OR_PART
 
@@ -162,8 +157,7 @@ def test_recreated_topic_starts_empty(broker, topic):
     fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
     fjordtest.produce(broker.bootstrap, topic, [{"value": b"old"}])
     client = fjordtest.admin(broker.bootstrap)
-    client.delete_topics([topic], request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
-    _wait_until(lambda: topic not in _topic_names(client), f"{topic} to disappear from metadata")
+    _delete_topic(client, topic)
     fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
     fjordtest.produce(broker.bootstrap, topic, [{"value": b"new"}])
     records = fjordtest.consume(broker.bootstrap, topic, expected=1)

@@ -179,16 +179,22 @@ def _poll_first(consumer: Consumer, timeout_s: float):
     return None
 
 
+def _first_poll_past_the_end(broker, topic: str, offset_reset: str):
+    """What a consumer assigned partition 0 at offset 1000 (past the end) with
+    auto.offset.reset=`offset_reset` first polls within 30 s, or None."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "fjord-e2e-unused",
+                         "enable.auto.commit": False, "auto.offset.reset": offset_reset})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 1000)])
+        return _poll_first(consumer, 30)
+    finally:
+        consumer.close()
+
+
 def test_out_of_range_offset_with_reset_error_reports_error(broker, topic):
     fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
     _produce_one_batch(broker, topic, 10)
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "fjord-e2e-unused",
-                         "enable.auto.commit": False, "auto.offset.reset": "error"})
-    try:
-        consumer.assign([TopicPartition(topic, 0, 1000)])
-        msg = _poll_first(consumer, 30)
-    finally:
-        consumer.close()
+    msg = _first_poll_past_the_end(broker, topic, "error")
     assert msg is not None, "no error event within 30s"
     assert msg.error() is not None, f"got a record at offset {msg.offset()} instead of an error"
     assert msg.error().code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE), msg.error()
@@ -197,13 +203,7 @@ def test_out_of_range_offset_with_reset_error_reports_error(broker, topic):
 def test_out_of_range_offset_with_reset_earliest_restarts_from_zero(broker, topic):
     fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
     values = _produce_one_batch(broker, topic, 10)
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "fjord-e2e-unused",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    try:
-        consumer.assign([TopicPartition(topic, 0, 1000)])
-        msg = _poll_first(consumer, 30)
-    finally:
-        consumer.close()
+    msg = _first_poll_past_the_end(broker, topic, "earliest")
     assert msg is not None and msg.error() is None, msg and msg.error()
     assert (msg.offset(), msg.value()) == (0, values[0])
 

@@ -246,18 +246,33 @@ def _all_values(broker, topic: str, expected: int) -> list[tuple[int, bytes]]:
     return [(r.offset, r.value) for r in records]
 
 
+def _stopped_after_batches(broker_factory, topic: str):
+    """A broker stopped after BATCH_COUNT batches went to partition 0 of `topic`: the broker, the
+    batches' values, and the newest segment with its parsed batches (to damage)."""
+    broker = broker_factory.start()
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
+    batches = _produce_batches(broker, topic)
+    broker.stop()
+    segment, parsed = _last_segment(broker.data_dir, topic)
+    return broker, batches, segment, parsed
+
+
+def _restart_and_check_served(broker, topic: str, survivors: list[list[bytes]]) -> list[tuple[int, bytes]]:
+    """Restarts the broker and checks that it serves exactly the records of the `survivors`
+    batches at their original offsets; returns those (offset, value) pairs."""
+    broker.start()
+    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(survivors) for r, v in enumerate(values)]
+    assert _all_values(broker, topic, len(expected)) == expected
+    return expected
+
+
 def _truncation_logged(broker, topic: str) -> bool:
     lines = broker.stderr().splitlines()
     return any("truncat" in line.lower() and topic in line for line in lines)
 
 
 def test_garbage_after_last_batch_is_truncated_and_every_batch_is_served(broker_factory, topic):
-    broker = broker_factory.start()
-    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
-    batches = _produce_batches(broker, topic)
-    broker.stop()
-
-    segment, parsed = _last_segment(broker.data_dir, topic)
+    broker, batches, segment, parsed = _stopped_after_batches(broker_factory, topic)
     assert parsed[-1].base_offset == (BATCH_COUNT - 1) * RECORDS_PER_BATCH
     assert all(b.crc_ok for b in parsed)
     # Garbage right after the last whole batch (over any zero padding), as a torn append leaves.
@@ -268,9 +283,7 @@ def test_garbage_after_last_batch_is_truncated_and_every_batch_is_served(broker_
         f.flush()
         os.fsync(f.fileno())
 
-    broker.start()
-    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(batches) for r, v in enumerate(values)]
-    assert _all_values(broker, topic, len(expected)) == expected
+    expected = _restart_and_check_served(broker, topic, batches)
     assert _truncation_logged(broker, topic), "broker log does not say what it truncated"
     # The log goes on from the last good batch.
     with broker.connect() as conn:
@@ -279,12 +292,7 @@ def test_garbage_after_last_batch_is_truncated_and_every_batch_is_served(broker_
 
 
 def test_flipped_byte_in_last_batch_truncates_it_and_serves_every_batch_before(broker_factory, topic):
-    broker = broker_factory.start()
-    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
-    batches = _produce_batches(broker, topic)
-    broker.stop()
-
-    segment, parsed = _last_segment(broker.data_dir, topic)
+    broker, batches, segment, parsed = _stopped_after_batches(broker_factory, topic)
     last = parsed[-1]
     assert last.base_offset == (BATCH_COUNT - 1) * RECORDS_PER_BATCH
     with open(segment, "r+b") as f:
@@ -295,10 +303,7 @@ def test_flipped_byte_in_last_batch_truncates_it_and_serves_every_batch_before(b
         f.flush()
         os.fsync(f.fileno())
 
-    broker.start()
-    survivors = batches[:-1]
-    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(survivors) for r, v in enumerate(values)]
-    assert _all_values(broker, topic, len(expected)) == expected
+    expected = _restart_and_check_served(broker, topic, batches[:-1])
     assert _truncation_logged(broker, topic), "broker log does not say what it truncated"
     with broker.connect() as conn:
         result = conn.produce(topic, 0, kafka_wire.build_record_batch([b"after-recovery"]))
@@ -310,12 +315,7 @@ def test_flipped_byte_in_last_batch_truncates_it_and_serves_every_batch_before(b
 
 
 def test_partial_batch_header_at_tail_is_truncated(broker_factory, topic):
-    broker = broker_factory.start()
-    fjordtest.create_topic(broker.bootstrap, topic, partitions=1)
-    batches = _produce_batches(broker, topic)
-    broker.stop()
-
-    segment, parsed = _last_segment(broker.data_dir, topic)
+    broker, batches, segment, parsed = _stopped_after_batches(broker_factory, topic)
     last = parsed[-1]
     # Keep only the first 30 bytes of the last batch: a torn write that lost most of it.
     with open(segment, "r+b") as f:
@@ -323,7 +323,4 @@ def test_partial_batch_header_at_tail_is_truncated(broker_factory, topic):
         f.flush()
         os.fsync(f.fileno())
 
-    broker.start()
-    survivors = batches[:-1]
-    expected = [(b * RECORDS_PER_BATCH + r, v) for b, values in enumerate(survivors) for r, v in enumerate(values)]
-    assert _all_values(broker, topic, len(expected)) == expected
+    expected = _restart_and_check_served(broker, topic, batches[:-1])

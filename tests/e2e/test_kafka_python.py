@@ -27,21 +27,12 @@ def _consumer(broker) -> KafkaConsumer:
                          consumer_timeout_ms=1_000)
 
 
-def _wait_until(predicate, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_admin_create_describe_delete_topic(broker, topic):
     admin = _admin(broker)
     try:
         admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1,
                                       topic_configs={"retention.ms": "7200000"})], timeout_ms=TIMEOUT_MS)
-        _wait_until(lambda: topic in admin.list_topics(), f"{topic} in list_topics")
+        fjordtest.wait_until(lambda: topic in admin.list_topics(), f"{topic} in list_topics", 30.0)
         described = admin.describe_topics([topic])
         assert len(described) == 1 and described[0]["topic"] == topic
         assert sorted(p["partition"] for p in described[0]["partitions"]) == [0, 1]
@@ -57,7 +48,7 @@ def test_admin_create_describe_delete_topic(broker, topic):
         assert "cleanup.policy" in entries
 
         admin.delete_topics([topic], timeout_ms=TIMEOUT_MS)
-        _wait_until(lambda: topic not in admin.list_topics(), f"{topic} gone from list_topics")
+        fjordtest.wait_until(lambda: topic not in admin.list_topics(), f"{topic} gone from list_topics", 30.0)
     finally:
         admin.close()
 

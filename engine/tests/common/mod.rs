@@ -550,10 +550,34 @@ pub async fn append_and_wait(partition: &Partition, produced: Vec<u8>, acks: fjo
     base_offset
 }
 
+/// Appends `produced` to both the partition (waiting for `acks`) and the model, and checks that
+/// the partition assigned the base offset the model expects; returns it.
+pub async fn append_checked(
+    partition: &Partition,
+    model: &mut Model,
+    produced: Vec<u8>,
+    acks: fjord_engine::partition::Acks,
+) -> i64 {
+    let base_offset = model.append(&produced);
+    assert_eq!(append_and_wait(partition, produced, acks).await, base_offset, "base offset of the append");
+    base_offset
+}
+
 /// Panics with the check's own message (tests outside proptest).
 #[track_caller]
 pub fn must(check: Result<(), String>) {
     if let Err(message) = check {
         panic!("{message}");
     }
+}
+
+/// Closes `partition`, opens it again from `dir` with `config` and no cache (every read comes
+/// from the segment files), and checks that it holds exactly `model`, by whole-log and
+/// per-batch reads, before closing it again.
+pub async fn reopen_uncached_and_check(dir: &Path, partition: Rc<Partition>, config: TopicConfig, model: &Model) {
+    partition.close().await.expect("clean close");
+    let partition = open_partition(dir, config, CacheBudget::new(0)).await;
+    must(check_whole_log(&partition, model));
+    must(check_reads_at_every_batch(&partition, model));
+    partition.close().await.expect("clean close");
 }

@@ -31,8 +31,38 @@ const RESOURCE_BROKER: i8 = 4;
 const INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER: &str =
     "Unexpected broker id; this broker's node id or the empty name (cluster default) is expected.";
 
-fn broker_name_ok(ctx: &ShardContext, name: &str) -> bool {
-    name.is_empty() || name.parse::<i32>().ok() == Some(ctx.settings.node_id)
+/// What a config request's resource names: a topic, or this broker (its node id, or the empty
+/// name for the cluster default). Any other broker or resource type is answered INVALID_REQUEST.
+enum Resource {
+    Topic(String),
+    Broker,
+}
+
+fn resolve_resource(ctx: &ShardContext, resource_type: i8, name: String) -> Result<Resource, AdminError> {
+    match resource_type {
+        RESOURCE_TOPIC => Ok(Resource::Topic(name)),
+        RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().ok() == Some(ctx.settings.node_id) => Ok(Resource::Broker),
+        RESOURCE_BROKER => {
+            Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() })
+        }
+        other => Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") }),
+    }
+}
+
+/// One resource's answer to AlterConfigs or IncrementalAlterConfigs: two response types with the
+/// same fields.
+macro_rules! alter_result {
+    ($result:ty, $resource:expr, $outcome:expr) => {{
+        let mut result = <$result>::default();
+        result.resource_type = $resource.resource_type;
+        result.resource_name = $resource.resource_name;
+        result.error_message = None;
+        if let Err(error) = $outcome {
+            result.error_code = error.code;
+            result.error_message = Some(StrBytes::from_string(error.message));
+        }
+        result
+    }};
 }
 
 pub fn describe(
@@ -49,15 +79,16 @@ pub fn describe(
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let keys: Option<Vec<String>> = resource.configuration_keys.map(|keys| keys.iter().map(|key| key.to_string()).collect());
-        let name = resource.resource_name.to_string();
-        let entries = match resource.resource_type {
-            RESOURCE_TOPIC => match image.topics.get(&name) {
+        let entries = match resolve_resource(ctx, resource.resource_type, resource.resource_name.to_string()) {
+            Ok(Resource::Topic(name)) => match image.topics.get(&name) {
                 Some(topic) => Ok(describe_topic_configs(&broker, &topic.configs, keys.as_deref())),
-                None => Err((codes::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))),
+                None => Err(AdminError {
+                    code: codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    message: format!("Topic '{name}' does not exist."),
+                }),
             },
-            RESOURCE_BROKER if broker_name_ok(ctx, &name) => Ok(describe_broker_configs(&broker, keys.as_deref())),
-            RESOURCE_BROKER => Err((codes::INVALID_REQUEST, INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.to_string())),
-            other => Err((codes::INVALID_REQUEST, format!("Unsupported resource type {other}."))),
+            Ok(Resource::Broker) => Ok(describe_broker_configs(&broker, keys.as_deref())),
+            Err(error) => Err(error),
         };
         match entries {
             Ok(entries) => {
@@ -68,9 +99,9 @@ pub fn describe(
                     })
                     .collect()
             }
-            Err((code, message)) => {
-                result.error_code = code;
-                result.error_message = Some(StrBytes::from_string(message));
+            Err(error) => {
+                result.error_code = error.code;
+                result.error_message = Some(StrBytes::from_string(error.message));
             }
         }
         response.results.push(result);
@@ -127,25 +158,16 @@ pub async fn alter(
                 configs.insert(config.name.to_string(), value.to_string());
             }
         }
-        let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => admin::replace_topic_configs(ctx, name, configs, request.validate_only).await,
-            RESOURCE_BROKER if broker_name_ok(ctx, &name) => {
+        let outcome = match resolve_resource(ctx, resource.resource_type, name) {
+            Ok(Resource::Topic(name)) => admin::replace_topic_configs(ctx, name, configs, request.validate_only).await,
+            Ok(Resource::Broker) => {
                 let ops = configs.into_iter().map(|(key, value)| (key, AlterOp::Set(value))).collect();
                 admin::alter_broker_configs(ctx, ops, request.validate_only).await
             }
-            RESOURCE_BROKER => {
-                Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() })
-            }
-            other => Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") }),
+            Err(error) => Err(error),
         };
-        let mut result = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        result.error_message = None;
-        if let Err(error) = outcome {
-            result.error_code = error.code;
-            result.error_message = Some(StrBytes::from_string(error.message));
-        }
+        let result =
+            alter_result!(kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse, resource, outcome);
         response.responses.push(result);
     }
     respond(header, &response)
@@ -186,27 +208,16 @@ pub async fn incremental_alter(
             };
             ops.push((config.name.to_string(), op));
         }
-        let outcome = match (bad, resource.resource_type) {
-            (Some(error), _) => Err(error),
-            (None, RESOURCE_TOPIC) => admin::alter_topic_configs(ctx, name, ops, request.validate_only).await,
-            (None, RESOURCE_BROKER) if broker_name_ok(ctx, &name) => {
-                admin::alter_broker_configs(ctx, ops, request.validate_only).await
-            }
-            (None, RESOURCE_BROKER) => {
-                Err(AdminError { code: codes::INVALID_REQUEST, message: INVALID_REQUEST_MESSAGE_UNKNOWN_BROKER.into() })
-            }
-            (None, other) => {
-                Err(AdminError { code: codes::INVALID_REQUEST, message: format!("Unsupported resource type {other}.") })
-            }
+        let outcome = match bad.map_or_else(|| resolve_resource(ctx, resource.resource_type, name), Err) {
+            Ok(Resource::Topic(name)) => admin::alter_topic_configs(ctx, name, ops, request.validate_only).await,
+            Ok(Resource::Broker) => admin::alter_broker_configs(ctx, ops, request.validate_only).await,
+            Err(error) => Err(error),
         };
-        let mut result = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        result.error_message = None;
-        if let Err(error) = outcome {
-            result.error_code = error.code;
-            result.error_message = Some(StrBytes::from_string(error.message));
-        }
+        let result = alter_result!(
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse,
+            resource,
+            outcome
+        );
         response.responses.push(result);
     }
     respond(header, &response)

@@ -6,15 +6,15 @@
 use std::rc::Rc;
 
 use fjord_engine::metrics::RetentionCause;
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::DeleteRecordsPartitionResult;
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, RequestHeader};
 
 use super::handler::{respond, RequestError, Versions};
+use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
-use crate::message::{DeleteRecordsPart, ShardRequest};
+use crate::message::DeleteRecordsPart;
 use crate::response::OutFrame;
-use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 
@@ -23,55 +23,24 @@ pub async fn handle(
     header: RequestHeader,
     request: DeleteRecordsRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
-    let mut shape = Vec::new();
-    let mut routed = Vec::new();
-    let mut results = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let info = ctx.topic(&name);
-        for partition in &topic.partitions {
-            let position = shape.len();
-            shape.push((topic.name.clone(), partition.partition_index));
-            results.push((codes::UNKNOWN_TOPIC_OR_PARTITION, -1));
-            match &info {
-                Some(info) if partition.partition_index >= 0 && partition.partition_index < info.partition_count => {
-                    if !info.config.cleanup_policy.deletes() {
-                        results[position] = (codes::POLICY_VIOLATION, -1);
-                        continue;
-                    }
-                    routed.push((
-                        position,
-                        DeleteRecordsPart {
-                            topic: name.clone(),
-                            partition: partition.partition_index,
-                            spec: info.spec(partition.partition_index),
-                            offset: partition.offset,
-                        },
-                    ));
-                }
-                _ => {}
-            }
+    let named = request.topics.iter().flat_map(|topic| {
+        topic.partitions.iter().map(move |partition| (&topic.name, partition.partition_index, partition.offset))
+    });
+    let unknown = (codes::UNKNOWN_TOPIC_OR_PARTITION, -1);
+    let answers = per_partition::ask_owners(&ctx, named, unknown, |info, partition, offset| {
+        if !info.config.cleanup_policy.deletes() {
+            return Err((codes::POLICY_VIOLATION, -1));
         }
-    }
-    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::DeleteRecords { parts, reply }).await {
-        if let Some(answer) = answer {
-            results[position] = answer;
-        }
-    }
+        Ok(DeleteRecordsPart { topic: info.name.clone(), partition, spec: info.spec(partition), offset })
+    })
+    .await;
     let mut response = DeleteRecordsResponse::default();
-    for ((name, partition_index), (error_code, low_watermark)) in shape.into_iter().zip(results) {
-        if response.topics.last().is_none_or(|last: &DeleteRecordsTopicResult| last.name != name) {
-            let mut topic = DeleteRecordsTopicResult::default();
-            topic.name = name;
-            response.topics.push(topic);
-        }
-        let mut partition = DeleteRecordsPartitionResult::default();
-        partition.partition_index = partition_index;
-        partition.error_code = error_code;
-        partition.low_watermark = low_watermark;
-        response.topics.last_mut().expect("pushed").partitions.push(partition);
-    }
+    response.topics = per_partition::by_topic(answers, |partition_index, (error_code, low_watermark)| {
+        DeleteRecordsPartitionResult::default()
+            .with_partition_index(partition_index)
+            .with_error_code(error_code)
+            .with_low_watermark(low_watermark)
+    });
     respond(&header, &response).map(Some)
 }
 

@@ -4,15 +4,15 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState};
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId, RequestHeader};
 
 use super::handler::{respond, RequestError, Versions};
+use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
-use crate::message::{DescribeProducersPart, ProducerSummary, ShardRequest};
+use crate::message::{DescribeProducersPart, ProducerSummary};
 use crate::response::OutFrame;
-use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
 
@@ -21,37 +21,16 @@ pub async fn handle(
     header: RequestHeader,
     request: DescribeProducersRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
-    let mut shape = Vec::new();
-    let mut routed = Vec::new();
-    let mut results: Vec<Result<Vec<ProducerSummary>, i16>> = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let info = ctx.topic(&name);
-        for partition in &topic.partition_indexes {
-            let position = shape.len();
-            shape.push((topic.name.clone(), *partition));
-            results.push(Err(codes::UNKNOWN_TOPIC_OR_PARTITION));
-            if let Some(info) = info.as_ref().filter(|info| *partition >= 0 && *partition < info.partition_count) {
-                let part = DescribeProducersPart { topic: name.clone(), partition: *partition, spec: info.spec(*partition) };
-                routed.push((position, part));
-            }
-        }
-    }
-    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::DescribeProducers { parts, reply }).await {
-        if let Some(answer) = answer {
-            results[position] = answer;
-        }
-    }
+    let named =
+        request.topics.iter().flat_map(|topic| topic.partition_indexes.iter().map(move |index| (&topic.name, *index, ())));
+    let unknown: Result<Vec<ProducerSummary>, i16> = Err(codes::UNKNOWN_TOPIC_OR_PARTITION);
+    let answers = per_partition::ask_owners(&ctx, named, unknown, |info, partition, ()| {
+        Ok(DescribeProducersPart { topic: info.name.clone(), partition, spec: info.spec(partition) })
+    })
+    .await;
     let mut response = DescribeProducersResponse::default();
-    for ((name, partition_index), result) in shape.into_iter().zip(results) {
-        if response.topics.last().is_none_or(|last: &TopicResponse| last.name != name) {
-            let mut topic = TopicResponse::default();
-            topic.name = name;
-            response.topics.push(topic);
-        }
-        let mut partition = PartitionResponse::default();
-        partition.partition_index = partition_index;
+    response.topics = per_partition::by_topic(answers, |partition_index, result| {
+        let mut partition = PartitionResponse::default().with_partition_index(partition_index);
         match result {
             Ok(producers) => {
                 partition.active_producers = producers
@@ -70,8 +49,8 @@ pub async fn handle(
             }
             Err(code) => partition.error_code = code,
         }
-        response.topics.last_mut().expect("pushed").partitions.push(partition);
-    }
+        partition
+    });
     respond(&header, &response).map(Some)
 }
 

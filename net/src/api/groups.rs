@@ -13,7 +13,6 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as FoundCoordinator;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
@@ -25,6 +24,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::handler::{respond, RequestError, Versions};
+use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
 use fjord_group::classic::Reply;
@@ -368,26 +368,11 @@ pub async fn offset_delete(
     client_host: Rc<str>,
 ) -> Result<Option<OutFrame>, RequestError> {
     let group_id = request.group_id.0.to_string();
-    let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = request
-        .topics
-        .iter()
-        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
-        .collect();
+    let topics = request.topics.clone();
     let answer = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetDelete(request)).await;
     let mut response = answer.unwrap_or_else(|code| {
-        let mut response = OffsetDeleteResponse::failed(code);
-        for (name, partitions) in shape {
-            let mut topic = OffsetDeleteResponseTopic::default();
-            topic.name = name;
-            for partition_index in partitions {
-                let mut partition = OffsetDeleteResponsePartition::default();
-                partition.partition_index = partition_index;
-                partition.error_code = code;
-                topic.partitions.push(partition);
-            }
-            response.topics.push(topic);
-        }
-        response
+        let named = topics.iter().map(|topic| (&topic.name, topic.partitions.iter().map(|partition| partition.partition_index)));
+        OffsetDeleteResponse::failed(code).with_topics(per_partition::all_failed(named, code))
     });
     // Partitions that do not exist: UNKNOWN_TOPIC_OR_PARTITION, as KafkaApis answers them.
     if response.error_code == codes::NONE {

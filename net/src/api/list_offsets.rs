@@ -4,17 +4,17 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
 use fjord_engine::partition::Isolation;
 
 use super::handler::{respond, RequestError, Versions};
+use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
-use crate::message::{ListOffsetsPart, ListOffsetsResult, ShardRequest};
+use crate::message::{ListOffsetsPart, ListOffsetsResult};
 use crate::response::OutFrame;
-use crate::router;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
@@ -23,59 +23,25 @@ pub async fn handle(
     header: RequestHeader,
     request: ListOffsetsRequest,
 ) -> Result<Option<OutFrame>, RequestError> {
-    let mut shape = Vec::new();
-    let mut routed = Vec::new();
-    let mut errors = Vec::new();
     let isolation = if request.isolation_level == 1 { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let info = ctx.topic(&name);
-        for partition in &topic.partitions {
-            let position = shape.len();
-            shape.push((topic.name.clone(), partition.partition_index));
-            match &info {
-                Some(info) if partition.partition_index >= 0 && partition.partition_index < info.partition_count => {
-                    routed.push((
-                        position,
-                        ListOffsetsPart {
-                            topic: name.clone(),
-                            partition: partition.partition_index,
-                            spec: info.spec(partition.partition_index),
-                            timestamp: partition.timestamp,
-                            isolation,
-                        },
-                    ));
-                }
-                _ => errors.push(position),
-            }
-        }
-    }
-    let mut results =
-        vec![
-            ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
-            shape.len()
-        ];
-    let split = router::split_by_owner(routed, |part| ctx.table.owner(&part.topic, part.partition));
-    for (position, answer) in router::call(&ctx, split, |parts, reply| ShardRequest::ListOffsets { parts, reply }).await {
-        if let Some(answer) = answer {
-            results[position] = answer;
-        }
-    }
+    let named = request.topics.iter().flat_map(|topic| {
+        topic.partitions.iter().map(move |partition| (&topic.name, partition.partition_index, partition.timestamp))
+    });
+    let unknown =
+        ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
+    let answers = per_partition::ask_owners(&ctx, named, unknown, |info, partition, timestamp| {
+        Ok(ListOffsetsPart { topic: info.name.clone(), partition, spec: info.spec(partition), timestamp, isolation })
+    })
+    .await;
     let mut response = ListOffsetsResponse::default();
-    for ((name, partition_index), result) in shape.into_iter().zip(results) {
-        if response.topics.last().is_none_or(|last: &ListOffsetsTopicResponse| last.name != name) {
-            let mut topic = ListOffsetsTopicResponse::default();
-            topic.name = name;
-            response.topics.push(topic);
-        }
-        let mut partition = ListOffsetsPartitionResponse::default();
-        partition.partition_index = partition_index;
-        partition.error_code = result.error_code;
-        partition.offset = result.offset;
-        partition.timestamp = result.timestamp;
-        partition.leader_epoch = if header.request_api_version >= 4 { result.leader_epoch } else { -1 };
-        response.topics.last_mut().expect("pushed").partitions.push(partition);
-    }
+    response.topics = per_partition::by_topic(answers, |partition_index, result| {
+        ListOffsetsPartitionResponse::default()
+            .with_partition_index(partition_index)
+            .with_error_code(result.error_code)
+            .with_offset(result.offset)
+            .with_timestamp(result.timestamp)
+            .with_leader_epoch(if header.request_api_version >= 4 { result.leader_epoch } else { -1 })
+    });
     respond(&header, &response).map(Some)
 }
 

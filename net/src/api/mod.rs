@@ -20,6 +20,7 @@ pub mod handler;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod per_partition;
 pub mod produce;
 pub mod transactions;
 

@@ -15,11 +15,8 @@ use fjord_engine::rt;
 
 use fjord_group::records;
 use fjord_group::txn::TxnReply;
-use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
-};
+use kafka_protocol::messages::add_partitions_to_txn_response::{AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult};
 use kafka_protocol::messages::describe_transactions_response::TransactionState as DescribedTxn;
-use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -34,6 +31,7 @@ use futures::channel::oneshot;
 
 use super::groups::{answered_code, partition_exists};
 use super::handler::{respond, RequestError, Versions};
+use super::per_partition;
 use crate::codes;
 use crate::coordinator::groups::OFFSETS_TOPIC;
 use crate::coordinator::transactions::TXN_TOPIC;
@@ -145,24 +143,7 @@ fn topic_results(
     topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
     code: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
-    topics
-        .iter()
-        .map(|topic| {
-            let mut result = AddPartitionsToTxnTopicResult::default();
-            result.name = topic.name.clone();
-            result.results_by_partition = topic
-                .partitions
-                .iter()
-                .map(|partition| {
-                    let mut answered = AddPartitionsToTxnPartitionResult::default();
-                    answered.partition_index = *partition;
-                    answered.partition_error_code = code;
-                    answered
-                })
-                .collect();
-            result
-        })
-        .collect()
+    per_partition::all_failed(topics.iter().map(|topic| (&topic.name, topic.partitions.iter().copied())), code)
 }
 
 pub async fn add_offsets(
@@ -275,23 +256,9 @@ pub async fn txn_offset_commit(
 
 /// A response naming every partition of `request`, each with `code`.
 fn txn_offset_commit_error(request: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
-    let mut response = TxnOffsetCommitResponse::default();
-    for topic in &request.topics {
-        let mut answered = TxnOffsetCommitResponseTopic::default();
-        answered.name = topic.name.clone();
-        answered.partitions = topic
-            .partitions
-            .iter()
-            .map(|partition| {
-                let mut result = TxnOffsetCommitResponsePartition::default();
-                result.partition_index = partition.partition_index;
-                result.error_code = code;
-                result
-            })
-            .collect();
-        response.topics.push(answered);
-    }
-    response
+    let topics =
+        request.topics.iter().map(|topic| (&topic.name, topic.partitions.iter().map(|partition| partition.partition_index)));
+    TxnOffsetCommitResponse::default().with_topics(per_partition::all_failed(topics, code))
 }
 
 /// WriteTxnMarkers: what coordinators send partition leaders. Served for tools and tests; this

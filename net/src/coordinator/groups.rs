@@ -30,7 +30,6 @@ use futures::channel::oneshot;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::{
     ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse, DescribeGroupsResponse, GroupId,
@@ -672,19 +671,9 @@ pub fn expect_classic<T>(reply: GroupReply, pick: impl FnOnce(Reply) -> Option<T
 
 /// An OffsetCommit answer giving every requested partition `code`.
 pub fn offset_commit_error(request: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
-    let mut response = OffsetCommitResponse::default();
-    for wanted in &request.topics {
-        let mut topic = OffsetCommitResponseTopic::default();
-        topic.name = wanted.name.clone();
-        for partition in &wanted.partitions {
-            let mut answered = OffsetCommitResponsePartition::default();
-            answered.partition_index = partition.partition_index;
-            answered.error_code = code;
-            topic.partitions.push(answered);
-        }
-        response.topics.push(topic);
-    }
-    response
+    let topics =
+        request.topics.iter().map(|topic| (&topic.name, topic.partitions.iter().map(|partition| partition.partition_index)));
+    OffsetCommitResponse::default().with_topics(crate::api::per_partition::all_failed(topics, code))
 }
 
 /// ListGroups entries for the consumer groups, with KIP-518 state and KIP-848 type filters.
