@@ -69,7 +69,7 @@ fn check_api_versions(frame: Bytes, version: i16) {
     let header_version =
         if (served.min..=served.max).contains(&version) { ApiKey::ApiVersions.request_header_version(version) } else { 1 };
     let header = RequestHeader::decode(&mut frame.clone(), header_version);
-    match (api::api_versions::handle(frame, version), header) {
+    match (api::api_versions::handle(frame, version, api::SUPPORTED), header) {
         (Ok(response), Ok(header)) => {
             let mut bytes: Vec<u8> = Vec::new();
             for part in response.parts {
