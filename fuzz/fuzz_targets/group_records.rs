@@ -1,7 +1,7 @@
 //! Fuzz target: the `__consumer_offsets` records a group coordinator reads back when it loads a
 //! partition: classic group and offset records (`records::decode`, key versions 0..=2) and the
 //! KIP-848 consumer group records (`ConsumerRecord::decode`, key versions 3..=8), routed between
-//! the two the way the coordinator's replay does (net/src/coordinator.rs `replay_record`).
+//! the two the way the coordinator's replay does (net/src/coordinator/groups.rs, `GroupState::replay`).
 //!
 //! The input is a sequence of records, each `[key length u8][value length u16, 0xFFFF = null]
 //! [key][value]` (null: a tombstone); a torn last record is dropped. A decoder must reject garbage

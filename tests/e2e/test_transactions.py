@@ -672,7 +672,7 @@ STOP_AFTER_END_TXN_ACK = "FJORD_DEBUG_STOP_AFTER_END_TXN_ACK"
 
 def test_sigkill_between_the_end_txn_acknowledgement_and_the_markers_completes_the_commit_on_restart(
         broker_factory, topic):
-    """The broker's debug hook (net/src/txn_coordinator.rs) acknowledges EndTxn and then writes no
+    """The broker's debug hook (net/src/coordinator/transactions.rs) acknowledges EndTxn and then writes no
     markers: the kill lands exactly after the PrepareCommit record is durable and before any
     marker. After the restart the coordinator reloads PrepareCommit and writes the markers, and a
     read_committed consumer sees the transaction."""
