@@ -58,11 +58,17 @@ try:
 except (OSError, ValueError):
     print(f"{sys.argv[1]}: no report")
     sys.exit(0)
-p, b = r["produce"], r["broker"]
-inside = next((t for t in r.get("broker_request_times", []) if t["api"] == "Produce"), None)
+# A consume-only workload (catch-up) reports its reads where a produce workload has its writes.
+p, b = r["produce"] or r["consume"], r["broker"]
+api = "Produce" if r["produce"] else "Fetch"
+inside = next((t for t in r.get("broker_request_times", []) if t["api"] == api), None)
 inside = f"  broker-side p50 {inside['p50_ms']:.2f} p99 {inside['p99_ms']:.2f} ms" if inside and inside["p99_ms"] is not None else ""
-print(f"{r['workload']['name']:24} {r['label']:9} {p['mb_per_second']:8.1f} MB/s  p50 {p['latency']['p50_ms']:6.2f}  "
-      f"p99 {p['latency']['p99_ms']:7.2f}  p99.9 {p['latency']['p99_9_ms']:7.2f} ms  {b['cpu_seconds_per_gb_produced']:5.2f} CPU-s/GB{inside}")
+cpu = b["cpu_seconds_per_gb_produced"]
+cpu = f"{cpu:5.2f} CPU-s/GB" if cpu is not None and r["produce"] else f"{b['cpu_seconds']:5.2f} CPU-s"
+latency = p.get("latency") or {}
+percentiles = "  ".join(f"{name} {latency[key]:6.2f}" for name, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p99_9_ms"))
+                        if latency.get(key) is not None)
+print(f"{r['workload']['name']:24} {r['label']:9} {p['mb_per_second']:8.1f} MB/s  {percentiles} ms  {cpu}{inside}")
 EOF
 }
 

@@ -13,11 +13,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use crate::codes;
 use crate::coordinator::groups::expect;
 use crate::message::{GroupCall, GroupReply};
-use crate::response::OutFrame;
 use crate::shard::Shard;
 
 pub const HEARTBEAT_VERSIONS: Versions = Versions { min: consumer::HEARTBEAT_VERSION_MIN, max: consumer::HEARTBEAT_VERSION_MAX };
@@ -32,7 +31,7 @@ pub async fn heartbeat(
     header: RequestHeader,
     request: ConsumerGroupHeartbeatRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let response = if request.group_id.is_empty() {
         let mut response = ConsumerGroupHeartbeatResponse::default();
         response.error_code = codes::INVALID_GROUP_ID;
@@ -65,7 +64,7 @@ pub async fn describe(
     header: RequestHeader,
     request: ConsumerGroupDescribeRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let mut response = ConsumerGroupDescribeResponse::default();
     for group_id in &request.group_ids {
         let mut single = ConsumerGroupDescribeRequest::default();

@@ -9,20 +9,15 @@ use fjord_engine::metrics::RetentionCause;
 use kafka_protocol::messages::delete_records_response::DeleteRecordsPartitionResult;
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, RequestHeader};
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
 use crate::message::DeleteRecordsPart;
-use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 2 };
 
-pub async fn handle(
-    ctx: Rc<ShardContext>,
-    header: RequestHeader,
-    request: DeleteRecordsRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: DeleteRecordsRequest) -> Answer {
     let named = request.topics.iter().flat_map(|topic| {
         topic.partitions.iter().map(move |partition| (&topic.name, partition.partition_index, partition.offset))
     });

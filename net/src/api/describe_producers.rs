@@ -7,20 +7,15 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState};
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId, RequestHeader};
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
 use crate::message::{DescribeProducersPart, ProducerSummary};
-use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 0 };
 
-pub async fn handle(
-    ctx: Rc<ShardContext>,
-    header: RequestHeader,
-    request: DescribeProducersRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: DescribeProducersRequest) -> Answer {
     let named =
         request.topics.iter().flat_map(|topic| topic.partition_indexes.iter().map(move |index| (&topic.name, *index, ())));
     let unknown: Result<Vec<ProducerSummary>, i16> = Err(codes::UNKNOWN_TOPIC_OR_PARTITION);

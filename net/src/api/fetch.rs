@@ -20,7 +20,7 @@ use fjord_engine::partition::{Chunk, Isolation, Partition};
 use fjord_engine::rt;
 use futures::channel::oneshot;
 
-use super::handler::{RequestError, Versions};
+use super::handler::{Answer, RequestError, Versions};
 use crate::codes;
 use crate::context::ShardContext;
 use crate::fetch_session::{SessionKey, SessionPartition};
@@ -46,11 +46,7 @@ struct Wanted {
     current_leader_epoch: i32,
 }
 
-pub async fn handle(
-    ctx: Rc<ShardContext>,
-    header: RequestHeader,
-    request: FetchRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: FetchRequest) -> Answer {
     let version = header.request_api_version;
     let (wanted, session) = match select_partitions(&ctx, version, &request) {
         Ok(selected) => selected,
@@ -308,7 +304,7 @@ fn build_response(
     results: Vec<FetchResult>,
     session: SessionReply,
     isolation_committed: bool,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let version = header.request_api_version;
     let mut response = FetchResponse::default();
     response.session_id = session.id;

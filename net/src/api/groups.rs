@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, RequestError, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
@@ -180,7 +180,7 @@ pub async fn single_group<T: ClassicAnswer + FailedAnswer + Encodable>(
     group_id: String,
     call: GroupCall,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let response: T = one(&shard, &header, &group_id, &client_host, call).await.unwrap_or_else(T::failed);
     respond(&header, &response).map(Some)
 }
@@ -190,7 +190,7 @@ pub async fn offset_commit(
     header: RequestHeader,
     request: OffsetCommitRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let group_id = request.group_id.0.to_string();
     // Only partitions that exist reach the coordinator (KafkaApis does the same); the others
     // answer UNKNOWN_TOPIC_OR_PARTITION and no topic is created.
@@ -247,12 +247,7 @@ pub(crate) fn answered_code<'a>(answered: impl Iterator<Item = (&'a str, i32, i1
         .unwrap_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
 }
 
-pub async fn offset_fetch(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: OffsetFetchRequest,
-    client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn offset_fetch(shard: Rc<Shard>, header: RequestHeader, request: OffsetFetchRequest, client_host: Rc<str>) -> Answer {
     if header.request_api_version < 8 {
         let group_id = request.group_id.0.to_string();
         return single_group::<OffsetFetchResponse>(shard, header, group_id, GroupCall::OffsetFetch(request), client_host).await;
@@ -285,7 +280,7 @@ pub async fn describe_groups(
     header: RequestHeader,
     request: DescribeGroupsRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let mut response = DescribeGroupsResponse::default();
     for group_id in &request.groups {
         let mut single = DescribeGroupsRequest::default();
@@ -309,12 +304,7 @@ fn failed_description(group_id: &kafka_protocol::messages::GroupId, code: i16) -
     described
 }
 
-pub async fn list_groups(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: ListGroupsRequest,
-    client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn list_groups(shard: Rc<Shard>, header: RequestHeader, request: ListGroupsRequest, client_host: Rc<str>) -> Answer {
     let mut response = ListGroupsResponse::default();
     match shard.groups.ensure_topic().await {
         Err(code) => response.error_code = code,
@@ -341,7 +331,7 @@ pub async fn delete_groups(
     header: RequestHeader,
     request: DeleteGroupsRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let mut response = DeleteGroupsResponse::default();
     for group_id in &request.groups_names {
         let mut single = DeleteGroupsRequest::default();
@@ -366,7 +356,7 @@ pub async fn offset_delete(
     header: RequestHeader,
     request: OffsetDeleteRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let group_id = request.group_id.0.to_string();
     let topics = request.topics.clone();
     let answer = one(&shard, &header, &group_id, &client_host, GroupCall::OffsetDelete(request)).await;

@@ -16,8 +16,12 @@ pub struct Versions {
     pub max: i16,
 }
 
+/// What a deferred handler produces: its response frame (none for acks=0), or why the
+/// connection must close.
+pub type Answer = Result<Option<OutFrame>, RequestError>;
+
 /// The response half still to come.
-pub type Deferred = Pin<Box<dyn Future<Output = Result<Option<OutFrame>, RequestError>>>>;
+pub type Deferred = Pin<Box<dyn Future<Output = Answer>>>;
 
 pub enum Dispatched {
     /// Response ready (or none, for acks=0).

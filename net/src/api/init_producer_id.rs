@@ -13,19 +13,14 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader};
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use crate::codes;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 5 };
 
-pub async fn handle(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: InitProducerIdRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(shard: Rc<Shard>, header: RequestHeader, request: InitProducerIdRequest) -> Answer {
     let transactional = request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty());
     let named = (request.producer_id.0, request.producer_epoch);
     if transactional && (named.0 == -1) == (named.1 == -1) {

@@ -9,20 +9,15 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestH
 
 use fjord_engine::partition::Isolation;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
 use crate::message::{ListOffsetsPart, ListOffsetsResult};
-use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 9 };
 
-pub async fn handle(
-    ctx: Rc<ShardContext>,
-    header: RequestHeader,
-    request: ListOffsetsRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListOffsetsRequest) -> Answer {
     let isolation = if request.isolation_level == 1 { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
     let named = request.topics.iter().flat_map(|topic| {
         topic.partitions.iter().map(move |partition| (&topic.name, partition.partition_index, partition.timestamp))

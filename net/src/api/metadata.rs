@@ -9,11 +9,10 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Requ
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use crate::admin;
 use crate::codes;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 use fjord_replication::metadata::TopicImage;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 12 };
@@ -35,11 +34,7 @@ const fn bits(operations: &[i32]) -> i32 {
     value
 }
 
-pub async fn handle(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: MetadataRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: MetadataRequest) -> Answer {
     let version = header.request_api_version;
     let allow_auto_create = (version < 4 || request.allow_auto_topic_creation) && ctx.settings.auto_create_topics_enable;
     let mut topics = Vec::new();

@@ -24,6 +24,7 @@ pub mod per_partition;
 pub mod produce;
 pub mod transactions;
 
+use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -37,7 +38,7 @@ use crate::response::OutFrame;
 use crate::shard::Shard;
 
 use fjord_engine::metrics::API_KEYS_TIMED;
-pub use handler::{respond, Deferred, Dispatched, RequestError, Versions};
+pub use handler::{respond, Answer, Deferred, Dispatched, RequestError, Versions};
 
 /// Every API Fjord serves, with the versions it advertises (Kafka 4.0's ranges).
 pub const SUPPORTED: &[(ApiKey, Versions)] = &[
@@ -248,80 +249,37 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
     };
     let ctx = shard.ctx.clone();
     let shard = shard.clone();
+    let host = client_host.clone();
     match body {
         RequestBody::Produce(request) => produce::handle(shard, header, request).await,
-        RequestBody::Fetch(request) => Ok(Dispatched::Deferred(Box::pin(fetch::handle(ctx, header, request)))),
-        RequestBody::ListOffsets(request) => Ok(Dispatched::Deferred(Box::pin(list_offsets::handle(ctx, header, request)))),
-        RequestBody::DeleteRecords(request) => Ok(Dispatched::Deferred(Box::pin(delete_records::handle(ctx, header, request)))),
+        RequestBody::Fetch(request) => deferred(fetch::handle(ctx, header, request)),
+        RequestBody::ListOffsets(request) => deferred(list_offsets::handle(ctx, header, request)),
+        RequestBody::DeleteRecords(request) => deferred(delete_records::handle(ctx, header, request)),
         RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&shard, &header, request).await),
         RequestBody::JoinGroup(request) => {
             let group_id = request.group_id.to_string();
-            let call = GroupCall::Join(request);
-            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<JoinGroupResponse>(
-                shard,
-                header,
-                group_id,
-                call,
-                client_host.clone(),
-            ))))
+            deferred(groups::single_group::<JoinGroupResponse>(shard, header, group_id, GroupCall::Join(request), host))
         }
         RequestBody::Heartbeat(request) => {
             let group_id = request.group_id.to_string();
-            let call = GroupCall::Heartbeat(request);
-            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<HeartbeatResponse>(
-                shard,
-                header,
-                group_id,
-                call,
-                client_host.clone(),
-            ))))
+            deferred(groups::single_group::<HeartbeatResponse>(shard, header, group_id, GroupCall::Heartbeat(request), host))
         }
         RequestBody::LeaveGroup(request) => {
             let group_id = request.group_id.to_string();
-            let call = GroupCall::Leave(request);
-            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<LeaveGroupResponse>(
-                shard,
-                header,
-                group_id,
-                call,
-                client_host.clone(),
-            ))))
+            deferred(groups::single_group::<LeaveGroupResponse>(shard, header, group_id, GroupCall::Leave(request), host))
         }
         RequestBody::SyncGroup(request) => {
             let group_id = request.group_id.to_string();
-            let call = GroupCall::Sync(request);
-            Ok(Dispatched::Deferred(Box::pin(groups::single_group::<SyncGroupResponse>(
-                shard,
-                header,
-                group_id,
-                call,
-                client_host.clone(),
-            ))))
+            deferred(groups::single_group::<SyncGroupResponse>(shard, header, group_id, GroupCall::Sync(request), host))
         }
-        RequestBody::DescribeGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::describe_groups(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::ListGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::list_groups(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::OffsetCommit(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_commit(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::OffsetFetch(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_fetch(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::DeleteGroups(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::delete_groups(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::OffsetDelete(request) => {
-            Ok(Dispatched::Deferred(Box::pin(groups::offset_delete(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::ConsumerGroupHeartbeat(request) => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::heartbeat(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::ConsumerGroupDescribe(request) => {
-            Ok(Dispatched::Deferred(Box::pin(consumer_groups::describe(shard, header, request, client_host.clone()))))
-        }
+        RequestBody::DescribeGroups(request) => deferred(groups::describe_groups(shard, header, request, host)),
+        RequestBody::ListGroups(request) => deferred(groups::list_groups(shard, header, request, host)),
+        RequestBody::OffsetCommit(request) => deferred(groups::offset_commit(shard, header, request, host)),
+        RequestBody::OffsetFetch(request) => deferred(groups::offset_fetch(shard, header, request, host)),
+        RequestBody::DeleteGroups(request) => deferred(groups::delete_groups(shard, header, request, host)),
+        RequestBody::OffsetDelete(request) => deferred(groups::offset_delete(shard, header, request, host)),
+        RequestBody::ConsumerGroupHeartbeat(request) => deferred(consumer_groups::heartbeat(shard, header, request, host)),
+        RequestBody::ConsumerGroupDescribe(request) => deferred(consumer_groups::describe(shard, header, request, host)),
         RequestBody::Metadata(request) => Ok(Dispatched::Ready(metadata::handle(&ctx, &header, request).await?)),
         RequestBody::CreateTopics(request) => ready(create_topics::handle(&ctx, &header, request).await),
         RequestBody::DeleteTopics(request) => ready(delete_topics::handle(&shard, &header, request).await),
@@ -329,33 +287,21 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
         RequestBody::DescribeConfigs(request) => ready(configs::describe(&ctx, &header, request)),
         RequestBody::AlterConfigs(request) => ready(configs::alter(&ctx, &header, request).await),
         RequestBody::IncrementalAlterConfigs(request) => ready(configs::incremental_alter(&ctx, &header, request).await),
-        RequestBody::InitProducerId(request) => {
-            Ok(Dispatched::Deferred(Box::pin(init_producer_id::handle(shard, header, request))))
-        }
-        RequestBody::AddPartitionsToTxn(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_partitions(shard, header, request))))
-        }
-        RequestBody::AddOffsetsToTxn(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::add_offsets(shard, header, request))))
-        }
-        RequestBody::EndTxn(request) => Ok(Dispatched::Deferred(Box::pin(transactions::end_txn(shard, header, request)))),
-        RequestBody::WriteTxnMarkers(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::write_txn_markers(shard, header, request))))
-        }
-        RequestBody::TxnOffsetCommit(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::txn_offset_commit(shard, header, request, client_host.clone()))))
-        }
-        RequestBody::DescribeTransactions(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::describe_transactions(shard, header, request))))
-        }
-        RequestBody::ListTransactions(request) => {
-            Ok(Dispatched::Deferred(Box::pin(transactions::list_transactions(shard, header, request))))
-        }
-        RequestBody::DescribeProducers(request) => {
-            Ok(Dispatched::Deferred(Box::pin(describe_producers::handle(ctx, header, request))))
-        }
+        RequestBody::InitProducerId(request) => deferred(init_producer_id::handle(shard, header, request)),
+        RequestBody::AddPartitionsToTxn(request) => deferred(transactions::add_partitions(shard, header, request)),
+        RequestBody::AddOffsetsToTxn(request) => deferred(transactions::add_offsets(shard, header, request)),
+        RequestBody::EndTxn(request) => deferred(transactions::end_txn(shard, header, request)),
+        RequestBody::WriteTxnMarkers(request) => deferred(transactions::write_txn_markers(shard, header, request)),
+        RequestBody::TxnOffsetCommit(request) => deferred(transactions::txn_offset_commit(shard, header, request, host)),
+        RequestBody::DescribeTransactions(request) => deferred(transactions::describe_transactions(shard, header, request)),
+        RequestBody::ListTransactions(request) => deferred(transactions::list_transactions(shard, header, request)),
+        RequestBody::DescribeProducers(request) => deferred(describe_producers::handle(ctx, header, request)),
         RequestBody::DescribeCluster(request) => ready(describe_cluster::handle(&ctx, &header, request)),
     }
+}
+
+fn deferred(answer: impl Future<Output = Answer> + 'static) -> Result<Dispatched, RequestError> {
+    Ok(Dispatched::Deferred(Box::pin(answer)))
 }
 
 fn ready(frame: Result<OutFrame, RequestError>) -> Result<Dispatched, RequestError> {

@@ -30,13 +30,12 @@ use kafka_protocol::messages::{
 use futures::channel::oneshot;
 
 use super::groups::{answered_code, partition_exists};
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Answer, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::coordinator::groups::OFFSETS_TOPIC;
 use crate::coordinator::transactions::TXN_TOPIC;
 use crate::message::{GroupCall, GroupReply, Marker, MarkerPart, TxnAnswer, TxnCall};
-use crate::response::OutFrame;
 use crate::shard::Shard;
 
 pub const ADD_PARTITIONS_VERSIONS: Versions = Versions { min: 0, max: 5 };
@@ -97,11 +96,7 @@ pub async fn init_producer_id(
     })
 }
 
-pub async fn add_partitions(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: AddPartitionsToTxnRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn add_partitions(shard: Rc<Shard>, header: RequestHeader, request: AddPartitionsToTxnRequest) -> Answer {
     let version = header.request_api_version;
     if version <= 3 {
         let transactional_id = request.v3_and_below_transactional_id.0.to_string();
@@ -146,11 +141,7 @@ fn topic_results(
     per_partition::all_failed(topics.iter().map(|topic| (&topic.name, topic.partitions.iter().copied())), code)
 }
 
-pub async fn add_offsets(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: AddOffsetsToTxnRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn add_offsets(shard: Rc<Shard>, header: RequestHeader, request: AddOffsetsToTxnRequest) -> Answer {
     let transactional_id = request.transactional_id.0.to_string();
     let answer = match shard.groups.ensure_topic().await {
         Ok(info) => {
@@ -164,7 +155,7 @@ pub async fn add_offsets(
     respond(&header, &response).map(Some)
 }
 
-pub async fn end_txn(shard: Rc<Shard>, header: RequestHeader, request: EndTxnRequest) -> Result<Option<OutFrame>, RequestError> {
+pub async fn end_txn(shard: Rc<Shard>, header: RequestHeader, request: EndTxnRequest) -> Answer {
     let transactional_id = request.transactional_id.0.to_string();
     let answer = shard.transactions.route(&transactional_id, TxnCall::EndTxn(request), header.request_api_version).await;
     let response = expect_reply(answer).unwrap_or_else(|code| {
@@ -199,7 +190,7 @@ pub async fn txn_offset_commit(
     header: RequestHeader,
     request: TxnOffsetCommitRequest,
     client_host: Rc<str>,
-) -> Result<Option<OutFrame>, RequestError> {
+) -> Answer {
     let group_id = request.group_id.0.to_string();
     let verified = match shard.groups.ensure_topic().await {
         Ok(info) => {
@@ -263,11 +254,7 @@ fn txn_offset_commit_error(request: &TxnOffsetCommitRequest, code: i16) -> TxnOf
 
 /// WriteTxnMarkers: what coordinators send partition leaders. Served for tools and tests; this
 /// node's own coordinator writes its markers directly.
-pub async fn write_txn_markers(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: WriteTxnMarkersRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn write_txn_markers(shard: Rc<Shard>, header: RequestHeader, request: WriteTxnMarkersRequest) -> Answer {
     let mut response = WriteTxnMarkersResponse::default();
     for wanted in &request.markers {
         let partitions: Vec<(String, i32)> = wanted
@@ -344,11 +331,7 @@ pub async fn write_markers_on_owner(shard: &Rc<Shard>, parts: Vec<MarkerPart>, m
     });
 }
 
-pub async fn describe_transactions(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: DescribeTransactionsRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn describe_transactions(shard: Rc<Shard>, header: RequestHeader, request: DescribeTransactionsRequest) -> Answer {
     let mut response = DescribeTransactionsResponse::default();
     for transactional_id in request.transactional_ids {
         let id = transactional_id.0.to_string();
@@ -375,11 +358,7 @@ pub async fn describe_transactions(
 
 /// ListTransactions: every `__transaction_state` partition's transactions, with KIP-664's state
 /// and producer filters, v1's duration filter (KIP-994); unknown state names are echoed back.
-pub async fn list_transactions(
-    shard: Rc<Shard>,
-    header: RequestHeader,
-    request: ListTransactionsRequest,
-) -> Result<Option<OutFrame>, RequestError> {
+pub async fn list_transactions(shard: Rc<Shard>, header: RequestHeader, request: ListTransactionsRequest) -> Answer {
     let mut response = ListTransactionsResponse::default();
     response.unknown_state_filters = fjord_group::txn::unknown_state_filters(&request);
     if let Some(info) = shard.ctx.topic(TXN_TOPIC) {
