@@ -377,19 +377,25 @@ impl Log {
     /// One retention pass over the closed segments, oldest first: removes those whose newest
     /// record is older than `retention_ms`, then while the log minus the oldest segment is still
     /// at least `retention_bytes`, then any entirely below the log start offset. Negative limits
-    /// are off. The active segment always stays. The log start offset moves to the first kept
-    /// segment.
+    /// are off. The active segment always stays, and so does every segment holding a record at
+    /// or above `high_watermark` (Kafka's `deletableSegments`): a record written but not yet
+    /// acknowledged is never removed by retention before its acknowledgement, which would then
+    /// acknowledge what is gone. The log start offset moves to the first kept segment.
     pub async fn apply_retention(
         &self,
         now_ms: i64,
         retention_ms: i64,
         retention_bytes: i64,
+        high_watermark: i64,
     ) -> LogResult<Vec<(RemovalCause, RemovalReport)>> {
         let mut reports = Vec::new();
+        let below_high_watermark = |next_base: i64| next_base <= high_watermark;
         if retention_ms >= 0 {
             let removed = self
-                .remove_front_segments(RemovalCause::Time, |segment, _, _| {
-                    segment.max_timestamp_ms() >= 0 && now_ms - segment.max_timestamp_ms() > retention_ms
+                .remove_front_segments(RemovalCause::Time, |segment, next_base, _| {
+                    below_high_watermark(next_base)
+                        && segment.max_timestamp_ms() >= 0
+                        && now_ms - segment.max_timestamp_ms() > retention_ms
                 })
                 .await?;
             reports.push((RemovalCause::Time, removed));
@@ -397,9 +403,9 @@ impl Log {
         if retention_bytes >= 0 {
             let mut excess = self.size_bytes() as i64 - retention_bytes;
             let removed = self
-                .remove_front_segments(RemovalCause::Size, |segment, _, _| {
+                .remove_front_segments(RemovalCause::Size, |segment, next_base, _| {
                     let size = segment.size_bytes() as i64;
-                    if excess - size >= 0 {
+                    if below_high_watermark(next_base) && excess - size >= 0 {
                         excess -= size;
                         true
                     } else {

@@ -185,3 +185,30 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         partition.close().await.expect("close");
     });
 }
+
+/// Kafka's `deletableSegments`: retention never removes a segment that holds a record at or
+/// above the high watermark (written but not yet acknowledged: removing it and then acknowledging
+/// would acknowledge what is gone), however far past its limits the log is.
+#[test]
+fn retention_keeps_every_segment_at_or_above_the_high_watermark() {
+    run(|| async {
+        let dir = temp_dir();
+        let (partition, _model) = filled(dir.path(), topic_config(SEGMENT_BYTES)).await;
+        partition.close().await.expect("close");
+        let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
+        let (log, _) = fjord_engine::log::Log::open(dir.path(), BASE_TIMESTAMP_MS).await.expect("reopen the log");
+        // Every record expired and no bytes allowed; the high watermark inside the third segment.
+        let high_watermark = bases[2] + 1;
+        let far_future_ms = BASE_TIMESTAMP_MS + 1_000_000_000;
+        let reports = log.apply_retention(far_future_ms, 0, 0, high_watermark).await.expect("retention pass");
+        let removed: usize = reports.iter().map(|(_, report)| report.segments).sum();
+        assert_eq!(removed, 2, "only the two segments wholly below the high watermark go");
+        assert_eq!(log.log_start_offset(), bases[2]);
+        let kept: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
+        assert_eq!(kept, bases[2..].to_vec(), "the segment holding the high watermark and all after it stay");
+        // With the high watermark at the log end, the same pass removes every closed segment.
+        let end = log.end_offset();
+        log.apply_retention(far_future_ms, 0, 0, end).await.expect("retention pass");
+        assert_eq!(segment_files(dir.path()).len(), 1, "only the active segment stays");
+    })
+}
