@@ -645,7 +645,7 @@ impl ClassicGroup {
     }
 
     fn init_next_generation(&mut self, now_ms: i64) {
-        self.generation_id += 1;
+        self.generation_id = crate::next_epoch(self.generation_id);
         if self.members.is_empty() {
             self.protocol_name = None;
             self.transition(GroupState::Empty, now_ms);

@@ -465,7 +465,7 @@ impl ConsumerGroups {
             bump_epoch = true;
         }
         if bump_epoch {
-            let epoch = group.epoch + 1;
+            let epoch = crate::next_epoch(group.epoch);
             emit(group, &mut records, ConsumerRecord::GroupMetadata { group_id: group_id.to_string(), epoch: Some(epoch) });
         }
         if group.epoch > group.target_epoch {
@@ -950,7 +950,7 @@ fn remove_member(group: &mut Group, member_id: &str, records: &mut Vec<ConsumerR
             ConsumerRecord::PartitionMetadata { group_id: group_id.clone(), topics: Some(subscription.into_values().collect()) };
         emit(group, records, record);
     }
-    let epoch = group.epoch + 1;
+    let epoch = crate::next_epoch(group.epoch);
     emit(group, records, ConsumerRecord::GroupMetadata { group_id, epoch: Some(epoch) });
 }
 

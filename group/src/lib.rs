@@ -15,3 +15,10 @@ pub mod consumer;
 pub mod offsets;
 pub mod records;
 pub mod txn;
+
+/// The generation or group epoch after `current`. Past `i32::MAX` (only a log written elsewhere
+/// holds one so high) it starts again at 1: Kafka's Java int would wrap to a negative value, which
+/// clients read as "no generation".
+pub(crate) fn next_epoch(current: i32) -> i32 {
+    current.checked_add(1).unwrap_or(1)
+}

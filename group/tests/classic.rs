@@ -896,6 +896,29 @@ fn records_round_trip_and_replay_rebuilds_groups_and_offsets() {
     assert_eq!(replayed.group(GROUP).unwrap().state(), GroupState::Empty);
 }
 
+/// A generation loaded at `i32::MAX` (a log from elsewhere; found by the group_records fuzz
+/// target) starts again at 1 on the next rebalance instead of overflowing.
+#[test]
+fn a_loaded_generation_at_i32_max_wraps_to_one() {
+    let mut h = Harness::new();
+    stable_group(&mut h, &["c1"], &["t"]);
+    let mut replayed = Groups::new_loading(ClassicConfig::default(), 99);
+    for record in &h.log {
+        let mut record = record.clone();
+        if let Record::GroupMetadata { value: Some(value), .. } = &mut record {
+            value.generation = i32::MAX;
+        }
+        replayed.replay(&record);
+    }
+    replayed.finish_loading(h.now_ms);
+    assert_eq!(replayed.group(GROUP).unwrap().generation_id(), i32::MAX);
+    replayed.tick(h.now_ms + i64::from(SESSION_MS) + 1);
+    let group = replayed.group(GROUP).unwrap();
+    assert_eq!(group.state(), GroupState::Empty);
+    assert_eq!(group.generation_id(), 1);
+    replayed.check_invariants();
+}
+
 #[test]
 fn a_coordinator_that_is_loading_answers_load_in_progress() {
     let mut groups = Groups::new_loading(ClassicConfig::default(), 1);
