@@ -613,27 +613,16 @@ fn rebuild_with_codec(
     out.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
     let attributes = (header.attributes & !ATTRIBUTE_COMPRESSION_MASK) | (codec & ATTRIBUTE_COMPRESSION_MASK);
     out[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let write_plain = |buf: &mut BytesMut| {
+        buf.extend_from_slice(&plain);
+        Ok(())
+    };
     let compressed = match codec {
-        0 => {
-            out.extend_from_slice(&plain);
-            Ok(())
-        }
-        1 => Gzip::compress(&mut out, |buf| {
-            buf.extend_from_slice(&plain);
-            Ok(())
-        }),
-        2 => Snappy::compress(&mut out, |buf| {
-            buf.extend_from_slice(&plain);
-            Ok(())
-        }),
-        3 => Lz4::compress(&mut out, |buf| {
-            buf.extend_from_slice(&plain);
-            Ok(())
-        }),
-        4 => Zstd::compress(&mut out, |buf| {
-            buf.extend_from_slice(&plain);
-            Ok(())
-        }),
+        0 => write_plain(&mut out),
+        1 => Gzip::compress(&mut out, write_plain),
+        2 => Snappy::compress(&mut out, write_plain),
+        3 => Lz4::compress(&mut out, write_plain),
+        4 => Zstd::compress(&mut out, write_plain),
         _ => return Err(BatchError::Invalid("unknown compression codec")),
     };
     compressed.map_err(|_| BatchError::Invalid("records cannot be compressed again"))?;
@@ -784,19 +773,11 @@ pub(crate) mod tests {
                 )
             };
             assert_eq!(fields(&stored), fields(&header));
-            let before: Vec<_> = decode_records(&original)
-                .expect("decodable")
-                .records
-                .into_iter()
-                .map(|r| (r.offset, r.timestamp, r.value))
-                .collect();
-            let after: Vec<_> = decode_records(&again)
-                .expect("decodable")
-                .records
-                .into_iter()
-                .map(|r| (r.offset, r.timestamp, r.value))
-                .collect();
-            assert_eq!(before, after);
+            let records = |batch: &bytes::Bytes| -> Vec<_> {
+                let decoded = decode_records(batch).expect("decodable");
+                decoded.records.into_iter().map(|r| (r.offset, r.timestamp, r.value)).collect()
+            };
+            assert_eq!(records(&original), records(&again));
         }
     }
 

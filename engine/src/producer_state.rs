@@ -710,15 +710,7 @@ pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub fn list_snapshots(dir: &Path) -> Vec<i64> {
-    let suffix = format!(".{SNAPSHOT_SUFFIX}");
-    let mut offsets: Vec<i64> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(&suffix)?.parse::<i64>().ok())
-        .collect();
-    offsets.sort_unstable();
-    offsets
+    crate::segment::list_offsets(dir, SNAPSHOT_SUFFIX)
 }
 
 /// Writes the snapshot of `table` at `offset` durably (temporary file, fsync, rename), then

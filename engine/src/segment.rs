@@ -50,6 +50,20 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
 }
 
+/// The offsets of the files in `dir` named `<offset>.<suffix>`, ascending (none if `dir` cannot
+/// be read).
+pub fn list_offsets(dir: &std::path::Path, suffix: &str) -> Vec<i64> {
+    let suffix = format!(".{suffix}");
+    let mut offsets: Vec<i64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(&suffix)?.parse::<i64>().ok())
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
 /// A byte range of a segment file to be sent with sendfile(2). Send: it travels to the shard that
 /// holds the connection, and keeps the file open even if the segment is deleted meanwhile.
 #[derive(Debug, Clone)]

@@ -78,15 +78,7 @@ pub fn txn_index_path(dir: &Path, bucket: i64) -> PathBuf {
 
 /// Buckets of the `.txnindex` files in `dir`, ascending.
 pub fn list_txn_indexes(dir: &Path) -> Vec<i64> {
-    let suffix = format!(".{TXN_INDEX_SUFFIX}");
-    let mut buckets: Vec<i64> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(&suffix)?.parse::<i64>().ok())
-        .collect();
-    buckets.sort_unstable();
-    buckets
+    crate::segment::list_offsets(dir, TXN_INDEX_SUFFIX)
 }
 
 /// Reads the entries of one file, up to the first torn or invalid one.

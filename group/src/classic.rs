@@ -1081,14 +1081,7 @@ impl Groups {
         out: &mut Outcome,
     ) -> Result<(), ResponseError> {
         let member_id = request.member_id.as_str();
-        let group = current_member_group(
-            &mut self.groups,
-            self.loading,
-            &request.group_id,
-            member_id,
-            request.group_instance_id.as_deref(),
-            request.generation_id,
-        )?;
+        let group = current_member_group(&mut self.groups, self.loading, request)?;
         if is_protocol_inconsistent(request.protocol_type.as_deref(), group.protocol_type.as_deref())
             || is_protocol_inconsistent(request.protocol_name.as_deref(), group.protocol_name.as_deref())
         {
@@ -1136,14 +1129,7 @@ impl Groups {
 
     fn try_heartbeat(&mut self, request: &HeartbeatRequest, now_ms: i64) -> Result<(), ResponseError> {
         let member_id = request.member_id.as_str();
-        let group = current_member_group(
-            &mut self.groups,
-            self.loading,
-            &request.group_id,
-            member_id,
-            request.group_instance_id.as_deref(),
-            request.generation_id,
-        )?;
+        let group = current_member_group(&mut self.groups, self.loading, request)?;
         match group.state {
             GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
             GroupState::PreparingRebalance => {
@@ -1534,17 +1520,8 @@ impl Groups {
     }
 
     fn delete_group(&mut self, group_id: &GroupId, records: &mut Vec<Record>) -> Result<(), ResponseError> {
-        if self.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
-        if group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        let group = self.groups.get(group_id.as_str()).ok_or(ResponseError::GroupIdNotFound)?;
-        match group.state {
-            GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
-            GroupState::Empty => {}
-            _ => return Err(ResponseError::NonEmptyGroup),
+        if self.administered_group(group_id)?.state != GroupState::Empty {
+            return Err(ResponseError::NonEmptyGroup);
         }
         let group = self.groups.shift_remove(group_id.as_str()).expect("checked above");
         for (topic, partition, _) in group.offsets.iter() {
@@ -1620,17 +1597,25 @@ impl Groups {
         out
     }
 
-    /// Kafka `ClassicGroup.validateOffsetDelete`.
-    fn validate_offset_delete(&mut self, group_id: &GroupId) -> Result<&mut ClassicGroup, ResponseError> {
+    /// The live group an admin request (DeleteGroups, OffsetDelete) names. Error: the state is
+    /// loading, the id is empty, or no live group has it (GROUP_ID_NOT_FOUND).
+    fn administered_group(&mut self, group_id: &GroupId) -> Result<&mut ClassicGroup, ResponseError> {
         if self.loading {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        let group = self.groups.get_mut(group_id.as_str()).ok_or(ResponseError::GroupIdNotFound)?;
+        match self.groups.get_mut(group_id.as_str()) {
+            Some(group) if group.state != GroupState::Dead => Ok(group),
+            _ => Err(ResponseError::GroupIdNotFound),
+        }
+    }
+
+    /// Kafka `ClassicGroup.validateOffsetDelete`.
+    fn validate_offset_delete(&mut self, group_id: &GroupId) -> Result<&mut ClassicGroup, ResponseError> {
+        let group = self.administered_group(group_id)?;
         match group.state {
-            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
             GroupState::Empty => Ok(group),
             // Only a consumer group tells which topics it uses; any other protocol must be empty.
             _ if group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => Ok(group),
@@ -1660,16 +1645,32 @@ fn existing_group<'a>(
     groups.get_mut(group_id.as_str()).ok_or(ResponseError::UnknownMemberId)
 }
 
-/// The group a SyncGroup or Heartbeat names, which must be live and have `member_id` as a member
-/// of its current generation.
+/// A request only a member of its group's current generation may make.
+trait MemberRequest {
+    /// The group id, member id, group instance id and generation id it names.
+    fn member(&self) -> (&GroupId, &str, Option<&str>, i32);
+}
+
+macro_rules! member_requests {
+    ($($request:ty),*) => {$(
+        impl MemberRequest for $request {
+            fn member(&self) -> (&GroupId, &str, Option<&str>, i32) {
+                (&self.group_id, &self.member_id, self.group_instance_id.as_deref(), self.generation_id)
+            }
+        }
+    )*};
+}
+
+member_requests!(SyncGroupRequest, HeartbeatRequest);
+
+/// The group a SyncGroup or Heartbeat names, which must be live and have the request's member as
+/// a member of its current generation.
 fn current_member_group<'a>(
     groups: &'a mut GroupMap,
     loading: bool,
-    group_id: &GroupId,
-    member_id: &str,
-    group_instance_id: Option<&str>,
-    generation_id: i32,
+    request: &impl MemberRequest,
 ) -> Result<&'a mut ClassicGroup, ResponseError> {
+    let (group_id, member_id, group_instance_id, generation_id) = request.member();
     let group = existing_group(groups, loading, group_id)?;
     if group.state == GroupState::Dead {
         return Err(ResponseError::CoordinatorNotAvailable);

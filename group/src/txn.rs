@@ -641,6 +641,32 @@ impl Transactions {
         out
     }
 
+    /// The checks Kafka makes before touching a transactional id's transaction: the id is named,
+    /// the state is loaded, and the id's producer is `producer_id` at `producer_epoch`. Error: the
+    /// Kafka code; another epoch gets `fenced`.
+    fn current_producer(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        fenced: i16,
+    ) -> Result<&TxnMetadata, i16> {
+        if transactional_id.is_empty() {
+            return Err(code(ResponseError::InvalidRequest));
+        }
+        if self.loading {
+            return Err(code(ResponseError::CoordinatorLoadInProgress));
+        }
+        let metadata = self.ids.get(transactional_id).ok_or(code(ResponseError::InvalidProducerIdMapping))?;
+        if metadata.producer_id != producer_id {
+            return Err(code(ResponseError::InvalidProducerIdMapping));
+        }
+        if metadata.producer_epoch != producer_epoch {
+            return Err(fenced);
+        }
+        Ok(metadata)
+    }
+
     /// Kafka `handleAddPartitionsToTransaction` and `prepareAddPartitions`.
     #[allow(clippy::too_many_arguments)]
     fn add_to_transaction(
@@ -653,19 +679,8 @@ impl Transactions {
         now_ms: i64,
         out: &mut Outcome,
     ) -> Result<(), i16> {
-        if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
-        }
-        if self.loading {
-            return Err(code(ResponseError::CoordinatorLoadInProgress));
-        }
-        let metadata = self.ids.get_mut(transactional_id).ok_or(code(ResponseError::InvalidProducerIdMapping))?;
-        if metadata.producer_id != producer_id {
-            return Err(code(ResponseError::InvalidProducerIdMapping));
-        }
-        if metadata.producer_epoch != producer_epoch {
-            return Err(fenced);
-        }
+        self.current_producer(transactional_id, producer_id, producer_epoch, fenced)?;
+        let metadata = self.ids.get_mut(transactional_id).expect("checked by current_producer");
         match metadata.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence | TxnState::Dead => {
                 Err(code(ResponseError::ConcurrentTransactions))
@@ -709,19 +724,8 @@ impl Transactions {
 
     /// Kafka `handleVerifyPartitionsInTransaction` up to the partition check.
     fn verifiable(&self, transactional_id: &str, producer_id: i64, producer_epoch: i16) -> Result<&TxnMetadata, i16> {
-        if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
-        }
-        if self.loading {
-            return Err(code(ResponseError::CoordinatorLoadInProgress));
-        }
-        let metadata = self.ids.get(transactional_id).ok_or(code(ResponseError::InvalidProducerIdMapping))?;
-        if metadata.producer_id != producer_id {
-            return Err(code(ResponseError::InvalidProducerIdMapping));
-        }
-        if metadata.producer_epoch != producer_epoch {
-            return Err(code(ResponseError::ProducerFenced));
-        }
+        let metadata =
+            self.current_producer(transactional_id, producer_id, producer_epoch, code(ResponseError::ProducerFenced))?;
         if matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return Err(code(ResponseError::ConcurrentTransactions));
         }

@@ -8,14 +8,14 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
-use super::handler::{RequestError, Versions};
+use super::handler::{Framed, RequestError, Versions};
 use crate::codes;
 use crate::response::{self, OutFrame};
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 4 };
 
 /// `supported`: every API the broker serves, with its version range (the dispatcher's table).
-pub fn handle(frame: Bytes, version: i16, supported: &[(ApiKey, Versions)]) -> Result<OutFrame, RequestError> {
+pub fn handle(frame: Bytes, version: i16, supported: &[(ApiKey, Versions)]) -> Framed {
     let version_served = (VERSIONS.min..=VERSIONS.max).contains(&version);
     // Header v2 for flexible versions (3+); an unknown version is read as v1 to find the
     // correlation id, which comes before anything version-specific.

@@ -14,11 +14,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Framed, Versions};
 use crate::admin::{self, AdminError};
 use crate::codes;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 use fjord_engine::topic_config::{describe_broker_configs, describe_topic_configs, ConfigEntry};
 use fjord_replication::metadata::AlterOp;
 
@@ -65,11 +64,7 @@ macro_rules! alter_result {
     }};
 }
 
-pub fn describe(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: DescribeConfigsRequest,
-) -> Result<OutFrame, RequestError> {
+pub fn describe(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeConfigsRequest) -> Framed {
     let image = ctx.image();
     let broker = ctx.broker_configs(&image);
     let mut response = DescribeConfigsResponse::default();
@@ -144,11 +139,7 @@ fn describe_entry(
 }
 
 /// Legacy AlterConfigs: the given set replaces every override of the resource.
-pub async fn alter(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: AlterConfigsRequest,
-) -> Result<OutFrame, RequestError> {
+pub async fn alter(ctx: &Rc<ShardContext>, header: &RequestHeader, request: AlterConfigsRequest) -> Framed {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -178,7 +169,7 @@ pub async fn incremental_alter(
     ctx: &Rc<ShardContext>,
     header: &RequestHeader,
     request: IncrementalAlterConfigsRequest,
-) -> Result<OutFrame, RequestError> {
+) -> Framed {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();

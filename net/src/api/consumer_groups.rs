@@ -9,22 +9,18 @@ use fjord_group::consumer;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    RequestHeader,
+    GroupId, RequestHeader,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::groups::{each_group, one, only_entry};
 use super::handler::{respond, Answer, Versions};
 use crate::codes;
-use crate::coordinator::groups::expect;
-use crate::message::{GroupCall, GroupReply};
+use crate::message::GroupCall;
 use crate::shard::Shard;
 
 pub const HEARTBEAT_VERSIONS: Versions = Versions { min: consumer::HEARTBEAT_VERSION_MIN, max: consumer::HEARTBEAT_VERSION_MAX };
 pub const DESCRIBE_VERSIONS: Versions = Versions { min: consumer::DESCRIBE_VERSION_MIN, max: consumer::DESCRIBE_VERSION_MAX };
-
-fn client_id(header: &RequestHeader) -> String {
-    header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default()
-}
 
 pub async fn heartbeat(
     shard: Rc<Shard>,
@@ -40,20 +36,8 @@ pub async fn heartbeat(
     } else {
         let group_id = request.group_id.0.to_string();
         let call = GroupCall::ConsumerHeartbeat(request);
-        let answer = shard.groups.route(&group_id, call, header.request_api_version, &client_id(&header), &client_host).await;
-        match answer.and_then(|reply| {
-            expect(reply, |reply| match reply {
-                GroupReply::ConsumerHeartbeat(response) => Some(response),
-                _ => None,
-            })
-        }) {
-            Ok(response) => response,
-            Err(code) => {
-                let mut response = ConsumerGroupHeartbeatResponse::default();
-                response.error_code = code;
-                response
-            }
-        }
+        let answer = one(&shard, &header, &group_id, &client_host, call).await;
+        answer.unwrap_or_else(|code| ConsumerGroupHeartbeatResponse::default().with_error_code(code))
     };
     respond(&header, &response).map(Some)
 }
@@ -65,34 +49,19 @@ pub async fn describe(
     request: ConsumerGroupDescribeRequest,
     client_host: Rc<str>,
 ) -> Answer {
-    let mut response = ConsumerGroupDescribeResponse::default();
-    for group_id in &request.group_ids {
-        let mut single = ConsumerGroupDescribeRequest::default();
-        single.group_ids = vec![group_id.clone()];
-        single.include_authorized_operations = request.include_authorized_operations;
-        let answer = if group_id.is_empty() {
-            Err(codes::INVALID_GROUP_ID)
-        } else {
-            let call = GroupCall::ConsumerDescribe(single);
-            shard.groups.route(group_id, call, header.request_api_version, &client_id(&header), &client_host).await.and_then(
-                |reply| {
-                    expect(reply, |reply| match reply {
-                        GroupReply::ConsumerDescribe(response) => Some(response),
-                        _ => None,
-                    })
-                },
-            )
-        };
-        match answer {
-            Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
-            Ok(_) | Err(_) => {
-                let mut failed = DescribedGroup::default();
-                failed.group_id = group_id.clone();
-                failed.error_code = answer.err().unwrap_or(codes::COORDINATOR_NOT_AVAILABLE);
-                failed.authorized_operations = i32::MIN;
-                response.groups.push(failed);
-            }
+    let ask = |group_id: &GroupId| {
+        if group_id.is_empty() {
+            return Err(codes::INVALID_GROUP_ID);
         }
-    }
-    respond(&header, &response).map(Some)
+        let single = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![group_id.clone()])
+            .with_include_authorized_operations(request.include_authorized_operations);
+        Ok((group_id.to_string(), GroupCall::ConsumerDescribe(single)))
+    };
+    let entry = |answer: ConsumerGroupDescribeResponse| only_entry(answer.groups);
+    let failed = |group_id: &GroupId, code| {
+        DescribedGroup::default().with_group_id(group_id.clone()).with_error_code(code).with_authorized_operations(i32::MIN)
+    };
+    let groups = each_group(&shard, &header, &client_host, &request.group_ids, ask, entry, failed).await;
+    respond(&header, &ConsumerGroupDescribeResponse::default().with_groups(groups)).map(Some)
 }

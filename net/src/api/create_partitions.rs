@@ -6,18 +6,13 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Framed, Versions};
 use crate::admin;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 3 };
 
-pub async fn handle(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: CreatePartitionsRequest,
-) -> Result<OutFrame, RequestError> {
+pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: CreatePartitionsRequest) -> Framed {
     let mut response = CreatePartitionsResponse::default();
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();

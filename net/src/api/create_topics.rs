@@ -9,20 +9,15 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, Reques
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Framed, Versions};
 use crate::admin::{self, NewTopic};
 use crate::codes;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 use fjord_engine::topic_config::describe_topic_configs;
 
 pub const VERSIONS: Versions = Versions { min: 2, max: 7 };
 
-pub async fn handle(
-    ctx: &Rc<ShardContext>,
-    header: &RequestHeader,
-    request: CreateTopicsRequest,
-) -> Result<OutFrame, RequestError> {
+pub async fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: CreateTopicsRequest) -> Framed {
     let mut response = CreateTopicsResponse::default();
     let mut counts = std::collections::HashMap::new();
     for topic in &request.topics {

@@ -8,15 +8,14 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, Reques
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Framed, Versions};
 use crate::admin;
 use crate::codes;
-use crate::response::OutFrame;
 use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
-pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DeleteTopicsRequest) -> Result<OutFrame, RequestError> {
+pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DeleteTopicsRequest) -> Framed {
     let mut targets: Vec<(Option<String>, Uuid)> = Vec::new();
     if header.request_api_version >= 6 {
         targets.extend(request.topics.iter().map(|topic| (topic.name.as_ref().map(|name| name.0.to_string()), topic.topic_id)));

@@ -6,10 +6,9 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::handler::{respond, RequestError, Versions};
+use super::handler::{respond, Framed, Versions};
 use crate::codes;
 use crate::context::ShardContext;
-use crate::response::OutFrame;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 
@@ -17,7 +16,7 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 1 };
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
-pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeClusterRequest) -> Result<OutFrame, RequestError> {
+pub fn handle(ctx: &Rc<ShardContext>, header: &RequestHeader, request: DescribeClusterRequest) -> Framed {
     let image = ctx.image();
     let mut response = DescribeClusterResponse::default();
     response.endpoint_type = ENDPOINT_TYPE_BROKERS;

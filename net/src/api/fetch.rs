@@ -20,7 +20,7 @@ use fjord_engine::partition::{Chunk, Isolation, Partition};
 use fjord_engine::rt;
 use futures::channel::oneshot;
 
-use super::handler::{Answer, RequestError, Versions};
+use super::handler::{Answer, Framed, Versions};
 use crate::codes;
 use crate::context::ShardContext;
 use crate::fetch_session::{SessionKey, SessionPartition};
@@ -394,7 +394,7 @@ pub fn rotate_served<K: std::hash::Hash + Eq, V>(partitions: &mut IndexMap<K, V>
     }
 }
 
-fn encode_error(header: &RequestHeader, code: i16) -> Result<OutFrame, RequestError> {
+fn encode_error(header: &RequestHeader, code: i16) -> Framed {
     let mut response = FetchResponse::default();
     response.error_code = code;
     let bytes = response::encode(ApiKey::Fetch, header.request_api_version, header.correlation_id, &response)?;

@@ -16,22 +16,22 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, SyncGroupResponse,
+    BrokerId, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::handler::{respond, Answer, RequestError, Versions};
+use super::handler::{respond, Answer, Framed, Versions};
 use super::per_partition;
 use crate::codes;
 use crate::context::ShardContext;
 use fjord_group::classic::Reply;
 
-use crate::coordinator::groups::{expect_classic, offset_commit_error};
-use crate::message::GroupCall;
-use crate::response::OutFrame;
+use crate::coordinator::groups::offset_commit_error;
+use crate::message::{GroupCall, GroupReply};
 use crate::shard::Shard;
 
 pub const FIND_COORDINATOR_VERSIONS: Versions = Versions { min: 0, max: 6 };
@@ -54,11 +54,7 @@ fn client_id(header: &RequestHeader) -> String {
     header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default()
 }
 
-pub async fn find_coordinator(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: FindCoordinatorRequest,
-) -> Result<OutFrame, RequestError> {
+pub async fn find_coordinator(shard: &Rc<Shard>, header: &RequestHeader, request: FindCoordinatorRequest) -> Framed {
     let version = header.request_api_version;
     let keys: Vec<StrBytes> = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
     let ready = match request.key_type {
@@ -101,9 +97,9 @@ pub async fn find_coordinator(
     respond(header, &response)
 }
 
-/// A response one [`Reply`] variant carries.
-pub trait ClassicAnswer: Sized {
-    fn pick(reply: Reply) -> Option<Self>;
+/// A response one [`GroupReply`] variant carries.
+pub trait GroupAnswer: Sized {
+    fn pick(reply: GroupReply) -> Option<Self>;
 }
 
 /// A response with a top-level error code: its answer when the call fails as a whole.
@@ -111,17 +107,21 @@ pub trait FailedAnswer {
     fn failed(code: i16) -> Self;
 }
 
-macro_rules! classic_answers {
-    ($($variant:ident => $response:ty;)*) => {$(
-        impl ClassicAnswer for $response {
-            fn pick(reply: Reply) -> Option<Self> {
+/// `classic Variant => Response;` for a classic [`Reply`] variant, `group Variant => Response;`
+/// for a [`GroupReply`] one.
+macro_rules! group_answers {
+    ($($kind:ident $variant:ident => $response:ty;)*) => {$(
+        impl GroupAnswer for $response {
+            fn pick(reply: GroupReply) -> Option<Self> {
                 match reply {
-                    Reply::$variant(response) => Some(response),
+                    group_answers!(@pattern $kind $variant response) => Some(response),
                     _ => None,
                 }
             }
         }
     )*};
+    (@pattern classic $variant:ident $response:ident) => { GroupReply::Classic(Reply::$variant($response)) };
+    (@pattern group $variant:ident $response:ident) => { GroupReply::$variant($response) };
 }
 
 macro_rules! failed_answers {
@@ -137,17 +137,19 @@ macro_rules! failed_answers {
     )*};
 }
 
-classic_answers! {
-    JoinGroup => JoinGroupResponse;
-    SyncGroup => SyncGroupResponse;
-    Heartbeat => HeartbeatResponse;
-    LeaveGroup => LeaveGroupResponse;
-    OffsetCommit => OffsetCommitResponse;
-    OffsetFetch => OffsetFetchResponse;
-    DescribeGroups => DescribeGroupsResponse;
-    ListGroups => ListGroupsResponse;
-    DeleteGroups => DeleteGroupsResponse;
-    OffsetDelete => OffsetDeleteResponse;
+group_answers! {
+    classic JoinGroup => JoinGroupResponse;
+    classic SyncGroup => SyncGroupResponse;
+    classic Heartbeat => HeartbeatResponse;
+    classic LeaveGroup => LeaveGroupResponse;
+    classic OffsetCommit => OffsetCommitResponse;
+    classic OffsetFetch => OffsetFetchResponse;
+    classic DescribeGroups => DescribeGroupsResponse;
+    classic ListGroups => ListGroupsResponse;
+    classic DeleteGroups => DeleteGroupsResponse;
+    classic OffsetDelete => OffsetDeleteResponse;
+    group ConsumerHeartbeat => ConsumerGroupHeartbeatResponse;
+    group ConsumerDescribe => ConsumerGroupDescribeResponse;
 }
 
 failed_answers! {
@@ -160,8 +162,8 @@ failed_answers! {
 }
 
 /// One call for one group: the reply of the expected kind, or a Kafka error code for the whole
-/// request.
-async fn one<T: ClassicAnswer>(
+/// request (COORDINATOR_NOT_AVAILABLE if the state machine answered another kind).
+pub(super) async fn one<T: GroupAnswer>(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     group_id: &str,
@@ -169,20 +171,78 @@ async fn one<T: ClassicAnswer>(
     call: GroupCall,
 ) -> Result<T, i16> {
     let reply = shard.groups.route(group_id, call, header.request_api_version, &client_id(header), client_host).await?;
-    expect_classic(reply, T::pick)
+    T::pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE)
 }
 
-/// JoinGroup, SyncGroup, Heartbeat, LeaveGroup and OffsetFetch before v8: one call for the
-/// request's group, its failure answered in the response's own error code.
-pub async fn single_group<T: ClassicAnswer + FailedAnswer + Encodable>(
+/// A request naming several groups, served one group at a time (the groups may live on
+/// different partitions), entries in request order. `ask` names a group's id and single-group
+/// call (or fails it with a code), `entry` takes the group's entry out of its answer, and
+/// `failed` stands in for a group whose call failed.
+pub(super) async fn each_group<G, T: GroupAnswer, E>(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    client_host: &str,
+    groups: &[G],
+    ask: impl Fn(&G) -> Result<(String, GroupCall), i16>,
+    entry: impl Fn(T) -> Result<E, i16>,
+    failed: impl Fn(&G, i16) -> E,
+) -> Vec<E> {
+    let mut entries = Vec::with_capacity(groups.len());
+    for group in groups {
+        let answer = match ask(group) {
+            Ok((group_id, call)) => one(shard, header, &group_id, client_host, call).await.and_then(&entry),
+            Err(code) => Err(code),
+        };
+        entries.push(answer.unwrap_or_else(|code| failed(group, code)));
+    }
+    entries
+}
+
+/// The one entry of a single-group answer; COORDINATOR_NOT_AVAILABLE if it has none.
+pub(super) fn only_entry<E>(mut entries: Vec<E>) -> Result<E, i16> {
+    entries.pop().ok_or(codes::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// A request naming one group, answered by one response kind: JoinGroup, SyncGroup, Heartbeat,
+/// LeaveGroup and OffsetFetch before v8.
+pub trait SingleGroupRequest {
+    type Response: GroupAnswer + FailedAnswer + Encodable;
+    fn group_id(&self) -> String;
+    fn into_call(self) -> GroupCall;
+}
+
+macro_rules! single_group_requests {
+    ($($request:ty => $call:ident, $response:ty;)*) => {$(
+        impl SingleGroupRequest for $request {
+            type Response = $response;
+            fn group_id(&self) -> String {
+                self.group_id.to_string()
+            }
+            fn into_call(self) -> GroupCall {
+                GroupCall::$call(self)
+            }
+        }
+    )*};
+}
+
+single_group_requests! {
+    JoinGroupRequest => Join, JoinGroupResponse;
+    SyncGroupRequest => Sync, SyncGroupResponse;
+    HeartbeatRequest => Heartbeat, HeartbeatResponse;
+    LeaveGroupRequest => Leave, LeaveGroupResponse;
+    OffsetFetchRequest => OffsetFetch, OffsetFetchResponse;
+}
+
+/// One call for the request's group, its failure answered in the response's own error code.
+pub async fn single_group<R: SingleGroupRequest>(
     shard: Rc<Shard>,
     header: RequestHeader,
-    group_id: String,
-    call: GroupCall,
+    request: R,
     client_host: Rc<str>,
 ) -> Answer {
-    let response: T = one(&shard, &header, &group_id, &client_host, call).await.unwrap_or_else(T::failed);
-    respond(&header, &response).map(Some)
+    let group_id = request.group_id();
+    let answer = one(&shard, &header, &group_id, &client_host, request.into_call()).await;
+    respond(&header, &answer.unwrap_or_else(R::Response::failed)).map(Some)
 }
 
 pub async fn offset_commit(
@@ -249,30 +309,19 @@ pub(crate) fn answered_code<'a>(answered: impl Iterator<Item = (&'a str, i32, i1
 
 pub async fn offset_fetch(shard: Rc<Shard>, header: RequestHeader, request: OffsetFetchRequest, client_host: Rc<str>) -> Answer {
     if header.request_api_version < 8 {
-        let group_id = request.group_id.0.to_string();
-        return single_group::<OffsetFetchResponse>(shard, header, group_id, GroupCall::OffsetFetch(request), client_host).await;
+        return single_group(shard, header, request, client_host).await;
     }
-    // v8+: one call per group, answers in request order.
-    let mut response = OffsetFetchResponse::default();
-    for group in request.groups.iter() {
-        let mut single = OffsetFetchRequest::default();
-        single.require_stable = request.require_stable;
-        let group_request: OffsetFetchRequestGroup = group.clone();
-        single.groups = vec![group_request];
-        let group_id = group.group_id.0.to_string();
-        let answer: Result<OffsetFetchResponse, i16> =
-            one(&shard, &header, &group_id, &client_host, GroupCall::OffsetFetch(single)).await;
-        match answer.map(|mut answer| (answer.groups.pop(), answer.error_code)) {
-            Ok((Some(answered), _)) => response.groups.push(answered),
-            Ok((None, code)) | Err(code) => {
-                let mut failed = OffsetFetchResponseGroup::default();
-                failed.group_id = group.group_id.clone();
-                failed.error_code = code;
-                response.groups.push(failed);
-            }
-        }
-    }
-    respond(&header, &response).map(Some)
+    // v8+: one call per group; a group whose answer lists none gets the answer's error code.
+    let ask = |group: &OffsetFetchRequestGroup| {
+        let single = OffsetFetchRequest::default().with_require_stable(request.require_stable).with_groups(vec![group.clone()]);
+        Ok((group.group_id.to_string(), GroupCall::OffsetFetch(single)))
+    };
+    let entry = |mut answer: OffsetFetchResponse| answer.groups.pop().ok_or(answer.error_code);
+    let failed = |group: &OffsetFetchRequestGroup, code| {
+        OffsetFetchResponseGroup::default().with_group_id(group.group_id.clone()).with_error_code(code)
+    };
+    let groups = each_group(&shard, &header, &client_host, &request.groups, ask, entry, failed).await;
+    respond(&header, &OffsetFetchResponse::default().with_groups(groups)).map(Some)
 }
 
 pub async fn describe_groups(
@@ -281,27 +330,16 @@ pub async fn describe_groups(
     request: DescribeGroupsRequest,
     client_host: Rc<str>,
 ) -> Answer {
-    let mut response = DescribeGroupsResponse::default();
-    for group_id in &request.groups {
-        let mut single = DescribeGroupsRequest::default();
-        single.groups = vec![group_id.clone()];
-        single.include_authorized_operations = request.include_authorized_operations;
-        let answer: Result<DescribeGroupsResponse, i16> =
-            one(&shard, &header, &group_id.0, &client_host, GroupCall::Describe(single)).await;
-        match answer {
-            Ok(mut answer) if !answer.groups.is_empty() => response.groups.push(answer.groups.remove(0)),
-            Ok(_) => response.groups.push(failed_description(group_id, codes::COORDINATOR_NOT_AVAILABLE)),
-            Err(code) => response.groups.push(failed_description(group_id, code)),
-        }
-    }
-    respond(&header, &response).map(Some)
-}
-
-fn failed_description(group_id: &kafka_protocol::messages::GroupId, code: i16) -> DescribedGroup {
-    let mut described = DescribedGroup::default();
-    described.group_id = group_id.clone();
-    described.error_code = code;
-    described
+    let ask = |group_id: &GroupId| {
+        let single = DescribeGroupsRequest::default()
+            .with_groups(vec![group_id.clone()])
+            .with_include_authorized_operations(request.include_authorized_operations);
+        Ok((group_id.to_string(), GroupCall::Describe(single)))
+    };
+    let entry = |answer: DescribeGroupsResponse| only_entry(answer.groups);
+    let failed = |group_id: &GroupId, code| DescribedGroup::default().with_group_id(group_id.clone()).with_error_code(code);
+    let groups = each_group(&shard, &header, &client_host, &request.groups, ask, entry, failed).await;
+    respond(&header, &DescribeGroupsResponse::default().with_groups(groups)).map(Some)
 }
 
 pub async fn list_groups(shard: Rc<Shard>, header: RequestHeader, request: ListGroupsRequest, client_host: Rc<str>) -> Answer {
@@ -315,7 +353,7 @@ pub async fn list_groups(shard: Rc<Shard>, header: RequestHeader, request: ListG
                     .groups
                     .call_partition(partition, call, header.request_api_version, &client_id(&header), &client_host)
                     .await;
-                match reply.and_then(|reply| expect_classic(reply, ListGroupsResponse::pick)) {
+                match reply.and_then(|reply| ListGroupsResponse::pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE)) {
                     Ok(listed) if listed.error_code != codes::NONE => response.error_code = listed.error_code,
                     Ok(listed) => response.groups.extend(listed.groups),
                     Err(code) => response.error_code = code,
@@ -332,23 +370,14 @@ pub async fn delete_groups(
     request: DeleteGroupsRequest,
     client_host: Rc<str>,
 ) -> Answer {
-    let mut response = DeleteGroupsResponse::default();
-    for group_id in &request.groups_names {
-        let mut single = DeleteGroupsRequest::default();
-        single.groups_names = vec![group_id.clone()];
-        let answer: Result<DeleteGroupsResponse, i16> =
-            one(&shard, &header, &group_id.0, &client_host, GroupCall::Delete(single)).await;
-        match answer {
-            Ok(mut answer) if !answer.results.is_empty() => response.results.push(answer.results.remove(0)),
-            Ok(_) | Err(_) => {
-                let mut failed = DeletableGroupResult::default();
-                failed.group_id = group_id.clone();
-                failed.error_code = answer.err().unwrap_or(codes::COORDINATOR_NOT_AVAILABLE);
-                response.results.push(failed);
-            }
-        }
-    }
-    respond(&header, &response).map(Some)
+    let ask = |group_id: &GroupId| {
+        let single = DeleteGroupsRequest::default().with_groups_names(vec![group_id.clone()]);
+        Ok((group_id.to_string(), GroupCall::Delete(single)))
+    };
+    let entry = |answer: DeleteGroupsResponse| only_entry(answer.results);
+    let failed = |group_id: &GroupId, code| DeletableGroupResult::default().with_group_id(group_id.clone()).with_error_code(code);
+    let results = each_group(&shard, &header, &client_host, &request.groups_names, ask, entry, failed).await;
+    respond(&header, &DeleteGroupsResponse::default().with_results(results)).map(Some)
 }
 
 pub async fn offset_delete(

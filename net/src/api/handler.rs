@@ -16,6 +16,10 @@ pub struct Versions {
     pub max: i16,
 }
 
+/// What a handler answering at once produces: its response frame, or why the connection must
+/// close.
+pub type Framed = Result<OutFrame, RequestError>;
+
 /// What a deferred handler produces: its response frame (none for acks=0), or why the
 /// connection must close.
 pub type Answer = Result<Option<OutFrame>, RequestError>;
@@ -46,7 +50,7 @@ pub enum RequestError {
 }
 
 /// Encodes a plain response for `header`'s API and version.
-pub fn respond<R: Encodable>(header: &RequestHeader, body: &R) -> Result<OutFrame, RequestError> {
+pub fn respond<R: Encodable>(header: &RequestHeader, body: &R) -> Framed {
     let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApiKey(header.request_api_key))?;
     let bytes = response::encode(api, header.request_api_version, header.correlation_id, body)?;
     Ok(OutFrame::encoded(bytes))

@@ -28,17 +28,14 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{
-    ApiKey, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, RequestHeader, SyncGroupResponse,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
-use crate::message::{GroupCall, ShardRequest};
-use crate::response::OutFrame;
+use crate::message::ShardRequest;
 use crate::shard::Shard;
 
 use fjord_engine::metrics::API_KEYS_TIMED;
-pub use handler::{respond, Answer, Deferred, Dispatched, RequestError, Versions};
+pub use handler::{respond, Answer, Deferred, Dispatched, Framed, RequestError, Versions};
 
 /// Every API Fjord serves, with the versions it advertises (Kafka 4.0's ranges).
 pub const SUPPORTED: &[(ApiKey, Versions)] = &[
@@ -256,22 +253,10 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
         RequestBody::ListOffsets(request) => deferred(list_offsets::handle(ctx, header, request)),
         RequestBody::DeleteRecords(request) => deferred(delete_records::handle(ctx, header, request)),
         RequestBody::FindCoordinator(request) => ready(groups::find_coordinator(&shard, &header, request).await),
-        RequestBody::JoinGroup(request) => {
-            let group_id = request.group_id.to_string();
-            deferred(groups::single_group::<JoinGroupResponse>(shard, header, group_id, GroupCall::Join(request), host))
-        }
-        RequestBody::Heartbeat(request) => {
-            let group_id = request.group_id.to_string();
-            deferred(groups::single_group::<HeartbeatResponse>(shard, header, group_id, GroupCall::Heartbeat(request), host))
-        }
-        RequestBody::LeaveGroup(request) => {
-            let group_id = request.group_id.to_string();
-            deferred(groups::single_group::<LeaveGroupResponse>(shard, header, group_id, GroupCall::Leave(request), host))
-        }
-        RequestBody::SyncGroup(request) => {
-            let group_id = request.group_id.to_string();
-            deferred(groups::single_group::<SyncGroupResponse>(shard, header, group_id, GroupCall::Sync(request), host))
-        }
+        RequestBody::JoinGroup(request) => deferred(groups::single_group(shard, header, request, host)),
+        RequestBody::Heartbeat(request) => deferred(groups::single_group(shard, header, request, host)),
+        RequestBody::LeaveGroup(request) => deferred(groups::single_group(shard, header, request, host)),
+        RequestBody::SyncGroup(request) => deferred(groups::single_group(shard, header, request, host)),
         RequestBody::DescribeGroups(request) => deferred(groups::describe_groups(shard, header, request, host)),
         RequestBody::ListGroups(request) => deferred(groups::list_groups(shard, header, request, host)),
         RequestBody::OffsetCommit(request) => deferred(groups::offset_commit(shard, header, request, host)),
@@ -304,7 +289,7 @@ fn deferred(answer: impl Future<Output = Answer> + 'static) -> Result<Dispatched
     Ok(Dispatched::Deferred(Box::pin(answer)))
 }
 
-fn ready(frame: Result<OutFrame, RequestError>) -> Result<Dispatched, RequestError> {
+fn ready(frame: Framed) -> Result<Dispatched, RequestError> {
     frame.map(|frame| Dispatched::Ready(Some(frame)))
 }
 

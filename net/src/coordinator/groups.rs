@@ -13,7 +13,6 @@
 //! Replies of one partition leave in the order their outcomes were made, each only after its own
 //! records and all earlier ones are durable (the runtime in [`super`]).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -58,7 +57,6 @@ pub struct GroupCoordinator {
     partitions: CoordinatorPartitions<GroupState>,
     /// A handler ran: deadlines may have moved earlier.
     deadlines_changed: Rc<Notify>,
-    tick_started: Cell<bool>,
 }
 
 type Step = super::runtime::Step<GroupState>;
@@ -174,14 +172,12 @@ impl GroupCoordinator {
             ctx,
             settings,
             deadlines_changed: Rc::new(Notify::default()),
-            tick_started: Cell::new(false),
         })
     }
 
-    /// `__consumer_offsets`, created if it does not exist. Error: a Kafka error code
-    /// (COORDINATOR_NOT_AVAILABLE when it cannot be created).
+    /// `__consumer_offsets`, created if it does not exist.
     pub async fn ensure_topic(&self) -> Result<Rc<TopicInfo>, i16> {
-        self.partitions.topic().ensure(&self.ctx).await
+        self.partitions.ensure_topic().await
     }
 
     /// Handles a group call on the owner shard of its partition.
@@ -217,9 +213,7 @@ impl GroupCoordinator {
             pending_txn: HashMap::new(),
         };
         let partition = self.partitions.start(index, state, |_, _| {});
-        if !self.tick_started.replace(true) {
-            rt::spawn_detached(run_ticks(self.clone()));
-        }
+        self.partitions.spawn_ticks_once(|| run_ticks(self.clone()));
         partition
     }
 
@@ -646,26 +640,9 @@ impl GroupCoordinator {
             client_host: client_host.to_string(),
             reply,
         };
-        let owner = self.ctx.table.owner(OFFSETS_TOPIC, partition);
-        if owner == self.ctx.shard_id {
-            self.handle(message).await;
-        } else if self.ctx.mesh.send(owner, ShardRequest::Group(message)).await.is_err() {
-            return Err(codes::COORDINATOR_NOT_AVAILABLE);
-        }
-        answer.await.map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)
-    }
-}
-
-/// The reply's variant, or COORDINATOR_NOT_AVAILABLE if the state machine answered another kind.
-pub fn expect<T>(reply: GroupReply, pick: impl FnOnce(GroupReply) -> Option<T>) -> Result<T, i16> {
-    pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE)
-}
-
-/// The classic reply's variant, or COORDINATOR_NOT_AVAILABLE for any other answer.
-pub fn expect_classic<T>(reply: GroupReply, pick: impl FnOnce(Reply) -> Option<T>) -> Result<T, i16> {
-    match reply {
-        GroupReply::Classic(reply) => pick(reply).ok_or(codes::COORDINATOR_NOT_AVAILABLE),
-        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
+        self.partitions
+            .call_owner(partition, message, answer, ShardRequest::Group, async |message| self.handle(message).await)
+            .await
     }
 }
 

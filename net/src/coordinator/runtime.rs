@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use kafka_protocol::records::{
 use crate::admin::{self, NewTopic};
 use crate::codes;
 use crate::context::{ShardContext, TopicInfo};
+use crate::message::ShardRequest;
 
 /// How long a call waits for its partition to finish loading before the state machine answers
 /// anyway (COORDINATOR_LOAD_IN_PROGRESS; librdkafka's admin calls do not retry that error).
@@ -311,15 +313,46 @@ pub struct CoordinatorPartitions<S: CoordinatorState> {
     ctx: Rc<ShardContext>,
     topic: InternalTopic,
     partitions: RefCell<HashMap<i32, Rc<CoordinatorPartition<S>>>>,
+    ticks_started: Cell<bool>,
 }
 
 impl<S: CoordinatorState> CoordinatorPartitions<S> {
     pub fn new(ctx: Rc<ShardContext>, topic: InternalTopic) -> Self {
-        CoordinatorPartitions { ctx, topic, partitions: RefCell::new(HashMap::new()) }
+        CoordinatorPartitions { ctx, topic, partitions: RefCell::new(HashMap::new()), ticks_started: Cell::new(false) }
     }
 
-    pub fn topic(&self) -> &InternalTopic {
-        &self.topic
+    /// The topic, created if it does not exist. Error: a Kafka error code
+    /// (COORDINATOR_NOT_AVAILABLE when it cannot be created).
+    pub async fn ensure_topic(&self) -> Result<Rc<TopicInfo>, i16> {
+        self.topic.ensure(&self.ctx).await
+    }
+
+    /// Delivers `message` for `partition` to the shard that owns it: `here` handles it when that
+    /// is this shard, else it crosses the mesh as `wrap(message)`. Then waits for `answer`.
+    /// Error: COORDINATOR_NOT_AVAILABLE when the owner cannot be reached or drops the reply.
+    pub async fn call_owner<M, A>(
+        &self,
+        partition: i32,
+        message: M,
+        answer: oneshot::Receiver<A>,
+        wrap: fn(M) -> ShardRequest,
+        here: impl AsyncFnOnce(M),
+    ) -> Result<A, i16> {
+        let owner = self.ctx.table.owner(self.topic.name, partition);
+        if owner == self.ctx.shard_id {
+            here(message).await;
+        } else if self.ctx.mesh.send(owner, wrap(message)).await.is_err() {
+            return Err(codes::COORDINATOR_NOT_AVAILABLE);
+        }
+        answer.await.map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// Spawns the coordinator's timer task the first time this is called on the shard (with its
+    /// first partition); later calls do nothing.
+    pub fn spawn_ticks_once<F: Future<Output = ()> + 'static>(&self, ticks: impl FnOnce() -> F) {
+        if !self.ticks_started.replace(true) {
+            rt::spawn_detached(ticks());
+        }
     }
 
     /// The partition, if this shard has started it.

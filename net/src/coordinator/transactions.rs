@@ -18,7 +18,6 @@
 //! records and all earlier ones are durable (one drainer task per partition), as in
 //! [`super`].
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -101,24 +100,17 @@ pub struct TxnCoordinator {
     ctx: Rc<ShardContext>,
     settings: TxnSettings,
     partitions: CoordinatorPartitions<Transactions>,
-    tick_started: Cell<bool>,
 }
 
 impl TxnCoordinator {
     pub fn new(ctx: Rc<ShardContext>, settings: TxnSettings) -> Rc<TxnCoordinator> {
         let topic = InternalTopic { name: TXN_TOPIC, partitions: settings.partitions, segment_bytes: TXN_SEGMENT_BYTES };
-        Rc::new(TxnCoordinator {
-            partitions: CoordinatorPartitions::new(ctx.clone(), topic),
-            ctx,
-            settings,
-            tick_started: Cell::new(false),
-        })
+        Rc::new(TxnCoordinator { partitions: CoordinatorPartitions::new(ctx.clone(), topic), ctx, settings })
     }
 
-    /// `__transaction_state`, created if it does not exist. Error: COORDINATOR_NOT_AVAILABLE when
-    /// it cannot be created.
+    /// `__transaction_state`, created if it does not exist.
     pub async fn ensure_topic(&self) -> Result<Rc<TopicInfo>, i16> {
-        self.partitions.topic().ensure(&self.ctx).await
+        self.partitions.ensure_topic().await
     }
 
     /// Handles a transaction call on the owner shard of its partition.
@@ -204,9 +196,7 @@ impl TxnCoordinator {
                 rt::spawn_detached(complete_transaction(coordinator.clone(), partition.clone(), job));
             }
         });
-        if !self.tick_started.replace(true) {
-            rt::spawn_detached(run_ticks(self.clone()));
-        }
+        self.partitions.spawn_ticks_once(|| run_ticks(self.clone()));
         partition
     }
 
@@ -230,13 +220,9 @@ impl TxnCoordinator {
     pub async fn call_partition(self: &Rc<Self>, partition: i32, call: TxnCall, api_version: i16) -> Result<TxnAnswer, i16> {
         let (reply, answer) = oneshot::channel();
         let message = TxnMessage { partition, call, api_version, reply };
-        let owner = self.ctx.table.owner(TXN_TOPIC, partition);
-        if owner == self.ctx.shard_id {
-            self.handle(message).await;
-        } else if self.ctx.mesh.send(owner, ShardRequest::Txn(message)).await.is_err() {
-            return Err(codes::COORDINATOR_NOT_AVAILABLE);
-        }
-        answer.await.map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)
+        self.partitions
+            .call_owner(partition, message, answer, ShardRequest::Txn, async |message| self.handle(message).await)
+            .await
     }
 }
 
