@@ -160,6 +160,15 @@ impl<'a> Reader<'a> {
         self.array().map(i8::from_be_bytes)
     }
 
+    /// A record's leading version, which must lie in `supported`.
+    pub fn version(&mut self, what: &'static str, supported: std::ops::RangeInclusive<i16>) -> Result<i16, RecordError> {
+        let version = self.i16()?;
+        if !supported.contains(&version) {
+            return Err(RecordError::UnsupportedVersion { what, version });
+        }
+        Ok(version)
+    }
+
     pub fn i16(&mut self) -> Result<i16, RecordError> {
         self.array().map(i16::from_be_bytes)
     }

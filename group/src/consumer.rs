@@ -938,12 +938,7 @@ fn current_record(group_id: &str, member_id: &str, value: Option<CurrentAssignme
 /// epoch so the next heartbeat recomputes the target assignment.
 fn remove_member(group: &mut Group, member_id: &str, records: &mut Vec<ConsumerRecord>) {
     let group_id = group.group_id.clone();
-    emit(group, records, current_record(&group_id, member_id, None));
-    let target =
-        ConsumerRecord::TargetAssignmentMember { group_id: group_id.clone(), member_id: member_id.to_string(), assignment: None };
-    emit(group, records, target);
-    let metadata = ConsumerRecord::MemberMetadata { group_id: group_id.clone(), member_id: member_id.to_string(), value: None };
-    emit(group, records, metadata);
+    emit_member_tombstones(group, member_id, records);
     let subscription = pruned_subscription(group);
     if subscription != group.subscription {
         let record =
@@ -954,18 +949,24 @@ fn remove_member(group: &mut Group, member_id: &str, records: &mut Vec<ConsumerR
     emit(group, records, ConsumerRecord::GroupMetadata { group_id, epoch: Some(epoch) });
 }
 
+/// The tombstones that take a member out of the log: its current assignment, its target
+/// assignment and its metadata.
+fn emit_member_tombstones(group: &mut Group, member_id: &str, records: &mut Vec<ConsumerRecord>) {
+    let group_id = group.group_id.clone();
+    emit(group, records, current_record(&group_id, member_id, None));
+    let target =
+        ConsumerRecord::TargetAssignmentMember { group_id: group_id.clone(), member_id: member_id.to_string(), assignment: None };
+    emit(group, records, target);
+    emit(group, records, ConsumerRecord::MemberMetadata { group_id, member_id: member_id.to_string(), value: None });
+}
+
 /// A static member rejoins under a new member id: the new id takes over the old one's
 /// subscription, target and partitions without a rebalance (Kafka's static member replacement).
 fn replace_static_member(group: &mut Group, old: &str, new: &str, records: &mut Vec<ConsumerRecord>) {
     let group_id = group.group_id.clone();
     let old_member = group.members.get(old).cloned().expect("resolved from the group");
     let old_target = group.target.get(old).cloned();
-    emit(group, records, current_record(&group_id, old, None));
-    let record =
-        ConsumerRecord::TargetAssignmentMember { group_id: group_id.clone(), member_id: old.to_string(), assignment: None };
-    emit(group, records, record);
-    let record = ConsumerRecord::MemberMetadata { group_id: group_id.clone(), member_id: old.to_string(), value: None };
-    emit(group, records, record);
+    emit_member_tombstones(group, old, records);
     let record = ConsumerRecord::MemberMetadata {
         group_id: group_id.clone(),
         member_id: new.to_string(),

@@ -199,10 +199,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Record, RecordError> {
 
 fn decode_offset_commit_value(bytes: &[u8]) -> Result<OffsetCommitValue, RecordError> {
     let mut reader = Reader::new(bytes);
-    let version = reader.i16()?;
-    if !(0..=3).contains(&version) {
-        return Err(RecordError::UnsupportedVersion { what: "OffsetCommitValue", version });
-    }
+    let version = reader.version("OffsetCommitValue", 0..=3)?;
     let offset = reader.i64()?;
     let leader_epoch = if version >= 3 { reader.i32()? } else { -1 };
     let metadata = reader.string()?;
@@ -214,10 +211,7 @@ fn decode_offset_commit_value(bytes: &[u8]) -> Result<OffsetCommitValue, RecordE
 
 fn decode_group_metadata_value(bytes: &[u8]) -> Result<GroupMetadataValue, RecordError> {
     let mut reader = Reader::new(bytes);
-    let version = reader.i16()?;
-    if !(0..=3).contains(&version) {
-        return Err(RecordError::UnsupportedVersion { what: "GroupMetadataValue", version });
-    }
+    let version = reader.version("GroupMetadataValue", 0..=3)?;
     let protocol_type = reader.string()?;
     let generation = reader.i32()?;
     let protocol = reader.nullable_string()?;

@@ -234,10 +234,7 @@ impl ConsumerRecord {
             return Ok(Self::tombstone(key_version, group_id, member_id));
         };
         let buf = &mut Reader::new(value);
-        let value_version = buf.i16()?;
-        if value_version != VALUE_VERSION {
-            return Err(RecordError::UnsupportedVersion { what: "consumer group record value", version: value_version });
-        }
+        buf.version("consumer group record value", VALUE_VERSION..=VALUE_VERSION)?;
         let record = match key_version {
             GROUP_METADATA_KEY_VERSION => ConsumerRecord::GroupMetadata { group_id, epoch: Some(buf.i32()?) },
             PARTITION_METADATA_KEY_VERSION => {

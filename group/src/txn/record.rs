@@ -128,10 +128,7 @@ impl TxnRecord {
 
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<TxnRecord, TxnRecordError> {
         let mut reader = Reader::new(key);
-        let version = reader.i16()?;
-        if version != KEY_VERSION {
-            return Err(TxnRecordError::UnsupportedVersion { what: "TransactionLogKey", version });
-        }
+        reader.version("TransactionLogKey", KEY_VERSION..=KEY_VERSION)?;
         let transactional_id = reader.string()?;
         reader.finish()?;
         let value = value.map(TxnValue::decode).transpose()?;
@@ -203,10 +200,7 @@ impl TxnValue {
 
     pub fn decode(bytes: &[u8]) -> Result<TxnValue, TxnRecordError> {
         let mut reader = Reader::new(bytes);
-        let version = reader.i16()?;
-        if version != VALUE_VERSION_V0 && version != VALUE_VERSION_V1 {
-            return Err(TxnRecordError::UnsupportedVersion { what: "TransactionLogValue", version });
-        }
+        let version = reader.version("TransactionLogValue", VALUE_VERSION_V0..=VALUE_VERSION_V1)?;
         let flexible = version >= VALUE_VERSION_V1;
         let producer_id = reader.i64()?;
         let producer_epoch = reader.i16()?;
@@ -312,10 +306,12 @@ mod tests {
         );
     }
 
+    /// Both value versions of one ongoing transaction, byte for byte as TransactionLogValue.json
+    /// lays them out: v0 fixed-width, v1 compact with tagged fields.
     #[test]
-    fn value_v0_golden_bytes_match_transaction_log_value_json() {
+    fn value_golden_bytes_match_transaction_log_value_json() {
         #[rustfmt::skip]
-        let expected: Vec<u8> = [
+        let v0: Vec<u8> = [
             &[0, 0][..],                         // version 0
             &[0, 0, 0, 0, 0, 0, 0, 5],           // ProducerId
             &[0, 2],                             // ProducerEpoch
@@ -328,15 +324,8 @@ mod tests {
             &[0, 0, 0, 0, 0, 0, 0x03, 0x84],     // TransactionStartTimestampMs 900
         ]
         .concat();
-        let value = ongoing_value();
-        assert_eq!(&value.encode(VALUE_VERSION_V0)[..], &expected[..]);
-        assert_eq!(TxnValue::decode(&expected), Ok(value));
-    }
-
-    #[test]
-    fn value_v1_golden_bytes_are_compact_with_tagged_fields() {
         #[rustfmt::skip]
-        let expected: Vec<u8> = [
+        let v1: Vec<u8> = [
             &[0, 1][..],                         // version 1
             &[0, 0, 0, 0, 0, 0, 0, 5],           // ProducerId
             &[0, 2],                             // ProducerEpoch
@@ -351,9 +340,11 @@ mod tests {
             &[0],                                // tagged fields: all default
         ]
         .concat();
-        let value = ongoing_value();
-        assert_eq!(&value.encode(VALUE_VERSION_V1)[..], &expected[..]);
-        assert_eq!(TxnValue::decode(&expected), Ok(value));
+        for (version, expected) in [(VALUE_VERSION_V0, v0), (VALUE_VERSION_V1, v1)] {
+            let value = ongoing_value();
+            assert_eq!(&value.encode(version)[..], &expected[..], "value version {version}");
+            assert_eq!(TxnValue::decode(&expected), Ok(value), "value version {version}");
+        }
     }
 
     #[test]

@@ -59,9 +59,19 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut txns = Transactions::new_loading(TxnConfig::default(), COORDINATOR_EPOCH);
+        Harness::with_config(TxnConfig::default())
+    }
+
+    /// A loaded, empty coordinator with `config`.
+    fn with_config(config: TxnConfig) -> Self {
+        let mut txns = Transactions::new_loading(config, COORDINATOR_EPOCH);
         assert_eq!(txns.finish_loading(0), Outcome::default());
         Harness { txns, log: Vec::new(), next_producer_id: 1000, now_ms: 1_000 }
+    }
+
+    /// A coordinator whose idle transactional ids expire after `expiration_ms`.
+    fn expiring_after(expiration_ms: i64) -> Self {
+        Harness::with_config(TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: expiration_ms })
     }
 
     fn take(&mut self, out: Outcome) -> Outcome {
@@ -551,12 +561,7 @@ fn timeout_aborts_with_an_epoch_bump_and_fences_the_old_epoch() {
 fn idle_ids_expire_with_a_tombstone_and_ongoing_ones_do_not() {
     // TSM removeExpiredTransactionalIds: Empty/CompleteCommit/CompleteAbort whose last update is at
     // least transactional.id.expiration.ms old.
-    let mut h = Harness::new();
-    h.txns = Transactions::new_loading(
-        TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: 50_000 },
-        COORDINATOR_EPOCH,
-    );
-    h.txns.finish_loading(0);
+    let mut h = Harness::expiring_after(50_000);
     h.init("idle");
     let busy = h.init("busy");
     h.add("busy", busy, &[("a", 0)]);
@@ -577,12 +582,7 @@ fn idle_ids_expire_with_a_tombstone_and_ongoing_ones_do_not() {
 
 #[test]
 fn a_tick_does_at_most_tick_records_max_and_the_deadline_stays_due() {
-    let mut h = Harness::new();
-    h.txns = Transactions::new_loading(
-        TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: 1_000 },
-        COORDINATOR_EPOCH,
-    );
-    h.txns.finish_loading(0);
+    let mut h = Harness::expiring_after(1_000);
     let count = TICK_RECORDS_MAX + 5;
     for index in 0..count {
         h.init(&format!("id-{index:05}"));
@@ -748,12 +748,7 @@ proptest! {
 
     #[test]
     fn replaying_the_records_of_any_run_rebuilds_the_same_state(ops in prop::collection::vec(op(), 1..80)) {
-        let mut h = Harness::new();
-        h.txns = Transactions::new_loading(
-            TxnConfig { transaction_max_timeout_ms: 900_000, transactional_id_expiration_ms: 200_000 },
-            COORDINATOR_EPOCH,
-        );
-        h.txns.finish_loading(0);
+        let mut h = Harness::expiring_after(200_000);
         let mut jobs: Vec<MarkerJob> = Vec::new();
         // The producer each id last got (what a client would use).
         let mut producers: [Option<(i64, i16)>; 3] = [None; 3];

@@ -64,15 +64,19 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::ApiKey;
 
-    #[test]
-    fn alter_request_sets_then_deletes_on_the_topic_resource() {
-        let args = AlterConfigArgs {
+    /// `fjord topic alter-config t` with these `--set` and `--delete` options.
+    fn args(set: (&str, &str), delete: &str) -> AlterConfigArgs {
+        AlterConfigArgs {
             connect: ConnectArgs { bootstrap_server: "h:1".into() },
             name: "t".into(),
-            set: vec![("retention.ms".into(), "5".into())],
-            delete: vec!["cleanup.policy".into()],
-        };
-        let request = alter_request(&args);
+            set: vec![(set.0.into(), set.1.into())],
+            delete: vec![delete.into()],
+        }
+    }
+
+    #[test]
+    fn alter_request_sets_then_deletes_on_the_topic_resource() {
+        let request = alter_request(&args(("retention.ms", "5"), "cleanup.policy"));
         let resource = &request.resources[0];
         assert_eq!(resource.resource_type, RESOURCE_TYPE_TOPIC);
         assert_eq!(resource.resource_name.as_str(), "t");
@@ -83,12 +87,6 @@ mod tests {
 
     #[test]
     fn alter_request_encodes_at_every_client_version() {
-        let args = AlterConfigArgs {
-            connect: ConnectArgs { bootstrap_server: "h:1".into() },
-            name: "t".into(),
-            set: vec![("a".into(), "1".into())],
-            delete: vec!["b".into()],
-        };
-        assert_encodes_at_every_client_version(ApiKey::IncrementalAlterConfigs, &alter_request(&args));
+        assert_encodes_at_every_client_version(ApiKey::IncrementalAlterConfigs, &alter_request(&args(("a", "1"), "b")));
     }
 }
