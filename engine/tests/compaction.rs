@@ -231,17 +231,6 @@ fn active_snapshot(dir: &Path) -> (i64, Vec<u8>) {
     (base, std::fs::read(path).expect("active segment readable"))
 }
 
-/// A copy of every file of an open partition's directory: what a process crash leaves behind
-/// (as in recovery.rs).
-fn crash_copy(dir: &Path) -> tempfile::TempDir {
-    let crashed = temp_dir();
-    for entry in std::fs::read_dir(dir).expect("dir") {
-        let path = entry.expect("entry").path();
-        std::fs::copy(&path, crashed.path().join(path.file_name().expect("a file name"))).expect("copied");
-    }
-    crashed
-}
-
 async fn compact(partition: &Partition, options: &CompactOptions) -> Option<CleanReport> {
     partition.compact(now_ms(), options).await.expect("pass succeeds")
 }
@@ -394,9 +383,8 @@ async fn fill(partition: &Partition, timestamp_ms: i64) -> Vec<Rec> {
 fn crash_at_each_step_of_the_swap_recovers_old_or_new_segments() {
     for point in [CrashPoint::CleanedWritten, CrashPoint::SwapRenamed, CrashPoint::OldDeleted] {
         run(move || async move {
-            let dir = temp_dir();
             let config = compacted_config(400);
-            let partition = open_partition(dir.path(), config.clone(), CacheBudget::new(0)).await;
+            let (dir, partition) = open_in_temp_dir(config.clone(), CacheBudget::new(0)).await;
             let original = fill(&partition, now_ms() - 60_000).await;
             let end = active_snapshot(dir.path()).0;
             let options = CompactOptions { force: true, stop_after: Some(point), ..CompactOptions::default() };
@@ -455,8 +443,7 @@ fn crash_at_each_step_of_the_swap_recovers_old_or_new_segments() {
 #[test]
 fn reading_inside_a_gap_returns_the_next_surviving_batch_even_across_emptied_segments() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), compacted_config(200), CacheBudget::new(1 << 20)).await;
+        let (dir, partition) = open_in_temp_dir(compacted_config(200), CacheBudget::new(1 << 20)).await;
         let ts = now_ms() - 60_000;
         let mut model = Vec::new();
         for index in 0..12 {
@@ -487,10 +474,9 @@ fn reading_inside_a_gap_returns_the_next_surviving_batch_even_across_emptied_seg
 #[test]
 fn min_compaction_lag_keeps_young_segments_out_of_the_pass() {
     run(|| async {
-        let dir = temp_dir();
         let mut config = compacted_config(400);
         config.min_compaction_lag_ms = 3_600_000;
-        let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
+        let (dir, partition) = open_in_temp_dir(config, CacheBudget::new(0)).await;
         let mut model = fill(&partition, now_ms() - 2 * 3_600_000).await;
         let young = fill(&partition, now_ms()).await;
         let first_young = young[0].offset;
@@ -520,10 +506,9 @@ async fn fill_unique(partition: &Partition, from: u32, batches: u32, timestamp_m
 #[test]
 fn dirty_ratio_and_max_compaction_lag_decide_when_a_log_is_cleaned() {
     run(|| async {
-        let dir = temp_dir();
         let mut config = compacted_config(1_000);
         config.min_cleanable_dirty_ratio = 0.5;
-        let partition = open_partition(dir.path(), config.clone(), CacheBudget::new(0)).await;
+        let (dir, partition) = open_in_temp_dir(config.clone(), CacheBudget::new(0)).await;
         let old = now_ms() - 600_000;
         fill_unique(&partition, 0, 40, old).await;
         let first = compact(&partition, &CompactOptions::default()).await.expect("everything dirty: ratio 1 > 0.5");
@@ -562,9 +547,8 @@ fn dirty_ratio_and_max_compaction_lag_decide_when_a_log_is_cleaned() {
 #[test]
 fn an_expired_tombstone_triggers_a_pass_and_goes_only_once_cleaned_before() {
     run(|| async {
-        let dir = temp_dir();
         let mut config = compacted_config(300);
-        let partition = open_partition(dir.path(), config.clone(), CacheBudget::new(0)).await;
+        let (_dir, partition) = open_in_temp_dir(config.clone(), CacheBudget::new(0)).await;
         let old = now_ms() - 600_000;
         let mut model = Vec::new();
         for index in 0..10 {
@@ -606,10 +590,9 @@ fn compacted_topics_refuse_records_without_a_key_with_invalid_record() {
         for (policy, refused) in
             [(CleanupPolicy::Compact, true), (CleanupPolicy::CompactDelete, true), (CleanupPolicy::Delete, false)]
         {
-            let dir = temp_dir();
             let mut config = topic_config(1 << 20);
             config.cleanup_policy = policy;
-            let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
+            let (_dir, partition) = open_in_temp_dir(config, CacheBudget::new(0)).await;
             for compression in [Compression::None, Compression::Zstd] {
                 let batch = encode_batch(
                     &[(Some(b"k".to_vec()), Some(b"v".to_vec())), (None, Some(b"v".to_vec()))],
@@ -632,8 +615,7 @@ fn compacted_topics_refuse_records_without_a_key_with_invalid_record() {
 fn every_codec_is_rewritten_with_its_own_codec() {
     run(|| async {
         for code in 0..5u8 {
-            let dir = temp_dir();
-            let partition = open_partition(dir.path(), compacted_config(300), CacheBudget::new(0)).await;
+            let (_dir, partition) = open_in_temp_dir(compacted_config(300), CacheBudget::new(0)).await;
             let old = now_ms() - 60_000;
             let records: Vec<Produced> =
                 (0..6).map(|at| (Some(format!("k{}", at % 3).into_bytes()), Some(format!("v{at}").into_bytes()))).collect();

@@ -11,8 +11,9 @@
 
 mod common;
 
+use std::future::Future;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use common::*;
@@ -24,6 +25,18 @@ use proptest::prelude::*;
 /// The smallest budget a shard accepts; every test opens several times as many files.
 const BUDGET: usize = files::SHARD_FILES_MIN;
 
+/// Runs `body` on a fresh executor, handing it a new temporary directory to open the partitions
+/// under; the directory is removed once the run is over.
+fn run_in_temp_root<T, Fut>(body: impl FnOnce(PathBuf) -> Fut + Send + 'static) -> T
+where
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let dir = temp_dir();
+    let root = dir.path().to_path_buf();
+    run(move || body(root))
+}
+
 async fn open_all(root: &Path, count: usize) -> Vec<Rc<Partition>> {
     let mut partitions = Vec::new();
     for index in 0..count {
@@ -31,6 +44,14 @@ async fn open_all(root: &Path, count: usize) -> Vec<Rc<Partition>> {
         partitions.push(open_partition(&root.join(index.to_string()), topic_config(1 << 30), CacheBudget::new(0)).await);
     }
     partitions
+}
+
+/// Sets the shard's descriptor budget to [`BUDGET`] and opens `count` partitions under `root`,
+/// each with an empty model.
+async fn open_all_with_budget(root: &Path, count: usize) -> (Vec<Rc<Partition>>, Vec<Model>) {
+    files::set_budget(BUDGET);
+    let partitions = open_all(root, count).await;
+    (partitions, (0..count).map(|_| Model::default()).collect())
 }
 
 async fn close_all(partitions: Vec<Rc<Partition>>) {
@@ -55,13 +76,9 @@ fn assert_within_budget(held: usize) {
 
 #[test]
 fn partitions_past_the_budget_write_sync_and_read_through_reopened_descriptors() {
-    let dir = temp_dir();
-    let root = dir.path().to_path_buf();
-    run(move || async move {
-        files::set_budget(BUDGET);
+    run_in_temp_root(|root| async move {
         let count = BUDGET * 3;
-        let partitions = open_all(&root, count).await;
-        let mut models: Vec<Model> = (0..count).map(|_| Model::default()).collect();
+        let (partitions, mut models) = open_all_with_budget(&root, count).await;
         // Rounds over every partition: each append finds its writer closed by the others'.
         for round in 0..3u64 {
             for (index, partition) in partitions.iter().enumerate() {
@@ -89,13 +106,9 @@ fn partitions_past_the_budget_write_sync_and_read_through_reopened_descriptors()
 
 #[test]
 fn eviction_never_closes_a_file_slice_in_flight_and_fetches_wait_for_the_budget() {
-    let dir = temp_dir();
-    let root = dir.path().to_path_buf();
-    run(move || async move {
-        files::set_budget(BUDGET);
+    run_in_temp_root(|root| async move {
         let count = BUDGET * 2;
-        let partitions = open_all(&root, count).await;
-        let mut models: Vec<Model> = (0..count).map(|_| Model::default()).collect();
+        let (partitions, mut models) = open_all_with_budget(&root, count).await;
         for (index, partition) in partitions.iter().enumerate() {
             let produced = BatchSpec::simple(3, 200, index as u64, 1_700_000_000_000).encode();
             models[index].append(&produced);
@@ -167,13 +180,9 @@ proptest! {
     /// log equals its model.
     #[test]
     fn the_budget_holds_and_reads_match_the_model(ops in prop::collection::vec(op(BUDGET + 8), 1..60)) {
-        let dir = temp_dir();
-        let root = dir.path().to_path_buf();
-        run(move || async move {
-            files::set_budget(BUDGET);
+        run_in_temp_root(|root| async move {
             let count = BUDGET + 8;
-            let mut partitions = open_all(&root, count).await;
-            let mut models: Vec<Model> = (0..count).map(|_| Model::default()).collect();
+            let (mut partitions, mut models) = open_all_with_budget(&root, count).await;
             let mut held: Vec<(usize, fjord_engine::segment::FileSlice)> = Vec::new();
             for (step, op) in ops.into_iter().enumerate() {
                 match op {

@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
@@ -32,17 +33,30 @@ async fn produce(partition: &Partition, batch: &[u8]) -> Result<i64, i16> {
     Ok(base_offset)
 }
 
-/// Writes 12 batches of 3 records for producer 7 (sequence 0, 3, ...) with small segments.
-/// Returns the batches and their offsets.
-async fn write_producer_log(partition: &Partition) -> Vec<(Vec<u8>, i64)> {
+/// Small enough that producer 7's log rolls several segments.
+const SMALL_SEGMENT_BYTES: u64 = 1500;
+
+/// The batches producer 7 wrote, with their offsets.
+type Written = Vec<(Vec<u8>, i64)>;
+
+/// Opens (or recovers) the partition in `dir` with 1 MiB of cache.
+async fn open(dir: &Path, segment_bytes: u64) -> Rc<Partition> {
+    open_partition(dir, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await
+}
+
+/// Opens a partition with `segment_bytes` segments in a new temporary directory and writes 12
+/// batches of 3 records for producer 7 (sequence 0, 3, ...). Returns the directory, the open
+/// partition and the batches with their offsets.
+async fn producer_log(segment_bytes: u64) -> (tempfile::TempDir, Rc<Partition>, Written) {
+    let (dir, partition) = open_in_temp_dir(topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
     let mut written = Vec::new();
     for index in 0..12 {
         let batch = idempotent(7, 0, index * 3, 3, index as u64);
-        let offset = produce(partition, &batch).await.expect("in-sequence batch accepted");
+        let offset = produce(&partition, &batch).await.expect("in-sequence batch accepted");
         assert_eq!(offset, index as i64 * 3);
         written.push((batch, offset));
     }
-    written
+    (dir, partition, written)
 }
 
 /// The retries a restarted broker must still recognize: the last five batches.
@@ -59,13 +73,6 @@ async fn check_retries(partition: &Partition, written: &[(Vec<u8>, i64)]) {
     assert_eq!(produce(partition, &idempotent(7, 0, 36, 1, 99)).await, Ok(end), "next in sequence");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
-}
-
 fn snapshot_count(dir: &Path) -> usize {
     fjord_engine::producer_state::list_snapshots(dir).len()
 }
@@ -73,9 +80,7 @@ fn snapshot_count(dir: &Path) -> usize {
 #[test]
 fn duplicates_are_answered_with_the_original_offset_and_stored_once() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1 << 20), CacheBudget::new(1 << 20)).await;
-        let written = write_producer_log(&partition).await;
+        let (_dir, partition, written) = producer_log(1 << 20).await;
         check_retries(&partition, &written).await;
         assert_eq!(produce(&partition, &idempotent(7, 1, 3, 1, 100)).await, Err(45), "a new epoch starts at 0");
         assert_eq!(produce(&partition, &idempotent(7, 1, 0, 1, 100)).await, Ok(37));
@@ -87,14 +92,11 @@ fn duplicates_are_answered_with_the_original_offset_and_stored_once() {
 #[test]
 fn duplicates_after_a_clean_restart_are_still_detected() {
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 1500;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let written = write_producer_log(&partition).await;
+        let (dir, partition, written) = producer_log(SMALL_SEGMENT_BYTES).await;
         partition.close().await.unwrap();
         assert!(segment_files(dir.path()).len() >= 3, "precondition: segments rolled");
         assert!(snapshot_count(dir.path()) >= 1, "a clean close writes a snapshot");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+        let partition = open(dir.path(), SMALL_SEGMENT_BYTES).await;
         check_retries(&partition, &written).await;
         partition.close().await.unwrap();
     });
@@ -104,21 +106,15 @@ fn duplicates_after_a_clean_restart_are_still_detected() {
 fn duplicates_after_a_crash_are_detected_from_snapshots_and_batch_headers() {
     for remove_snapshots in [false, true] {
         run(move || async move {
-            let dir = temp_dir();
-            let segment_bytes = 1500;
-            let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-            let written = write_producer_log(&partition).await;
-            let crashed = temp_dir();
-            copy_dir(dir.path(), crashed.path());
+            let (dir, partition, written) = producer_log(SMALL_SEGMENT_BYTES).await;
+            let crashed = crash_copy(dir.path());
             partition.close().await.unwrap();
             if remove_snapshots {
-                for offset in fjord_engine::producer_state::list_snapshots(crashed.path()) {
-                    std::fs::remove_file(fjord_engine::producer_state::snapshot_path(crashed.path(), offset)).unwrap();
-                }
+                remove_producer_snapshots(crashed.path());
             } else {
                 assert!(snapshot_count(crashed.path()) >= 1, "precondition: rolls wrote snapshots");
             }
-            let partition = open_partition(crashed.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+            let partition = open(crashed.path(), SMALL_SEGMENT_BYTES).await;
             check_retries(&partition, &written).await;
             partition.close().await.unwrap();
         });
@@ -128,21 +124,17 @@ fn duplicates_after_a_crash_are_detected_from_snapshots_and_batch_headers() {
 #[test]
 fn producer_state_outlives_the_segments_retention_removed_kip_360() {
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 1500;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let written = write_producer_log(&partition).await;
+        let (dir, partition, written) = producer_log(SMALL_SEGMENT_BYTES).await;
         // Another producer's data rolls segments past everything producer 7 wrote.
         for index in 0..12 {
             produce(&partition, &idempotent(8, 0, index * 3, 3, 200 + index as u64)).await.unwrap();
         }
         let (start, _) = partition.delete_records(written.last().unwrap().1 + 3).await.unwrap();
         assert!(segment_files(dir.path()).first().unwrap().0 > written.last().unwrap().1, "producer 7's segments are gone");
-        let crashed = temp_dir();
-        copy_dir(dir.path(), crashed.path());
+        let crashed = crash_copy(dir.path());
         partition.close().await.unwrap();
         for directory in [dir.path(), crashed.path()] {
-            let partition = open_partition(directory, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+            let partition = open(directory, SMALL_SEGMENT_BYTES).await;
             assert_eq!(partition.log_start_offset(), start);
             let (last_batch, last_offset) = written.last().unwrap();
             assert_eq!(produce(&partition, last_batch).await, Ok(*last_offset), "retry still recognized");
@@ -155,9 +147,7 @@ fn producer_state_outlives_the_segments_retention_removed_kip_360() {
 #[test]
 fn truncation_forgets_the_batches_it_removed() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1500), CacheBudget::new(1 << 20)).await;
-        let written = write_producer_log(&partition).await;
+        let (_dir, partition, written) = producer_log(SMALL_SEGMENT_BYTES).await;
         let (last_batch, last_offset) = written.last().unwrap().clone();
         partition.truncate_to(last_offset).await.unwrap();
         // The removed batch is no duplicate any more: it is appended again, where it belongs.
@@ -171,9 +161,7 @@ fn truncation_forgets_the_batches_it_removed() {
 #[test]
 fn expired_producers_are_forgotten_and_then_accepted_at_any_sequence() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1 << 20), CacheBudget::new(1 << 20)).await;
-        write_producer_log(&partition).await;
+        let (_dir, partition, _) = producer_log(1 << 20).await;
         assert_eq!(partition.producers().len(), 1);
         assert_eq!(partition.expire_producers(1_700_000_000_000 + 11, 1_000_000), 0, "not idle long enough");
         assert_eq!(partition.expire_producers(1_700_000_000_000 + 11 + 2 + 1_000_000, 1_000_000), 1);

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use common::*;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Acks, Chunk, Isolation, Partition};
+use fjord_engine::partition::{Acks, Chunk, Isolation, Partition, PartitionSettings};
 use fjord_engine::shard::{partition_dir, PartitionSpec, ShardStore, ShardTable};
 use futures::FutureExt;
+use tempfile::TempDir;
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
 
@@ -47,14 +48,7 @@ fn check_listoffsets(partition: &Partition, model: &Model) {
         }
     }
     targets.push(model.max_timestamp().unwrap().1 + 1);
-    for target in targets {
-        assert_eq!(
-            partition.offset_for_timestamp(target).expect("timestamp lookup"),
-            model.offset_for_timestamp(target),
-            "offset_for_timestamp({target})"
-        );
-    }
-    assert_eq!(partition.max_timestamp().expect("max timestamp lookup"), model.max_timestamp(), "max_timestamp");
+    check_timestamp_lookups_at(partition, model, targets);
 }
 
 #[test]
@@ -62,15 +56,12 @@ fn segments_roll_at_segment_bytes_and_timestamp_lookups_span_every_segment() {
     run(|| async {
         let dir = temp_dir();
         let segment_bytes = 6_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = Model::default();
-        for index in 0..60u64 {
+        let batches = (0..60u64).map(|index| {
             // Timestamps out of order, as clients with skewed clocks send them.
             let timestamp = BASE_TIMESTAMP_MS + ((index * 37) % 60) as i64 * 1000;
-            let produced =
-                BatchSpec::simple(2 + (index % 4) as usize, 100 + (index % 7) as usize * 30, index, timestamp).encode();
-            append_checked(&partition, &mut model, produced, Acks::Written).await;
-        }
+            BatchSpec::simple(2 + (index % 4) as usize, 100 + (index % 7) as usize * 30, index, timestamp)
+        });
+        let (partition, model) = open_and_append(dir.path(), topic_config(segment_bytes), batches, Acks::Written).await;
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, expected_segment_bases(&model, segment_bytes), "segment base offsets");
         assert!(bases.len() >= 5, "test precondition: several segments");
@@ -96,12 +87,10 @@ fn max_timestamp_tie_across_segments_goes_to_the_earliest_batch() {
     run(|| async {
         let dir = temp_dir();
         let segment_bytes = 1_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = Model::default();
-        for (seed, timestamp) in [(0u64, 5_000i64), (1, 9_000), (2, 3_000), (3, 9_000), (4, 1_000)] {
-            let produced = BatchSpec::simple(3, 200, seed, timestamp).encode();
-            append_checked(&partition, &mut model, produced, Acks::Written).await;
-        }
+        let timestamps = [5_000, 9_000, 3_000, 9_000, 1_000];
+        let batches =
+            timestamps.into_iter().enumerate().map(|(seed, timestamp)| BatchSpec::simple(3, 200, seed as u64, timestamp));
+        let (partition, model) = open_and_append(dir.path(), topic_config(segment_bytes), batches, Acks::Written).await;
         assert!(segment_files(dir.path()).len() >= 4, "test precondition: the tied batches are in different segments");
         check_listoffsets(&partition, &model);
         assert_eq!(partition.max_timestamp().unwrap(), Some((5, 9_002)));
@@ -116,14 +105,10 @@ fn max_timestamp_tie_across_segments_goes_to_the_earliest_batch() {
 fn max_timestamp_forgets_a_largest_timestamp_that_was_truncated_away() {
     run(|| async {
         let dir = temp_dir();
-        let segment_bytes = 1_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = Model::default();
         // Segment 0: timestamps around 5 000; segment 3: around 1 000, then the largest, 9 000.
-        for (seed, timestamp) in [(0u64, 5_000i64), (1, 1_000), (2, 9_000)] {
-            let produced = BatchSpec::simple(3, if seed == 2 { 10 } else { 200 }, seed, timestamp).encode();
-            append_checked(&partition, &mut model, produced, Acks::Written).await;
-        }
+        let batches = [(0, 200, 5_000), (1, 200, 1_000), (2, 10, 9_000)]
+            .map(|(seed, value_bytes, timestamp)| BatchSpec::simple(3, value_bytes, seed, timestamp));
+        let (partition, mut model) = open_and_append(dir.path(), topic_config(1_000), batches, Acks::Written).await;
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, vec![0, 3], "test precondition: the last two batches share a segment");
         assert_eq!(partition.max_timestamp().unwrap(), Some((8, 9_002)));
@@ -140,12 +125,12 @@ fn produce_larger_than_segment_bytes_goes_whole_into_a_fresh_segment() {
     run(|| async {
         let dir = temp_dir();
         let segment_bytes = 2_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = Model::default();
-        for (index, value_bytes) in [100usize, 3_000, 100, 100, 5_000].into_iter().enumerate() {
-            let produced = BatchSpec::simple(2, value_bytes, index as u64, BASE_TIMESTAMP_MS).encode();
-            append_checked(&partition, &mut model, produced, Acks::Synced).await;
-        }
+        let value_sizes = [100, 3_000, 100, 100, 5_000];
+        let batches = value_sizes
+            .into_iter()
+            .enumerate()
+            .map(|(seed, value_bytes)| BatchSpec::simple(2, value_bytes, seed as u64, BASE_TIMESTAMP_MS));
+        let (partition, model) = open_and_append(dir.path(), topic_config(segment_bytes), batches, Acks::Synced).await;
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         assert_eq!(bases, expected_segment_bases(&model, segment_bytes));
         must(check_whole_log(&partition, &model));
@@ -385,13 +370,8 @@ fn recent_batches_are_served_from_the_cache_not_the_disk() {
 async fn partition_with_three_batches(dir: &std::path::Path, max_message_bytes: u32) -> (Rc<Partition>, Model) {
     let mut config = topic_config(1 << 30);
     config.max_message_bytes = max_message_bytes;
-    let partition = open_partition(dir, config, CacheBudget::new(1 << 20)).await;
-    let mut model = Model::default();
-    for seed in 0..3 {
-        let produced = BatchSpec::simple(3, 100, seed, BASE_TIMESTAMP_MS).encode();
-        append_checked(&partition, &mut model, produced, Acks::Synced).await;
-    }
-    (partition, model)
+    let batches = (0..3).map(|seed| BatchSpec::simple(3, 100, seed, BASE_TIMESTAMP_MS));
+    open_and_append(dir, config, batches, Acks::Synced).await
 }
 
 async fn expect_refused(partition: &Partition, model: &Model, records: Vec<u8>, kafka_error_code: i16, what: &str) {
@@ -475,6 +455,7 @@ fn append_refuses_a_batch_over_max_message_bytes_as_message_too_large_and_stores
 // ---------------------------------------------------------------------------------------------
 // Truncation (KIP-101: a follower truncates its log to the leader's epoch end offset)
 
+/// Appends `count` batches of five records (acks=all) to an empty log; returns its model.
 async fn five_record_batches(partition: &Partition, count: u64) -> Model {
     let mut model = Model::default();
     for seed in 0..count {
@@ -484,15 +465,21 @@ async fn five_record_batches(partition: &Partition, count: u64) -> Model {
     model
 }
 
+/// A partition with `segment_bytes` segments in a new temporary directory, holding `count`
+/// batches of five records (see [`five_record_batches`]).
+async fn five_record_batch_log(segment_bytes: u64, count: u64) -> (TempDir, Rc<Partition>, Model) {
+    let (dir, partition) = open_in_temp_dir(topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
+    let model = five_record_batches(&partition, count).await;
+    (dir, partition, model)
+}
+
 #[test]
 fn truncate_inside_a_batch_removes_that_whole_batch() {
     // Kafka's Log.truncateTo(target): "ends with the greatest offset < target". A log that kept
     // the batch holding `target` would still hold offsets >= target, which the leader may have
     // replaced (KIP-101), and the follower would fetch on from past them.
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(1 << 20)).await;
-        let mut model = five_record_batches(&partition, 6).await;
+        let (dir, partition, mut model) = five_record_batch_log(1 << 30, 6).await;
         partition.truncate_to(12).await.expect("truncate");
         model.truncate_to(12);
         assert_eq!(model.end_offset(), 10);
@@ -508,10 +495,8 @@ fn truncate_inside_a_batch_removes_that_whole_batch() {
 #[test]
 fn truncate_to_a_batch_boundary_keeps_everything_before_it() {
     run(|| async {
-        let dir = temp_dir();
         let segment_bytes = 4_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = five_record_batches(&partition, 20).await;
+        let (dir, partition, mut model) = five_record_batch_log(segment_bytes, 20).await;
         for target in [85, 60, 35, 35, 0] {
             partition.truncate_to(target).await.expect("truncate");
             model.truncate_to(target);
@@ -530,10 +515,8 @@ fn truncate_to_a_segment_boundary_after_reopen_then_append_keeps_every_batch() {
     // of the active segment makes the previous, sealed one active again; appends to it must
     // continue exactly at its end.
     run(|| async {
-        let dir = temp_dir();
         let segment_bytes = 4_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = five_record_batches(&partition, 12).await;
+        let (dir, partition, mut model) = five_record_batch_log(segment_bytes, 12).await;
         partition.close().await.expect("clean close");
         let segments = segment_files(dir.path());
         assert!(segments.len() >= 3, "test precondition: several segments");
@@ -564,9 +547,7 @@ fn truncate_waits_for_a_group_commit_already_in_flight() {
     // taken is no longer queued but is still being written; truncating under it must not let
     // that write land after the cut (nor leave the high watermark past the log end).
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(1 << 20)).await;
-        let mut model = five_record_batches(&partition, 6).await;
+        let (dir, partition, mut model) = five_record_batch_log(1 << 30, 6).await;
         let written_end = model.end_offset();
         // A large write (800 KB) keeps the group in flight for a while.
         let produced = BatchSpec::simple(8, 100_000, 66, BASE_TIMESTAMP_MS).encode();
@@ -603,9 +584,7 @@ fn truncate_waits_for_a_group_commit_already_in_flight() {
 #[test]
 fn read_outside_the_log_is_offset_out_of_range() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open_partition(dir.path(), topic_config(1 << 30), CacheBudget::new(1 << 20)).await;
-        let model = five_record_batches(&partition, 2).await;
+        let (_dir, partition, model) = five_record_batch_log(1 << 30, 2).await;
         for offset in [-1, 11, 1_000] {
             match partition.read(offset, 1024, Isolation::ReadUncommitted) {
                 Err(error @ LogError::OffsetOutOfRange { .. }) => assert_eq!(error.kafka_error_code(), 1),
@@ -627,18 +606,9 @@ fn truncate_during_a_periodic_flush_deletes_the_truncated_segment() {
     run(|| async {
         let dir = temp_dir();
         let segment_bytes = 2_500;
-        let partition = Partition::open(
-            dir.path().to_path_buf(),
-            Rc::from(TOPIC),
-            PARTITION,
-            TOPIC_ID,
-            LEADER_EPOCH,
-            topic_config(segment_bytes),
-            fjord_engine::partition::PartitionSettings { flush_interval_ms: 1 },
-            CacheBudget::new(1 << 20),
-        )
-        .await
-        .expect("partition opens");
+        let flush_often = PartitionSettings { flush_interval_ms: 1 };
+        let partition =
+            open_partition_with(dir.path(), topic_config(segment_bytes), flush_often, CacheBudget::new(1 << 20)).await;
         let mut model = Model::default();
         for round in 0..30u64 {
             for index in 0..3 {
@@ -746,13 +716,9 @@ fn read_batches_replays_every_committed_batch_from_cache_and_from_disk_without_f
     run(|| async {
         let dir = temp_dir();
         let segment_bytes = 4_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut model = Model::default();
-        for index in 0..40u64 {
-            let produced =
-                BatchSpec::simple(1 + (index % 3) as usize, 80 + (index % 5) as usize * 40, index, BASE_TIMESTAMP_MS).encode();
-            append_checked(&partition, &mut model, produced, Acks::Synced).await;
-        }
+        let batches = (0..40u64)
+            .map(|index| BatchSpec::simple(1 + (index % 3) as usize, 80 + (index % 5) as usize * 40, index, BASE_TIMESTAMP_MS));
+        let (partition, model) = open_and_append(dir.path(), topic_config(segment_bytes), batches, Acks::Synced).await;
         let expected: Vec<Vec<u8>> = model.batches.iter().map(|batch| batch.bytes.clone()).collect();
         // The tail comes from the cache; small reads still return one whole batch each.
         for max_bytes in [1, 700, 1 << 20] {

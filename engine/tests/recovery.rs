@@ -25,17 +25,15 @@ use fjord_engine::segment::Segment;
 const ONE_SEGMENT_BYTES: u64 = 1 << 30;
 const DMA_BLOCK_BYTES: u64 = 4096;
 const SECTOR_BYTES: u64 = 512;
+/// Small enough that the multi-segment log rolls several times.
+const MULTI_SEGMENT_BYTES: u64 = 12_000;
 
 /// Produces `shapes` (record count, value bytes) one batch per produce, acks=all, then closes.
 async fn write_log(dir: &Path, segment_bytes: u64, shapes: &[(usize, usize)], first_seed: u64) -> Model {
-    let partition = open_partition(dir, topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-    let mut model = Model::default();
-    for (index, &(record_count, value_bytes)) in shapes.iter().enumerate() {
-        let seed = first_seed + index as u64;
-        let produced = BatchSpec::simple(record_count, value_bytes, seed, 1_700_000_000_000 + seed as i64 * 1000).encode();
-        let expected = model.append(&produced);
-        assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, expected);
-    }
+    let batches = shapes.iter().zip(first_seed..).map(|(&(record_count, value_bytes), seed)| {
+        BatchSpec::simple(record_count, value_bytes, seed, 1_700_000_000_000 + seed as i64 * 1000)
+    });
+    let (partition, model) = open_and_append(dir, topic_config(segment_bytes), batches, Acks::Synced).await;
     must(check_whole_log(&partition, &model));
     partition.close().await.expect("clean close");
     model
@@ -45,6 +43,13 @@ async fn write_log(dir: &Path, segment_bytes: u64, shapes: &[(usize, usize)], fi
 /// partly filled 4 KiB block (the case where the recovery point still CRC-checks it).
 fn twelve_batches() -> Vec<(usize, usize)> {
     (0..12).map(|index| (3 + index % 4, 150)).collect()
+}
+
+/// [`twelve_batches`] written and closed in a new temporary directory.
+async fn twelve_batch_log() -> (tempfile::TempDir, Model) {
+    let dir = temp_dir();
+    let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+    (dir, model)
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
@@ -76,6 +81,21 @@ async fn reopen_and_check(dir: &Path, segment_bytes: u64, mut expected: Model, e
     partition.close().await.expect("clean close");
 }
 
+/// [`reopen_and_check`] of a one-segment log that must hold exactly `expected`, its file cut back
+/// to the exact size of its batches.
+async fn reopen_and_check_exact(dir: &Path, expected: Model) {
+    let logical_bytes = expected.total_bytes() as u64;
+    reopen_and_check(dir, ONE_SEGMENT_BYTES, expected, Some(logical_bytes)).await;
+}
+
+/// [`reopen_and_check`] of a one-segment log whose last batch was damaged: every batch before it
+/// survives, and the file is cut back to where the last batch started.
+async fn reopen_and_check_without_the_last_batch(dir: &Path, mut model: Model) {
+    let last_start = bytes_of_first(&model, model.batches.len() - 1);
+    model.batches.pop();
+    reopen_and_check(dir, ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+}
+
 fn write_at(path: &Path, position: u64, bytes: &[u8]) {
     OpenOptions::new().write(true).open(path).expect("segment file").write_all_at(bytes, position).expect("damage written");
 }
@@ -93,37 +113,42 @@ fn read_byte(path: &Path, position: u64) -> u8 {
 #[test]
 fn clean_close_then_reopen_keeps_every_batch_in_an_exact_file() {
     run(|| async {
-        let dir = temp_dir();
-        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let (dir, model) = twelve_batch_log().await;
         let logical_bytes = model.total_bytes() as u64;
         assert_ne!(logical_bytes % DMA_BLOCK_BYTES, 0, "test precondition: the log ends inside a block");
         assert!(file_len(&last_segment(dir.path())) >= logical_bytes);
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(logical_bytes)).await;
+        reopen_and_check_exact(dir.path(), model).await;
     });
+}
+
+/// `bytes(model)` written into the last segment file at `position(file, model)`, past the last
+/// batch: a reopen cuts them and keeps every batch.
+async fn bytes_past_the_end_case(position: impl Fn(&Path, &Model) -> u64, bytes: impl Fn(&Model) -> Vec<u8>) {
+    let (dir, model) = twelve_batch_log().await;
+    let segment = last_segment(dir.path());
+    write_at(&segment, position(&segment, &model), &bytes(&model));
+    reopen_and_check_exact(dir.path(), model).await;
 }
 
 #[test]
 fn garbage_appended_after_the_last_batch_is_cut_on_reopen() {
     run(|| async {
-        let dir = temp_dir();
-        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
-        let segment = last_segment(dir.path());
-        let end = file_len(&segment);
-        write_at(&segment, end, &pattern(77, 3000));
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+        bytes_past_the_end_case(|segment, _| file_len(segment), |_| pattern(77, 3000)).await;
     });
 }
 
 #[test]
 fn garbage_written_right_at_the_logical_end_is_cut_on_reopen() {
     run(|| async {
-        let dir = temp_dir();
-        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
-        let segment = last_segment(dir.path());
-        let mut garbage = pattern(78, 5000);
-        garbage[16] = 2; // magic byte of a would-be header: only the length and CRC can refuse it
-        write_at(&segment, model.total_bytes() as u64, &garbage);
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+        bytes_past_the_end_case(
+            |_, model| model.total_bytes() as u64,
+            |_| {
+                let mut garbage = pattern(78, 5000);
+                garbage[16] = 2; // magic byte of a would-be header: only the length and CRC can refuse it
+                garbage
+            },
+        )
+        .await;
     });
 }
 
@@ -131,24 +156,19 @@ fn garbage_written_right_at_the_logical_end_is_cut_on_reopen() {
 fn stale_valid_batch_with_a_lower_offset_after_the_end_is_cut_on_reopen() {
     // A batch left over from an earlier life of the file: its CRC is fine, but offsets must grow.
     run(|| async {
-        let dir = temp_dir();
-        let model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
-        write_at(&last_segment(dir.path()), model.total_bytes() as u64, &model.batches[3].bytes);
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+        bytes_past_the_end_case(|_, model| model.total_bytes() as u64, |model| model.batches[3].bytes.clone()).await;
     });
 }
 
 #[test]
 fn flipped_byte_inside_the_last_batch_drops_only_that_batch() {
     run(|| async {
-        let dir = temp_dir();
-        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let (dir, model) = twelve_batch_log().await;
         let segment = last_segment(dir.path());
         let last_start = bytes_of_first(&model, model.batches.len() - 1);
         let flip_at = last_start + model.batches.last().unwrap().bytes.len() as u64 - 20; // inside a record value
         write_at(&segment, flip_at, &[read_byte(&segment, flip_at) ^ 0x40]);
-        model.batches.pop();
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+        reopen_and_check_without_the_last_batch(dir.path(), model).await;
     });
 }
 
@@ -157,47 +177,45 @@ fn after_a_crash_a_flipped_byte_in_a_middle_batch_drops_it_and_everything_after(
     // Without a recovery point (a crash: open removes it, only a clean close writes it) the
     // whole last segment is CRC-checked.
     run(|| async {
-        let dir = temp_dir();
-        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let (dir, mut model) = twelve_batch_log().await;
         std::fs::remove_file(dir.path().join("recovery-point")).expect("clean close wrote a recovery point");
         let segment = last_segment(dir.path());
         let kept = 5;
         let flip_at = bytes_of_first(&model, kept) + 70; // in the first record of batch 5
         write_at(&segment, flip_at, &[read_byte(&segment, flip_at) ^ 0x01]);
         model.batches.truncate(kept);
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+        reopen_and_check_exact(dir.path(), model).await;
     });
+}
+
+/// The last segment file cut inside its last batch, `kept(size of that batch)` bytes into it: a
+/// reopen drops only that batch.
+async fn file_cut_inside_the_last_batch_case(kept: impl Fn(u64) -> u64) {
+    let (dir, model) = twelve_batch_log().await;
+    let last_start = bytes_of_first(&model, model.batches.len() - 1);
+    let last_bytes = model.batches.last().unwrap().bytes.len() as u64;
+    set_len(&last_segment(dir.path()), last_start + kept(last_bytes));
+    reopen_and_check_without_the_last_batch(dir.path(), model).await;
 }
 
 #[test]
 fn file_cut_inside_the_last_batch_drops_only_that_batch() {
     run(|| async {
-        let dir = temp_dir();
-        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
-        let last_start = bytes_of_first(&model, model.batches.len() - 1);
-        set_len(&last_segment(dir.path()), last_start + model.batches.last().unwrap().bytes.len() as u64 / 2);
-        model.batches.pop();
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+        file_cut_inside_the_last_batch_case(|last_bytes| last_bytes / 2).await;
     });
 }
 
 #[test]
 fn file_cut_inside_the_last_batch_header_drops_only_that_batch() {
     run(|| async {
-        let dir = temp_dir();
-        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
-        let last_start = bytes_of_first(&model, model.batches.len() - 1);
-        set_len(&last_segment(dir.path()), last_start + 30);
-        model.batches.pop();
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model, Some(last_start)).await;
+        file_cut_inside_the_last_batch_case(|_| 30).await;
     });
 }
 
 /// A torn O_DIRECT write of the last block: the sectors from `zero_from` to the end of the file
 /// never reached the disk and read back as zeros. Keeps the batches that end at or before it.
 async fn zeroed_tail_case(zero_from: impl Fn(&Model) -> u64, expected_kept: impl Fn(&Model, u64) -> usize) {
-    let dir = temp_dir();
-    let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+    let (dir, mut model) = twelve_batch_log().await;
     let segment = last_segment(dir.path());
     let from = zero_from(&model);
     // To the end of the block at least: a clean close leaves an exact file, a crash leaves the
@@ -206,7 +224,7 @@ async fn zeroed_tail_case(zero_from: impl Fn(&Model) -> u64, expected_kept: impl
     write_at(&segment, from, &vec![0u8; (end - from) as usize]);
     let kept = expected_kept(&model, from);
     model.batches.truncate(kept);
-    reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+    reopen_and_check_exact(dir.path(), model).await;
 }
 
 /// Positions the offset index of a segment starting at byte 0 of `model` and `segment_bytes`
@@ -285,60 +303,54 @@ fn synced_appends_survive_a_crash_of_the_open_partition() {
             assert_eq!(append_and_wait(&partition, produced, acks).await, base_offset);
         }
         assert!(segment_files(dir.path()).len() >= 3, "test precondition: segments rolled");
-        let crashed = temp_dir();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
-        }
+        let crashed = crash_copy(dir.path());
         partition.close().await.expect("clean close");
         assert!(!crashed.path().join("recovery-point").exists(), "an open partition has no recovery point");
         reopen_and_check(crashed.path(), segment_bytes, model, None).await;
     });
 }
 
-/// A log of several sealed segments, each with more than one offset-index entry (4 KiB apart).
-async fn write_multi_segment_log(dir: &Path, segment_bytes: u64) -> Model {
+/// A log of several sealed segments of [`MULTI_SEGMENT_BYTES`], each with more than one
+/// offset-index entry (4 KiB apart), written and closed in a new temporary directory.
+async fn multi_segment_log() -> (tempfile::TempDir, Model) {
+    let dir = temp_dir();
     let shapes: Vec<(usize, usize)> = (0..80).map(|index| (2 + index % 6, 110)).collect();
-    let model = write_log(dir, segment_bytes, &shapes, 100).await;
-    let segments = segment_files(dir);
+    let model = write_log(dir.path(), MULTI_SEGMENT_BYTES, &shapes, 100).await;
+    let segments = segment_files(dir.path());
     assert!(segments.len() >= 4, "test precondition: several segments, got {}", segments.len());
     for (_, path) in &segments[..segments.len() - 1] {
         assert!(index_path(path).exists(), "sealed segment {} has a stored index", path.display());
         assert!(file_len(path) > 2 * DMA_BLOCK_BYTES, "test precondition: several index entries per segment");
     }
-    model
+    (dir, model)
 }
 
-fn check_timestamp_lookups(partition: &fjord_engine::partition::Partition, model: &Model) {
-    for batch in &model.batches {
-        for target in [
-            batch.record_timestamps_ms[0] - 1,
-            batch.record_timestamps_ms[batch.record_timestamps_ms.len() / 2],
-            batch.max_timestamp_ms,
-        ] {
-            assert_eq!(
-                partition.offset_for_timestamp(target).expect("lookup"),
-                model.offset_for_timestamp(target),
-                "first record with timestamp >= {target}"
-            );
-        }
-    }
-    assert_eq!(partition.max_timestamp().expect("lookup"), model.max_timestamp(), "first record holding the largest timestamp");
+/// ListOffsets just before, in the middle of and at the end of every batch's timestamps.
+fn check_timestamp_lookups(partition: &Partition, model: &Model) {
+    let targets = model.batches.iter().flat_map(|batch| {
+        let timestamps = &batch.record_timestamps_ms;
+        [timestamps[0] - 1, timestamps[timestamps.len() / 2], batch.max_timestamp_ms]
+    });
+    check_timestamp_lookups_at(partition, model, targets);
+}
+
+/// Opens the log in `dir` with no cache (lookups go through the time and offset indexes), checks
+/// its timestamp lookups against `model`, and closes it.
+async fn check_timestamp_lookups_uncached(dir: &Path, segment_bytes: u64, model: &Model) {
+    let partition = open_partition(dir, topic_config(segment_bytes), CacheBudget::new(0)).await;
+    check_timestamp_lookups(&partition, model);
+    partition.close().await.expect("clean close");
 }
 
 #[test]
 fn deleted_indexes_of_sealed_segments_are_rebuilt_and_lookups_still_work() {
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 12_000;
-        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let (dir, model) = multi_segment_log().await;
         for (_, path) in segment_files(dir.path()) {
             let _ = std::fs::remove_file(index_path(&path));
         }
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        check_timestamp_lookups(&partition, &model);
-        partition.close().await.expect("clean close");
-        reopen_and_check(dir.path(), segment_bytes, model, None).await;
+        check_timestamp_lookups_uncached(dir.path(), MULTI_SEGMENT_BYTES, &model).await;
+        reopen_and_check(dir.path(), MULTI_SEGMENT_BYTES, model, None).await;
     });
 }
 
@@ -349,9 +361,7 @@ fn deleted_indexes_of_sealed_segments_are_rebuilt_and_lookups_still_work() {
 #[test]
 fn batches_stored_with_a_max_timestamp_of_minus_one_are_indexed_by_their_records() {
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 12_000;
-        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let (dir, model) = multi_segment_log().await;
         for (_, path) in segment_files(dir.path()) {
             let mut bytes = std::fs::read(&path).expect("segment readable");
             let mut position = 0usize;
@@ -374,11 +384,9 @@ fn batches_stored_with_a_max_timestamp_of_minus_one_are_indexed_by_their_records
                 std::fs::write(&index, stored).expect("index rewritten");
             }
         }
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        check_timestamp_lookups(&partition, &model);
-        partition.close().await.expect("clean close");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        check_timestamp_lookups(&partition, &model);
+        for _ in 0..2 {
+            check_timestamp_lookups_uncached(dir.path(), MULTI_SEGMENT_BYTES, &model).await;
+        }
     });
 }
 
@@ -387,9 +395,7 @@ fn stale_index_of_a_differently_shaped_older_segment_is_not_trusted() {
     // The index of an older segment 0 whose batches had other sizes: its entries point into the
     // middle of the current segment's batches. It covers fewer bytes, so it must be rebuilt.
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 12_000;
-        let model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let (dir, model) = multi_segment_log().await;
         let older = temp_dir();
         let older_shapes: Vec<(usize, usize)> = (0..20).map(|_| (1, 977)).collect();
         let older_model = write_log(older.path(), 9_000, &older_shapes, 500).await;
@@ -402,10 +408,8 @@ fn stale_index_of_a_differently_shaped_older_segment_is_not_trusted() {
         );
         let target = index_path(&segment_files(dir.path())[0].1);
         std::fs::copy(index_path(older_segment), &target).expect("older index copied over");
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(0)).await;
-        check_timestamp_lookups(&partition, &model);
-        partition.close().await.expect("clean close");
-        reopen_and_check(dir.path(), segment_bytes, model, None).await;
+        check_timestamp_lookups_uncached(dir.path(), MULTI_SEGMENT_BYTES, &model).await;
+        reopen_and_check(dir.path(), MULTI_SEGMENT_BYTES, model, None).await;
     });
 }
 
@@ -414,20 +418,16 @@ fn stale_index_of_a_shorter_prefix_of_the_same_segment_is_not_trusted() {
     // The index stored when segment 0 held only its first batches (same bytes, so every entry
     // still points at a batch start) misses the later ones, whose timestamp is the log's largest.
     run(|| async {
+        let batches: Vec<BatchSpec> = (0..40u64)
+            .map(|seed| {
+                // Batch 20, in segment 0 but past the shorter prefix, has the largest timestamp.
+                let timestamp = if seed == 20 { 1_760_000_000_000 } else { 1_700_000_000_000 + seed as i64 * 1000 };
+                BatchSpec::simple(3, 200, seed, timestamp)
+            })
+            .collect();
         let dir = temp_dir();
         let segment_bytes = 20_000;
-        let partition = open_partition(dir.path(), topic_config(segment_bytes), CacheBudget::new(1 << 20)).await;
-        let mut produced = Vec::new();
-        for seed in 0..40u64 {
-            // Batch 20, in segment 0 but past the shorter prefix, has the largest timestamp.
-            let timestamp = if seed == 20 { 1_760_000_000_000 } else { 1_700_000_000_000 + seed as i64 * 1000 };
-            produced.push(BatchSpec::simple(3, 200, seed, timestamp).encode());
-        }
-        let mut model = Model::default();
-        for batch in &produced {
-            let base_offset = model.append(batch);
-            assert_eq!(append_and_wait(&partition, batch.clone(), Acks::Synced).await, base_offset);
-        }
+        let (partition, model) = open_and_append(dir.path(), topic_config(segment_bytes), batches.clone(), Acks::Synced).await;
         partition.close().await.expect("clean close");
         let segments = segment_files(dir.path());
         assert!(
@@ -436,10 +436,7 @@ fn stale_index_of_a_shorter_prefix_of_the_same_segment_is_not_trusted() {
         );
 
         let older = temp_dir();
-        let partition = open_partition(older.path(), topic_config(8_000), CacheBudget::new(1 << 20)).await;
-        for batch in &produced[..16] {
-            append_and_wait(&partition, batch.clone(), Acks::Synced).await;
-        }
+        let (partition, _) = open_and_append(older.path(), topic_config(8_000), batches[..16].to_vec(), Acks::Synced).await;
         partition.close().await.expect("clean close");
         let older_segments = segment_files(older.path());
         assert!(
@@ -460,8 +457,7 @@ fn corrupt_batch_written_by_a_client_is_never_stored_even_across_reopen() {
     // The other half of "check the CRC before it is written and after it is read back": what
     // append refused is not on disk after a reopen either.
     run(|| async {
-        let dir = temp_dir();
-        let mut model = write_log(dir.path(), ONE_SEGMENT_BYTES, &twelve_batches(), 1).await;
+        let (dir, mut model) = twelve_batch_log().await;
         let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(1 << 20)).await;
         let mut corrupt = BatchSpec::simple(2, 50, 4242, 1_700_000_000_000).encode();
         let last = corrupt.len() - 1;
@@ -470,64 +466,65 @@ fn corrupt_batch_written_by_a_client_is_never_stored_even_across_reopen() {
         let produced = BatchSpec::simple(2, 50, 4343, 1_700_000_000_000).encode();
         append_checked(&partition, &mut model, produced, Acks::Synced).await;
         partition.close().await.expect("clean close");
-        reopen_and_check(dir.path(), ONE_SEGMENT_BYTES, model.clone(), Some(model.total_bytes() as u64)).await;
+        reopen_and_check_exact(dir.path(), model).await;
     });
 }
 
 #[test]
 fn torn_first_batch_of_the_last_segment_leaves_it_empty_and_appends_continue_at_its_base() {
     run(|| async {
-        let dir = temp_dir();
-        let segment_bytes = 12_000;
-        let mut model = write_multi_segment_log(dir.path(), segment_bytes).await;
+        let (dir, mut model) = multi_segment_log().await;
         let (last_base, last_path) = segment_files(dir.path()).last().unwrap().clone();
         std::fs::remove_file(dir.path().join("recovery-point")).expect("clean close wrote a recovery point");
         set_len(&last_path, 40); // not even a whole header survived
         model.truncate_to(last_base);
         assert_eq!(model.end_offset(), last_base);
-        reopen_and_check(dir.path(), segment_bytes, model, Some(0)).await;
+        reopen_and_check(dir.path(), MULTI_SEGMENT_BYTES, model, Some(0)).await;
     });
 }
 
-/// A busy active segment: 48 batches of about 64 KB appended one by one with `acks`, more than
-/// the 1 MiB after which a segment writes zeros (acks=all) or reserves space (acks=1) ahead of
-/// its data. Returns the open partition, its model, the active segment's file and the data's size.
-async fn busy_segment(dir: &Path, acks: Acks) -> (Rc<Partition>, Model, PathBuf, u64) {
-    let partition = open_partition(dir, topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
+/// A partition whose active segment is busy (see [`busy_segment`]), still open.
+struct BusySegment {
+    dir: tempfile::TempDir,
+    partition: Rc<Partition>,
+    model: Model,
+    /// The active segment's file.
+    active: PathBuf,
+    /// The size of the data appended to it.
+    data_bytes: u64,
+}
+
+/// A busy active segment in a new temporary directory: 48 batches of about 64 KB appended one by
+/// one with `acks`, more than the 1 MiB after which a segment writes zeros (acks=all) or reserves
+/// space (acks=1) ahead of its data.
+async fn busy_segment(acks: Acks) -> BusySegment {
+    let dir = temp_dir();
+    let partition = open_partition(dir.path(), topic_config(ONE_SEGMENT_BYTES), CacheBudget::new(8 << 20)).await;
     let mut model = Model::default();
     for seed in 0..48u64 {
         let produced = BatchSpec::simple(16, 4000, seed, 1_700_000_000_000 + seed as i64).encode();
         append_checked(&partition, &mut model, produced, acks).await;
     }
-    let (_, active) = segment_files(dir).pop().expect("a segment");
+    let (_, active) = segment_files(dir.path()).pop().expect("a segment");
     let data_bytes: u64 = model.batches.iter().map(|batch| batch.bytes.len() as u64).sum();
     assert!(data_bytes > 2 << 20, "test precondition: more than the 1 MiB a segment needs before it looks ahead");
-    (partition, model, active, data_bytes)
+    BusySegment { dir, partition, model, active, data_bytes }
 }
 
 /// What lies past the data reads as zeros; a copy of the open partition's files (what a crash
 /// leaves behind) reopens with every batch and nothing more; a clean close cuts the padding.
-async fn padding_is_zeros_survives_a_crash_and_is_cut_at_close(
-    dir: &Path,
-    partition: Rc<Partition>,
-    model: Model,
-    active: &Path,
-    data_bytes: u64,
-) {
-    let file = std::fs::read(active).unwrap();
+async fn padding_is_zeros_survives_a_crash_and_is_cut_at_close(busy: BusySegment) {
+    let BusySegment { dir, partition, model, active, data_bytes } = busy;
+    let file = std::fs::read(&active).unwrap();
     let ahead = &file[data_bytes as usize..];
     assert!(
         ahead.iter().all(|&byte| byte == 0),
         "{} non-zero bytes past the data",
         ahead.iter().filter(|&&byte| byte != 0).count()
     );
-    let crashed = temp_dir();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
-    }
+    let crashed = crash_copy(dir.path());
     partition.close().await.expect("clean close");
-    assert_eq!(file_len(active), data_bytes, "a clean close cuts what lies past the data");
+    assert_eq!(file_len(&active), data_bytes, "a clean close cuts what lies past the data");
     reopen_and_check(crashed.path(), ONE_SEGMENT_BYTES, model, None).await;
 }
 
@@ -538,10 +535,9 @@ fn zeros_written_ahead_of_a_busy_segment_are_padding_after_a_crash_and_cut_at_cl
     // read them as padding (no acknowledged batch lost, nothing extra served), and a clean close
     // must cut them.
     run(|| async {
-        let dir = temp_dir();
-        let (partition, model, active, data_bytes) = busy_segment(dir.path(), Acks::Synced).await;
-        assert!(file_len(&active) >= data_bytes + (1 << 20), "zeros were written ahead of the data");
-        padding_is_zeros_survives_a_crash_and_is_cut_at_close(dir.path(), partition, model, &active, data_bytes).await;
+        let busy = busy_segment(Acks::Synced).await;
+        assert!(file_len(&busy.active) >= busy.data_bytes + (1 << 20), "zeros were written ahead of the data");
+        padding_is_zeros_survives_a_crash_and_is_cut_at_close(busy).await;
     });
 }
 
@@ -550,17 +546,17 @@ fn space_reserved_ahead_of_a_busy_acks1_segment_is_padding_after_a_crash_and_cut
     // A busy acks=1 segment reserves space past its data (Segment::reserve_ahead: fallocate, read
     // as zeros), with the same promises as zeros written ahead.
     run(|| async {
-        let dir = temp_dir();
-        let (partition, model, active, data_bytes) = busy_segment(dir.path(), Acks::Written).await;
+        let busy = busy_segment(Acks::Written).await;
+        let reserved = || file_len(&busy.active) >= busy.data_bytes + (4 << 20);
         // The reservation runs in the background: wait for it (bounded).
         for _ in 0..200 {
-            if file_len(&active) >= data_bytes + (4 << 20) {
+            if reserved() {
                 break;
             }
             fjord_engine::rt::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert!(file_len(&active) >= data_bytes + (4 << 20), "space was reserved ahead of the data");
-        padding_is_zeros_survives_a_crash_and_is_cut_at_close(dir.path(), partition, model, &active, data_bytes).await;
+        assert!(reserved(), "space was reserved ahead of the data");
+        padding_is_zeros_survives_a_crash_and_is_cut_at_close(busy).await;
     });
 }
 

@@ -14,30 +14,40 @@ use fjord_engine::error::LogError;
 use fjord_engine::log::RemovalCause;
 use fjord_engine::partition::{Acks, Isolation, Partition};
 use fjord_engine::topic_config::{CleanupPolicy, TopicConfig};
+use tempfile::TempDir;
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
 const SEGMENT_BYTES: u64 = 6_000;
 
-/// 60 batches, batch `i` stamped BASE + i seconds, rolling about every 6 KB.
-async fn filled(dir: &std::path::Path, config: TopicConfig) -> (Rc<Partition>, Model) {
-    let partition = open_partition(dir, config, CacheBudget::new(1 << 20)).await;
-    let mut model = Model::default();
-    for index in 0..60u64 {
-        let produced = BatchSpec::simple(3, 200, index, BASE_TIMESTAMP_MS + index as i64 * 1000).encode();
-        append_checked(&partition, &mut model, produced, Acks::Synced).await;
+/// A partition in a new temporary directory holding 60 batches, batch `i` stamped BASE + i
+/// seconds, rolling about every 6 KB.
+async fn filled(config: TopicConfig) -> (TempDir, Rc<Partition>, Model) {
+    let dir = temp_dir();
+    let batches = (0..60u64).map(|index| BatchSpec::simple(3, 200, index, BASE_TIMESTAMP_MS + index as i64 * 1000));
+    let (partition, model) = open_and_append(dir.path(), config, batches, Acks::Synced).await;
+    assert!(segment_files(dir.path()).len() >= 5, "test precondition: several segments");
+    (dir, partition, model)
+}
+
+/// A read at `offset`, below the log start, is OFFSET_OUT_OF_RANGE.
+fn check_out_of_range(partition: &Partition, offset: i64) {
+    match partition.read(offset, 1 << 20, Isolation::ReadUncommitted) {
+        Err(LogError::OffsetOutOfRange { .. }) => {}
+        other => panic!("read at {offset}, below the log start offset {}: {other:?}", partition.log_start_offset()),
     }
-    assert!(segment_files(dir).len() >= 5, "test precondition: several segments");
-    (partition, model)
+}
+
+/// A read at the log end is in range and returns nothing.
+fn check_empty_at_the_end(partition: &Partition, model: &Model) {
+    let at_end = partition.read(model.end_offset(), 1 << 20, Isolation::ReadUncommitted).expect("read at the end");
+    assert!(at_end.chunks.is_empty(), "a read at the log end {} returned data", model.end_offset());
 }
 
 /// Reads below `start` are out of range; every batch from `start` on reads back exactly.
 fn check_readable_from(partition: &Partition, model: &Model, start: i64) {
     assert_eq!(partition.log_start_offset(), start, "log start offset");
     if start > 0 {
-        match partition.read(start - 1, 1 << 20, Isolation::ReadUncommitted) {
-            Err(LogError::OffsetOutOfRange { .. }) => {}
-            other => panic!("read below the log start offset {start}: {other:?}"),
-        }
+        check_out_of_range(partition, start - 1);
     }
     for batch in model.batches.iter().filter(|batch| batch.base_offset >= start) {
         must(check_read(partition, model, batch.base_offset, 1));
@@ -52,10 +62,8 @@ fn segment_sizes(dir: &std::path::Path) -> Vec<(i64, u64)> {
 #[test]
 fn retention_bytes_removes_the_oldest_segments_while_the_rest_stays_at_least_the_limit() {
     run(|| async {
-        let dir = temp_dir();
-        let mut config = topic_config(SEGMENT_BYTES);
-        config.retention_bytes = 20_000;
-        let (partition, model) = filled(dir.path(), config.clone()).await;
+        let config = TopicConfig { retention_bytes: 20_000, ..topic_config(SEGMENT_BYTES) };
+        let (dir, partition, model) = filled(config.clone()).await;
         let before = segment_sizes(dir.path());
         // Kafka's rule: drop the oldest segment while the log without it is still >= the limit.
         // Logical sizes: the active file carries O_DIRECT padding past its end; sealed ones are exact.
@@ -86,10 +94,8 @@ fn retention_bytes_removes_the_oldest_segments_while_the_rest_stays_at_least_the
 #[test]
 fn retention_ms_removes_segments_whose_newest_record_is_older_and_rolls_an_expired_active_segment() {
     run(|| async {
-        let dir = temp_dir();
-        let mut config = topic_config(SEGMENT_BYTES);
-        config.retention_ms = 25_500;
-        let (partition, model) = filled(dir.path(), config.clone()).await;
+        let config = TopicConfig { retention_ms: 25_500, ..topic_config(SEGMENT_BYTES) };
+        let (dir, partition, model) = filled(config.clone()).await;
         let now = BASE_TIMESTAMP_MS + 60_000;
         // A closed segment goes when its newest batch is older than now - retention.ms.
         let files = segment_files(dir.path());
@@ -120,11 +126,7 @@ fn retention_ms_removes_segments_whose_newest_record_is_older_and_rolls_an_expir
         }
         assert_eq!(segment_files(dir.path()).len(), 1, "only the fresh active segment is left");
         assert_eq!(partition.log_start_offset(), model.end_offset());
-        assert!(partition
-            .read(model.end_offset(), 1 << 20, Isolation::ReadUncommitted)
-            .expect("read at the end")
-            .chunks
-            .is_empty());
+        check_empty_at_the_end(&partition, &model);
         let produced = BatchSpec::simple(2, 50, 99, later).encode();
         assert_eq!(append_and_wait(&partition, produced, Acks::Synced).await, model.end_offset());
         partition.close().await.expect("close");
@@ -134,10 +136,9 @@ fn retention_ms_removes_segments_whose_newest_record_is_older_and_rolls_an_expir
 #[test]
 fn a_compacted_topic_keeps_its_segments_whatever_the_retention_settings() {
     run(|| async {
-        let dir = temp_dir();
         // Filled while the policy deletes: the filler batches have records without a key, which a
         // compacted topic refuses at produce time.
-        let (partition, model) = filled(dir.path(), topic_config(SEGMENT_BYTES)).await;
+        let (dir, partition, model) = filled(topic_config(SEGMENT_BYTES)).await;
         let mut config = topic_config(SEGMENT_BYTES);
         config.cleanup_policy = CleanupPolicy::Compact;
         config.retention_ms = 1;
@@ -154,9 +155,8 @@ fn a_compacted_topic_keeps_its_segments_whatever_the_retention_settings() {
 #[test]
 fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segments_below() {
     run(|| async {
-        let dir = temp_dir();
         let config = topic_config(SEGMENT_BYTES);
-        let (partition, model) = filled(dir.path(), config.clone()).await;
+        let (dir, partition, model) = filled(config.clone()).await;
         let files = segment_files(dir.path());
         let target = files[2].0 + 4; // inside the third segment
         let (start, removed) = partition.delete_records(target).await.expect("delete records");
@@ -164,10 +164,7 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         assert!(removed.segments > 0 && removed.bytes > 0, "{removed:?}");
         assert_eq!(segment_files(dir.path())[0].0, files[2].0, "the two segments below are gone");
         assert_eq!(partition.log_start_offset(), target);
-        match partition.read(target - 1, 1 << 20, Isolation::ReadUncommitted) {
-            Err(LogError::OffsetOutOfRange { .. }) => {}
-            other => panic!("read below the new start: {other:?}"),
-        }
+        check_out_of_range(&partition, target - 1);
         must(check_read(&partition, &model, target, 1));
 
         // Never backwards; past the high watermark is out of range; -1 means the high watermark.
@@ -177,11 +174,7 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
         let partition = open_partition(dir.path(), config, CacheBudget::new(0)).await;
         assert_eq!(partition.log_start_offset(), target, "the start offset survives a restart");
         assert_eq!(partition.delete_records(-1).await.expect("to the high watermark").0, model.end_offset());
-        assert!(partition
-            .read(model.end_offset(), 1 << 20, Isolation::ReadUncommitted)
-            .expect("read at the end")
-            .chunks
-            .is_empty());
+        check_empty_at_the_end(&partition, &model);
         partition.close().await.expect("close");
     });
 }
@@ -192,8 +185,7 @@ fn delete_records_moves_the_start_offset_inside_a_segment_and_removes_the_segmen
 #[test]
 fn retention_keeps_every_segment_at_or_above_the_high_watermark() {
     run(|| async {
-        let dir = temp_dir();
-        let (partition, _model) = filled(dir.path(), topic_config(SEGMENT_BYTES)).await;
+        let (dir, partition, _model) = filled(topic_config(SEGMENT_BYTES)).await;
         partition.close().await.expect("close");
         let bases: Vec<i64> = segment_files(dir.path()).into_iter().map(|(base, _)| base).collect();
         let (log, _) = fjord_engine::log::Log::open(dir.path(), BASE_TIMESTAMP_MS).await.expect("reopen the log");

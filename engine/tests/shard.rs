@@ -3,14 +3,27 @@
 
 mod common;
 
+use std::path::Path;
 use std::rc::Rc;
 
 use common::*;
-use fjord_engine::partition::Acks;
+use fjord_engine::partition::{Acks, Partition};
 use fjord_engine::shard::{partition_dir, PartitionSpec, ShardStore, ShardTable};
 
 fn spec(topic_id: [u8; 16]) -> PartitionSpec {
     PartitionSpec { topic_id, leader_epoch: LEADER_EPOCH, config: topic_config(1 << 20) }
+}
+
+/// The store of shard 0 of a one-shard table over `data_dir`, with 1 MiB of cache.
+fn store_in(data_dir: &Path) -> ShardStore {
+    ShardStore::new(0, ShardTable::new(1), data_dir.to_path_buf(), settings(), 1 << 20)
+}
+
+/// A store over `data_dir` (see [`store_in`]) and the test partition opened through it.
+async fn store_with_partition(data_dir: &Path) -> (ShardStore, Rc<Partition>) {
+    let store = store_in(data_dir);
+    let partition = store.get_or_open(TOPIC, PARTITION, &spec(TOPIC_ID)).await.expect("opens");
+    (store, partition)
 }
 
 #[test]
@@ -35,7 +48,7 @@ fn partitions_of_a_topic_spread_round_robin_over_the_shards() {
 fn concurrent_opens_of_one_partition_share_a_single_instance() {
     run(|| async {
         let data_dir = temp_dir();
-        let store = Rc::new(ShardStore::new(0, ShardTable::new(1), data_dir.path().to_path_buf(), settings(), 1 << 20));
+        let store = Rc::new(store_in(data_dir.path()));
         let opens: Vec<_> = (0..4)
             .map(|_| {
                 let store = store.clone();
@@ -58,8 +71,7 @@ fn concurrent_opens_of_one_partition_share_a_single_instance() {
 fn recreated_topic_with_a_new_id_does_not_adopt_the_old_data() {
     run(|| async {
         let data_dir = temp_dir();
-        let store = ShardStore::new(0, ShardTable::new(1), data_dir.path().to_path_buf(), settings(), 1 << 20);
-        let partition = store.get_or_open(TOPIC, PARTITION, &spec(TOPIC_ID)).await.expect("opens");
+        let (store, partition) = store_with_partition(data_dir.path()).await;
         for seed in 0..3 {
             append_and_wait(&partition, BatchSpec::simple(2, 10, seed, 0).encode(), Acks::Synced).await;
         }
@@ -69,7 +81,7 @@ fn recreated_topic_with_a_new_id_does_not_adopt_the_old_data() {
         // Same name, new topic id: the directory left by the deleted topic must not be adopted,
         // whether the old partition is still open on the shard or only on disk.
         let new_id = *b"fjord-new-topic!";
-        let store = ShardStore::new(0, ShardTable::new(1), data_dir.path().to_path_buf(), settings(), 1 << 20);
+        let store = store_in(data_dir.path());
         let recreated = store.get_or_open(TOPIC, PARTITION, &spec(new_id)).await.expect("opens");
         assert_eq!(recreated.log_end_offset(), 0, "a recreated topic starts empty");
         append_and_wait(&recreated, BatchSpec::simple(1, 10, 9, 0).encode(), Acks::Synced).await;
@@ -85,8 +97,7 @@ fn recreated_topic_with_a_new_id_does_not_adopt_the_old_data() {
 fn removing_a_partition_deletes_its_directory_and_releases_its_cache() {
     run(|| async {
         let data_dir = temp_dir();
-        let store = ShardStore::new(0, ShardTable::new(1), data_dir.path().to_path_buf(), settings(), 1 << 20);
-        let partition = store.get_or_open(TOPIC, PARTITION, &spec(TOPIC_ID)).await.expect("opens");
+        let (store, partition) = store_with_partition(data_dir.path()).await;
         append_and_wait(&partition, BatchSpec::simple(2, 100, 1, 0).encode(), Acks::Written).await;
         assert!(store.cache_used_bytes() > 0, "test precondition: the batch is cached");
         store.remove(TOPIC, PARTITION).await.expect("removed");

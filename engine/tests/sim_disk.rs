@@ -26,19 +26,7 @@ const UNROLLED_SEGMENT_BYTES: u64 = 64 << 20;
 const FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(20);
 
 async fn open_with(dir: &Path, config: TopicConfig, flush_interval_ms: u64) -> Rc<Partition> {
-    let settings = PartitionSettings { flush_interval_ms };
-    Partition::open(
-        dir.to_path_buf(),
-        Rc::from(TOPIC),
-        PARTITION,
-        TOPIC_ID,
-        LEADER_EPOCH,
-        config,
-        settings,
-        CacheBudget::new(1 << 20),
-    )
-    .await
-    .expect("partition opens")
+    open_partition_with(dir, config, PartitionSettings { flush_interval_ms }, CacheBudget::new(1 << 20)).await
 }
 
 /// A partition directory watched by a simulated disk from its creation.
@@ -242,17 +230,30 @@ fn small_segments() -> TopicConfig {
     topic_config(SEGMENT_BYTES)
 }
 
-/// A log of several segments, all synced, written before the disk is frozen.
-fn synced_log(dir: &Path, config: TopicConfig) -> Model {
+/// Opens the partition in `dir`, runs `write` on it and closes it cleanly (everything synced);
+/// returns what `write` returned. Used to write the log a scenario starts from.
+fn write_and_close<T, Fut>(dir: &Path, config: TopicConfig, write: impl FnOnce(Rc<Partition>) -> Fut + Send + 'static) -> T
+where
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
     let dir = dir.to_path_buf();
     run(move || async move {
         let partition = open_with(&dir, config, FLUSH_INTERVAL_MS).await;
+        let written = write(partition.clone()).await;
+        partition.close().await.expect("clean close");
+        written
+    })
+}
+
+/// A log of several segments, all synced, written before the disk is frozen.
+fn synced_log(dir: &Path, config: TopicConfig) -> Model {
+    write_and_close(dir, config, |partition| async move {
         let mut model = Model::default();
         for seed in 0..40u64 {
             let produced = BatchSpec::simple(2 + (seed % 3) as usize, 180, seed, 1_700_000_000_000 + seed as i64).encode();
             assert_eq!(append_and_wait(&partition, produced.clone(), Acks::Synced).await, model.append(&produced));
         }
-        partition.close().await.expect("clean close");
         model
     })
 }
@@ -344,9 +345,7 @@ fn compacted() -> TopicConfig {
 
 /// Keyed batches over twenty keys, all synced, in several segments.
 fn keyed_log(dir: &Path, config: TopicConfig) -> Records {
-    let dir = dir.to_path_buf();
-    run(move || async move {
-        let partition = open_with(&dir, config, FLUSH_INTERVAL_MS).await;
+    write_and_close(dir, config, |partition| async move {
         let mut records = Vec::new();
         for seed in 0..40u64 {
             let specs: Vec<RecordSpec> = (0..3u64)
@@ -364,7 +363,6 @@ fn keyed_log(dir: &Path, config: TopicConfig) -> Records {
                 records.push((base_offset + index as i64, spec.key.unwrap_or_default(), spec.value));
             }
         }
-        partition.close().await.expect("clean close");
         records
     })
 }

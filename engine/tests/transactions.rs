@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
@@ -84,22 +85,30 @@ fn batch_ranges(result: &ReadResult) -> Vec<(i64, i64)> {
     whole_batches(&result_bytes(result)).0.iter().map(|batch| (batch.base_offset, batch.last_offset)).collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
+/// Opens (or recovers) the partition in `dir` with 1 MiB of cache.
+async fn open(dir: &Path, config: TopicConfig) -> Rc<Partition> {
+    open_partition(dir, config, CacheBudget::new(1 << 20)).await
 }
 
-async fn open(dir: &Path, config: TopicConfig) -> std::rc::Rc<Partition> {
-    open_partition(dir, config, CacheBudget::new(1 << 20)).await
+/// A new temporary directory and the partition opened in it (see [`open`]).
+async fn open_new(config: TopicConfig) -> (tempfile::TempDir, Rc<Partition>) {
+    open_in_temp_dir(config, CacheBudget::new(1 << 20)).await
+}
+
+/// Aborts the only open transaction, producer `producer_id`'s from `first_offset`, with a marker
+/// (coordinator epoch 0) expected at `marker_offset`. Kafka's last stable offset of an abort with
+/// no other transaction open is the marker + 1: the LSO moves there, and the aborted index holds
+/// exactly this transaction.
+async fn abort_the_only_open_txn(partition: &Partition, producer_id: i64, epoch: i16, first_offset: i64, marker_offset: i64) {
+    assert_eq!(marker(partition, producer_id, epoch, 0, ControlType::Abort).await, Ok(marker_offset));
+    assert_eq!(partition.last_stable_offset(), marker_offset + 1);
+    assert_eq!(partition.aborted_txns(), vec![aborted(producer_id, first_offset, marker_offset, marker_offset + 1)]);
 }
 
 #[test]
 fn commit_and_abort_move_the_last_stable_offset_kip_98() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         assert_eq!(produce(&partition, &txn_batch(1, 0, 0, 3, 1)).await, Ok(0));
         assert_eq!(partition.high_watermark(), 3);
         assert_eq!(partition.last_stable_offset(), 0, "producer 1's transaction is open from 0");
@@ -112,9 +121,7 @@ fn commit_and_abort_move_the_last_stable_offset_kip_98() {
         assert_eq!(produce(&partition, &txn_batch(2, 5, 0, 2, 2)).await, Ok(4));
         assert_eq!(produce(&partition, &plain_batch(2, 3)).await, Ok(6));
         assert_eq!(partition.last_stable_offset(), 4, "non-transactional data does not move it past an open txn");
-        assert_eq!(marker(&partition, 2, 5, 0, ControlType::Abort).await, Ok(8));
-        assert_eq!(partition.last_stable_offset(), 9);
-        assert_eq!(partition.aborted_txns(), vec![aborted(2, 4, 8, 9)]);
+        abort_the_only_open_txn(&partition, 2, 5, 4, 8).await;
         partition.close().await.unwrap();
     });
 }
@@ -122,8 +129,7 @@ fn commit_and_abort_move_the_last_stable_offset_kip_98() {
 #[test]
 fn lso_stays_at_the_oldest_open_txn_while_another_producers_later_txn_opens_and_commits() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &plain_batch(2, 1)).await.unwrap();
         assert_eq!(produce(&partition, &txn_batch(1, 0, 0, 2, 2)).await, Ok(2));
         assert_eq!(produce(&partition, &txn_batch(2, 0, 0, 2, 3)).await, Ok(4));
@@ -132,10 +138,7 @@ fn lso_stays_at_the_oldest_open_txn_while_another_producers_later_txn_opens_and_
         assert_eq!(partition.ongoing_txns(), vec![(1, 0, 2), (2, 0, 4)]);
         assert_eq!(marker(&partition, 2, 0, 0, ControlType::Commit).await, Ok(7));
         assert_eq!(partition.last_stable_offset(), 2, "producer 1 is still undecided");
-        assert_eq!(marker(&partition, 1, 0, 0, ControlType::Abort).await, Ok(8));
-        assert_eq!(partition.last_stable_offset(), 9);
-        // Kafka's last stable offset of an abort: no other transaction open → marker + 1.
-        assert_eq!(partition.aborted_txns(), vec![aborted(1, 2, 8, 9)]);
+        abort_the_only_open_txn(&partition, 1, 0, 2, 8).await;
         partition.close().await.unwrap();
     });
 }
@@ -143,8 +146,7 @@ fn lso_stays_at_the_oldest_open_txn_while_another_producers_later_txn_opens_and_
 #[test]
 fn lso_never_exceeds_the_high_watermark_and_a_queued_marker_decides_nothing_yet() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &txn_batch(1, 0, 0, 2, 1)).await.unwrap();
         // Queued, not yet written: the flusher has not run (nothing awaited since the append).
         let ticket = partition.append(Bytes::from(plain_batch(3, 2)), Acks::Written).await.unwrap();
@@ -200,8 +202,7 @@ async fn check_mixed_log_reads(partition: &Partition) {
 #[test]
 fn read_committed_stops_at_the_lso_and_returns_the_overlapping_aborted_txns() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (dir, partition) = open_new(topic_config(1 << 20)).await;
         write_mixed_log(&partition).await;
         check_mixed_log_reads(&partition).await;
         // From the segment files instead of the cache.
@@ -215,8 +216,7 @@ fn read_committed_stops_at_the_lso_and_returns_the_overlapping_aborted_txns() {
 #[test]
 fn aborted_txns_starting_after_the_returned_data_are_not_listed() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &plain_batch(3, 1)).await.unwrap();
         assert_eq!(produce(&partition, &txn_batch(9, 0, 0, 3, 2)).await, Ok(3));
         assert_eq!(marker(&partition, 9, 0, 0, ControlType::Abort).await, Ok(6));
@@ -254,8 +254,7 @@ fn txn_view(partition: &Partition) -> TxnView {
 #[test]
 fn clean_restart_keeps_aborted_index_open_txns_and_marker_epochs() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(700)).await;
+        let (dir, partition) = open_new(topic_config(700)).await;
         write_restart_log(&partition).await;
         let before = txn_view(&partition);
         assert_eq!(before.1.len(), 1);
@@ -283,17 +282,13 @@ fn crash_keeps_aborted_index_open_txns_and_marker_epochs() {
     // the producer snapshots, or the snapshots and the txnindex files (rebuilt from the log).
     for (lose_snapshots, lose_txn_indexes) in [(false, false), (true, false), (true, true)] {
         run(move || async move {
-            let dir = temp_dir();
-            let partition = open(dir.path(), topic_config(700)).await;
+            let (dir, partition) = open_new(topic_config(700)).await;
             write_restart_log(&partition).await;
             let before = txn_view(&partition);
-            let crashed = temp_dir();
-            copy_dir(dir.path(), crashed.path());
+            let crashed = crash_copy(dir.path());
             partition.close().await.unwrap();
             if lose_snapshots {
-                for offset in fjord_engine::producer_state::list_snapshots(crashed.path()) {
-                    std::fs::remove_file(fjord_engine::producer_state::snapshot_path(crashed.path(), offset)).unwrap();
-                }
+                remove_producer_snapshots(crashed.path());
             }
             if lose_txn_indexes {
                 for bucket in list_txn_indexes(crashed.path()) {
@@ -315,8 +310,7 @@ fn crash_keeps_aborted_index_open_txns_and_marker_epochs() {
 #[test]
 fn stale_marker_epochs_and_client_control_batches_are_refused_and_write_nothing() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &txn_batch(1, 3, 0, 2, 1)).await.unwrap();
         marker(&partition, 1, 3, 10, ControlType::Commit).await.unwrap();
         let end = partition.log_end_offset();
@@ -340,8 +334,7 @@ fn stale_marker_epochs_and_client_control_batches_are_refused_and_write_nothing(
 #[test]
 fn retention_and_delete_records_drop_aborted_txns_below_the_log_start() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(600)).await;
+        let (dir, partition) = open_new(topic_config(600)).await;
         let mut markers = Vec::new();
         for producer in 0..4 {
             produce(&partition, &txn_batch(producer, 0, 0, 3, producer as u64)).await.unwrap();
@@ -367,8 +360,7 @@ fn retention_and_delete_records_drop_aborted_txns_below_the_log_start() {
 #[test]
 fn truncation_drops_aborted_txns_past_the_new_end_and_reopens_txns() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(600)).await;
+        let (dir, partition) = open_new(topic_config(600)).await;
         produce(&partition, &txn_batch(1, 0, 0, 3, 1)).await.unwrap();
         let first_abort = marker(&partition, 1, 0, 0, ControlType::Abort).await.unwrap();
         produce(&partition, &plain_batch(4, 2)).await.unwrap();
@@ -391,8 +383,7 @@ fn truncation_drops_aborted_txns_past_the_new_end_and_reopens_txns() {
 #[test]
 fn expiry_never_forgets_a_producer_with_an_open_txn() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &txn_batch(1, 0, 0, 1, 1)).await.unwrap();
         produce(&partition, &with_producer(plain_batch(1, 2), 2, 0, 0, false)).await.unwrap();
         assert_eq!(partition.expire_producers(i64::MAX / 2, 1), 1, "only the idle producer without a txn");
@@ -433,8 +424,7 @@ fn records(partition: &Partition) -> Vec<(i64, String, String)> {
 #[test]
 fn compaction_removes_aborted_values_keeps_committed_ones_and_never_cleans_past_the_lso() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), compacted_config(170)).await;
+        let (dir, partition) = open_new(compacted_config(170)).await;
         let committed = produce(&partition, &with_producer(keyed("k", "committed"), 1, 0, 0, true)).await.unwrap();
         marker(&partition, 1, 0, 0, ControlType::Commit).await.unwrap();
         let aborted_value = produce(&partition, &with_producer(keyed("k", "aborted"), 2, 0, 0, true)).await.unwrap();
@@ -467,8 +457,7 @@ fn compaction_removes_aborted_values_keeps_committed_ones_and_never_cleans_past_
 #[test]
 fn read_committed_fetchers_are_woken_when_the_lso_moves() {
     run(|| async {
-        let dir = temp_dir();
-        let partition = open(dir.path(), topic_config(1 << 20)).await;
+        let (_dir, partition) = open_new(topic_config(1 << 20)).await;
         produce(&partition, &txn_batch(1, 0, 0, 2, 1)).await.unwrap();
         let woken = partition.data_arrived.notified();
         let commit = partition.append_marker(1, 0, 0, ControlType::Commit).await.unwrap();

@@ -4,6 +4,8 @@
 //!   run in parallel threads); a panic inside it is re-raised on the test thread with its message.
 //! - [`temp_dir`]: on the ext4 disk under the cargo target dir; segments use O_DIRECT, which tmpfs
 //!   refuses.
+//! - [`open_partition`], [`open_in_temp_dir`], [`open_and_append`]: the test partition, opened
+//!   empty or filled with produced batches; [`crash_copy`]: its files as a crash leaves them.
 //! - [`BatchSpec`]: uncompressed RecordBatch v2 bytes built by hand as a producer would send them,
 //!   and [`stored`], the same bytes after the broker assigns the base offset and leader epoch.
 //! - [`Model`]: the log as a plain list of batches, and checks of `Partition::read` against it.
@@ -20,7 +22,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use fjord_engine::cache::CacheBudget;
 use fjord_engine::error::LogError;
-use fjord_engine::partition::{Chunk, Isolation, Partition, PartitionSettings, ReadResult};
+use fjord_engine::partition::{Acks, Chunk, Isolation, Partition, PartitionSettings, ReadResult};
 use fjord_engine::topic_config::{resolve_topic_config, BrokerConfigs, TopicConfig};
 
 pub const TOPIC: &str = "orders";
@@ -62,9 +64,44 @@ pub fn settings() -> PartitionSettings {
 
 /// Opens (or recovers) the test partition in `dir`.
 pub async fn open_partition(dir: &Path, config: TopicConfig, budget: Rc<CacheBudget>) -> Rc<Partition> {
-    Partition::open(dir.to_path_buf(), Rc::from(TOPIC), PARTITION, TOPIC_ID, LEADER_EPOCH, config, settings(), budget)
+    open_partition_with(dir, config, settings(), budget).await
+}
+
+/// [`open_partition`] with other partition settings than the tests' [`settings`].
+pub async fn open_partition_with(
+    dir: &Path,
+    config: TopicConfig,
+    settings: PartitionSettings,
+    budget: Rc<CacheBudget>,
+) -> Rc<Partition> {
+    Partition::open(dir.to_path_buf(), Rc::from(TOPIC), PARTITION, TOPIC_ID, LEADER_EPOCH, config, settings, budget)
         .await
         .expect("partition opens")
+}
+
+/// A new temporary directory and the test partition opened in it; the directory lives as long as
+/// the returned handle.
+pub async fn open_in_temp_dir(config: TopicConfig, budget: Rc<CacheBudget>) -> (tempfile::TempDir, Rc<Partition>) {
+    let dir = temp_dir();
+    let partition = open_partition(dir.path(), config, budget).await;
+    (dir, partition)
+}
+
+/// Opens the test partition in `dir` (1 MiB of cache) and appends `batches`, one produce each
+/// with `acks`, checking every base offset against the model (see [`append_checked`]); returns
+/// the open partition and its model.
+pub async fn open_and_append(
+    dir: &Path,
+    config: TopicConfig,
+    batches: impl IntoIterator<Item = BatchSpec>,
+    acks: Acks,
+) -> (Rc<Partition>, Model) {
+    let partition = open_partition(dir, config, CacheBudget::new(1 << 20)).await;
+    let mut model = Model::default();
+    for batch in batches {
+        append_checked(&partition, &mut model, batch.encode(), acks).await;
+    }
+    (partition, model)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,6 +535,23 @@ pub fn check_whole_log(partition: &Partition, model: &Model) -> Result<(), Strin
     check_read(partition, model, model.end_offset() + 1, 1 << 20)
 }
 
+/// ListOffsets against the model: the first record whose timestamp is at least each of
+/// `targets`, and the first record holding the largest timestamp (MAX_TIMESTAMP, KIP-734).
+pub fn check_timestamp_lookups_at(partition: &Partition, model: &Model, targets: impl IntoIterator<Item = i64>) {
+    for target in targets {
+        assert_eq!(
+            partition.offset_for_timestamp(target).expect("timestamp lookup"),
+            model.offset_for_timestamp(target),
+            "offset_for_timestamp({target}): the first record with a timestamp >= {target}"
+        );
+    }
+    assert_eq!(
+        partition.max_timestamp().expect("max timestamp lookup"),
+        model.max_timestamp(),
+        "max_timestamp: the first record holding the largest timestamp"
+    );
+}
+
 /// Reads at every batch's base, middle and last offset with max_bytes 1: each read must return
 /// exactly that batch (index and offset lookups after recovery).
 pub fn check_reads_at_every_batch(partition: &Partition, model: &Model) -> Result<(), String> {
@@ -542,8 +596,27 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("file exists").len()
 }
 
+/// A copy of every file of an open partition's directory: what a process crash leaves behind
+/// (no clean close, no recovery point).
+pub fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let crashed = temp_dir();
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, crashed.path().join(path.file_name().expect("a file name"))).expect("copied");
+    }
+    crashed
+}
+
+/// Removes every producer-state snapshot of a partition directory, as a crash that lost them
+/// would: recovery must rebuild the producers from the batch headers.
+pub fn remove_producer_snapshots(dir: &Path) {
+    for offset in fjord_engine::producer_state::list_snapshots(dir) {
+        std::fs::remove_file(fjord_engine::producer_state::snapshot_path(dir, offset)).expect("snapshot removed");
+    }
+}
+
 /// Appends `produced` and waits for the ticket; returns the assigned base offset.
-pub async fn append_and_wait(partition: &Partition, produced: Vec<u8>, acks: fjord_engine::partition::Acks) -> i64 {
+pub async fn append_and_wait(partition: &Partition, produced: Vec<u8>, acks: Acks) -> i64 {
     let ticket = partition.append(Bytes::from(produced), acks).await.expect("append accepted");
     let base_offset = ticket.base_offset;
     ticket.wait().await.expect("append written");
@@ -552,12 +625,7 @@ pub async fn append_and_wait(partition: &Partition, produced: Vec<u8>, acks: fjo
 
 /// Appends `produced` to both the partition (waiting for `acks`) and the model, and checks that
 /// the partition assigned the base offset the model expects; returns it.
-pub async fn append_checked(
-    partition: &Partition,
-    model: &mut Model,
-    produced: Vec<u8>,
-    acks: fjord_engine::partition::Acks,
-) -> i64 {
+pub async fn append_checked(partition: &Partition, model: &mut Model, produced: Vec<u8>, acks: Acks) -> i64 {
     let base_offset = model.append(&produced);
     assert_eq!(append_and_wait(partition, produced, acks).await, base_offset, "base offset of the append");
     base_offset
