@@ -440,6 +440,48 @@ fn crash_at_each_step_of_the_swap_recovers_old_or_new_segments() {
     }
 }
 
+/// The shard's cleaner at shutdown: a pass whose stop signal rises stops at the next batch, moves
+/// no checkpoint and leaves a log holding every latest value; the next pass finishes the job.
+/// The stop rises at the `stop_at`-th poll; the last case never stops the pass.
+#[test]
+fn a_pass_stopped_between_batches_keeps_every_latest_value_and_the_next_pass_completes() {
+    for stop_at in [1u32, 2, 3, 5, 8, 13, u32::MAX] {
+        run(move || async move {
+            let (dir, partition) = open_in_temp_dir(compacted_config(400), CacheBudget::new(0)).await;
+            let original = fill(&partition, now_ms() - 60_000).await;
+            let end = active_snapshot(dir.path()).0;
+            let polls = std::cell::Cell::new(0u32);
+            let stop = || {
+                polls.set(polls.get() + 1);
+                polls.get() >= stop_at
+            };
+            let report = partition.compact_until(now_ms(), &forced(), &stop).await.expect("pass runs");
+            let fully_compacted = model_pass(&original, end, -1, false);
+            if stop_at == u32::MAX {
+                assert!(report.expect("a pass ran").completed, "a pass never stopped completes");
+                assert!(polls.get() > 13, "the pass polls its stop signal between batches ({} polls)", polls.get());
+                assert_eq!(read_all(&partition).unwrap(), fully_compacted);
+            } else {
+                assert_eq!(polls.get(), stop_at, "the pass ends at the first poll that says stop");
+                assert!(report.is_none_or(|report| !report.completed), "stop at poll {stop_at}: the pass is not complete");
+                assert_eq!(clean_offset(dir.path()), None, "stop at poll {stop_at}: the checkpoint did not move");
+                assert!(files_ending(dir.path(), ".cleaned").is_empty(), "stop at poll {stop_at}: no temporary files left");
+                let kept = read_all(&partition).unwrap();
+                let mut originals = original.iter();
+                for record in &kept {
+                    assert!(originals.any(|candidate| candidate == record), "stop at poll {stop_at}: {record:?} invented");
+                }
+                for record in &fully_compacted {
+                    assert!(kept.contains(record), "stop at poll {stop_at}: lost {record:?}");
+                }
+                compact(&partition, &forced()).await.expect("a pass ran");
+                assert_eq!(read_all(&partition).unwrap(), fully_compacted, "stop at poll {stop_at}: the next pass completes");
+            }
+            partition.close().await.expect("close");
+        });
+    }
+}
+
 #[test]
 fn reading_inside_a_gap_returns_the_next_surviving_batch_even_across_emptied_segments() {
     run(|| async {
