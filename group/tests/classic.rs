@@ -295,34 +295,26 @@ impl Harness {
     }
 }
 
-fn join_reply(out: &Outcome, token: Token) -> &JoinGroupResponse {
+/// The reply to `token` in `out` that `pick` takes out of its [`Reply`] (`None`: another kind);
+/// panics, naming `kind`, if `out` has none.
+fn reply_to<'a, T>(out: &'a Outcome, token: Token, kind: &str, pick: impl Fn(&'a Reply) -> Option<&'a T>) -> &'a T {
     out.replies
         .iter()
-        .find_map(|(t, reply)| match reply {
-            Reply::JoinGroup(response) if *t == token => Some(response),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no JoinGroup reply for token {token} in {out:?}"))
+        .filter(|(t, _)| *t == token)
+        .find_map(|(_, reply)| pick(reply))
+        .unwrap_or_else(|| panic!("no {kind} reply for token {token} in {out:?}"))
+}
+
+fn join_reply(out: &Outcome, token: Token) -> &JoinGroupResponse {
+    reply_to(out, token, "JoinGroup", |reply| if let Reply::JoinGroup(response) = reply { Some(response) } else { None })
 }
 
 fn sync_reply(out: &Outcome, token: Token) -> &SyncGroupResponse {
-    out.replies
-        .iter()
-        .find_map(|(t, reply)| match reply {
-            Reply::SyncGroup(response) if *t == token => Some(response),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no SyncGroup reply for token {token} in {out:?}"))
+    reply_to(out, token, "SyncGroup", |reply| if let Reply::SyncGroup(response) = reply { Some(response) } else { None })
 }
 
 fn leave_reply(out: &Outcome, token: Token) -> &LeaveGroupResponse {
-    out.replies
-        .iter()
-        .find_map(|(t, reply)| match reply {
-            Reply::LeaveGroup(response) if *t == token => Some(response),
-            _ => None,
-        })
-        .unwrap()
+    reply_to(out, token, "LeaveGroup", |reply| if let Reply::LeaveGroup(response) = reply { Some(response) } else { None })
 }
 
 /// KIP-394 round trip for each client, then the initial rebalance delay: returns the member ids in
@@ -368,6 +360,16 @@ fn stable_group(h: &mut Harness, clients: &[&str], topics: &[&str]) -> (Vec<Stri
     assert_eq!(out.replies.len(), ids.len());
     assert_eq!(h.state(), GroupState::Stable);
     (ids, generation)
+}
+
+/// A Stable group of one static member, client "a" with instance id "ia", which leads
+/// generation 1 and assigns itself b"x": its member id.
+fn stable_static_member(h: &mut Harness) -> String {
+    let (token, _) = h.join(5, "a", "", Some("ia"), &["t"]);
+    let out = h.advance_until_replies();
+    let member_id = join_reply(&out, token).member_id.to_string();
+    h.sync(&member_id, Some("ia"), 1, &[(&member_id, b"x")]);
+    member_id
 }
 
 #[test]
@@ -585,10 +587,7 @@ fn static_member_restart_keeps_generation_and_assignment_and_fences_the_old_id()
 #[test]
 fn static_member_rejoining_with_a_changed_protocol_triggers_a_rebalance() {
     let mut h = Harness::new();
-    let (ta, _) = h.join(5, "a", "", Some("ia"), &["t"]);
-    let out = h.advance_until_replies();
-    let a = join_reply(&out, ta).member_id.to_string();
-    h.sync(&a, Some("ia"), 1, &[(&a, b"x")]);
+    stable_static_member(&mut h);
     let request = JoinGroupRequest::default()
         .with_group_id(GroupId(s(GROUP)))
         .with_session_timeout_ms(SESSION_MS)
@@ -773,10 +772,7 @@ fn simple_commit_is_accepted_only_for_an_empty_or_missing_group() {
 #[test]
 fn commit_by_a_fenced_static_member_is_fenced_instance_id() {
     let mut h = Harness::new();
-    let (ta, _) = h.join(5, "a", "", Some("ia"), &["t"]);
-    let out = h.advance_until_replies();
-    let a = join_reply(&out, ta).member_id.to_string();
-    h.sync(&a, Some("ia"), 1, &[(&a, b"x")]);
+    let a = stable_static_member(&mut h);
     h.join(5, "a", "", Some("ia"), &["t"]);
     let request = OffsetCommitRequest::default()
         .with_group_id(GroupId(s(GROUP)))

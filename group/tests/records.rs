@@ -30,17 +30,16 @@ fn offset_commit() -> impl Strategy<Value = Record> {
 
 fn member() -> impl Strategy<Value = MemberMetadataValue> {
     (name(), prop::option::of(name()), name(), name(), any::<i32>(), any::<i32>(), prop::collection::vec(any::<u8>(), 0..8))
-        .prop_map(|(member_id, group_instance_id, client_id, client_host, rebalance_timeout_ms, session_timeout_ms, bytes)| {
-            MemberMetadataValue {
-                member_id,
-                group_instance_id,
-                client_id,
-                client_host,
-                rebalance_timeout_ms,
-                session_timeout_ms,
-                subscription: Bytes::from(bytes.clone()),
-                assignment: Bytes::from(bytes.into_iter().rev().collect::<Vec<_>>()),
-            }
+        .prop_map(|(id, instance_id, client, host, rebalance_ms, session_ms, subscription)| MemberMetadataValue {
+            member_id: id,
+            group_instance_id: instance_id,
+            client_id: client,
+            client_host: host,
+            rebalance_timeout_ms: rebalance_ms,
+            session_timeout_ms: session_ms,
+            // Bytes other than the subscription's: the same, reversed.
+            assignment: Bytes::from(subscription.iter().rev().copied().collect::<Vec<_>>()),
+            subscription: Bytes::from(subscription),
         })
 }
 

@@ -23,7 +23,6 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -37,35 +36,21 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeProducersRequest, DescribeProducersResponse,
-    EndTxnRequest, EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName, TransactionalId,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    EndTxnRequest, EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use support::{Broker, Client};
+use support::{
+    group_id, join_group_request, text, topic_name, transactional_id, Broker, Client, ILLEGAL_GENERATION, KEY_TYPE_GROUP,
+    KEY_TYPE_TRANSACTION, MEMBER_ID_REQUIRED, NONE, OPERATION_NOT_ATTEMPTED, RETRIABLE, TRANSACTION_TIMEOUT_MS,
+    UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 
 // ---------------------------------------------------------------------------------------------
-// Kafka's error codes (org.apache.kafka.common.protocol.Errors)
-
-const NONE: i16 = 0;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const CONCURRENT_TRANSACTIONS: i16 = 51;
-const OPERATION_NOT_ATTEMPTED: i16 = 55;
-const MEMBER_ID_REQUIRED: i16 = 79;
-
-/// What a client retries before the request that is under test: the coordinator's topic is
-/// still being created or loaded, or the id's previous transaction is still completing.
-const RETRIABLE: [i16; 3] = [COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS];
-
-/// FindCoordinator key types (KIP-98).
-const KEY_TYPE_GROUP: i8 = 0;
-const KEY_TYPE_TRANSACTION: i8 = 1;
+// Fixed inputs (Kafka's error codes are in support)
 
 /// OffsetFetch's committed offset for a partition with none.
 const NO_OFFSET: i64 = -1;
@@ -86,28 +71,8 @@ const HEARTBEAT_VERSION: i16 = 4;
 /// Highest Metadata version carrying allow_auto_topic_creation that Fjord serves.
 const METADATA_VERSION: i16 = 12;
 
-const SESSION_TIMEOUT_MS: i32 = 10_000;
-const REBALANCE_TIMEOUT_MS: i32 = 10_000;
-const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
-
 // ---------------------------------------------------------------------------------------------
 // Request building blocks
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(text(name))
-}
-
-fn group_id(name: &str) -> GroupId {
-    GroupId(text(name))
-}
-
-fn transactional_id(name: &str) -> TransactionalId {
-    TransactionalId(text(name))
-}
 
 /// One partition's offset to commit: (topic, partition, offset).
 type Offset<'a> = (&'a str, i32, i64);
@@ -128,6 +93,28 @@ fn retrying<T>(what: &str, mut attempt: impl FnMut() -> (i16, T)) -> (i16, T) {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// `items` gathered per topic, the topics in the order they first appear: the shape of a
+/// request's topics and their partitions.
+fn by_topic<'a, T>(items: impl IntoIterator<Item = (&'a str, T)>) -> Vec<(&'a str, Vec<T>)> {
+    let mut topics: Vec<(&str, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match topics.iter_mut().find(|(known, _)| *known == topic) {
+            Some((_, entries)) => entries.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+}
+
+/// The (topic, partition, error code) rows of a response's topics, sorted.
+fn sorted_codes<'a, P: Iterator<Item = (i32, i16)>>(topics: impl Iterator<Item = (&'a StrBytes, P)>) -> Vec<PartitionCode> {
+    let mut codes: Vec<PartitionCode> = topics
+        .flat_map(|(name, partitions)| partitions.map(move |(partition, code)| (name.to_string(), partition, code)))
+        .collect();
+    codes.sort();
+    codes
 }
 
 /// The versions the broker advertises for `api` in an ApiVersions v3 response (KIP-511: v3
@@ -156,17 +143,18 @@ fn create_topic(client: &mut Client, name: &str, partitions: i32) {
     assert_eq!(result.error_code, NONE, "create {name}: {:?}", result.error_message);
 }
 
+/// The code of the first of `answers`, (topic name, error code), that names `name`.
+fn code_for<'a>(name: &str, mut answers: impl Iterator<Item = (Option<&'a TopicName>, i16)>) -> Option<i16> {
+    answers.find(|(answered, _)| answered.is_some_and(|answered| answered.0.as_str() == name)).map(|(_, code)| code)
+}
+
 /// DeleteTopics v6 by name: the topic's error code.
 fn delete_topic(client: &mut Client, name: &str) -> i16 {
     let request = DeleteTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![DeleteTopicState::default().with_name(Some(topic_name(name)))]);
     let response: DeleteTopicsResponse = client.send(DELETE_TOPICS_VERSION, &request);
-    response
-        .responses
-        .iter()
-        .find(|result| result.name.as_ref().map(|answered| answered.0.as_str()) == Some(name))
-        .map(|result| result.error_code)
+    code_for(name, response.responses.iter().map(|result| (result.name.as_ref(), result.error_code)))
         .unwrap_or_else(|| panic!("DeleteTopics did not answer {name}"))
 }
 
@@ -189,11 +177,7 @@ fn metadata_error(client: &mut Client, name: &str) -> Option<i16> {
         .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(name)))]))
         .with_allow_auto_topic_creation(false);
     let response: MetadataResponse = client.send(METADATA_VERSION, &request);
-    response
-        .topics
-        .iter()
-        .find(|topic| topic.name.as_ref().map(|answered| answered.0.as_str()) == Some(name))
-        .map(|topic| topic.error_code)
+    code_for(name, response.topics.iter().map(|topic| (topic.name.as_ref(), topic.error_code)))
 }
 
 /// A transactional producer: FindCoordinator (key type 1) then InitProducerId for
@@ -239,14 +223,15 @@ fn txn_offset_commit(
     member: Option<(&str, i32)>,
     offsets: &[Offset],
 ) -> Vec<PartitionCode> {
-    let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
-    for &(topic, partition, offset) in offsets {
-        let entry = TxnOffsetCommitRequestPartition::default().with_partition_index(partition).with_committed_offset(offset);
-        match topics.iter_mut().find(|known| known.name.0.as_str() == topic) {
-            Some(known) => known.partitions.push(entry),
-            None => topics.push(TxnOffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![entry])),
-        }
-    }
+    let partition = |partition, offset| {
+        TxnOffsetCommitRequestPartition::default().with_partition_index(partition).with_committed_offset(offset)
+    };
+    let topics = by_topic(offsets.iter().map(|&(topic, index, offset)| (topic, partition(index, offset))))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TxnOffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(partitions)
+        })
+        .collect();
     let mut request = TxnOffsetCommitRequest::default()
         .with_transactional_id(transactional_id(producer.transactional_id))
         .with_group_id(group_id(group))
@@ -257,18 +242,11 @@ fn txn_offset_commit(
         request = request.with_member_id(text(member_id)).with_generation_id(generation);
     }
     let response: TxnOffsetCommitResponse = client.send(version, &request);
-    let mut codes: Vec<PartitionCode> = response
-        .topics
-        .iter()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
-        })
-        .collect();
-    codes.sort();
-    codes
+    sorted_codes(
+        response.topics.iter().map(|topic| {
+            (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+        }),
+    )
 }
 
 fn end_txn(client: &mut Client, version: i16, producer: Producer, commit: bool) -> i16 {
@@ -283,32 +261,23 @@ fn end_txn(client: &mut Client, version: i16, producer: Producer, commit: bool) 
 
 /// A plain OffsetCommit: generation -1 and member "" (a simple group, no members).
 fn offset_commit(client: &mut Client, version: i16, group: &str, offsets: &[Offset]) -> Vec<PartitionCode> {
-    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-    for &(topic, partition, offset) in offsets {
-        let entry = OffsetCommitRequestPartition::default().with_partition_index(partition).with_committed_offset(offset);
-        match topics.iter_mut().find(|known| known.name.0.as_str() == topic) {
-            Some(known) => known.partitions.push(entry),
-            None => topics.push(OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![entry])),
-        }
-    }
+    let partition =
+        |partition, offset| OffsetCommitRequestPartition::default().with_partition_index(partition).with_committed_offset(offset);
+    let topics = by_topic(offsets.iter().map(|&(topic, index, offset)| (topic, partition(index, offset))))
+        .into_iter()
+        .map(|(topic, partitions)| OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(partitions))
+        .collect();
     let request = OffsetCommitRequest::default()
         .with_group_id(group_id(group))
         .with_generation_id_or_member_epoch(-1)
         .with_member_id(text(""))
         .with_topics(topics);
     let response: OffsetCommitResponse = client.send(version, &request);
-    let mut codes: Vec<PartitionCode> = response
-        .topics
-        .iter()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(move |partition| (topic.name.0.to_string(), partition.partition_index, partition.error_code))
-        })
-        .collect();
-    codes.sort();
-    codes
+    sorted_codes(
+        response.topics.iter().map(|topic| {
+            (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+        }),
+    )
 }
 
 /// One OffsetFetch answer: the group's error code and (topic, partition, offset, error) rows.
@@ -318,6 +287,16 @@ struct Fetched {
 }
 
 impl Fetched {
+    /// The group's error code and the (offset, error) rows of a response's topics.
+    fn new<'a, P: Iterator<Item = (i32, i64, i16)>>(error: i16, topics: impl Iterator<Item = (&'a StrBytes, P)>) -> Fetched {
+        let rows = topics
+            .flat_map(|(name, partitions)| {
+                partitions.map(move |(partition, offset, code)| (name.to_string(), partition, offset, code))
+            })
+            .collect();
+        Fetched { error, rows }
+    }
+
     /// (offset, error) of one partition, `None` if not listed.
     fn partition(&self, topic: &str, partition: i32) -> Option<(i64, i16)> {
         self.rows.iter().find(|row| row.0 == topic && row.1 == partition).map(|&(_, _, offset, error)| (offset, error))
@@ -325,53 +304,44 @@ impl Fetched {
 }
 
 /// OffsetFetch of `group`: the single-group form below v8, the groups form (KIP-709) from v8.
-/// `wanted` None asks for every topic the group has offsets for.
-fn offset_fetch(client: &mut Client, version: i16, group: &str, wanted: Option<&[(&str, &[i32])]>) -> Fetched {
+/// `wanted` names the (topic, partition)s to fetch; None asks for every topic the group has
+/// offsets for.
+fn offset_fetch(client: &mut Client, version: i16, group: &str, wanted: Option<&[(&str, i32)]>) -> Fetched {
+    let wanted = wanted.map(|wanted| by_topic(wanted.iter().copied()));
     if version < 8 {
-        let topics = wanted.map(|wanted| {
-            wanted
-                .iter()
-                .map(|(topic, partitions)| {
-                    OffsetFetchRequestTopic::default().with_name(topic_name(topic)).with_partition_indexes(partitions.to_vec())
-                })
-                .collect()
-        });
-        let request = OffsetFetchRequest::default().with_group_id(group_id(group)).with_topics(topics);
-        let response: OffsetFetchResponse = client.send(version, &request);
-        let rows = response
-            .topics
-            .iter()
-            .flat_map(|topic| {
-                topic.partitions.iter().map(move |partition| {
-                    (topic.name.0.to_string(), partition.partition_index, partition.committed_offset, partition.error_code)
-                })
-            })
-            .collect();
-        Fetched { error: response.error_code, rows }
-    } else {
-        let topics = wanted.map(|wanted| {
-            wanted
-                .iter()
-                .map(|(topic, partitions)| {
-                    OffsetFetchRequestTopics::default().with_name(topic_name(topic)).with_partition_indexes(partitions.to_vec())
-                })
-                .collect()
-        });
+        let topic = |(name, partitions)| {
+            OffsetFetchRequestTopic::default().with_name(topic_name(name)).with_partition_indexes(partitions)
+        };
         let request = OffsetFetchRequest::default()
-            .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(topics)]);
+            .with_group_id(group_id(group))
+            .with_topics(wanted.map(|wanted| wanted.into_iter().map(topic).collect()));
         let response: OffsetFetchResponse = client.send(version, &request);
+        let topics = response.topics.iter().map(|topic| {
+            let partitions = topic.partitions.iter();
+            (
+                &topic.name.0,
+                partitions.map(|partition| (partition.partition_index, partition.committed_offset, partition.error_code)),
+            )
+        });
+        Fetched::new(response.error_code, topics)
+    } else {
+        let topic = |(name, partitions)| {
+            OffsetFetchRequestTopics::default().with_name(topic_name(name)).with_partition_indexes(partitions)
+        };
+        let asked = OffsetFetchRequestGroup::default()
+            .with_group_id(group_id(group))
+            .with_topics(wanted.map(|wanted| wanted.into_iter().map(topic).collect()));
+        let response: OffsetFetchResponse = client.send(version, &OffsetFetchRequest::default().with_groups(vec![asked]));
         assert_eq!(response.groups.len(), 1, "OffsetFetch v{version} answers the one group asked");
         let answered = &response.groups[0];
-        let rows = answered
-            .topics
-            .iter()
-            .flat_map(|topic| {
-                topic.partitions.iter().map(move |partition| {
-                    (topic.name.0.to_string(), partition.partition_index, partition.committed_offset, partition.error_code)
-                })
-            })
-            .collect();
-        Fetched { error: answered.error_code, rows }
+        let topics = answered.topics.iter().map(|topic| {
+            let partitions = topic.partitions.iter();
+            (
+                &topic.name.0,
+                partitions.map(|partition| (partition.partition_index, partition.committed_offset, partition.error_code)),
+            )
+        });
+        Fetched::new(answered.error_code, topics)
     }
 }
 
@@ -382,7 +352,7 @@ fn offset_fetch_until(
     client: &mut Client,
     version: i16,
     group: &str,
-    wanted: Option<&[(&str, &[i32])]>,
+    wanted: Option<&[(&str, i32)]>,
     done: impl Fn(&Fetched) -> bool,
 ) -> Fetched {
     let deadline = Instant::now() + ASYNC_WAIT_MAX;
@@ -409,15 +379,7 @@ struct Member {
 /// is the leader), and SyncGroup v3 with the leader's assignment makes the group Stable.
 fn form_stable_group(client: &mut Client, group: &str) -> Member {
     assert_eq!(find_coordinator(client, group, KEY_TYPE_GROUP), NONE, "FindCoordinator (group) {group}");
-    let join = |member_id: &str| {
-        JoinGroupRequest::default()
-            .with_group_id(group_id(group))
-            .with_session_timeout_ms(SESSION_TIMEOUT_MS)
-            .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
-            .with_member_id(text(member_id))
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(Bytes::new())])
-    };
+    let join = |member_id: &str| join_group_request(group, member_id, Bytes::new());
     let first: JoinGroupResponse = client.send(JOIN_GROUP_VERSION, &join(""));
     assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "first JoinGroup v5 without a member id (KIP-394)");
     assert!(!first.member_id.is_empty(), "MEMBER_ID_REQUIRED carries the member id to join with");
@@ -492,7 +454,7 @@ fn txn_offset_commit_is_accepted_while_the_group_is_stable_at_the_lowest_and_hig
             assert_eq!(codes, vec![(TOPIC.to_string(), 0, NONE)], "{case}: partition error");
             assert_eq!(end_txn(&mut client, version, producer, true), NONE, "{case}: EndTxn v{version} commit");
             let fetch_version = if version == min { 7 } else { 8 };
-            let fetched = offset_fetch_until(&mut client, fetch_version, GROUP, Some(&[(TOPIC, &[0])]), |fetched| {
+            let fetched = offset_fetch_until(&mut client, fetch_version, GROUP, Some(&[(TOPIC, 0)]), |fetched| {
                 fetched.partition(TOPIC, 0).map(|(committed, _)| committed) == Some(offset)
             });
             assert_eq!(fetched.error, NONE, "{case}: OffsetFetch v{fetch_version} group error");
@@ -522,7 +484,7 @@ fn txn_offset_commit_is_accepted_while_the_group_is_stable_at_the_lowest_and_hig
         let codes = txn_offset_commit(&mut client, max, producer, GROUP, Some((&member_id, generation)), &[(TOPIC, 0, offset)]);
         assert_eq!(codes, vec![(TOPIC.to_string(), 0, expected)], "{case}: partition error");
         assert_eq!(end_txn(&mut client, max, producer, false), NONE, "{case}: EndTxn v{max} abort");
-        let fetched = offset_fetch(&mut client, 8, GROUP, Some(&[(TOPIC, &[0])]));
+        let fetched = offset_fetch(&mut client, 8, GROUP, Some(&[(TOPIC, 0)]));
         assert_eq!(fetched.partition(TOPIC, 0), Some((last_committed, NONE)), "{case}: the rejected offset is not committed");
     }
     assert_eq!(heartbeat(&mut client, GROUP, &member), NONE, "the group is still Stable with its member at the end");
@@ -549,13 +511,6 @@ fn label(label: impl Into<String>, value: impl Into<i64>) -> (String, i64) {
     (label.into(), value.into())
 }
 
-/// Per-partition codes of a response's topics, labelled `topic/partition`.
-fn topic_partition_codes<'a, P: Iterator<Item = (i32, i16)>>(topics: impl Iterator<Item = (&'a StrBytes, P)>) -> Observed {
-    topics
-        .flat_map(|(name, partitions)| partitions.map(move |(partition, code)| label(format!("{}/{partition}", &**name), code)))
-        .collect()
-}
-
 /// Per-partition codes as observations labelled `topic/partition`.
 fn partition_codes(codes: Vec<PartitionCode>) -> Observed {
     codes.into_iter().map(|(topic, partition, code)| label(format!("{topic}/{partition}"), code)).collect()
@@ -575,6 +530,82 @@ fn offset_rows(fetched: &Fetched, wanted: &[(&str, i32)]) -> Observed {
 
 /// Observed for a partition or topic the answer leaves out.
 const ABSENT: i64 = -9999;
+
+/// `name`, noted in `unknown_topics`: a topic no case may create.
+fn unknown_topic(unknown_topics: &mut Vec<String>, name: String) -> String {
+    unknown_topics.push(name.clone());
+    name
+}
+
+/// The case of an OffsetFetch v`version` of `group` after a commit of `committed` (topic,
+/// partition, offset) that refused the other `wanted` partitions: only the committed partition
+/// has an offset, every wanted partition answers no error. With `after_markers` it waits up to
+/// [`ASYNC_WAIT_MAX`] for the offset (a transaction's arrives with its markers); a plain commit's
+/// must be there at the first fetch.
+fn fetch_after_commit(
+    name: String,
+    version: i16,
+    group: String,
+    committed: Offset<'static>,
+    wanted: Vec<(String, i32)>,
+    after_markers: bool,
+) -> Case<'static> {
+    let (committed_topic, committed_partition, offset) = committed;
+    let expected = std::iter::once(label("group error", NONE))
+        .chain(wanted.iter().flat_map(|(topic, partition)| {
+            let expected =
+                if (topic.as_str(), *partition) == (committed_topic, committed_partition) { offset } else { NO_OFFSET };
+            [label(format!("{topic}/{partition} offset"), expected), label(format!("{topic}/{partition} error"), NONE)]
+        }))
+        .collect();
+    case(name, expected, move |client| {
+        let wanted: Vec<(&str, i32)> = wanted.iter().map(|(topic, partition)| (topic.as_str(), *partition)).collect();
+        let fetched = if after_markers {
+            offset_fetch_until(client, version, &group, Some(&wanted), |fetched| {
+                fetched.partition(committed_topic, committed_partition).map(|(committed, _)| committed) == Some(offset)
+            })
+        } else {
+            offset_fetch(client, version, &group, Some(&wanted))
+        };
+        offset_rows(&fetched, &wanted)
+    })
+}
+
+/// `api` at `version` for partition 0 of `topic` (DescribeProducers, ListOffsets latest,
+/// DeleteRecords before offset 0): the per-partition codes of the answer.
+fn partition_zero_codes(client: &mut Client, api: ApiKey, version: i16, topic: &str) -> Vec<PartitionCode> {
+    match api {
+        ApiKey::DescribeProducers => {
+            let request = DescribeProducersRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(topic_name(topic)).with_partition_indexes(vec![0])]);
+            let response: DescribeProducersResponse = client.send(version, &request);
+            sorted_codes(response.topics.iter().map(|topic| {
+                (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+            }))
+        }
+        ApiKey::ListOffsets => {
+            let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![partition])]);
+            let response: ListOffsetsResponse = client.send(version, &request);
+            sorted_codes(response.topics.iter().map(|topic| {
+                (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+            }))
+        }
+        ApiKey::DeleteRecords => {
+            let partition = DeleteRecordsPartition::default().with_partition_index(0).with_offset(0);
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![DeleteRecordsTopic::default().with_name(topic_name(topic)).with_partitions(vec![partition])]);
+            let response: DeleteRecordsResponse = client.send(version, &request);
+            sorted_codes(response.topics.iter().map(|topic| {
+                (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+            }))
+        }
+        other => panic!("no partition 0 request for {other:?}"),
+    }
+}
 
 /// Kafka 4's answers for topics and partitions that do not exist (KafkaApis):
 ///
@@ -609,110 +640,74 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
     let mut cases: Vec<Case> = Vec::new();
 
     // OffsetCommit at the lowest and highest advertised versions, then OffsetFetch of the same.
-    for (version, fetch_version) in [(2, 7), (9, 8)] {
+    for (version, fetch_version, committed) in [(2, 7, 102), (9, 8, 109)] {
         let group = format!("compat-oc-v{version}");
-        let missing = format!("compat-missing-oc-v{version}");
-        unknown_topics.push(missing.clone());
-        let committed = 100 + i64::from(version);
-        {
-            let (group, missing) = (group.clone(), missing.clone());
-            cases.push(case(
-                format!("OffsetCommit v{version}: {TOPIC}/0 committed, {TOPIC}/2 and {missing}/0,1 unknown"),
-                vec![
-                    label(&known0, NONE),
-                    label(&known2, UNKNOWN_TOPIC_OR_PARTITION),
-                    label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
-                    label(format!("{missing}/1"), UNKNOWN_TOPIC_OR_PARTITION),
-                ],
-                move |client| {
-                    let offsets = [
-                        (TOPIC, 0, committed),
-                        (TOPIC, 2, committed),
-                        (missing.as_str(), 0, committed),
-                        (missing.as_str(), 1, committed),
-                    ];
-                    partition_codes(offset_commit(client, version, &group, &offsets))
-                },
-            ));
-        }
-        let wanted = [(TOPIC, 0), (TOPIC, 2), (missing.as_str(), 0), (missing.as_str(), 1)];
-        let expected: Vec<(String, i64)> = std::iter::once(label("group error", NONE))
-            .chain(wanted.iter().flat_map(|&(topic, partition)| {
-                let offset = if topic == TOPIC && partition == 0 { committed } else { NO_OFFSET };
-                [label(format!("{topic}/{partition} offset"), offset), label(format!("{topic}/{partition} error"), NONE)]
-            }))
-            .collect();
-        let wanted: Vec<(String, i32)> = wanted.iter().map(|&(topic, partition)| (topic.to_string(), partition)).collect();
-        cases.push(case(
+        let missing = unknown_topic(&mut unknown_topics, format!("compat-missing-oc-v{version}"));
+        let fetch = fetch_after_commit(
             format!("OffsetFetch v{fetch_version} after OffsetCommit v{version}: only {TOPIC}/0 has an offset"),
-            expected,
+            fetch_version,
+            group.clone(),
+            (TOPIC, 0, committed),
+            vec![(TOPIC.to_string(), 0), (TOPIC.to_string(), 2), (missing.clone(), 0), (missing.clone(), 1)],
+            false,
+        );
+        cases.push(case(
+            format!("OffsetCommit v{version}: {TOPIC}/0 committed, {TOPIC}/2 and {missing}/0,1 unknown"),
+            vec![
+                label(&known0, NONE),
+                label(&known2, UNKNOWN_TOPIC_OR_PARTITION),
+                label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
+                label(format!("{missing}/1"), UNKNOWN_TOPIC_OR_PARTITION),
+            ],
             move |client| {
                 let missing = missing.as_str();
-                let fetched = offset_fetch(client, fetch_version, &group, Some(&[(TOPIC, &[0, 2]), (missing, &[0, 1])]));
-                let wanted: Vec<(&str, i32)> = wanted.iter().map(|(topic, partition)| (topic.as_str(), *partition)).collect();
-                offset_rows(&fetched, &wanted)
+                let offsets = [(TOPIC, 0, committed), (TOPIC, 2, committed), (missing, 0, committed), (missing, 1, committed)];
+                partition_codes(offset_commit(client, version, &group, &offsets))
             },
         ));
+        cases.push(fetch);
     }
 
     // TxnOffsetCommit at the lowest and highest advertised versions (0 and 4), committed by EndTxn,
     // then OffsetFetch once the markers are written.
-    for version in [0i16, 4] {
+    for (version, committed) in [(0i16, 200), (4, 204)] {
         let group = format!("compat-toc-v{version}");
-        let missing = format!("compat-missing-toc-v{version}");
-        unknown_topics.push(missing.clone());
-        let committed = 200 + i64::from(version);
-        {
-            let (group, missing) = (group.clone(), missing.clone());
-            cases.push(case(
-                format!("TxnOffsetCommit v{version}: {TOPIC}/0 committed, {TOPIC}/2 and {missing}/0 unknown"),
-                vec![
-                    label("AddOffsetsToTxn", NONE),
-                    label(&known0, NONE),
-                    label(&known2, UNKNOWN_TOPIC_OR_PARTITION),
-                    label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
-                    label("EndTxn commit", NONE),
-                ],
-                move |client| {
-                    let transactional = format!("compat-toc-txn-v{version}");
-                    let (producer_id, producer_epoch) = init_transactional_producer(client, &transactional);
-                    let producer = Producer { transactional_id: &transactional, producer_id, producer_epoch };
-                    let mut observed = vec![label("AddOffsetsToTxn", add_offsets_to_txn(client, version, producer, &group))];
-                    let offsets = [(TOPIC, 0, committed), (TOPIC, 2, committed), (missing.as_str(), 0, committed)];
-                    observed.extend(partition_codes(txn_offset_commit(client, version, producer, &group, None, &offsets)));
-                    observed.push(label("EndTxn commit", end_txn(client, version, producer, true)));
-                    observed
-                },
-            ));
-        }
-        let expected = vec![
-            label("group error", NONE),
-            label(format!("{known0} offset"), committed),
-            label(format!("{known0} error"), NONE),
-            label(format!("{known2} offset"), NO_OFFSET),
-            label(format!("{known2} error"), NONE),
-            label(format!("{missing}/0 offset"), NO_OFFSET),
-            label(format!("{missing}/0 error"), NONE),
-        ];
-        cases.push(case(
+        let missing = unknown_topic(&mut unknown_topics, format!("compat-missing-toc-v{version}"));
+        let fetch = fetch_after_commit(
             format!("OffsetFetch v8 after TxnOffsetCommit v{version} and EndTxn: only {TOPIC}/0 has an offset"),
-            expected,
+            8,
+            group.clone(),
+            (TOPIC, 0, committed),
+            vec![(TOPIC.to_string(), 0), (TOPIC.to_string(), 2), (missing.clone(), 0)],
+            true,
+        );
+        cases.push(case(
+            format!("TxnOffsetCommit v{version}: {TOPIC}/0 committed, {TOPIC}/2 and {missing}/0 unknown"),
+            vec![
+                label("AddOffsetsToTxn", NONE),
+                label(&known0, NONE),
+                label(&known2, UNKNOWN_TOPIC_OR_PARTITION),
+                label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
+                label("EndTxn commit", NONE),
+            ],
             move |client| {
-                let missing = missing.as_str();
-                let wanted: [(&str, &[i32]); 2] = [(TOPIC, &[0, 2]), (missing, &[0])];
-                let fetched = offset_fetch_until(client, 8, &group, Some(&wanted), |fetched| {
-                    fetched.partition(TOPIC, 0).map(|(offset, _)| offset) == Some(committed)
-                });
-                offset_rows(&fetched, &[(TOPIC, 0), (TOPIC, 2), (missing, 0)])
+                let transactional = format!("compat-toc-txn-v{version}");
+                let (producer_id, producer_epoch) = init_transactional_producer(client, &transactional);
+                let producer = Producer { transactional_id: &transactional, producer_id, producer_epoch };
+                let mut observed = vec![label("AddOffsetsToTxn", add_offsets_to_txn(client, version, producer, &group))];
+                let offsets = [(TOPIC, 0, committed), (TOPIC, 2, committed), (missing.as_str(), 0, committed)];
+                observed.extend(partition_codes(txn_offset_commit(client, version, producer, &group, None, &offsets)));
+                observed.push(label("EndTxn commit", end_txn(client, version, producer, true)));
+                observed
             },
         ));
+        cases.push(fetch);
     }
 
     // OffsetDelete of an Empty group's offsets: the known partition's offset is deleted, the
     // unknown topic's partition refused.
     {
-        let missing = "compat-missing-od".to_string();
-        unknown_topics.push(missing.clone());
+        let missing = unknown_topic(&mut unknown_topics, "compat-missing-od".to_string());
         cases.push(case(
             format!("OffsetDelete v0: {TOPIC}/0 deleted, {missing}/0 unknown"),
             vec![
@@ -725,21 +720,19 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                 let group = "compat-od";
                 let setup = offset_commit(client, 8, group, &[(TOPIC, 0, 300)]);
                 let mut observed = vec![label("setup OffsetCommit v8", setup.first().map(|row| row.2).unwrap_or(ABSENT as i16))];
-                let request = OffsetDeleteRequest::default().with_group_id(group_id(group)).with_topics(vec![
+                let topic = |name| {
                     OffsetDeleteRequestTopic::default()
-                        .with_name(topic_name(TOPIC))
-                        .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
-                    OffsetDeleteRequestTopic::default()
-                        .with_name(topic_name(&missing))
-                        .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
-                ]);
+                        .with_name(topic_name(name))
+                        .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)])
+                };
+                let request = OffsetDeleteRequest::default()
+                    .with_group_id(group_id(group))
+                    .with_topics(vec![topic(TOPIC), topic(missing.as_str())]);
                 let response: OffsetDeleteResponse = client.send(0, &request);
                 observed.push(label("group error", response.error_code));
-                for topic in &response.topics {
-                    for partition in &topic.partitions {
-                        observed.push(label(format!("{}/{}", topic.name.0, partition.partition_index), partition.error_code));
-                    }
-                }
+                observed.extend(partition_codes(sorted_codes(response.topics.iter().map(|topic| {
+                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
+                }))));
                 observed
             },
         ));
@@ -747,14 +740,13 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
 
     // AddPartitionsToTxn v3 (one transaction per request): nothing is added if a topic is unknown.
     {
-        let missing = "compat-missing-apt".to_string();
-        unknown_topics.push(missing.clone());
+        let missing = unknown_topic(&mut unknown_topics, "compat-missing-apt".to_string());
         cases.push(case(
             format!("AddPartitionsToTxn v3: {missing}/0 unknown, {TOPIC}/0,1 not attempted"),
             vec![
+                label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
                 label(&known0, OPERATION_NOT_ATTEMPTED),
                 label(&known1, OPERATION_NOT_ATTEMPTED),
-                label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION),
             ],
             move |client| {
                 let transactional = "compat-apt-txn";
@@ -768,71 +760,28 @@ fn group_and_transaction_apis_answer_unknown_topics_as_kafka_does() {
                     AddPartitionsToTxnTopic::default().with_name(topic_name(&missing)).with_partitions(vec![0]),
                 ];
                 let response: AddPartitionsToTxnResponse = client.send(3, &request);
-                let mut observed = Vec::new();
-                for topic in &response.results_by_topic_v3_and_below {
-                    for partition in &topic.results_by_partition {
-                        observed.push(label(
-                            format!("{}/{}", topic.name.0, partition.partition_index),
-                            partition.partition_error_code,
-                        ));
-                    }
-                }
-                observed
+                partition_codes(sorted_codes(response.results_by_topic_v3_and_below.iter().map(|topic| {
+                    let partitions = topic.results_by_partition.iter();
+                    (&topic.name.0, partitions.map(|partition| (partition.partition_index, partition.partition_error_code)))
+                })))
             },
         ));
     }
 
-    // DescribeProducers, ListOffsets, DeleteRecords for an unknown topic.
-    {
-        let missing = "compat-missing-dp".to_string();
-        unknown_topics.push(missing.clone());
+    // DescribeProducers, ListOffsets (lowest and highest versions), DeleteRecords (likewise) for
+    // partition 0 of an unknown topic.
+    for (api, version, missing) in [
+        (ApiKey::DescribeProducers, 0, "compat-missing-dp"),
+        (ApiKey::ListOffsets, 1, "compat-missing-lo-v1"),
+        (ApiKey::ListOffsets, 9, "compat-missing-lo-v9"),
+        (ApiKey::DeleteRecords, 0, "compat-missing-dr-v0"),
+        (ApiKey::DeleteRecords, 2, "compat-missing-dr-v2"),
+    ] {
+        unknown_topic(&mut unknown_topics, missing.to_string());
         cases.push(case(
-            format!("DescribeProducers v0: {missing}/0 unknown"),
+            format!("{api:?} v{version}: {missing}/0 unknown"),
             vec![label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
-            move |client| {
-                let request = DescribeProducersRequest::default()
-                    .with_topics(vec![TopicRequest::default().with_name(topic_name(&missing)).with_partition_indexes(vec![0])]);
-                let response: DescribeProducersResponse = client.send(0, &request);
-                topic_partition_codes(response.topics.iter().map(|topic| {
-                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
-                }))
-            },
-        ));
-    }
-    for version in [1i16, 9] {
-        let missing = format!("compat-missing-lo-v{version}");
-        unknown_topics.push(missing.clone());
-        cases.push(case(
-            format!("ListOffsets v{version}: {missing}/0 unknown"),
-            vec![label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
-            move |client| {
-                let request =
-                    ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-                        .with_name(topic_name(&missing))
-                        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]);
-                let response: ListOffsetsResponse = client.send(version, &request);
-                topic_partition_codes(response.topics.iter().map(|topic| {
-                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
-                }))
-            },
-        ));
-    }
-    for version in [0i16, 2] {
-        let missing = format!("compat-missing-dr-v{version}");
-        unknown_topics.push(missing.clone());
-        cases.push(case(
-            format!("DeleteRecords v{version}: {missing}/0 unknown"),
-            vec![label(format!("{missing}/0"), UNKNOWN_TOPIC_OR_PARTITION)],
-            move |client| {
-                let request =
-                    DeleteRecordsRequest::default().with_timeout_ms(5_000).with_topics(vec![DeleteRecordsTopic::default()
-                        .with_name(topic_name(&missing))
-                        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(0)])]);
-                let response: DeleteRecordsResponse = client.send(version, &request);
-                topic_partition_codes(response.topics.iter().map(|topic| {
-                    (&topic.name.0, topic.partitions.iter().map(|partition| (partition.partition_index, partition.error_code)))
-                }))
-            },
+            move |client| partition_codes(partition_zero_codes(client, api, version, missing)),
         ));
     }
 

@@ -30,7 +30,6 @@ use std::path::Path;
 
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
@@ -39,11 +38,16 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, EndTxnRequest, GroupId, InitProducerIdRequest, JoinGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProducerId, SyncGroupRequest, TopicName, TransactionalId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+    AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, OffsetCommitRequest, OffsetFetchRequest, ProducerId,
+    SyncGroupRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::protocol::Request;
 use serde_json::{json, Map, Value};
+use support::{
+    api_key, correlation_id, encode_request, golden_path, group_id, join_group_request, parse_golden, size_prefixed, text,
+    topic_name, transactional_id, CLIENT_ID, GROUP_ID_NOT_FOUND, INVALID_REQUEST, MEMBER_ID_REQUIRED, NONE,
+    OPERATION_NOT_ATTEMPTED, TRANSACTIONAL_ID_NOT_FOUND, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Kafka's message definitions
@@ -441,436 +445,289 @@ fn assert_no_unknown_tags(what: &str, value: &Value) {
 // ---------------------------------------------------------------------------------------------
 // The golden responses
 
-/// Reads a golden file as golden.rs writes it: `#` lines are comments, `offset:` prefixes are
-/// skipped, the rest is hex.
+/// The frame of a golden file, read as golden.rs writes it.
 fn golden_frame(case: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{case}.hex"));
+    let path = golden_path(case);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
-    let mut bytes = Vec::new();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let data = line.split_once(':').map_or(line, |(_, data)| data);
-        let digits: Vec<u8> = data.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
-        for pair in digits.chunks(2) {
-            let pair = std::str::from_utf8(pair).expect("ascii");
-            bytes.push(u8::from_str_radix(pair, 16).unwrap_or_else(|_| panic!("{case}: bad hex {pair:?}")));
+    parse_golden(&text)
+}
+
+/// Kafka's response message and version a golden file holds, from its name:
+/// `<api>_v<version>[_<what>]`, `<api>` in snake case (`add_partitions_to_txn_v0_unknown_partition`
+/// is AddPartitionsToTxnResponse v0).
+fn golden_message(golden: &str) -> (String, i16) {
+    let mut message = String::new();
+    for word in golden.split('_') {
+        if let Some(version) = word.strip_prefix('v').and_then(|digits| digits.parse().ok()) {
+            return (message + "Response", version);
         }
+        let mut letters = word.chars();
+        message.extend(letters.next().map(|first| first.to_ascii_uppercase()));
+        message.extend(letters);
     }
-    bytes
+    panic!("golden file {golden} has no _v<version> in its name")
 }
 
-/// golden.rs's correlation id of a case.
-fn correlation_id(api_key: i64, version: i16) -> i64 {
-    0x0f00_0000 | api_key << 8 | i64::from(version)
-}
-
-/// A golden case: its file, Kafka's message and version, and fields with known values.
+/// A golden case: its file (which names Kafka's message and version, see [`golden_message`])
+/// and fields with known values.
 struct Case {
     golden: &'static str,
-    message: &'static str,
-    version: i16,
     expected: Vec<(&'static str, Value)>,
 }
 
-fn case(golden: &'static str, message: &'static str, version: i16, expected: Vec<(&'static str, Value)>) -> Case {
-    Case { golden, message, version, expected }
+/// The case of golden file `file`, with no expected fields yet.
+fn golden(file: &'static str) -> Case {
+    Case { golden: file, expected: Vec::new() }
 }
 
-const NONE: i16 = 0;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const INVALID_REQUEST: i16 = 42;
-const OPERATION_NOT_ATTEMPTED: i16 = 55;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+impl Case {
+    /// This case, expecting the fields at `expected` JSON pointers to have their values.
+    fn has<const N: usize>(self, expected: [(&'static str, Value); N]) -> Case {
+        Case { expected: expected.into(), ..self }
+    }
+}
 
 /// Golden.rs's masked member ids: the n-th generated id.
 const MASKED_MEMBER_1: &str = "fjord-golden-00000000-0000-0000-0000-000000000001";
 
+/// An expected field: the error code at `pointer` is NONE.
+fn no_error(pointer: &'static str) -> (&'static str, Value) {
+    (pointer, json!(NONE))
+}
+
+/// The golden responses whose only field with a known value is their error code, NONE.
+const ONLY_NO_ERROR: [&str; 8] = [
+    "sync_group_v0",
+    "heartbeat_v0",
+    "heartbeat_v4",
+    "leave_group_v0",
+    "add_offsets_to_txn_v0",
+    "add_offsets_to_txn_v4",
+    "end_txn_v0",
+    "end_txn_v4",
+];
+
 fn golden_cases() -> Vec<Case> {
-    vec![
+    let mut cases: Vec<Case> = ONLY_NO_ERROR.iter().map(|name| golden(name).has([no_error("/ErrorCode")])).collect();
+    cases.extend([
         // FindCoordinator
-        case(
-            "find_coordinator_v0",
-            "FindCoordinatorResponse",
-            0,
-            vec![("/ErrorCode", json!(NONE)), ("/NodeId", json!(1)), ("/Host", json!("127.0.0.1")), ("/Port", json!(9092))],
-        ),
-        case(
-            "find_coordinator_v6",
-            "FindCoordinatorResponse",
-            6,
-            vec![
-                ("/Coordinators/0/Key", json!("golden-fc-group")),
-                ("/Coordinators/0/ErrorCode", json!(NONE)),
-                ("/Coordinators/1/Key", json!("golden-fc-group-2")),
-                ("/Coordinators/1/NodeId", json!(1)),
-            ],
-        ),
-        case(
-            "find_coordinator_v6_transaction",
-            "FindCoordinatorResponse",
-            6,
-            vec![("/Coordinators/0/Key", json!("golden-fc-txn")), ("/Coordinators/0/ErrorCode", json!(NONE))],
-        ),
+        golden("find_coordinator_v0").has([
+            no_error("/ErrorCode"),
+            ("/NodeId", json!(1)),
+            ("/Host", json!("127.0.0.1")),
+            ("/Port", json!(9092)),
+        ]),
+        golden("find_coordinator_v6").has([
+            ("/Coordinators/0/Key", json!("golden-fc-group")),
+            no_error("/Coordinators/0/ErrorCode"),
+            ("/Coordinators/1/Key", json!("golden-fc-group-2")),
+            ("/Coordinators/1/NodeId", json!(1)),
+        ]),
+        golden("find_coordinator_v6_transaction")
+            .has([("/Coordinators/0/Key", json!("golden-fc-txn")), no_error("/Coordinators/0/ErrorCode")]),
         // The classic group protocol
-        case(
-            "join_group_v0",
-            "JoinGroupResponse",
-            0,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/GenerationId", json!(1)),
-                ("/ProtocolName", json!("range")),
-                ("/Leader", json!(MASKED_MEMBER_1)),
-                ("/MemberId", json!(MASKED_MEMBER_1)),
-                ("/Members/0/MemberId", json!(MASKED_MEMBER_1)),
-            ],
-        ),
-        case(
-            "join_group_v9_member_id_required",
-            "JoinGroupResponse",
-            9,
-            vec![
-                ("/ErrorCode", json!(MEMBER_ID_REQUIRED)),
-                ("/GenerationId", json!(-1)),
-                ("/MemberId", json!(MASKED_MEMBER_1)),
-                ("/Members", json!([])),
-            ],
-        ),
-        case(
-            "join_group_v9",
-            "JoinGroupResponse",
-            9,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/GenerationId", json!(1)),
-                ("/ProtocolType", json!("consumer")),
-                ("/ProtocolName", json!("range")),
-                ("/SkipAssignment", json!(false)),
-                ("/Leader", json!(MASKED_MEMBER_1)),
-                ("/Members/0/GroupInstanceId", Value::Null),
-            ],
-        ),
-        case("sync_group_v0", "SyncGroupResponse", 0, vec![("/ErrorCode", json!(NONE))]),
-        case(
-            "sync_group_v5",
-            "SyncGroupResponse",
-            5,
-            vec![("/ErrorCode", json!(NONE)), ("/ProtocolType", json!("consumer")), ("/ProtocolName", json!("range"))],
-        ),
-        case("heartbeat_v0", "HeartbeatResponse", 0, vec![("/ErrorCode", json!(NONE))]),
-        case("heartbeat_v4", "HeartbeatResponse", 4, vec![("/ErrorCode", json!(NONE))]),
-        case(
-            "offset_commit_v2",
-            "OffsetCommitResponse",
-            2,
-            vec![
-                ("/Topics/0/Name", json!("golden-grp")),
-                ("/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/1/PartitionIndex", json!(1)),
-                ("/Topics/0/Partitions/1/ErrorCode", json!(NONE)),
-                ("/Topics/1/Name", json!("golden-grp-none")),
-                ("/Topics/1/Partitions/0/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-        case(
-            "offset_commit_v9",
-            "OffsetCommitResponse",
-            9,
-            vec![
-                ("/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/1/PartitionIndex", json!(9)),
-                ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-                ("/Topics/1/Partitions/0/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-        case(
-            "offset_fetch_v1",
-            "OffsetFetchResponse",
-            1,
-            vec![
-                ("/Topics/0/Partitions/0/CommittedOffset", json!(5)),
-                ("/Topics/0/Partitions/0/Metadata", json!("golden")),
-                ("/Topics/0/Partitions/1/CommittedOffset", json!(7)),
-                ("/Topics/0/Partitions/2/CommittedOffset", json!(-1)),
-                ("/Topics/0/Partitions/2/ErrorCode", json!(NONE)),
-            ],
-        ),
-        case(
-            "offset_fetch_v9",
-            "OffsetFetchResponse",
-            9,
-            vec![
-                ("/Groups/0/GroupId", json!("golden-classic-high")),
-                ("/Groups/0/ErrorCode", json!(NONE)),
-                ("/Groups/0/Topics/0/Partitions/0/CommittedOffset", json!(11)),
-                ("/Groups/0/Topics/0/Partitions/0/Metadata", json!("golden")),
-                ("/Groups/1/GroupId", json!("golden-missing")),
-                ("/Groups/1/ErrorCode", json!(NONE)),
-                ("/Groups/1/Topics/0/Partitions/0/CommittedOffset", json!(-1)),
-            ],
-        ),
-        case(
-            "describe_groups_v0",
-            "DescribeGroupsResponse",
-            0,
-            vec![
-                ("/Groups/0/ErrorCode", json!(NONE)),
-                ("/Groups/0/GroupState", json!("Stable")),
-                ("/Groups/0/ProtocolType", json!("consumer")),
-                ("/Groups/0/ProtocolData", json!("range")),
-                ("/Groups/0/Members/0/MemberId", json!(MASKED_MEMBER_1)),
-                ("/Groups/0/Members/0/ClientId", json!("fjord-golden")),
-                ("/Groups/0/Members/0/ClientHost", json!("/127.0.0.1")),
-                ("/Groups/1/GroupId", json!("golden-missing")),
-                ("/Groups/1/GroupState", json!("Dead")),
-            ],
-        ),
-        case(
-            "describe_groups_v5",
-            "DescribeGroupsResponse",
-            5,
-            vec![
-                ("/Groups/0/ErrorCode", json!(NONE)),
-                ("/Groups/0/GroupState", json!("Stable")),
-                ("/Groups/0/Members/0/GroupInstanceId", Value::Null),
-                // KNOWN DISCREPANCY (see the golden file): Kafka sends 3400 without an authorizer.
-                ("/Groups/0/AuthorizedOperations", json!(i32::MIN)),
-            ],
-        ),
-        case(
-            "list_groups_v0",
-            "ListGroupsResponse",
-            0,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/Groups/0/GroupId", json!("golden-classic-low")),
-                ("/Groups/0/ProtocolType", json!("consumer")),
-            ],
-        ),
-        case(
-            "list_groups_v5",
-            "ListGroupsResponse",
-            5,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/Groups/0/GroupId", json!("golden-classic-high")),
-                ("/Groups/0/GroupState", json!("Stable")),
-                ("/Groups/0/GroupType", json!("classic")),
-            ],
-        ),
-        case("leave_group_v0", "LeaveGroupResponse", 0, vec![("/ErrorCode", json!(NONE))]),
-        case(
-            "leave_group_v5",
-            "LeaveGroupResponse",
-            5,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/Members/0/MemberId", json!(MASKED_MEMBER_1)),
-                ("/Members/0/ErrorCode", json!(NONE)),
-                ("/Members/1/MemberId", json!("fjord-golden-unknown")),
-                ("/Members/1/ErrorCode", json!(UNKNOWN_MEMBER_ID)),
-            ],
-        ),
-        case(
-            "delete_groups_v0",
-            "DeleteGroupsResponse",
-            0,
-            vec![
-                ("/Results/0/GroupId", json!("golden-classic-low")),
-                ("/Results/0/ErrorCode", json!(NONE)),
-                ("/Results/1/ErrorCode", json!(GROUP_ID_NOT_FOUND)),
-            ],
-        ),
-        case(
-            "delete_groups_v2",
-            "DeleteGroupsResponse",
-            2,
-            vec![("/Results/0/ErrorCode", json!(NONE)), ("/Results/1/ErrorCode", json!(GROUP_ID_NOT_FOUND))],
-        ),
-        case(
-            "offset_delete_v0",
-            "OffsetDeleteResponse",
-            0,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/1/PartitionIndex", json!(5)),
-                ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
+        golden("join_group_v0").has([
+            no_error("/ErrorCode"),
+            ("/GenerationId", json!(1)),
+            ("/ProtocolName", json!("range")),
+            ("/Leader", json!(MASKED_MEMBER_1)),
+            ("/MemberId", json!(MASKED_MEMBER_1)),
+            ("/Members/0/MemberId", json!(MASKED_MEMBER_1)),
+        ]),
+        golden("join_group_v9_member_id_required").has([
+            ("/ErrorCode", json!(MEMBER_ID_REQUIRED)),
+            ("/GenerationId", json!(-1)),
+            ("/MemberId", json!(MASKED_MEMBER_1)),
+            ("/Members", json!([])),
+        ]),
+        golden("join_group_v9").has([
+            no_error("/ErrorCode"),
+            ("/GenerationId", json!(1)),
+            ("/ProtocolType", json!("consumer")),
+            ("/ProtocolName", json!("range")),
+            ("/SkipAssignment", json!(false)),
+            ("/Leader", json!(MASKED_MEMBER_1)),
+            ("/Members/0/GroupInstanceId", Value::Null),
+        ]),
+        golden("sync_group_v5").has([
+            no_error("/ErrorCode"),
+            ("/ProtocolType", json!("consumer")),
+            ("/ProtocolName", json!("range")),
+        ]),
+        golden("offset_commit_v2").has([
+            ("/Topics/0/Name", json!("golden-grp")),
+            no_error("/Topics/0/Partitions/0/ErrorCode"),
+            ("/Topics/0/Partitions/1/PartitionIndex", json!(1)),
+            no_error("/Topics/0/Partitions/1/ErrorCode"),
+            ("/Topics/1/Name", json!("golden-grp-none")),
+            ("/Topics/1/Partitions/0/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+        golden("offset_commit_v9").has([
+            no_error("/Topics/0/Partitions/0/ErrorCode"),
+            ("/Topics/0/Partitions/1/PartitionIndex", json!(9)),
+            ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+            ("/Topics/1/Partitions/0/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+        golden("offset_fetch_v1").has([
+            ("/Topics/0/Partitions/0/CommittedOffset", json!(5)),
+            ("/Topics/0/Partitions/0/Metadata", json!("golden")),
+            ("/Topics/0/Partitions/1/CommittedOffset", json!(7)),
+            ("/Topics/0/Partitions/2/CommittedOffset", json!(-1)),
+            no_error("/Topics/0/Partitions/2/ErrorCode"),
+        ]),
+        golden("offset_fetch_v9").has([
+            ("/Groups/0/GroupId", json!("golden-classic-high")),
+            no_error("/Groups/0/ErrorCode"),
+            ("/Groups/0/Topics/0/Partitions/0/CommittedOffset", json!(11)),
+            ("/Groups/0/Topics/0/Partitions/0/Metadata", json!("golden")),
+            ("/Groups/1/GroupId", json!("golden-missing")),
+            no_error("/Groups/1/ErrorCode"),
+            ("/Groups/1/Topics/0/Partitions/0/CommittedOffset", json!(-1)),
+        ]),
+        golden("describe_groups_v0").has([
+            no_error("/Groups/0/ErrorCode"),
+            ("/Groups/0/GroupState", json!("Stable")),
+            ("/Groups/0/ProtocolType", json!("consumer")),
+            ("/Groups/0/ProtocolData", json!("range")),
+            ("/Groups/0/Members/0/MemberId", json!(MASKED_MEMBER_1)),
+            ("/Groups/0/Members/0/ClientId", json!("fjord-golden")),
+            ("/Groups/0/Members/0/ClientHost", json!("/127.0.0.1")),
+            ("/Groups/1/GroupId", json!("golden-missing")),
+            ("/Groups/1/GroupState", json!("Dead")),
+        ]),
+        golden("describe_groups_v5").has([
+            no_error("/Groups/0/ErrorCode"),
+            ("/Groups/0/GroupState", json!("Stable")),
+            ("/Groups/0/Members/0/GroupInstanceId", Value::Null),
+            // KNOWN DISCREPANCY (see the golden file): Kafka sends 3400 without an authorizer.
+            ("/Groups/0/AuthorizedOperations", json!(i32::MIN)),
+        ]),
+        golden("list_groups_v0").has([
+            no_error("/ErrorCode"),
+            ("/Groups/0/GroupId", json!("golden-classic-low")),
+            ("/Groups/0/ProtocolType", json!("consumer")),
+        ]),
+        golden("list_groups_v5").has([
+            no_error("/ErrorCode"),
+            ("/Groups/0/GroupId", json!("golden-classic-high")),
+            ("/Groups/0/GroupState", json!("Stable")),
+            ("/Groups/0/GroupType", json!("classic")),
+        ]),
+        golden("leave_group_v5").has([
+            no_error("/ErrorCode"),
+            ("/Members/0/MemberId", json!(MASKED_MEMBER_1)),
+            no_error("/Members/0/ErrorCode"),
+            ("/Members/1/MemberId", json!("fjord-golden-unknown")),
+            ("/Members/1/ErrorCode", json!(UNKNOWN_MEMBER_ID)),
+        ]),
+        golden("delete_groups_v0").has([
+            ("/Results/0/GroupId", json!("golden-classic-low")),
+            no_error("/Results/0/ErrorCode"),
+            ("/Results/1/ErrorCode", json!(GROUP_ID_NOT_FOUND)),
+        ]),
+        golden("delete_groups_v2").has([no_error("/Results/0/ErrorCode"), ("/Results/1/ErrorCode", json!(GROUP_ID_NOT_FOUND))]),
+        golden("offset_delete_v0").has([
+            no_error("/ErrorCode"),
+            no_error("/Topics/0/Partitions/0/ErrorCode"),
+            ("/Topics/0/Partitions/1/PartitionIndex", json!(5)),
+            ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
         // KIP-848 consumer groups. ConsumerGroupDescribe v1 (the member type, Kafka 4.0) postdates
         // the vendored definitions: only its v0 is walked.
-        case(
-            "consumer_group_heartbeat_v0",
-            "ConsumerGroupHeartbeatResponse",
-            0,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/ErrorMessage", Value::Null),
-                ("/MemberId", json!("00000000-0000-0000-0000-000000000001")),
-                ("/MemberEpoch", json!(1)),
-            ],
-        ),
-        case(
-            "consumer_group_heartbeat_v1",
-            "ConsumerGroupHeartbeatResponse",
-            1,
-            vec![("/ErrorCode", json!(NONE)), ("/MemberId", json!("R29sZGVuTWVtYmVySWQwMQ")), ("/MemberEpoch", json!(1))],
-        ),
-        case(
-            "consumer_group_heartbeat_v1_empty_member_id",
-            "ConsumerGroupHeartbeatResponse",
-            1,
-            vec![("/ErrorCode", json!(INVALID_REQUEST)), ("/Assignment", Value::Null)],
-        ),
-        case(
-            "consumer_group_describe_v0",
-            "ConsumerGroupDescribeResponse",
-            0,
-            vec![
-                ("/Groups/0/ErrorCode", json!(NONE)),
-                ("/Groups/0/GroupId", json!("golden-cg")),
-                ("/Groups/1/ErrorCode", json!(GROUP_ID_NOT_FOUND)),
-            ],
-        ),
+        golden("consumer_group_heartbeat_v0").has([
+            no_error("/ErrorCode"),
+            ("/ErrorMessage", Value::Null),
+            ("/MemberId", json!("00000000-0000-0000-0000-000000000001")),
+            ("/MemberEpoch", json!(1)),
+        ]),
+        golden("consumer_group_heartbeat_v1").has([
+            no_error("/ErrorCode"),
+            ("/MemberId", json!("R29sZGVuTWVtYmVySWQwMQ")),
+            ("/MemberEpoch", json!(1)),
+        ]),
+        golden("consumer_group_heartbeat_v1_empty_member_id")
+            .has([("/ErrorCode", json!(INVALID_REQUEST)), ("/Assignment", Value::Null)]),
+        golden("consumer_group_describe_v0").has([
+            no_error("/Groups/0/ErrorCode"),
+            ("/Groups/0/GroupId", json!("golden-cg")),
+            ("/Groups/1/ErrorCode", json!(GROUP_ID_NOT_FOUND)),
+        ]),
         // Transactions
-        case(
-            "init_producer_id_v0",
-            "InitProducerIdResponse",
-            0,
-            vec![("/ErrorCode", json!(NONE)), ("/ProducerId", json!(0)), ("/ProducerEpoch", json!(0))],
-        ),
-        case(
-            "init_producer_id_v5",
-            "InitProducerIdResponse",
-            5,
-            vec![("/ErrorCode", json!(NONE)), ("/ProducerId", json!(1)), ("/ProducerEpoch", json!(0))],
-        ),
-        case(
-            "add_partitions_to_txn_v0_unknown_partition",
-            "AddPartitionsToTxnResponse",
-            0,
-            vec![
-                ("/ResultsByTopicV3AndBelow/0/Name", json!("golden-txn")),
-                ("/ResultsByTopicV3AndBelow/0/ResultsByPartition/0/PartitionErrorCode", json!(OPERATION_NOT_ATTEMPTED)),
-                ("/ResultsByTopicV3AndBelow/0/ResultsByPartition/1/PartitionErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-        case(
-            "add_partitions_to_txn_v0",
-            "AddPartitionsToTxnResponse",
-            0,
-            vec![("/ResultsByTopicV3AndBelow/0/ResultsByPartition/0/PartitionErrorCode", json!(NONE))],
-        ),
-        case(
-            "add_partitions_to_txn_v5",
-            "AddPartitionsToTxnResponse",
-            5,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/ResultsByTransaction/0/TransactionalId", json!("golden-txn-a")),
-                ("/ResultsByTransaction/0/TopicResults/0/ResultsByPartition/0/PartitionErrorCode", json!(NONE)),
-            ],
-        ),
-        case("add_offsets_to_txn_v0", "AddOffsetsToTxnResponse", 0, vec![("/ErrorCode", json!(NONE))]),
-        case("add_offsets_to_txn_v4", "AddOffsetsToTxnResponse", 4, vec![("/ErrorCode", json!(NONE))]),
-        case(
-            "txn_offset_commit_v0",
-            "TxnOffsetCommitResponse",
-            0,
-            vec![
-                ("/Topics/0/Name", json!("golden-txn")),
-                ("/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/1/PartitionIndex", json!(7)),
-                ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-        case(
-            "txn_offset_commit_v4",
-            "TxnOffsetCommitResponse",
-            4,
-            vec![("/Topics/0/Partitions/0/PartitionIndex", json!(1)), ("/Topics/0/Partitions/0/ErrorCode", json!(NONE))],
-        ),
-        case(
-            "describe_transactions_v0",
-            "DescribeTransactionsResponse",
-            0,
-            vec![
-                ("/TransactionStates/0/ErrorCode", json!(NONE)),
-                ("/TransactionStates/0/TransactionState", json!("Ongoing")),
-                ("/TransactionStates/0/TransactionTimeoutMs", json!(60_000)),
-                ("/TransactionStates/0/ProducerId", json!(1)),
-                ("/TransactionStates/1/ErrorCode", json!(TRANSACTIONAL_ID_NOT_FOUND)),
-            ],
-        ),
-        case(
-            "list_transactions_v0",
-            "ListTransactionsResponse",
-            0,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/TransactionStates/0/TransactionalId", json!("golden-txn-a")),
-                ("/TransactionStates/0/ProducerId", json!(1)),
-                ("/TransactionStates/0/TransactionState", json!("Ongoing")),
-            ],
-        ),
-        case(
-            "list_transactions_v1",
-            "ListTransactionsResponse",
-            1,
-            vec![
-                ("/ErrorCode", json!(NONE)),
-                ("/UnknownStateFilters", json!(["NoSuchState"])),
-                ("/TransactionStates/0/TransactionalId", json!("golden-txn-a")),
-            ],
-        ),
-        case(
-            "describe_producers_v0",
-            "DescribeProducersResponse",
-            0,
-            vec![
-                ("/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Topics/0/Partitions/0/ActiveProducers/0/ProducerId", json!(1)),
-                ("/Topics/0/Partitions/0/ActiveProducers/0/LastSequence", json!(2)),
-                ("/Topics/0/Partitions/0/ActiveProducers/0/CurrentTxnStartOffset", json!(0)),
-                ("/Topics/0/Partitions/1/ActiveProducers/0/ProducerId", json!(0)),
-                ("/Topics/0/Partitions/1/ActiveProducers/0/CurrentTxnStartOffset", json!(-1)),
-                ("/Topics/0/Partitions/2/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-        case("end_txn_v0", "EndTxnResponse", 0, vec![("/ErrorCode", json!(NONE))]),
-        case("end_txn_v4", "EndTxnResponse", 4, vec![("/ErrorCode", json!(NONE))]),
-        case(
-            "write_txn_markers_v1",
-            "WriteTxnMarkersResponse",
-            1,
-            vec![
-                ("/Markers/0/ProducerId", json!(0)),
-                ("/Markers/0/Topics/0/Name", json!("golden-wtm")),
-                ("/Markers/0/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Markers/1/ProducerId", json!(1)),
-                ("/Markers/1/Topics/0/Partitions/0/ErrorCode", json!(NONE)),
-                ("/Markers/1/Topics/0/Partitions/1/PartitionIndex", json!(9)),
-                ("/Markers/1/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
-            ],
-        ),
-    ]
+        golden("init_producer_id_v0").has([no_error("/ErrorCode"), ("/ProducerId", json!(0)), ("/ProducerEpoch", json!(0))]),
+        golden("init_producer_id_v5").has([no_error("/ErrorCode"), ("/ProducerId", json!(1)), ("/ProducerEpoch", json!(0))]),
+        golden("add_partitions_to_txn_v0_unknown_partition").has([
+            ("/ResultsByTopicV3AndBelow/0/Name", json!("golden-txn")),
+            ("/ResultsByTopicV3AndBelow/0/ResultsByPartition/0/PartitionErrorCode", json!(OPERATION_NOT_ATTEMPTED)),
+            ("/ResultsByTopicV3AndBelow/0/ResultsByPartition/1/PartitionErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+        golden("add_partitions_to_txn_v0").has([no_error("/ResultsByTopicV3AndBelow/0/ResultsByPartition/0/PartitionErrorCode")]),
+        golden("add_partitions_to_txn_v5").has([
+            no_error("/ErrorCode"),
+            ("/ResultsByTransaction/0/TransactionalId", json!("golden-txn-a")),
+            no_error("/ResultsByTransaction/0/TopicResults/0/ResultsByPartition/0/PartitionErrorCode"),
+        ]),
+        golden("txn_offset_commit_v0").has([
+            ("/Topics/0/Name", json!("golden-txn")),
+            no_error("/Topics/0/Partitions/0/ErrorCode"),
+            ("/Topics/0/Partitions/1/PartitionIndex", json!(7)),
+            ("/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+        golden("txn_offset_commit_v4")
+            .has([("/Topics/0/Partitions/0/PartitionIndex", json!(1)), no_error("/Topics/0/Partitions/0/ErrorCode")]),
+        golden("describe_transactions_v0").has([
+            no_error("/TransactionStates/0/ErrorCode"),
+            ("/TransactionStates/0/TransactionState", json!("Ongoing")),
+            ("/TransactionStates/0/TransactionTimeoutMs", json!(60_000)),
+            ("/TransactionStates/0/ProducerId", json!(1)),
+            ("/TransactionStates/1/ErrorCode", json!(TRANSACTIONAL_ID_NOT_FOUND)),
+        ]),
+        golden("list_transactions_v0").has([
+            no_error("/ErrorCode"),
+            ("/TransactionStates/0/TransactionalId", json!("golden-txn-a")),
+            ("/TransactionStates/0/ProducerId", json!(1)),
+            ("/TransactionStates/0/TransactionState", json!("Ongoing")),
+        ]),
+        golden("list_transactions_v1").has([
+            no_error("/ErrorCode"),
+            ("/UnknownStateFilters", json!(["NoSuchState"])),
+            ("/TransactionStates/0/TransactionalId", json!("golden-txn-a")),
+        ]),
+        golden("describe_producers_v0").has([
+            no_error("/Topics/0/Partitions/0/ErrorCode"),
+            ("/Topics/0/Partitions/0/ActiveProducers/0/ProducerId", json!(1)),
+            ("/Topics/0/Partitions/0/ActiveProducers/0/LastSequence", json!(2)),
+            ("/Topics/0/Partitions/0/ActiveProducers/0/CurrentTxnStartOffset", json!(0)),
+            ("/Topics/0/Partitions/1/ActiveProducers/0/ProducerId", json!(0)),
+            ("/Topics/0/Partitions/1/ActiveProducers/0/CurrentTxnStartOffset", json!(-1)),
+            ("/Topics/0/Partitions/2/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+        golden("write_txn_markers_v1").has([
+            ("/Markers/0/ProducerId", json!(0)),
+            ("/Markers/0/Topics/0/Name", json!("golden-wtm")),
+            no_error("/Markers/0/Topics/0/Partitions/0/ErrorCode"),
+            ("/Markers/1/ProducerId", json!(1)),
+            no_error("/Markers/1/Topics/0/Partitions/0/ErrorCode"),
+            ("/Markers/1/Topics/0/Partitions/1/PartitionIndex", json!(9)),
+            ("/Markers/1/Topics/0/Partitions/1/ErrorCode", json!(UNKNOWN_TOPIC_OR_PARTITION)),
+        ]),
+    ]);
+    cases
 }
 
 #[test]
 fn golden_responses_walk_completely_by_kafkas_definitions() {
     for case in golden_cases() {
-        let what = format!("{} ({} v{})", case.golden, case.message, case.version);
-        let schema = Schema::load(case.message);
+        let (message, version) = golden_message(case.golden);
+        let what = format!("{} ({message} v{version})", case.golden);
+        let schema = Schema::load(&message);
         let frame = golden_frame(case.golden);
-        let walked = walk_frame(&frame, &schema, case.version).unwrap_or_else(|error| panic!("{what}: {error}"));
+        let walked = walk_frame(&frame, &schema, version).unwrap_or_else(|error| panic!("{what}: {error}"));
         if std::env::var_os("FJORD_SCHEMA_DUMP").is_some() {
             eprintln!("{what}: {:#}", walked.body);
         }
         let api_key = schema.api_key.expect("responses have an API key");
-        assert_eq!(walked.header["CorrelationId"], json!(correlation_id(api_key, case.version)), "{what}: correlation id");
+        let correlation_id = correlation_id(api_key.try_into().expect("an int16 API key"), version);
+        assert_eq!(walked.header["CorrelationId"], json!(correlation_id), "{what}: correlation id");
         if walked.body.get("ThrottleTimeMs").is_some() {
             assert_eq!(walked.body["ThrottleTimeMs"], json!(0), "{what}: throttle time");
         }
@@ -884,16 +741,17 @@ fn golden_responses_walk_completely_by_kafkas_definitions() {
 /// version whose layout differs do not fit.
 #[test]
 fn golden_responses_do_not_walk_at_other_layouts() {
-    for (golden, message, wrong_version) in [
-        ("offset_commit_v2", "OffsetCommitResponse", 3),      // v3 adds ThrottleTimeMs
-        ("heartbeat_v4", "HeartbeatResponse", 3),             // v4 is the first flexible version
-        ("join_group_v9", "JoinGroupResponse", 8),            // v9 adds SkipAssignment
-        ("offset_fetch_v9", "OffsetFetchResponse", 7),        // v8 replaces Topics by Groups
-        ("init_producer_id_v5", "InitProducerIdResponse", 1), // v2 is the first flexible version
-        ("end_txn_v4", "EndTxnResponse", 5),                  // v5 adds ProducerId and ProducerEpoch
-        ("txn_offset_commit_v0", "TxnOffsetCommitResponse", 3),
+    for (golden, wrong_version) in [
+        ("offset_commit_v2", 3),    // v3 adds ThrottleTimeMs
+        ("heartbeat_v4", 3),        // v4 is the first flexible version
+        ("join_group_v9", 8),       // v9 adds SkipAssignment
+        ("offset_fetch_v9", 7),     // v8 replaces Topics by Groups
+        ("init_producer_id_v5", 1), // v2 is the first flexible version
+        ("end_txn_v4", 5),          // v5 adds ProducerId and ProducerEpoch
+        ("txn_offset_commit_v0", 3),
     ] {
-        let schema = Schema::load(message);
+        let (message, _) = golden_message(golden);
+        let schema = Schema::load(&message);
         let walked = walk_frame(&golden_frame(golden), &schema, wrong_version);
         assert!(walked.is_err(), "{golden} walks as {message} v{wrong_version}: {:#}", walked.map(|walked| walked.body).unwrap());
     }
@@ -902,28 +760,23 @@ fn golden_responses_do_not_walk_at_other_layouts() {
 // ---------------------------------------------------------------------------------------------
 // The requests the golden tests send
 
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
 /// The whole frame of `request` as golden.rs sends it: size, header, body.
 fn request_frame<R: Request>(version: i16, request: &R) -> Vec<u8> {
-    let payload = support::encode_request(version, correlation_id(i64::from(R::KEY), version) as i32, request);
-    let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    frame
+    size_prefixed(&encode_request(version, correlation_id(R::KEY, version), request))
 }
 
-/// Walks the request frame by Kafka's definition and checks the header and `expected` fields.
-fn check_request<R: Request>(message: &str, version: i16, request: &R, expected: Vec<(&str, Value)>) {
+/// Walks the request frame by Kafka's definition of the request (`<Api>Request`) and checks the
+/// header and `expected` fields.
+fn check_request<R: Request>(version: i16, request: &R, expected: Vec<(&str, Value)>) {
+    let message = format!("{:?}Request", api_key::<R>());
     let what = format!("{message} v{version}");
-    let schema = Schema::load(message);
+    let schema = Schema::load(&message);
     assert_eq!(schema.api_key, Some(i64::from(R::KEY)), "{what}: API key");
     let walked = walk_frame(&request_frame(version, request), &schema, version).unwrap_or_else(|error| panic!("{what}: {error}"));
     assert_fields(
         &what,
         &walked.header,
-        &[("/RequestApiKey", json!(R::KEY)), ("/RequestApiVersion", json!(version)), ("/ClientId", json!(support::CLIENT_ID))],
+        &[("/RequestApiKey", json!(R::KEY)), ("/RequestApiVersion", json!(version)), ("/ClientId", json!(CLIENT_ID))],
     );
     assert_no_unknown_tags(&what, &walked.body);
     assert_fields(&what, &walked.body, &expected);
@@ -933,19 +786,8 @@ const MEMBER: &str = "fjord-golden-00000000-0000-0000-0000-000000000001";
 
 #[test]
 fn golden_requests_walk_completely_by_kafkas_definitions() {
-    let join = |member_id: &str| {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(text("golden-classic-high")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(text(member_id))
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"\0\0"))])
-    };
+    let join = |member_id: &str| join_group_request("golden-classic-high", member_id, Bytes::from_static(b"\0\0"));
     check_request(
-        "JoinGroupRequest",
         0,
         &join(""),
         vec![
@@ -958,7 +800,6 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
         ],
     );
     check_request(
-        "JoinGroupRequest",
         9,
         &join(MEMBER).with_reason(Some(text("golden join"))),
         vec![
@@ -970,36 +811,34 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
     );
 
     let sync = SyncGroupRequest::default()
-        .with_group_id(GroupId(text("golden-classic-high")))
+        .with_group_id(group_id("golden-classic-high"))
         .with_generation_id(1)
         .with_member_id(text(MEMBER))
         .with_assignments(vec![SyncGroupRequestAssignment::default()
             .with_member_id(text(MEMBER))
             .with_assignment(Bytes::from_static(b"\x01"))]);
     check_request(
-        "SyncGroupRequest",
         0,
         &sync,
         vec![("/GenerationId", json!(1)), ("/Assignments/0/MemberId", json!(MEMBER)), ("/Assignments/0/Assignment", json!("01"))],
     );
     let sync_v5 = sync.with_protocol_type(Some(text("consumer"))).with_protocol_name(Some(text("range")));
-    check_request("SyncGroupRequest", 5, &sync_v5, vec![("/ProtocolType", json!("consumer")), ("/ProtocolName", json!("range"))]);
+    check_request(5, &sync_v5, vec![("/ProtocolType", json!("consumer")), ("/ProtocolName", json!("range"))]);
 
     let commit = |partition_metadata: Option<&str>| {
         OffsetCommitRequest::default()
-            .with_group_id(GroupId(text("golden-classic-low")))
+            .with_group_id(group_id("golden-classic-low"))
             .with_generation_id_or_member_epoch(1)
             .with_member_id(text(MEMBER))
             .with_retention_time_ms(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(text("golden-grp"))).with_partitions(
-                vec![OffsetCommitRequestPartition::default()
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic_name("golden-grp")).with_partitions(vec![
+                OffsetCommitRequestPartition::default()
                     .with_partition_index(0)
                     .with_committed_offset(5)
-                    .with_committed_metadata(partition_metadata.map(text))],
-            )])
+                    .with_committed_metadata(partition_metadata.map(text)),
+            ])])
     };
     check_request(
-        "OffsetCommitRequest",
         2,
         &commit(Some("golden")),
         vec![
@@ -1010,7 +849,6 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
         ],
     );
     check_request(
-        "OffsetCommitRequest",
         9,
         &commit(None),
         vec![
@@ -1020,18 +858,17 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
         ],
     );
 
-    let fetch_v1 = OffsetFetchRequest::default().with_group_id(GroupId(text("golden-classic-low"))).with_topics(Some(vec![
-        OffsetFetchRequestTopic::default().with_name(TopicName(text("golden-grp"))).with_partition_indexes(vec![0, 1, 2]),
+    let fetch_v1 = OffsetFetchRequest::default().with_group_id(group_id("golden-classic-low")).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default().with_name(topic_name("golden-grp")).with_partition_indexes(vec![0, 1, 2]),
     ]));
-    check_request("OffsetFetchRequest", 1, &fetch_v1, vec![("/Topics/0/PartitionIndexes", json!([0, 1, 2]))]);
+    check_request(1, &fetch_v1, vec![("/Topics/0/PartitionIndexes", json!([0, 1, 2]))]);
     let fetch_v9 = OffsetFetchRequest::default().with_require_stable(true).with_groups(vec![
-        OffsetFetchRequestGroup::default().with_group_id(GroupId(text("golden-classic-high"))).with_topics(None),
-        OffsetFetchRequestGroup::default().with_group_id(GroupId(text("golden-missing"))).with_topics(Some(vec![
-            OffsetFetchRequestTopics::default().with_name(TopicName(text("golden-grp"))).with_partition_indexes(vec![0]),
+        OffsetFetchRequestGroup::default().with_group_id(group_id("golden-classic-high")).with_topics(None),
+        OffsetFetchRequestGroup::default().with_group_id(group_id("golden-missing")).with_topics(Some(vec![
+            OffsetFetchRequestTopics::default().with_name(topic_name("golden-grp")).with_partition_indexes(vec![0]),
         ])),
     ]);
     check_request(
-        "OffsetFetchRequest",
         9,
         &fetch_v9,
         vec![
@@ -1044,29 +881,26 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
     );
 
     check_request(
-        "InitProducerIdRequest",
         0,
         &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
         vec![("/TransactionalId", Value::Null), ("/TransactionTimeoutMs", json!(60_000))],
     );
     check_request(
-        "InitProducerIdRequest",
         5,
         &InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(text("golden-txn-a"))))
+            .with_transactional_id(Some(transactional_id("golden-txn-a")))
             .with_transaction_timeout_ms(60_000),
         vec![("/TransactionalId", json!("golden-txn-a")), ("/ProducerId", json!(-1)), ("/ProducerEpoch", json!(-1))],
     );
 
     let add = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(text("golden-txn-a")))
+        .with_v3_and_below_transactional_id(transactional_id("golden-txn-a"))
         .with_v3_and_below_producer_id(ProducerId(1))
         .with_v3_and_below_producer_epoch(0)
         .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(TopicName(text("golden-txn")))
+            .with_name(topic_name("golden-txn"))
             .with_partitions(vec![0, 7])]);
     check_request(
-        "AddPartitionsToTxnRequest",
         0,
         &add,
         vec![("/V3AndBelowTransactionalId", json!("golden-txn-a")), ("/V3AndBelowTopics/0/Partitions", json!([0, 7]))],
@@ -1074,26 +908,25 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
 
     let end = |committed: bool| {
         EndTxnRequest::default()
-            .with_transactional_id(TransactionalId(text("golden-txn-a")))
+            .with_transactional_id(transactional_id("golden-txn-a"))
             .with_producer_id(ProducerId(1))
             .with_producer_epoch(0)
             .with_committed(committed)
     };
-    check_request("EndTxnRequest", 0, &end(true), vec![("/ProducerId", json!(1)), ("/Committed", json!(true))]);
-    check_request("EndTxnRequest", 4, &end(false), vec![("/ProducerEpoch", json!(0)), ("/Committed", json!(false))]);
+    check_request(0, &end(true), vec![("/ProducerId", json!(1)), ("/Committed", json!(true))]);
+    check_request(4, &end(false), vec![("/ProducerEpoch", json!(0)), ("/Committed", json!(false))]);
 
     let txn_commit = TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(text("golden-txn-a")))
-        .with_group_id(GroupId(text("golden-txn-group")))
+        .with_transactional_id(transactional_id("golden-txn-a"))
+        .with_group_id(group_id("golden-txn-group"))
         .with_producer_id(ProducerId(1))
         .with_producer_epoch(0)
         .with_generation_id(-1)
         .with_member_id(text(""))
         .with_topics(vec![TxnOffsetCommitRequestTopic::default()
-            .with_name(TopicName(text("golden-txn")))
+            .with_name(topic_name("golden-txn"))
             .with_partitions(vec![TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(3)])]);
     check_request(
-        "TxnOffsetCommitRequest",
         0,
         &txn_commit,
         vec![
@@ -1103,7 +936,6 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
         ],
     );
     check_request(
-        "TxnOffsetCommitRequest",
         4,
         &txn_commit,
         vec![
@@ -1120,10 +952,9 @@ fn golden_requests_walk_completely_by_kafkas_definitions() {
         .with_transaction_result(true)
         .with_coordinator_epoch(0)
         .with_topics(vec![WritableTxnMarkerTopic::default()
-            .with_name(TopicName(text("golden-wtm")))
+            .with_name(topic_name("golden-wtm"))
             .with_partition_indexes(vec![0])])]);
     check_request(
-        "WriteTxnMarkersRequest",
         1,
         &markers,
         vec![

@@ -1,6 +1,7 @@
 //! What the wire-level tests of this directory share: the real `fjord` binary started on its own
-//! data directory and port, and a raw client that sends size-prefixed frames encoded with
-//! kafka-protocol and reads whole response frames.
+//! data directory and port, a raw client that sends size-prefixed frames encoded with
+//! kafka-protocol and reads whole response frames, Kafka's error codes and the request building
+//! blocks the group and transaction tests have in common, and the golden files' format.
 //!
 //! The broker binary is `$FJORD_BIN`, else `target/release/fjord`, else `target/debug/fjord` of
 //! this workspace; build it first (`cargo build --bin fjord`), the tests do not.
@@ -16,10 +17,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::{ApiKey, GroupId, JoinGroupRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 pub const CLIENT_ID: &str = "fjord-golden";
+
+// Kafka's error codes (org.apache.kafka.common.protocol.Errors)
+pub const NONE: i16 = 0;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_REQUEST: i16 = 42;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+/// What a client retries before anything happened: the coordinator's internal topic is being
+/// created or loaded, or the transactional id's previous transaction is still completing.
+pub const RETRIABLE: [i16; 3] = [COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS];
+
+/// FindCoordinator key types (KIP-98).
+pub const KEY_TYPE_GROUP: i8 = 0;
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// Timeouts the group and transaction requests of these tests carry.
+pub const SESSION_TIMEOUT_MS: i32 = 10_000;
+pub const REBALANCE_TIMEOUT_MS: i32 = 10_000;
+pub const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
 
 /// Upper bounds on waiting for the broker; reaching one fails the test instead of hanging it.
 pub const BROKER_START_WAIT_S_MAX: u64 = 30;
@@ -155,10 +184,7 @@ impl Client {
 
     /// Writes one size-prefixed request and returns the whole response frame, size included.
     pub fn exchange(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut request = Vec::with_capacity(payload.len() + 4);
-        request.extend_from_slice(&(payload.len() as i32).to_be_bytes());
-        request.extend_from_slice(payload);
-        self.stream.write_all(&request).expect("send request");
+        self.stream.write_all(&size_prefixed(payload)).expect("send request");
         self.read_frame().unwrap_or_else(|error| panic!("no response frame: {error}"))
     }
 
@@ -173,6 +199,14 @@ impl Client {
         self.stream.read_exact(&mut frame[4..])?;
         Ok(frame)
     }
+}
+
+/// A whole frame: `payload` led by its int32 size.
+pub fn size_prefixed(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 4);
+    frame.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// Header and body of one request, without the size prefix.
@@ -209,4 +243,66 @@ pub fn decode_frame<T: Decodable>(frame: &[u8], header_version: i16, version: i1
 /// The API key of a request type.
 pub fn api_key<R: Request>() -> ApiKey {
     ApiKey::try_from(R::KEY).expect("known API key")
+}
+
+/// `value` as a Kafka string.
+pub fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+/// `name` as a topic name.
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(text(name))
+}
+
+/// `name` as a group id.
+pub fn group_id(name: &str) -> GroupId {
+    GroupId(text(name))
+}
+
+/// `name` as a transactional id.
+pub fn transactional_id(name: &str) -> TransactionalId {
+    TransactionalId(text(name))
+}
+
+/// JoinGroup of `group` as a consumer would send it: [`SESSION_TIMEOUT_MS`],
+/// [`REBALANCE_TIMEOUT_MS`], protocol type consumer, one protocol, range, with `metadata`.
+pub fn join_group_request(group: &str, member_id: &str, metadata: Bytes) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+        .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
+        .with_member_id(text(member_id))
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(metadata)])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden files (`net/tests/golden/`, written by golden.rs, walked by schema.rs)
+
+/// Every case gets its own correlation id, fixed so the golden bytes are stable, and distinct
+/// per API and version so a response meant for another request cannot pass.
+pub fn correlation_id(api_key: i16, version: i16) -> i32 {
+    0x0f00_0000 | i32::from(api_key) << 8 | i32::from(version)
+}
+
+/// `net/tests/golden/<case>.hex`.
+pub fn golden_path(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{case}.hex"))
+}
+
+/// Reads a golden file: `#` lines are comments, `offset:` prefixes are skipped, the rest is hex.
+pub fn parse_golden(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let data = line.split_once(':').map_or(line, |(_, data)| data);
+        let digits: Vec<u8> = data.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
+        let pairs = digits.chunks_exact(2);
+        assert!(pairs.remainder().is_empty(), "odd number of hex digits in golden line {line:?}");
+        for pair in pairs {
+            let text = std::str::from_utf8(pair).expect("ascii");
+            bytes.push(u8::from_str_radix(text, 16).unwrap_or_else(|_| panic!("bad hex {text:?} in golden line {line:?}")));
+        }
+    }
+    bytes
 }
