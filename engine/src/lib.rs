@@ -5,7 +5,7 @@
 //! (`segment`, `index`), the segment set with roll, recovery and truncation (`log`), log
 //! compaction (`compaction`), the batch cache for tail reads (`cache`), partitions with group
 //! commit (`partition`), idempotent and transactional producers' state (`producer_state`), the
-//! aborted-transaction index (`txn_index`), topic configuration
+//! aborted-transaction index (`txn_index`), the leader epoch history (`epochs`), topic configuration
 //! (`topic_config`), broker counters (`metrics`) and the limits every queue and buffer is held to
 //! (`limits`). A shard's background work runs as named tasks with shutdown tracking (`tasks`); its
 //! maintenance of the partitions it owns (retention, the log cleaner, producer-id expiry, gauges)
@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod cache;
 pub mod compaction;
+pub mod epochs;
 pub mod error;
 pub mod files;
 pub mod fs;
