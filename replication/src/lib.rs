@@ -1,5 +1,8 @@
-//! Fjord's replicated state. For now: the controller's durable, versioned metadata log and the
-//! metadata image every shard reads (`metadata`). A one-node quorum on a single broker; the Raft
-//! controller of a later issue replaces the transport of this log, not its shape.
+//! Fjord's replicated state: the controller's durable, versioned metadata log and the metadata
+//! image every shard reads (`metadata`), and the leader side of partition replication as a
+//! sans-I/O state machine (`leader`: follower progress, the high watermark, ISR changes). A
+//! one-node quorum on a single broker for now; the Raft controller replaces the transport of the
+//! metadata log, not its shape.
 
+pub mod leader;
 pub mod metadata;
