@@ -120,6 +120,19 @@ impl EpochHistory {
         true
     }
 
+    /// Fits the history to a log holding `[log_start, log_end)` written under epochs up to
+    /// `leader_epoch`, which starts at the log end if it is newer than any known (Kafka trims its
+    /// cache to the log at load and assigns a new leader's epoch at its log end). Returns
+    /// whether the history changed.
+    pub fn fit_to_log(&mut self, log_start: i64, log_end: i64, leader_epoch: i32) -> bool {
+        let mut changed = self.truncate_from_end(log_end);
+        changed |= self.truncate_from_start(log_start);
+        if leader_epoch >= 0 && self.latest().is_none_or(|latest| latest.epoch < leader_epoch) {
+            changed |= self.assign(leader_epoch, log_end);
+        }
+        changed
+    }
+
     /// The checkpoint file's contents.
     pub fn encode(&self) -> String {
         let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());

@@ -39,13 +39,31 @@ const DESCRIPTORS_PER_OPERATION_MAX: usize = 2;
 /// Writes `contents` to a temporary file, syncs it and renames it over `path`, then syncs the
 /// directory, so a crash leaves either the old or the new contents and the name is durable.
 pub fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
-    // `<name>.tmp`: the whole name stays, so two files that differ only in extension (a
-    // segment's index and a snapshot at the same offset) never share a temporary file.
-    let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
-    temporary_name.push(".tmp");
-    let temporary = path.with_file_name(temporary_name);
+    let temporary = temporary_path(path);
     write_synced(&temporary, contents)?;
     rename_durably(&[(&temporary, path)], parent_dir(path))
+}
+
+/// `<name>.tmp`: the whole name stays, so two files that differ only in extension (a segment's
+/// index and a snapshot at the same offset) never share a temporary file.
+fn temporary_path(path: &Path) -> std::path::PathBuf {
+    let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
+    temporary_name.push(".tmp");
+    path.with_file_name(temporary_name)
+}
+
+/// [`write_durably`] for several files of one directory: each written to a temporary file and
+/// synced, then all renamed and the directory synced once.
+pub fn write_all_durably(files: &[(std::path::PathBuf, Vec<u8>)]) -> io::Result<()> {
+    let Some((first, _)) = files.first() else { return Ok(()) };
+    let mut renames = Vec::with_capacity(files.len());
+    for (path, contents) in files {
+        let temporary = temporary_path(path);
+        write_synced(&temporary, contents)?;
+        renames.push((temporary, path.as_path()));
+    }
+    let renames: Vec<(&Path, &Path)> = renames.iter().map(|(from, to)| (from.as_path(), *to)).collect();
+    rename_durably(&renames, parent_dir(first))
 }
 
 /// The directory holding `path` (`.` for a bare file name).

@@ -41,6 +41,7 @@ use futures::channel::oneshot;
 use crate::batch::{self, ControlType, EndTxnMarker};
 use crate::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::compaction::{CleanReport, CleanerTxns, CompactOptions, CompactionConfig};
+use crate::epochs::{self, EpochHistory};
 use crate::error::{LogError, LogResult};
 use crate::limits::{DMA_WRITE_BYTES_MAX, INDEX_ENTRIES_MAX, PENDING_BYTES_MAX, SEGMENT_BYTES_MAX};
 use crate::log::{Log, RemovalCause, RemovalReport};
@@ -265,6 +266,8 @@ pub struct Partition {
     /// Idempotent producers' state, up to `next_offset` (appends update it as they are queued).
     producers: RefCell<ProducerStateTable>,
     txns: RefCell<TxnState>,
+    /// Where each leader epoch's records start (the `leader-epoch-checkpoint` file's contents).
+    epochs: RefCell<EpochHistory>,
     /// The last stable offset as last announced (`data_arrived` fires when it moves).
     last_stable_offset_announced: Cell<i64>,
     /// The flusher task while it runs (then its finished handle). An idle partition has none:
@@ -294,7 +297,7 @@ impl Partition {
         budget: Rc<CacheBudget>,
     ) -> LogResult<Rc<Partition>> {
         let name = format!("{topic}-{partition}");
-        check_topic_id(&dir, &topic_id).await?;
+        check_topic_id(&dir, &topic_id, leader_epoch).await?;
         let (log, report) = Log::open(&dir, now_ms()).await?;
         if report.truncated_bytes > 0 {
             // One line per partition would be 100,000 at scale: the shard sums them at start
@@ -303,9 +306,13 @@ impl Partition {
         }
         let end = log.end_offset();
         let (log_start_offset, first_segment_base, index_dir) = (log.log_start_offset(), log.first_segment_base(), dir.clone());
-        let aborted = crate::fs::off_shard(move || AbortedIndex::load(&index_dir, log_start_offset, first_segment_base, end))
-            .await
-            .map_err(|error| LogError::io(&dir, error))?;
+        let (aborted, epochs) = crate::fs::off_shard(move || {
+            let aborted = AbortedIndex::load(&index_dir, log_start_offset, first_segment_base, end)?;
+            Ok::<_, std::io::Error>((aborted, read_epochs(&index_dir)?))
+        })
+        .await
+        .map_err(|error| LogError::io(&dir, error))?;
+        let epochs = fit_epochs(&dir, epochs, log_start_offset, end, leader_epoch).await?;
         let aborted = RefCell::new(aborted);
         let producers = recover_producers(
             &log,
@@ -340,6 +347,7 @@ impl Partition {
             compaction_done: Rc::new(Notify::default()),
             producers: RefCell::new(producers),
             txns: RefCell::new(TxnState { unreplicated: BTreeMap::new(), aborted }),
+            epochs: RefCell::new(epochs),
             last_stable_offset_announced: Cell::new(end),
             flusher_done: RefCell::new(None),
             me: me.clone(),
@@ -845,8 +853,34 @@ impl Partition {
         let changes =
             self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
         crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
+        if self.epochs.borrow_mut().truncate_from_start(log.log_start_offset()) {
+            self.write_epochs(log).await?;
+        }
         self.announce_last_stable_offset();
         Ok(())
+    }
+
+    /// Writes the epoch history to the partition's checkpoint, durably.
+    async fn write_epochs(&self, log: &Log) -> LogResult<()> {
+        let path = log.dir().join(epochs::CHECKPOINT_FILE);
+        let text = self.epochs.borrow().encode();
+        let written = path.clone();
+        crate::fs::off_shard(move || crate::fs::write_durably(&written, text.as_bytes()))
+            .await
+            .map_err(|error| LogError::io(&path, error))
+    }
+
+    /// Kafka `endOffsetForEpoch` (OffsetForLeaderEpoch, a follower's divergence check): the
+    /// largest epoch at or below `epoch` this log knows and the offset where it ends; `None` for
+    /// an undefined epoch or one newer than any known.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let (found, end_offset) = self.epochs.borrow().end_offset_for(epoch, self.next_offset.get());
+        (end_offset != epochs::UNDEFINED_EPOCH_OFFSET).then_some((found, end_offset))
+    }
+
+    /// The epoch history (a copy).
+    pub fn epochs(&self) -> EpochHistory {
+        self.epochs.borrow().clone()
     }
 
     /// Writes one group of queued appends (and syncs if any needs it).
@@ -1132,6 +1166,10 @@ impl Partition {
             txns.aborted.truncate_in_memory(log.dir(), end)
         };
         crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
+        // The epochs above the cut go; the current epoch starts again at the new end.
+        if self.epochs.borrow_mut().fit_to_log(log.log_start_offset(), end, self.leader_epoch.get()) {
+            self.write_epochs(&log).await?;
+        }
         let producers = recover_producers(
             &log,
             |offset| self.txns.borrow().aborted.contains(offset),
@@ -1177,6 +1215,9 @@ impl Partition {
     pub fn check_invariants(&self) {
         let high_watermark = self.high_watermark.get();
         let log_end_offset = self.next_offset.get();
+        if let Some(latest) = self.epochs.borrow().latest() {
+            assert!(latest.start_offset <= log_end_offset, "{}: epoch {latest:?} starts past the log end", self.name);
+        }
         let last_stable_offset = self.last_stable_offset();
         assert!(high_watermark <= log_end_offset, "{}: high watermark {high_watermark} > log end {log_end_offset}", self.name);
         assert!(
@@ -1474,8 +1515,10 @@ async fn append_aborted_off_shard(dir: &std::path::Path, bucket: i64, entries: V
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
-/// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name.
-async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult<()> {
+/// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name. A new
+/// directory gets its metadata file and the epoch checkpoint of an empty log led in
+/// `leader_epoch` together (one directory sync).
+async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16], leader_epoch: i32) -> LogResult<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(*topic_id));
     match std::fs::read_to_string(&path) {
@@ -1489,8 +1532,49 @@ async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16]) -> LogResult
     std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
     // Durably: a torn or empty file left by a crash would read as another topic's, and the
     // directory would be removed as that topic's at the next start.
-    let written = path.clone();
-    crate::fs::off_shard(move || crate::fs::write_durably(&written, expected.as_bytes()))
-        .await
-        .map_err(|error| LogError::io(&path, error))
+    let mut epochs = EpochHistory::default();
+    if leader_epoch >= 0 {
+        epochs.assign(leader_epoch, 0);
+    }
+    let files = [(path.clone(), expected.into_bytes()), (dir.join(epochs::CHECKPOINT_FILE), epochs.encode().into_bytes())];
+    crate::fs::off_shard(move || crate::fs::write_all_durably(&files)).await.map_err(|error| LogError::io(&path, error))
+}
+
+/// The epoch checkpoint in `dir` as written; `None` if there is none (a directory from before
+/// epochs were kept). Blocking.
+fn read_epochs(dir: &std::path::Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(epochs::CHECKPOINT_FILE)) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// The epoch history fitted to the recovered log `[log_start, log_end)` (Kafka trims its cache to
+/// the log at load), with `leader_epoch` starting at the log end if it is newer than any known;
+/// rewritten durably if that changed it. An unreadable checkpoint starts the history afresh.
+async fn fit_epochs(
+    dir: &std::path::Path,
+    text: Option<String>,
+    log_start: i64,
+    log_end: i64,
+    leader_epoch: i32,
+) -> LogResult<EpochHistory> {
+    let (mut history, mut changed) = match text.as_deref().map(EpochHistory::decode) {
+        Some(Ok(history)) => (history, false),
+        Some(Err(error)) => {
+            tracing::warn!(dir = %dir.display(), %error, "unreadable leader epoch checkpoint; epochs start afresh");
+            (EpochHistory::default(), true)
+        }
+        None => (EpochHistory::default(), true),
+    };
+    changed |= history.fit_to_log(log_start, log_end, leader_epoch);
+    if changed {
+        let path = dir.join(epochs::CHECKPOINT_FILE);
+        let (written, text) = (path.clone(), history.encode());
+        crate::fs::off_shard(move || crate::fs::write_durably(&written, text.as_bytes()))
+            .await
+            .map_err(|error| LogError::io(&path, error))?;
+    }
+    Ok(history)
 }

@@ -748,3 +748,76 @@ fn read_batches_replays_every_committed_batch_from_cache_and_from_disk_without_f
         partition.close().await.expect("clean close");
     });
 }
+
+/// Opens the test partition in `dir` as led in `leader_epoch`.
+async fn open_in_epoch(dir: &std::path::Path, leader_epoch: i32) -> Rc<Partition> {
+    Partition::open(
+        dir.to_path_buf(),
+        Rc::from(TOPIC),
+        PARTITION,
+        TOPIC_ID,
+        leader_epoch,
+        topic_config(1 << 20),
+        settings(),
+        CacheBudget::new(1 << 20),
+    )
+    .await
+    .expect("partition opens")
+}
+
+/// Appends `count` one-record batches, synced.
+async fn append_synced(partition: &Partition, count: u64) {
+    for seed in 0..count {
+        append_and_wait(partition, BatchSpec::simple(1, 10, seed, 1_700_000_000_000).encode(), Acks::Synced).await;
+    }
+}
+
+/// The leader epoch history survives restarts in `leader-epoch-checkpoint` (Kafka's format), a
+/// new epoch starts at the log end, and OffsetForLeaderEpoch's answer (Kafka `endOffsetFor`)
+/// follows truncation at either end of the log.
+#[test]
+fn leader_epochs_are_checkpointed_and_follow_the_log() {
+    run(|| async {
+        let dir = temp_dir();
+        let partition = open_in_epoch(dir.path(), 3).await;
+        let checkpoint = dir.path().join("leader-epoch-checkpoint");
+        assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n3 0\n", "a new partition's checkpoint");
+        append_synced(&partition, 4).await;
+        partition.close().await.unwrap();
+
+        let partition = open_in_epoch(dir.path(), 5).await;
+        assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n2\n3 0\n5 4\n", "epoch 5 starts at the log end");
+        append_synced(&partition, 3).await;
+        assert_eq!(partition.end_offset_for_epoch(3), Some((3, 4)));
+        assert_eq!(partition.end_offset_for_epoch(4), Some((3, 4)), "an unknown epoch ends with the one below it");
+        assert_eq!(partition.end_offset_for_epoch(5), Some((5, 7)), "the current epoch ends at the log end");
+        assert_eq!(partition.end_offset_for_epoch(6), None);
+        assert_eq!(partition.end_offset_for_epoch(-1), None);
+
+        // Truncating into epoch 3 drops epoch 5's start; the current epoch starts again at the cut.
+        partition.truncate_to(2).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n2\n3 0\n5 2\n");
+        assert_eq!(partition.end_offset_for_epoch(3), Some((3, 2)));
+        append_synced(&partition, 3).await;
+        // The log start passing epoch 5's start leaves only epoch 5, starting at the log start.
+        partition.delete_records(4).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n5 4\n");
+        assert_eq!(partition.end_offset_for_epoch(3), Some((3, 4)), "older than all known: the log start");
+        partition.check_invariants();
+        partition.close().await.unwrap();
+
+        // A directory without a checkpoint (written before epochs were kept) and one with a torn
+        // checkpoint start the history at the log end.
+        for damaged in ["", "0\n2\n3 0\n"] {
+            if damaged.is_empty() {
+                std::fs::remove_file(&checkpoint).unwrap();
+            } else {
+                std::fs::write(&checkpoint, damaged).unwrap();
+            }
+            let partition = open_in_epoch(dir.path(), 5).await;
+            assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n5 5\n", "{damaged:?}");
+            assert_eq!(partition.end_offset_for_epoch(5), Some((5, 5)));
+            partition.close().await.unwrap();
+        }
+    });
+}
