@@ -98,6 +98,31 @@ pub struct DescribeProducersPart {
     pub spec: PartitionSpec,
 }
 
+/// OffsetForLeaderEpoch: where `leader_epoch` ends in one partition's log.
+pub struct OffsetForLeaderEpochPart {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: PartitionSpec,
+    /// The epoch the client believes current (-1: not checked).
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
+}
+
+/// A partition's OffsetForLeaderEpoch answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub error_code: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+impl EpochEnd {
+    /// No epoch found (Kafka's -1 and -1), with `error_code`.
+    pub fn failed(error_code: i16) -> EpochEnd {
+        EpochEnd { error_code, leader_epoch: -1, end_offset: -1 }
+    }
+}
+
 /// A part addressed to the shard owning one partition: that partition, and the message that
 /// carries such parts to their owner, which answers each with one `Answer`.
 pub trait PartitionPart: Sized {
@@ -124,6 +149,7 @@ partition_parts! {
     ListOffsetsPart => ListOffsets(ListOffsetsResult);
     DeleteRecordsPart => DeleteRecords((i16, i64));
     DescribeProducersPart => DescribeProducers(Result<Vec<ProducerSummary>, i16>);
+    OffsetForLeaderEpochPart => OffsetForLeaderEpoch(EpochEnd);
 }
 
 /// One active producer of a partition, as DescribeProducers reports it.
@@ -168,6 +194,11 @@ pub enum ShardRequest {
     DescribeProducers {
         parts: Vec<DescribeProducersPart>,
         reply: oneshot::Sender<Vec<Result<Vec<ProducerSummary>, i16>>>,
+    },
+    /// Replies, per part, where the asked epoch ends.
+    OffsetForLeaderEpoch {
+        parts: Vec<OffsetForLeaderEpochPart>,
+        reply: oneshot::Sender<Vec<EpochEnd>>,
     },
     /// A topic was deleted: drop its partitions' data on this shard.
     DropTopic {

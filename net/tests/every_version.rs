@@ -64,6 +64,7 @@ fn request_for(api: ApiKey, version: i16) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
         ApiKey::DescribeProducers => DescribeProducersRequest::default().into(),
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
         ApiKey::DescribeTransactions => DescribeTransactionsRequest::default().into(),
         ApiKey::ListTransactions => ListTransactionsRequest::default().into(),
         ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::default().into(),

@@ -536,3 +536,117 @@ def test_send_offsets_to_transaction_while_the_consumer_group_is_stable(broker_f
         if kp is not None:
             kp.close(timeout=10)
         consumer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# KIP-320: OffsetForLeaderEpoch (API 23) and the consumer's position check
+
+OFFSET_FOR_LEADER_EPOCH = 23
+UNKNOWN_LEADER_EPOCH = 75
+# Polls of 0.2 s during which a consumer assigned past the end of an epoch must read nothing.
+EPOCH_CHECK_POLLS = 15
+
+
+def _offset_for_leader_epoch(conn: kafka_wire.KafkaConnection, version: int, topic: str,
+                             asks: list[tuple[int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """OffsetForLeaderEpoch v`version` for (partition, current leader epoch, leader epoch) of
+    `topic`: (partition, error code, leader epoch, end offset) per partition, in order."""
+    flexible = version >= 4
+    w = kafka_wire.Writer(flexible)
+    if version >= 3:
+        w.int32(-1)  # replica id: a consumer
+    w.array_len(1).string(topic).array_len(len(asks))
+    for partition, current_leader_epoch, leader_epoch in asks:
+        w.int32(partition).int32(current_leader_epoch).int32(leader_epoch)
+        if flexible:
+            w.tagged_fields()
+    if flexible:
+        w.tagged_fields().tagged_fields()
+    r = conn.roundtrip(OFFSET_FOR_LEADER_EPOCH, version, w.getvalue(), flexible)
+    r.int32()  # throttle
+    answers = []
+    for _ in range(r.array_len()):
+        assert r.string() == topic
+        for _ in range(r.array_len()):
+            error_code, partition, leader_epoch, end_offset = r.int16(), r.int32(), r.int32(), r.int64()
+            answers.append((partition, error_code, leader_epoch, end_offset))
+            if flexible:
+                r.tagged_fields()
+        if flexible:
+            r.tagged_fields()
+    return answers
+
+
+def test_offset_for_leader_epoch_answers_where_each_epoch_ends(broker, topic):
+    """A single node leads every partition in epoch 0 from its first record: epoch 0 ends at the
+    log end offset, a newer epoch is unknown (-1, -1), a newer current_leader_epoch gets
+    UNKNOWN_LEADER_EPOCH, a partition that does not exist UNKNOWN_TOPIC_OR_PARTITION; at every
+    advertised version (Kafka 4's 2-4)."""
+    fjordtest.create_topic(broker.bootstrap, topic, partitions=2)
+    with broker.connect() as conn:
+        assert conn.api_versions()[OFFSET_FOR_LEADER_EPOCH] == (2, 4)
+        for _ in range(5):
+            assert conn.produce(topic, 0, kafka_wire.build_record_batch([b"v"])).error_code == kafka_wire.NONE
+        for version in (2, 3, 4):
+            answers = _offset_for_leader_epoch(conn, version, topic, [(0, -1, 0), (0, 0, 0), (1, -1, 0), (0, -1, 3),
+                                                                       (0, 1, 0), (9, -1, 0)])
+            assert answers == [
+                (0, kafka_wire.NONE, 0, 5),
+                (0, kafka_wire.NONE, 0, 5),
+                (1, kafka_wire.NONE, 0, 0),
+                (0, kafka_wire.NONE, -1, -1),
+                (0, UNKNOWN_LEADER_EPOCH, -1, -1),
+                (9, kafka_wire.UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+            ], f"v{version}"
+
+
+def _poll_values(consumer: Consumer, count: int) -> list[tuple[int, bytes, int]]:
+    """(offset, value, leader epoch) of the next `count` messages, polled for at most WAIT_MAX_S."""
+    read = []
+    deadline = time.monotonic() + WAIT_MAX_S
+    while len(read) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        assert message.error() is None, message.error()
+        read.append((message.offset(), message.value(), message.leader_epoch()))
+    return read
+
+
+def test_consumer_positions_with_a_leader_epoch_are_validated_by_offset_for_leader_epoch(broker, topic):
+    """librdkafka checks a position that carries a leader epoch with OffsetForLeaderEpoch before
+    fetching from it (KIP-320). Assigned at offset 3 of epoch 0, it reads offsets 3 and 4. Assigned
+    at offset 40 of epoch 0, which ends at 5 here, it moves to 5 (the end of what that epoch
+    wrote) and reads what comes next; without the check it would fetch at 40, get
+    OFFSET_OUT_OF_RANGE and reset to the earliest offset (auto.offset.reset), reading 0 again."""
+    fjordtest.create_topic(broker.bootstrap, topic)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for index in range(5):
+        producer.produce(topic, value=f"v{index}".encode(), partition=0)
+    assert producer.flush(30) == 0
+
+    def consumer() -> Consumer:
+        return Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"fjord-e2e-ofle-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+
+    inside = consumer()
+    try:
+        inside.assign([TopicPartition(topic, 0, 3, leader_epoch=0)])
+        assert _poll_values(inside, 2) == [(3, b"v3", 0), (4, b"v4", 0)]
+    finally:
+        inside.close()
+
+    beyond = consumer()
+    try:
+        beyond.assign([TopicPartition(topic, 0, 40, leader_epoch=0)])
+        # librdkafka checks the position as it starts fetching; a reset to the earliest offset
+        # would deliver offset 0 within these polls.
+        for _ in range(EPOCH_CHECK_POLLS):
+            message = beyond.poll(0.2)
+            assert message is None, f"read offset {message.offset()}: the position was not moved to the end of epoch 0"
+        for index in (5, 6):
+            producer.produce(topic, value=f"v{index}".encode(), partition=0)
+        assert producer.flush(30) == 0
+        assert _poll_values(beyond, 2) == [(5, b"v5", 0), (6, b"v6", 0)]
+    finally:
+        beyond.close()

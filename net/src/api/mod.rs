@@ -20,6 +20,7 @@ pub mod handler;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod per_partition;
 pub mod produce;
 pub mod transactions;
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::ConsumerGroupDescribe, consumer_groups::DESCRIBE_VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DescribeProducers, describe_producers::VERSIONS),
+    (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS),
     (ApiKey::AddPartitionsToTxn, transactions::ADD_PARTITIONS_VERSIONS),
     (ApiKey::AddOffsetsToTxn, transactions::ADD_OFFSETS_VERSIONS),
     (ApiKey::EndTxn, transactions::END_TXN_VERSIONS),
@@ -139,6 +141,7 @@ requests! {
     ConsumerGroupDescribe(consumer_groups::DESCRIBE_VERSIONS) => ConsumerGroupDescribeRequest,
     InitProducerId(init_producer_id::VERSIONS) => InitProducerIdRequest,
     DescribeProducers(describe_producers::VERSIONS) => DescribeProducersRequest,
+    OffsetForLeaderEpoch(offset_for_leader_epoch::VERSIONS) => OffsetForLeaderEpochRequest,
     AddPartitionsToTxn(transactions::ADD_PARTITIONS_VERSIONS) => AddPartitionsToTxnRequest,
     AddOffsetsToTxn(transactions::ADD_OFFSETS_VERSIONS) => AddOffsetsToTxnRequest,
     EndTxn(transactions::END_TXN_VERSIONS) => EndTxnRequest,
@@ -281,6 +284,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
         RequestBody::DescribeTransactions(request) => deferred(transactions::describe_transactions(shard, header, request)),
         RequestBody::ListTransactions(request) => deferred(transactions::list_transactions(shard, header, request)),
         RequestBody::DescribeProducers(request) => deferred(describe_producers::handle(ctx, header, request)),
+        RequestBody::OffsetForLeaderEpoch(request) => deferred(offset_for_leader_epoch::handle(ctx, header, request)),
         RequestBody::DescribeCluster(request) => ready(describe_cluster::handle(&ctx, &header, request)),
     }
 }
@@ -325,6 +329,9 @@ pub async fn serve_owner(shard: Rc<Shard>, request: ShardRequest) {
         }
         ShardRequest::DescribeProducers { parts, reply } => {
             let _ = reply.send(describe_producers::on_owner(ctx, parts).await);
+        }
+        ShardRequest::OffsetForLeaderEpoch { parts, reply } => {
+            let _ = reply.send(offset_for_leader_epoch::on_owner(ctx, parts).await);
         }
         ShardRequest::DropTopic { topic, partitions, reply } => {
             crate::admin::drop_topic_on_owner(ctx, &topic, partitions).await;

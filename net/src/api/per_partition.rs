@@ -1,5 +1,5 @@
 //! Per-partition answers. The APIs that ask each partition's owner shard one question answer per
-//! partition in request order (ListOffsets, DeleteRecords, DescribeProducers):
+//! partition in request order (ListOffsets, DeleteRecords, DescribeProducers, OffsetForLeaderEpoch):
 //!
 //! ```text
 //!  request partitions ─▶ known topic and index? ─yes─▶ part ─▶ router::call ─▶ owner's answer
@@ -22,6 +22,7 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::TopicName;
 
@@ -91,12 +92,16 @@ pub trait PartitionResult {
     fn failed(partition_index: i32, error_code: i16) -> Self;
 }
 
+/// `Topic => Partition { topic name field, partitions field, partition index field, error code
+/// field };`
 macro_rules! topic_results {
-    ($($topic:ty => $partition:ty { $partitions:ident, $error_code:ident };)*) => {$(
+    ($($topic:ty => $partition:ty { $name:ident, $partitions:ident, $index:ident, $error_code:ident };)*) => {$(
         impl TopicResult for $topic {
             type Partition = $partition;
             fn named(name: TopicName) -> Self {
-                <$topic>::default().with_name(name)
+                let mut topic = <$topic>::default();
+                topic.$name = name;
+                topic
             }
             fn partitions(&mut self) -> &mut Vec<$partition> {
                 &mut self.$partitions
@@ -106,7 +111,7 @@ macro_rules! topic_results {
         impl PartitionResult for $partition {
             fn failed(partition_index: i32, error_code: i16) -> Self {
                 let mut partition = <$partition>::default();
-                partition.partition_index = partition_index;
+                partition.$index = partition_index;
                 partition.$error_code = error_code;
                 partition
             }
@@ -115,13 +120,16 @@ macro_rules! topic_results {
 }
 
 topic_results! {
-    ListOffsetsTopicResponse => ListOffsetsPartitionResponse { partitions, error_code };
-    DeleteRecordsTopicResult => DeleteRecordsPartitionResult { partitions, error_code };
-    DescribeProducersTopic => DescribeProducersPartition { partitions, error_code };
-    AddPartitionsToTxnTopicResult => AddPartitionsToTxnPartitionResult { results_by_partition, partition_error_code };
-    TxnOffsetCommitResponseTopic => TxnOffsetCommitResponsePartition { partitions, error_code };
-    OffsetCommitResponseTopic => OffsetCommitResponsePartition { partitions, error_code };
-    OffsetDeleteResponseTopic => OffsetDeleteResponsePartition { partitions, error_code };
+    ListOffsetsTopicResponse => ListOffsetsPartitionResponse { name, partitions, partition_index, error_code };
+    DeleteRecordsTopicResult => DeleteRecordsPartitionResult { name, partitions, partition_index, error_code };
+    DescribeProducersTopic => DescribeProducersPartition { name, partitions, partition_index, error_code };
+    AddPartitionsToTxnTopicResult => AddPartitionsToTxnPartitionResult {
+        name, results_by_partition, partition_index, partition_error_code
+    };
+    TxnOffsetCommitResponseTopic => TxnOffsetCommitResponsePartition { name, partitions, partition_index, error_code };
+    OffsetCommitResponseTopic => OffsetCommitResponsePartition { name, partitions, partition_index, error_code };
+    OffsetDeleteResponseTopic => OffsetDeleteResponsePartition { name, partitions, partition_index, error_code };
+    OffsetForLeaderTopicResult => EpochEndOffset { topic, partitions, partition, error_code };
 }
 
 /// Every partition a request names (per topic: its name and partition indexes) answered with
