@@ -328,12 +328,13 @@ impl Leader {
             return None;
         }
         let isr = &self.state.isr;
-        // A member must hold (durably, in the default mode) everything below the high watermark.
+        // A member must hold (durably, in the default mode) everything below the high watermark
+        // and everything earlier leaders wrote: a new leader's high watermark starts from what it
+        // knew as a follower, below what was acknowledged, while its epoch starts past all of it.
         let joining = self.followers.iter().find(|(&replica, progress)| {
             !isr.contains(&replica)
                 && progress.broker_epoch == self.broker_epochs.get(&replica).copied().unwrap_or(-1)
-                && self.held(replica) >= self.high_watermark
-                && progress.log_end_offset >= self.epoch_start_offset
+                && self.held(replica) >= self.high_watermark.max(self.epoch_start_offset)
         });
         let lagging: Vec<ReplicaId> = self
             .followers
