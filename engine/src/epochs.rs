@@ -14,10 +14,10 @@
 //!   end_offset_for(9)  = (-1, -1)    newer than anything known
 //! ```
 //!
-//! The structure is pure: the partition records an epoch when a leader first appends under it,
-//! truncates the history with the log, and writes the checkpoint through `fs` (`encode`/`decode`
-//! are the file's text format: a version line `0`, a count line, then `epoch start-offset`
-//! lines).
+//! The structure is pure: the partition starts a newer epoch at its log end when it opens under
+//! it, truncates the history with the log, and writes the checkpoint through `fs` (`encode` /
+//! `decode` are the file's text format: a version line `0`, a count line, then `epoch
+//! start-offset` lines).
 
 /// Kafka's `UNDEFINED_EPOCH` and `UNDEFINED_EPOCH_OFFSET`.
 pub const UNDEFINED_EPOCH: i32 = -1;
@@ -118,6 +118,16 @@ impl EpochHistory {
         let kept = EpochEntry { epoch: self.entries[covered - 1].epoch, start_offset };
         self.entries.splice(..covered, [kept]);
         true
+    }
+
+    /// The history of a log whose every record was written in `leader_epoch`, from the log start
+    /// (a new partition's, and what a partition without a readable checkpoint assumes).
+    pub fn single(leader_epoch: i32, log_start: i64) -> EpochHistory {
+        let mut history = EpochHistory::default();
+        if leader_epoch >= 0 {
+            history.assign(leader_epoch, log_start.max(0));
+        }
+        history
     }
 
     /// Fits the history to a log holding `[log_start, log_end)` written under epochs up to

@@ -52,20 +52,6 @@ fn temporary_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(temporary_name)
 }
 
-/// [`write_durably`] for several files of one directory: each written to a temporary file and
-/// synced, then all renamed and the directory synced once.
-pub fn write_all_durably(files: &[(std::path::PathBuf, Vec<u8>)]) -> io::Result<()> {
-    let Some((first, _)) = files.first() else { return Ok(()) };
-    let mut renames = Vec::with_capacity(files.len());
-    for (path, contents) in files {
-        let temporary = temporary_path(path);
-        write_synced(&temporary, contents)?;
-        renames.push((temporary, path.as_path()));
-    }
-    let renames: Vec<(&Path, &Path)> = renames.iter().map(|(from, to)| (from.as_path(), *to)).collect();
-    rename_durably(&renames, parent_dir(first))
-}
-
 /// The directory holding `path` (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

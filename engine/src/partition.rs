@@ -854,20 +854,16 @@ impl Partition {
             self.txns.borrow_mut().aborted.drop_below_in_memory(log.dir(), log.log_start_offset(), log.first_segment_base());
         crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
         if self.epochs.borrow_mut().truncate_from_start(log.log_start_offset()) {
-            self.write_epochs(log).await?;
+            self.persist_epochs(log).await?;
         }
         self.announce_last_stable_offset();
         Ok(())
     }
 
-    /// Writes the epoch history to the partition's checkpoint, durably.
-    async fn write_epochs(&self, log: &Log) -> LogResult<()> {
-        let path = log.dir().join(epochs::CHECKPOINT_FILE);
+    /// Writes the changed epoch history to the partition's checkpoint, durably.
+    async fn persist_epochs(&self, log: &Log) -> LogResult<()> {
         let text = self.epochs.borrow().encode();
-        let written = path.clone();
-        crate::fs::off_shard(move || crate::fs::write_durably(&written, text.as_bytes()))
-            .await
-            .map_err(|error| LogError::io(&path, error))
+        write_epochs(log.dir(), text).await
     }
 
     /// Kafka `endOffsetForEpoch` (OffsetForLeaderEpoch, a follower's divergence check): the
@@ -1168,7 +1164,7 @@ impl Partition {
         crate::fs::off_shard(move || changes.apply()).await.map_err(|error| LogError::io(log.dir(), error))?;
         // The epochs above the cut go; the current epoch starts again at the new end.
         if self.epochs.borrow_mut().fit_to_log(log.log_start_offset(), end, self.leader_epoch.get()) {
-            self.write_epochs(&log).await?;
+            self.persist_epochs(&log).await?;
         }
         let producers = recover_producers(
             &log,
@@ -1516,8 +1512,9 @@ async fn append_aborted_off_shard(dir: &std::path::Path, bucket: i64, entries: V
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// Makes sure `dir` holds data of this topic id, not of an earlier topic with the same name. A new
-/// directory gets its metadata file and the epoch checkpoint of an empty log led in
-/// `leader_epoch` together (one directory sync).
+/// directory also gets the epoch checkpoint of an empty log led in `leader_epoch`, synced, its
+/// name made durable by the same directory sync as the metadata file's: a partition reopened
+/// under a later epoch must know which epoch its records were written in.
 async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16], leader_epoch: i32) -> LogResult<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(*topic_id));
@@ -1532,12 +1529,14 @@ async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16], leader_epoch
     std::fs::create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
     // Durably: a torn or empty file left by a crash would read as another topic's, and the
     // directory would be removed as that topic's at the next start.
-    let mut epochs = EpochHistory::default();
-    if leader_epoch >= 0 {
-        epochs.assign(leader_epoch, 0);
-    }
-    let files = [(path.clone(), expected.into_bytes()), (dir.join(epochs::CHECKPOINT_FILE), epochs.encode().into_bytes())];
-    crate::fs::off_shard(move || crate::fs::write_all_durably(&files)).await.map_err(|error| LogError::io(&path, error))
+    let written = path.clone();
+    let checkpoint = (dir.join(epochs::CHECKPOINT_FILE), EpochHistory::single(leader_epoch, 0).encode());
+    crate::fs::off_shard(move || {
+        crate::fs::write_synced(&checkpoint.0, checkpoint.1.as_bytes())?;
+        crate::fs::write_durably(&written, expected.as_bytes())
+    })
+    .await
+    .map_err(|error| LogError::io(&path, error))
 }
 
 /// The epoch checkpoint in `dir` as written; `None` if there is none (a directory from before
@@ -1552,7 +1551,8 @@ fn read_epochs(dir: &std::path::Path) -> std::io::Result<Option<String>> {
 
 /// The epoch history fitted to the recovered log `[log_start, log_end)` (Kafka trims its cache to
 /// the log at load), with `leader_epoch` starting at the log end if it is newer than any known;
-/// rewritten durably if that changed it. An unreadable checkpoint starts the history afresh.
+/// rewritten durably if that changed it. A missing checkpoint (a directory from before epochs
+/// were kept) or an unreadable one is taken to say that every record is of `leader_epoch`.
 async fn fit_epochs(
     dir: &std::path::Path,
     text: Option<String>,
@@ -1563,18 +1563,23 @@ async fn fit_epochs(
     let (mut history, mut changed) = match text.as_deref().map(EpochHistory::decode) {
         Some(Ok(history)) => (history, false),
         Some(Err(error)) => {
-            tracing::warn!(dir = %dir.display(), %error, "unreadable leader epoch checkpoint; epochs start afresh");
-            (EpochHistory::default(), true)
+            tracing::warn!(dir = %dir.display(), %error, "unreadable leader epoch checkpoint; all records count as the current epoch's");
+            (EpochHistory::single(leader_epoch, log_start), true)
         }
-        None => (EpochHistory::default(), true),
+        None => (EpochHistory::single(leader_epoch, log_start), true),
     };
     changed |= history.fit_to_log(log_start, log_end, leader_epoch);
     if changed {
-        let path = dir.join(epochs::CHECKPOINT_FILE);
-        let (written, text) = (path.clone(), history.encode());
-        crate::fs::off_shard(move || crate::fs::write_durably(&written, text.as_bytes()))
-            .await
-            .map_err(|error| LogError::io(&path, error))?;
+        write_epochs(dir, history.encode()).await?;
     }
     Ok(history)
+}
+
+/// Writes `text` as the checkpoint in `dir`, durably, off the shard thread.
+async fn write_epochs(dir: &std::path::Path, text: String) -> LogResult<()> {
+    let path = dir.join(epochs::CHECKPOINT_FILE);
+    let written = path.clone();
+    crate::fs::off_shard(move || crate::fs::write_durably(&written, text.as_bytes()))
+        .await
+        .map_err(|error| LogError::io(&path, error))
 }

@@ -783,6 +783,7 @@ fn leader_epochs_are_checkpointed_and_follow_the_log() {
         let checkpoint = dir.path().join("leader-epoch-checkpoint");
         assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n3 0\n", "a new partition's checkpoint");
         append_synced(&partition, 4).await;
+        assert_eq!(partition.end_offset_for_epoch(3), Some((3, 4)));
         partition.close().await.unwrap();
 
         let partition = open_in_epoch(dir.path(), 5).await;
@@ -806,17 +807,18 @@ fn leader_epochs_are_checkpointed_and_follow_the_log() {
         partition.check_invariants();
         partition.close().await.unwrap();
 
-        // A directory without a checkpoint (written before epochs were kept) and one with a torn
-        // checkpoint start the history at the log end.
-        for damaged in ["", "0\n2\n3 0\n"] {
-            if damaged.is_empty() {
+        // A damaged checkpoint (emptied or torn) and a missing one (a
+        // directory from before epochs were kept) say every record is of the current epoch.
+        for damaged in ["", "0\n2\n3 0\n", "missing"] {
+            if damaged == "missing" {
                 std::fs::remove_file(&checkpoint).unwrap();
             } else {
                 std::fs::write(&checkpoint, damaged).unwrap();
             }
             let partition = open_in_epoch(dir.path(), 5).await;
-            assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n5 5\n", "{damaged:?}");
+            assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n5 4\n", "{damaged:?}");
             assert_eq!(partition.end_offset_for_epoch(5), Some((5, 5)));
+            assert_eq!(partition.end_offset_for_epoch(2), Some((2, 4)));
             partition.close().await.unwrap();
         }
     });
