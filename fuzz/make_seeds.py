@@ -3,7 +3,7 @@
     python fuzz/make_seeds.py <target> fuzz/corpus/<target>
 
 Targets: request_decode, segment_recovery, producer_snapshot, txn_state, group_records, txn_index,
-segment_index, record_batch. Seeds are well-formed inputs built with the e2e suite's hand-written
+segment_index, record_batch, epoch_checkpoint. Seeds are well-formed inputs built with the e2e suite's hand-written
 Kafka codec (tests/e2e/kafka_wire.py) or by hand as the broker writes them, so a short run starts
 from deep in the decoders instead of at their first bytes.
 """
@@ -307,6 +307,22 @@ def batch_seeds() -> list[bytes]:
     ]
 
 
+def epoch_checkpoint_seeds() -> list[bytes]:
+    """[log start u16][log end u16][leader epoch u8][leader-epoch-checkpoint text]."""
+
+    def seed(log_start: int, log_end: int, leader_epoch: int, text: str) -> bytes:
+        return struct.pack(">HHB", log_start, log_end, leader_epoch) + text.encode()
+
+    return [
+        seed(0, 420, 5, "0\n3\n0 0\n2 140\n5 300\n"),
+        seed(150, 420, 7, "0\n3\n0 0\n2 140\n5 300\n"),  # a newer epoch, log start past epoch 2's
+        seed(0, 200, 5, "0\n3\n0 0\n2 140\n5 300\n"),  # the log ends below epoch 5's start
+        seed(0, 0, 0, "0\n0\n"),
+        seed(0, 10, 1, "0\n2\n3 10\n2 20\n"),  # out of order
+        seed(0, 10, 1, "1\n0\n"),  # unknown version
+    ]
+
+
 SEEDS = {
     "request_decode": request_seeds,
     "segment_recovery": segment_seeds,
@@ -316,6 +332,7 @@ SEEDS = {
     "txn_index": txn_index_seeds,
     "segment_index": segment_index_seeds,
     "record_batch": batch_seeds,
+    "epoch_checkpoint": epoch_checkpoint_seeds,
 }
 
 

@@ -18,7 +18,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 fuzz_seconds="${FJORD_FUZZ_SECONDS:-20}"
-fuzz_targets=(request_decode segment_recovery producer_snapshot txn_state group_records txn_index segment_index record_batch)
+fuzz_targets=(request_decode segment_recovery producer_snapshot txn_state group_records txn_index segment_index record_batch epoch_checkpoint)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
