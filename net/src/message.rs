@@ -83,6 +83,13 @@ pub struct ListOffsetsResult {
     pub leader_epoch: i32,
 }
 
+impl ListOffsetsResult {
+    /// No offset found (-1 everywhere), with `error_code`.
+    pub fn failed(error_code: i16) -> ListOffsetsResult {
+        ListOffsetsResult { error_code, offset: -1, timestamp: -1, leader_epoch: -1 }
+    }
+}
+
 /// DeleteRecords: move the log start offset of one partition to `offset` (-1: high watermark).
 pub struct DeleteRecordsPart {
     pub topic: String,
@@ -128,6 +135,8 @@ impl EpochEnd {
 pub trait PartitionPart: Sized {
     type Answer;
     fn partition(&self) -> (&str, i32);
+    /// How to open the partition if the owner has not yet.
+    fn spec(&self) -> &PartitionSpec;
     fn request(parts: Vec<Self>, reply: oneshot::Sender<Vec<Self::Answer>>) -> ShardRequest;
 }
 
@@ -137,6 +146,9 @@ macro_rules! partition_parts {
             type Answer = $answer;
             fn partition(&self) -> (&str, i32) {
                 (&self.topic, self.partition)
+            }
+            fn spec(&self) -> &PartitionSpec {
+                &self.spec
             }
             fn request(parts: Vec<Self>, reply: oneshot::Sender<Vec<$answer>>) -> ShardRequest {
                 ShardRequest::$variant { parts, reply }

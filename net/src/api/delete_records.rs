@@ -42,13 +42,11 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Delet
 /// The owner half: moves each partition's log start offset; (error code, new low watermark)
 /// per part.
 pub async fn on_owner(ctx: &ShardContext, parts: Vec<DeleteRecordsPart>) -> Vec<(i16, i64)> {
-    let mut results = Vec::with_capacity(parts.len());
-    for part in parts {
-        let outcome = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => partition.delete_records(part.offset).await,
-            Err(error) => Err(error),
-        };
-        results.push(match outcome {
+    per_partition::on_each_partition(
+        ctx,
+        parts,
+        |code| (code, -1),
+        async |part, partition| match partition.delete_records(part.offset).await {
             Ok((low_watermark, removed)) => {
                 ctx.metrics().retention_removed(RetentionCause::StartOffset, removed.segments as u64, removed.bytes);
                 tracing::info!(
@@ -62,7 +60,7 @@ pub async fn on_owner(ctx: &ShardContext, parts: Vec<DeleteRecordsPart>) -> Vec<
                 (0, low_watermark)
             }
             Err(error) => (error.kafka_error_code(), -1),
-        });
-    }
-    results
+        },
+    )
+    .await
 }

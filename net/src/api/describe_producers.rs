@@ -52,28 +52,22 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Descr
 /// The owner half: each partition's idempotent producers, with their open transaction's
 /// first offset.
 pub async fn on_owner(ctx: &ShardContext, parts: Vec<DescribeProducersPart>) -> Vec<Result<Vec<ProducerSummary>, i16>> {
-    let mut results = Vec::with_capacity(parts.len());
-    for part in parts {
-        results.push(match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => {
-                let open = partition.ongoing_txns();
-                Ok(partition
-                    .producers()
-                    .into_iter()
-                    .map(|(producer_id, entry)| ProducerSummary {
-                        producer_id,
-                        epoch: entry.epoch,
-                        last_sequence: entry.last_sequence(),
-                        last_timestamp_ms: entry.last_timestamp_ms,
-                        current_txn_start_offset: open
-                            .iter()
-                            .find(|(id, _, _)| *id == producer_id)
-                            .map_or(-1, |(_, _, first_offset)| *first_offset),
-                    })
-                    .collect())
-            }
-            Err(error) => Err(error.kafka_error_code()),
-        });
-    }
-    results
+    per_partition::on_each_partition(ctx, parts, Err, async |_, partition| {
+        let open = partition.ongoing_txns();
+        Ok(partition
+            .producers()
+            .into_iter()
+            .map(|(producer_id, entry)| ProducerSummary {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.last_sequence(),
+                last_timestamp_ms: entry.last_timestamp_ms,
+                current_txn_start_offset: open
+                    .iter()
+                    .find(|(id, _, _)| *id == producer_id)
+                    .map_or(-1, |(_, _, first_offset)| *first_offset),
+            })
+            .collect())
+    })
+    .await
 }

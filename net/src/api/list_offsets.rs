@@ -22,8 +22,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListO
     let named = request.topics.iter().flat_map(|topic| {
         topic.partitions.iter().map(move |partition| (&topic.name, partition.partition_index, partition.timestamp))
     });
-    let unknown =
-        ListOffsetsResult { error_code: codes::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1, leader_epoch: -1 };
+    let unknown = ListOffsetsResult::failed(codes::UNKNOWN_TOPIC_OR_PARTITION);
     let answers = per_partition::ask_owners(&ctx, named, unknown, |info, partition, timestamp| {
         Ok(ListOffsetsPart { topic: info.name.clone(), partition, spec: info.spec(partition), timestamp, isolation })
     })
@@ -44,20 +43,7 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: ListO
 /// local, -5 latest tiered, -1 latest (the last stable offset for read_committed), -3 max
 /// timestamp, else the first offset at or after the timestamp), all below the high watermark.
 pub async fn on_owner(ctx: &ShardContext, parts: Vec<ListOffsetsPart>) -> Vec<ListOffsetsResult> {
-    let mut results = Vec::with_capacity(parts.len());
-    for part in parts {
-        let partition = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => partition,
-            Err(error) => {
-                results.push(ListOffsetsResult {
-                    error_code: error.kafka_error_code(),
-                    offset: -1,
-                    timestamp: -1,
-                    leader_epoch: -1,
-                });
-                continue;
-            }
-        };
+    per_partition::on_each_partition(ctx, parts, ListOffsetsResult::failed, async |part, partition| {
         let epoch = partition.leader_epoch();
         let found = match part.timestamp {
             -2 | -4 => Ok(Some((partition.log_start_offset(), -1))),
@@ -72,11 +58,11 @@ pub async fn on_owner(ctx: &ShardContext, parts: Vec<ListOffsetsPart>) -> Vec<Li
                     .map(|(offset, timestamp)| (offset.max(partition.log_start_offset()), timestamp))
             }),
         };
-        results.push(match found {
+        match found {
             Ok(Some((offset, timestamp))) => ListOffsetsResult { error_code: 0, offset, timestamp, leader_epoch: epoch },
-            Ok(None) => ListOffsetsResult { error_code: 0, offset: -1, timestamp: -1, leader_epoch: -1 },
-            Err(error) => ListOffsetsResult { error_code: error.kafka_error_code(), offset: -1, timestamp: -1, leader_epoch: -1 },
-        });
-    }
-    results
+            Ok(None) => ListOffsetsResult::failed(0),
+            Err(error) => ListOffsetsResult::failed(error.kafka_error_code()),
+        }
+    })
+    .await
 }

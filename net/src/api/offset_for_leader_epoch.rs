@@ -46,26 +46,18 @@ pub async fn handle(ctx: Rc<ShardContext>, header: RequestHeader, request: Offse
 /// The owner half: each partition's end offset for its requested epoch (Kafka
 /// `Partition.lastOffsetForLeaderEpoch`).
 pub async fn on_owner(ctx: &ShardContext, parts: Vec<OffsetForLeaderEpochPart>) -> Vec<EpochEnd> {
-    let mut results = Vec::with_capacity(parts.len());
-    for part in parts {
-        let partition = match ctx.store.get_or_open(&part.topic, part.partition, &part.spec).await {
-            Ok(partition) => partition,
-            Err(error) => {
-                results.push(EpochEnd::failed(error.kafka_error_code()));
-                continue;
-            }
-        };
+    per_partition::on_each_partition(ctx, parts, EpochEnd::failed, async |part, partition| {
         let epoch = partition.leader_epoch();
-        results.push(if part.current_leader_epoch >= 0 && part.current_leader_epoch < epoch {
-            EpochEnd::failed(codes::FENCED_LEADER_EPOCH)
-        } else if part.current_leader_epoch > epoch {
-            EpochEnd::failed(codes::UNKNOWN_LEADER_EPOCH)
-        } else {
-            match partition.end_offset_for_epoch(part.leader_epoch) {
-                Some((leader_epoch, end_offset)) => EpochEnd { error_code: codes::NONE, leader_epoch, end_offset },
-                None => EpochEnd::failed(codes::NONE),
-            }
-        });
-    }
-    results
+        if part.current_leader_epoch >= 0 && part.current_leader_epoch < epoch {
+            return EpochEnd::failed(codes::FENCED_LEADER_EPOCH);
+        }
+        if part.current_leader_epoch > epoch {
+            return EpochEnd::failed(codes::UNKNOWN_LEADER_EPOCH);
+        }
+        match partition.end_offset_for_epoch(part.leader_epoch) {
+            Some((leader_epoch, end_offset)) => EpochEnd { error_code: codes::NONE, leader_epoch, end_offset },
+            None => EpochEnd::failed(codes::NONE),
+        }
+    })
+    .await
 }

@@ -26,6 +26,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset,
 use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::TopicName;
 
+use fjord_engine::partition::Partition;
+
 use crate::context::{ShardContext, TopicInfo};
 use crate::message::PartitionPart;
 use crate::router;
@@ -75,6 +77,26 @@ where
         if let Some(answer) = answer {
             answers[position].answer = answer;
         }
+    }
+    answers
+}
+
+/// The owner half's loop: each part's partition (opened on first use) given to `answer`, in
+/// order; a partition that cannot be opened is answered `failed` with its Kafka error code.
+pub async fn on_each_partition<P: PartitionPart>(
+    ctx: &ShardContext,
+    parts: Vec<P>,
+    failed: impl Fn(i16) -> P::Answer,
+    mut answer: impl AsyncFnMut(P, Rc<Partition>) -> P::Answer,
+) -> Vec<P::Answer> {
+    let mut answers = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (topic, index) = part.partition();
+        let opened = ctx.store.get_or_open(topic, index, part.spec()).await;
+        answers.push(match opened {
+            Ok(partition) => answer(part, partition).await,
+            Err(error) => failed(error.kafka_error_code()),
+        });
     }
     answers
 }
