@@ -1540,10 +1540,11 @@ async fn check_topic_id(dir: &std::path::Path, topic_id: &[u8; 16], leader_epoch
 }
 
 /// The epoch checkpoint in `dir` as written; `None` if there is none (a directory from before
-/// epochs were kept). Blocking.
+/// epochs were kept). Bytes that are not UTF-8 come back replaced, so they fail to decode and the
+/// checkpoint is rewritten like any damaged one. Blocking.
 fn read_epochs(dir: &std::path::Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(dir.join(epochs::CHECKPOINT_FILE)) {
-        Ok(text) => Ok(Some(text)),
+    match std::fs::read(dir.join(epochs::CHECKPOINT_FILE)) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
     }

@@ -809,11 +809,11 @@ fn leader_epochs_are_checkpointed_and_follow_the_log() {
 
         // A damaged checkpoint (emptied or torn) and a missing one (a
         // directory from before epochs were kept) say every record is of the current epoch.
-        for damaged in ["", "0\n2\n3 0\n", "missing"] {
-            if damaged == "missing" {
-                std::fs::remove_file(&checkpoint).unwrap();
-            } else {
-                std::fs::write(&checkpoint, damaged).unwrap();
+        let damages: [Option<&[u8]>; 4] = [Some(b""), Some(b"0\n2\n3 0\n"), Some(b"0\n1\n\xff\xfe 4\n"), None];
+        for damaged in damages {
+            match damaged {
+                Some(bytes) => std::fs::write(&checkpoint, bytes).unwrap(),
+                None => std::fs::remove_file(&checkpoint).unwrap(),
             }
             let partition = open_in_epoch(dir.path(), 5).await;
             assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n1\n5 4\n", "{damaged:?}");

@@ -468,7 +468,8 @@ impl ConsumerGroups {
             let epoch = crate::next_epoch(group.epoch);
             emit(group, &mut records, ConsumerRecord::GroupMetadata { group_id: group_id.to_string(), epoch: Some(epoch) });
         }
-        if group.epoch > group.target_epoch {
+        // `!=`, not `>`: past i32::MAX the group epoch starts again at 1 (`next_epoch`).
+        if group.epoch != group.target_epoch {
             compute_target_assignment(group, self.config.default_assignor, &mut records);
         }
 
