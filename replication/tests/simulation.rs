@@ -117,6 +117,8 @@ struct World {
     acknowledged: Vec<Record>,
     election: Election,
     trace: Vec<String>,
+    /// The leader epoch and high watermark at the last check.
+    last_seen: (i32, i64),
 }
 
 impl World {
@@ -134,6 +136,7 @@ impl World {
             acknowledged: Vec::new(),
             election,
             trace: Vec::new(),
+            last_seen: (0, 0),
         };
         world.elect(NODES[0]);
         world
@@ -330,7 +333,17 @@ impl World {
         self.acknowledged.extend(newly);
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&mut self) -> Result<(), String> {
+        let (last_epoch, last_high_watermark) = self.last_seen;
+        if self.state.leader_epoch < last_epoch {
+            return Err(format!("leader epoch went back from {last_epoch} to {}", self.state.leader_epoch));
+        }
+        if let Some(leader) = &self.leader {
+            if self.state.leader_epoch == last_epoch && leader.high_watermark() < last_high_watermark {
+                return Err(format!("high watermark of epoch {last_epoch} went back from {last_high_watermark}"));
+            }
+            self.last_seen = (self.state.leader_epoch, leader.high_watermark());
+        }
         if let Some(leader) = &self.leader {
             leader.check_invariants();
             let node = self.leader_node().expect("leader node");
