@@ -874,11 +874,6 @@ impl Partition {
         (end_offset != epochs::UNDEFINED_EPOCH_OFFSET).then_some((found, end_offset))
     }
 
-    /// The epoch history (a copy).
-    pub fn epochs(&self) -> EpochHistory {
-        self.epochs.borrow().clone()
-    }
-
     /// Writes one group of queued appends (and syncs if any needs it).
     async fn flush_once(&self) {
         self.flusher.set(FlusherActivity::Writing);
